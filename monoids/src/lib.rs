@@ -1,0 +1,22 @@
+//! Commutative monoids for read models that converge under at-least-once,
+//! out-of-order, duplicated delivery.
+//!
+//! (Crate docs: see the end of the file for the full overview.)
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod algebra;
+pub mod hash;
+mod std_impls;
+
+mod count;
+mod logic;
+mod min_max;
+mod sum;
+
+pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
+pub use count::Count;
+pub use logic::{All, Any, BitOr};
+pub use min_max::{Max, Min};
+pub use sum::Sum;
