@@ -20,3 +20,7 @@ pub use count::Count;
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use sum::Sum;
+
+#[cfg(feature = "laws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "laws")))]
+pub mod laws;

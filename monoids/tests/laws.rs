@@ -1,0 +1,33 @@
+//! Every primitive through the law harness, one line each.
+#![cfg(feature = "laws")]
+
+use accrete_monoids::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+laws!(sum_i64: Sum<i64> => commutative, group);
+laws!(sum_u32: Sum<u32> => commutative, group);
+laws!(sum_f64: Sum<f64> = |g| Sum(f64::from(i32::arbitrary(g)) / 8.0) => commutative, group; eq_by = close_sum);
+laws!(count: Count => commutative);
+laws!(max_i64: Max<i64> => commutative, idempotent);
+laws!(min_u32: Min<u32> => commutative, idempotent);
+laws!(max_string: Option<Max<String>> => commutative, idempotent);
+laws!(any: Any => commutative, idempotent);
+laws!(all: All => commutative, idempotent);
+laws!(bit_or: BitOr<u32> => commutative, idempotent);
+
+// Standard types.
+laws!(i32_add: i32 => commutative, group);
+laws!(unit: () => commutative, idempotent, group);
+laws!(tuple3: (Sum<i64>, Max<u8>, BTreeSet<u8>) => commutative);
+// BSON document keys are strings: integer-keyed std maps cannot go to MongoDB as
+// they are (`Map` serializes as pairs and can).
+laws!(btree_map_int_keys: BTreeMap<u8, Sum<i32>> => commutative; no_bson);
+laws!(btree_map: BTreeMap<String, Sum<i32>> => commutative);
+laws!(btree_set: BTreeSet<u16> => commutative, idempotent);
+laws!(hash_set: std::collections::HashSet<u16> => commutative, idempotent);
+laws!(hash_map: std::collections::HashMap<String, Max<i16>> => commutative, idempotent);
+laws!(vec_concat: Vec<u8>);
+
+fn close_sum(a: &Sum<f64>, b: &Sum<f64>) -> bool {
+    (a.0 - b.0).abs() <= 1e-9 * a.0.abs().max(b.0.abs()).max(1.0)
+}
