@@ -25,6 +25,12 @@
 /// assert_eq!(total, Sum(5));
 /// assert_eq!(Sum(1_u64).combined(&Sum(1)), Sum(2));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a semigroup: accrete does not know how to combine two of them",
+    label = "no `combine` for `{Self}`",
+    note = "wrap the value in a primitive that says how values combine: `Sum<T>`, `Count`, `Max<T>`, `Min<T>`, \
+            `LastWriteWins<T>`, `GSet<T>`, `HyperLogLog`, … or implement `Semigroup` for it"
+)]
 pub trait Semigroup: Sized {
     /// Combines `other` into `self`: `self = self ⊕ other`.
     fn combine(&mut self, other: &Self);
@@ -72,6 +78,11 @@ pub trait Semigroup: Sized {
 /// assert_eq!(best, Max(9));
 /// assert!(Max::<i64>::identity().is_identity());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a monoid: it has no identity element",
+    label = "no `identity()` for `{Self}`",
+    note = "unbounded types such as `Max<String>` become monoids inside `Option`: `Option<Max<String>>`"
+)]
 pub trait Monoid: Semigroup {
     /// The identity element: combining it changes nothing.
     fn identity() -> Self;
@@ -97,6 +108,11 @@ pub trait Monoid: Semigroup {
 ///
 /// A commutative monoid folds to the same state whatever order the events
 /// arrive in. Read models in accrete require it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not claim commutativity (a ⊕ b == b ⊕ a)",
+    label = "the result would depend on delivery order",
+    note = "read models need commutative state; `Last`-by-arrival values are not, `LastWriteWins` (by timestamp) is"
+)]
 pub trait Commutative: Semigroup {}
 
 /// Law marker: `a ⊕ a == a`.
@@ -104,6 +120,11 @@ pub trait Commutative: Semigroup {}
 /// A commutative, idempotent monoid is a join-semilattice (a state-based
 /// CRDT): duplicated deliveries are harmless, so the runtime may skip the
 /// exactly-once bookkeeping for it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not claim idempotence (a ⊕ a == a)",
+    label = "a duplicate delivery would change the result",
+    note = "counts and sums are not idempotent; the runtime applies their effects exactly once instead"
+)]
 pub trait Idempotent: Semigroup {}
 
 /// A [`Monoid`] where every element has an inverse: `a ⊕ a⁻¹ == identity`.

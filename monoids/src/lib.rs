@@ -6,6 +6,39 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+// Lets `#[derive(Monoid)]` name this crate `::accrete_monoids` everywhere,
+// inside it included.
+extern crate self as accrete_monoids;
+
+/// `#[derive(Monoid)]`: field-wise [`Semigroup`] and [`Monoid`] for structs
+/// whose fields are monoids, plus [`Commutative`], [`Idempotent`] and
+/// [`Group`] whenever every field has them.
+///
+/// `#[monoid(commutative)]` (or `idempotent`, `group`) *requires* the law:
+/// a field that lacks it is a compile error pointing at that field.
+///
+/// # Examples
+///
+/// ```
+/// use accrete_monoids::{Count, Max, Monoid, Semigroup, Sum};
+///
+/// #[derive(Monoid, Debug, Clone, PartialEq)]
+/// #[monoid(commutative)]
+/// struct PageStats {
+///     views: Count,
+///     revenue_cents: Sum<i64>,
+///     last_seen_ms: Max<u64>,
+/// }
+///
+/// let mut page = PageStats::identity();
+/// page.combine(&PageStats { views: Count(1), revenue_cents: Sum(499), last_seen_ms: Max(1_700) });
+/// page.combine(&PageStats { views: Count(1), revenue_cents: Sum(0), last_seen_ms: Max(1_200) });
+/// assert_eq!(page.views, Count(2));
+/// assert_eq!(page.last_seen_ms, Max(1_700));
+/// ```
+#[cfg(feature = "derive")]
+pub use accrete_derive::Monoid;
+
 mod algebra;
 pub mod hash;
 mod std_impls;
