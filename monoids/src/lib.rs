@@ -43,16 +43,27 @@ mod algebra;
 pub mod hash;
 mod std_impls;
 
+#[cfg(feature = "automerge")]
+mod automerge_doc;
 mod count;
+mod first_last;
 mod logic;
 mod min_max;
+#[cfg(feature = "serde")]
+mod serde_pairs;
 mod sum;
+mod windowed;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
+#[cfg(feature = "automerge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "automerge")))]
+pub use automerge_doc::AutomergeDoc;
 pub use count::Count;
+pub use first_last::{First, Last};
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use sum::Sum;
+pub use windowed::Windowed;
 
 #[cfg(feature = "laws")]
 #[cfg_attr(docsrs, doc(cfg(feature = "laws")))]

@@ -109,8 +109,12 @@ where
 fn last_by_arrival_is_not_commutative() {
     let laws = Laws::<LastByArrival>::new("last_by_arrival").commutative().tests(500);
     let failure = expect_failure(&laws, Law::Commutativity);
-    // Minimal: two different present values, shrunk towards zero.
-    assert_eq!(failure.input, "[LastByArrival(Some(0)), LastByArrival(Some(1))]", "{failure}");
+    // Minimal: two different present values, shrunk towards zero (either order).
+    assert!(
+        ["[LastByArrival(Some(0)), LastByArrival(Some(1))]", "[LastByArrival(Some(1)), LastByArrival(Some(0))]"]
+            .contains(&failure.input.as_str()),
+        "{failure}"
+    );
     // It does satisfy associativity and identity: the harness must not cry wolf.
     laws.check_law(Law::Associativity).unwrap();
     laws.check_law(Law::Identity).unwrap();

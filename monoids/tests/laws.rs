@@ -31,3 +31,11 @@ laws!(vec_concat: Vec<u8>);
 fn close_sum(a: &Sum<f64>, b: &Sum<f64>) -> bool {
     (a.0 - b.0).abs() <= 1e-9 * a.0.abs().max(b.0.abs()).max(1.0)
 }
+laws!(last: Last<u8> => commutative, idempotent);
+laws!(first: First<String> => commutative, idempotent);
+laws!(windowed_count: Windowed<Count, 100> => commutative);
+laws!(windowed_max_retain: Windowed<Max<i8>, 10, 3> => commutative, idempotent);
+laws!(windowed_sum_retain: Windowed<Sum<i16>, 10, 2> => commutative);
+
+#[cfg(feature = "automerge")]
+laws!(automerge_doc: AutomergeDoc => commutative, idempotent; tests = 64);
