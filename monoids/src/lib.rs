@@ -11,12 +11,18 @@ pub mod hash;
 mod std_impls;
 
 mod count;
+mod hyperloglog;
 mod logic;
 mod min_max;
+#[cfg(feature = "serde")]
+mod sketch_codec;
 mod sum;
+#[cfg(all(test, feature = "laws"))]
+mod test_support;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
 pub use count::Count;
+pub use hyperloglog::HyperLogLog;
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use sum::Sum;
