@@ -11,6 +11,7 @@ pub mod hash;
 mod std_impls;
 
 mod count;
+mod count_min;
 mod hyperloglog;
 mod logic;
 mod min_max;
@@ -22,6 +23,7 @@ mod test_support;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
 pub use count::Count;
+pub use count_min::CountMinSketch;
 pub use hyperloglog::HyperLogLog;
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
