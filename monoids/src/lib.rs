@@ -10,6 +10,7 @@ mod algebra;
 pub mod hash;
 mod std_impls;
 
+mod bloom;
 mod count;
 mod count_min;
 mod hyperloglog;
@@ -22,6 +23,7 @@ mod sum;
 mod test_support;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
+pub use bloom::Bloom;
 pub use count::Count;
 pub use count_min::CountMinSketch;
 pub use hyperloglog::HyperLogLog;
