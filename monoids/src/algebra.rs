@@ -174,7 +174,9 @@ macro_rules! bounded {
         }
     )*};
 }
-bounded!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, char);
+bounded!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, char
+);
 
 impl Bounded for bool {
     const MIN: Self = false;

@@ -70,7 +70,9 @@ impl AutomergeDoc {
     pub fn edit<T>(
         &mut self,
         actor: automerge::ActorId,
-        f: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<T, automerge::AutomergeError>,
+        f: impl FnOnce(
+            &mut automerge::transaction::Transaction<'_>,
+        ) -> Result<T, automerge::AutomergeError>,
     ) -> Result<T, automerge::AutomergeError> {
         self.doc.set_actor(actor);
         let mut tx = self.doc.transaction();
@@ -108,7 +110,9 @@ impl AutomergeDoc {
 
 impl std::fmt::Debug for AutomergeDoc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AutomergeDoc").field("heads", &self.heads()).finish()
+        f.debug_struct("AutomergeDoc")
+            .field("heads", &self.heads())
+            .finish()
     }
 }
 
@@ -165,7 +169,10 @@ impl<'de> serde::Deserialize<'de> for AutomergeDoc {
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
                 Ok(v)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
                 while let Some(b) = seq.next_element()? {
                     out.push(b);
@@ -174,8 +181,9 @@ impl<'de> serde::Deserialize<'de> for AutomergeDoc {
             }
         }
         let bytes = d.deserialize_bytes(Bytes)?;
-        let doc = Automerge::load(&bytes)
-            .map_err(|e| serde::de::Error::custom(format!("not a valid Automerge document: {e}")))?;
+        let doc = Automerge::load(&bytes).map_err(|e| {
+            serde::de::Error::custom(format!("not a valid Automerge document: {e}"))
+        })?;
         Ok(AutomergeDoc { doc })
     }
 }

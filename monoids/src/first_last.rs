@@ -149,6 +149,9 @@ mod tests {
         let b = Last::new(5, "b");
         assert_eq!(a.clone().combined(&b), b.clone().combined(&a));
         assert_eq!(a.combined(&b).get(), Some(&"b"));
-        assert_eq!(First::new(5, "a").combined(&First::new(5, "b")).get(), Some(&"a"));
+        assert_eq!(
+            First::new(5, "a").combined(&First::new(5, "b")).get(),
+            Some(&"a")
+        );
     }
 }

@@ -196,7 +196,10 @@ impl<T: Subject + PartialEq> Laws<T> {
     /// sequences still shrink by dropping elements). Use it for types that
     /// do not implement [`Arbitrary`], such as a struct from your library
     /// tested in an integration test (the orphan rule forbids the impl there).
-    pub fn with_generator(name: impl Into<String>, generate: impl Fn(&mut Gen) -> T + 'static) -> Self {
+    pub fn with_generator(
+        name: impl Into<String>,
+        generate: impl Fn(&mut Gen) -> T + 'static,
+    ) -> Self {
         Laws {
             name: name.into(),
             generate: Box::new(generate),
@@ -308,13 +311,20 @@ impl<T: Subject> Laws<T> {
         if self.invert.is_some() {
             laws.push(Law::Inverse);
         }
-        laws.extend([Law::CombineAll, Law::OwnedVsBorrowed, Law::SerdeRoundTrip, Law::Convergence]);
+        laws.extend([
+            Law::CombineAll,
+            Law::OwnedVsBorrowed,
+            Law::SerdeRoundTrip,
+            Law::Convergence,
+        ]);
         laws
     }
 
     /// Runs every law the type claims; the first failure is returned.
     pub fn check(&self) -> Result<(), LawFailure> {
-        self.laws().into_iter().try_for_each(|law| self.check_law(law))
+        self.laws()
+            .into_iter()
+            .try_for_each(|law| self.check_law(law))
     }
 
     /// Runs every law the type claims; panics with the counterexample.
@@ -344,31 +354,51 @@ impl<T: Subject> Laws<T> {
             self.name
         );
         for case in 0..tests {
-            let seed = if single { base } else { splitmix(base.wrapping_add(case)) };
+            let seed = if single {
+                base
+            } else {
+                splitmix(base.wrapping_add(case))
+            };
             let mut g = Gen::from_size_and_seed(self.size, seed);
             let outcome = match law {
-                Law::Identity => self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| self.identity(a)),
+                Law::Identity => self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| {
+                    self.identity(a)
+                }),
                 Law::Associativity => {
-                    self.run(law, seed, self.gen_values::<3>(&mut g), |[a, b, c]| self.associativity(a, b, c))
+                    self.run(law, seed, self.gen_values::<3>(&mut g), |[a, b, c]| {
+                        self.associativity(a, b, c)
+                    })
                 }
                 Law::Commutativity => {
                     self.claimed(law, self.commutative)?;
-                    self.run(law, seed, self.gen_values::<2>(&mut g), |[a, b]| self.commutativity(a, b))
+                    self.run(law, seed, self.gen_values::<2>(&mut g), |[a, b]| {
+                        self.commutativity(a, b)
+                    })
                 }
                 Law::Idempotence => {
                     self.claimed(law, self.idempotent)?;
-                    self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| self.idempotence(a))
+                    self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| {
+                        self.idempotence(a)
+                    })
                 }
                 Law::Inverse => {
                     let invert = self.invert.ok_or_else(|| self.unclaimed(law))?;
-                    self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| self.inverse(a, invert))
+                    self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| {
+                        self.inverse(a, invert)
+                    })
                 }
                 Law::CombineAll => self.run_seq(law, seed, &mut g, |xs, _| self.combine_all(xs)),
                 Law::OwnedVsBorrowed => {
-                    self.run(law, seed, self.gen_values::<2>(&mut g), |[a, b]| self.owned_vs_borrowed(a, b))
+                    self.run(law, seed, self.gen_values::<2>(&mut g), |[a, b]| {
+                        self.owned_vs_borrowed(a, b)
+                    })
                 }
-                Law::SerdeRoundTrip => self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| self.round_trip(a)),
-                Law::Convergence => self.run_seq(law, seed, &mut g, |xs, salt| self.convergence(xs, salt)),
+                Law::SerdeRoundTrip => self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| {
+                    self.round_trip(a)
+                }),
+                Law::Convergence => {
+                    self.run_seq(law, seed, &mut g, |xs, salt| self.convergence(xs, salt))
+                }
             };
             outcome?;
         }
@@ -376,7 +406,11 @@ impl<T: Subject> Laws<T> {
     }
 
     fn claimed(&self, law: Law, claimed: bool) -> Result<(), LawFailure> {
-        if claimed { Ok(()) } else { Err(self.unclaimed(law)) }
+        if claimed {
+            Ok(())
+        } else {
+            Err(self.unclaimed(law))
+        }
     }
 
     fn unclaimed(&self, law: Law) -> LawFailure {
@@ -410,7 +444,9 @@ impl<T: Subject> Laws<T> {
         prop: impl Fn(&[T; N]) -> Result<(), String>,
     ) -> Result<(), LawFailure> {
         let prop = |input: &[T; N]| guarded(|| prop(input));
-        let Err(detail) = prop(&input) else { return Ok(()) };
+        let Err(detail) = prop(&input) else {
+            return Ok(());
+        };
         let shrink = |input: &[T; N]| -> Vec<[T; N]> {
             (0..N)
                 .flat_map(|i| {
@@ -437,7 +473,9 @@ impl<T: Subject> Laws<T> {
     ) -> Result<(), LawFailure> {
         let input = (self.gen_seq(g), u64::arbitrary(g));
         let prop = |(xs, salt): &(Vec<T>, u64)| guarded(|| prop(xs, *salt));
-        let Err(detail) = prop(&input) else { return Ok(()) };
+        let Err(detail) = prop(&input) else {
+            return Ok(());
+        };
         // Smaller sequences first (halves, quarters, … single elements), each
         // with the original fault pattern and a few others, since dropping an
         // element shifts which deliveries the salt duplicates and reorders;
@@ -463,11 +501,31 @@ impl<T: Subject> Laws<T> {
             out
         };
         let ((input, salt), detail, shrinks) = minimize(input, detail, shrink, prop);
-        Err(self.failure(law, seed, format!("{input:?} (fault salt {salt})"), detail, shrinks))
+        Err(self.failure(
+            law,
+            seed,
+            format!("{input:?} (fault salt {salt})"),
+            detail,
+            shrinks,
+        ))
     }
 
-    fn failure(&self, law: Law, seed: u64, input: String, detail: String, shrinks: usize) -> LawFailure {
-        LawFailure { name: self.name.clone(), law, seed, input, detail, shrinks }
+    fn failure(
+        &self,
+        law: Law,
+        seed: u64,
+        input: String,
+        detail: String,
+        shrinks: usize,
+    ) -> LawFailure {
+        LawFailure {
+            name: self.name.clone(),
+            law,
+            seed,
+            input,
+            detail,
+            shrinks,
+        }
     }
 
     fn same(&self, what: &str, left: &T, right: &T) -> Result<(), String> {
@@ -484,7 +542,9 @@ impl<T: Subject> Laws<T> {
             return Err(format!("identity().is_identity() is false for {e:?}"));
         }
         if a.is_identity() && !(self.eq)(a, &e) {
-            return Err(format!("is_identity() is true for {a:?}, which is not equal to identity() {e:?}"));
+            return Err(format!(
+                "is_identity() is true for {a:?}, which is not equal to identity() {e:?}"
+            ));
         }
         self.same("e ⊕ a == a", &e.clone().combined(a), a)?;
         self.same("a ⊕ e == a", &a.clone().combined(&e), a)
@@ -497,7 +557,11 @@ impl<T: Subject> Laws<T> {
     }
 
     fn commutativity(&self, a: &T, b: &T) -> Result<(), String> {
-        self.same("a ⊕ b == b ⊕ a", &a.clone().combined(b), &b.clone().combined(a))
+        self.same(
+            "a ⊕ b == b ⊕ a",
+            &a.clone().combined(b),
+            &b.clone().combined(a),
+        )
     }
 
     fn idempotence(&self, a: &T) -> Result<(), String> {
@@ -507,7 +571,11 @@ impl<T: Subject> Laws<T> {
     fn inverse(&self, a: &T, invert: fn(&mut T)) -> Result<(), String> {
         let mut inv = a.clone();
         invert(&mut inv);
-        self.same("a ⊕ a⁻¹ == identity", &a.clone().combined(&inv), &T::identity())?;
+        self.same(
+            "a ⊕ a⁻¹ == identity",
+            &a.clone().combined(&inv),
+            &T::identity(),
+        )?;
         self.same("a⁻¹ ⊕ a == identity", &inv.combined(a), &T::identity())
     }
 
@@ -518,8 +586,16 @@ impl<T: Subject> Laws<T> {
         }
         let mut batch = T::identity();
         batch.combine_all(xs.iter().cloned());
-        self.same("combine_all(xs) == combining one at a time", &batch, &one_by_one)?;
-        self.same("Monoid::fold(xs) == combining one at a time", &T::fold(xs.iter().cloned()), &one_by_one)
+        self.same(
+            "combine_all(xs) == combining one at a time",
+            &batch,
+            &one_by_one,
+        )?;
+        self.same(
+            "Monoid::fold(xs) == combining one at a time",
+            &T::fold(xs.iter().cloned()),
+            &one_by_one,
+        )
     }
 
     fn owned_vs_borrowed(&self, a: &T, b: &T) -> Result<(), String> {
@@ -528,16 +604,22 @@ impl<T: Subject> Laws<T> {
         let mut owned = a.clone();
         owned.combine_owned(b.clone());
         self.same("combine_owned(b) == combine(&b)", &owned, &borrowed)?;
-        self.same("a.combined(&b) == combine(&b)", &a.clone().combined(b), &borrowed)
+        self.same(
+            "a.combined(&b) == combine(&b)",
+            &a.clone().combined(b),
+            &borrowed,
+        )
     }
 
     fn round_trip(&self, a: &T) -> Result<(), String> {
         let json = serde_json::to_string(a).map_err(|e| format!("JSON encoding failed: {e}"))?;
-        let back: T = serde_json::from_str(&json).map_err(|e| format!("JSON decoding failed: {e}\n  json: {json}"))?;
+        let back: T = serde_json::from_str(&json)
+            .map_err(|e| format!("JSON decoding failed: {e}\n  json: {json}"))?;
         self.same("JSON round trip", a, &back)?;
 
         let bytes = postcard::to_stdvec(a).map_err(|e| format!("postcard encoding failed: {e}"))?;
-        let back: T = postcard::from_bytes(&bytes).map_err(|e| format!("postcard decoding failed: {e}"))?;
+        let back: T =
+            postcard::from_bytes(&bytes).map_err(|e| format!("postcard decoding failed: {e}"))?;
         self.same("postcard round trip", a, &back)?;
 
         if self.bson {
@@ -548,8 +630,8 @@ impl<T: Subject> Laws<T> {
             let doc = bson::serialize_to_document(&Doc { v: a }).map_err(|e| {
                 format!("BSON encoding failed: {e} (MongoDB cannot store this value; use no_bson if intended)")
             })?;
-            let back: Doc<T> =
-                bson::deserialize_from_document(doc.clone()).map_err(|e| format!("BSON decoding failed: {e}\n  doc: {doc}"))?;
+            let back: Doc<T> = bson::deserialize_from_document(doc.clone())
+                .map_err(|e| format!("BSON decoding failed: {e}\n  doc: {doc}"))?;
             self.same("BSON round trip", a, &back.v)?;
         }
         Ok(())
@@ -589,7 +671,26 @@ impl<T: Subject> Laws<T> {
             (false, true) => "duplicated and batched",
             (false, false) => "batched",
         };
-        self.same(&format!("delivery {faults} == plain left fold"), &stored, &oracle)
+        self.same(
+            &format!("delivery {faults} == plain left fold"),
+            &stored,
+            &oracle,
+        )
+    }
+}
+
+/// Checks that one value survives the JSON, postcard and BSON round trips
+/// with `==`: for values a generator rarely reaches (a full sketch, a
+/// large map).
+///
+/// # Panics
+///
+/// With the encoding that failed and both values.
+#[track_caller]
+pub fn assert_round_trip<T: Subject + PartialEq>(value: &T) {
+    let laws = Laws::<T>::with_generator("assert_round_trip", |_| T::identity());
+    if let Err(detail) = laws.round_trip(value) {
+        panic!("round trip failed for {value:?}: {detail}");
     }
 }
 

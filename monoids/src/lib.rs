@@ -1,10 +1,109 @@
 //! Commutative monoids for read models that converge under at-least-once,
 //! out-of-order, duplicated delivery.
 //!
-//! (Crate docs: see the end of the file for the full overview.)
+//! # Overview
+//!
+//! A read model's state in accrete is a **monoid**: a type with an identity
+//! and an associative, in-place [`combine`](Semigroup::combine). When the
+//! monoid is also [`Commutative`], every delivery order folds to the same
+//! state; when it is [`Idempotent`] too (a join-semilattice: `Max`, sets,
+//! HyperLogLog, OR-sets), duplicate deliveries are harmless. States that are
+//! not idempotent (sums, counts, sketches with counts) get exactly-once
+//! application from the runtime instead.
+//!
+//! ```
+//! use accrete_monoids::{Count, HyperLogLog, Max, Monoid, Semigroup};
+//!
+//! #[derive(Monoid, Debug, Clone, PartialEq)]
+//! struct PageStats {
+//!     views: Count,
+//!     visitors: HyperLogLog<12>,
+//!     last_view_ms: Max<i64>,
+//! }
+//!
+//! // The delta of one page view…
+//! fn view(visitor: &str, at_ms: i64) -> PageStats {
+//!     let mut visitors = HyperLogLog::new();
+//!     visitors.insert(visitor);
+//!     PageStats { views: Count::one(), visitors, last_view_ms: Max(at_ms) }
+//! }
+//!
+//! // …folded in any order gives the same state.
+//! let a = PageStats::fold([view("ana", 10), view("bo", 30), view("ana", 20)]);
+//! let b = PageStats::fold([view("ana", 20), view("ana", 10), view("bo", 30)]);
+//! assert_eq!(a, b);
+//! assert_eq!(a.views, Count(3));
+//! assert_eq!(a.visitors.estimate().round(), 2.0);
+//! ```
+//!
+//! # The algebra
+//!
+//! | trait | what it gives |
+//! | --- | --- |
+//! | [`Semigroup`] | `combine(&mut self, &other)` (primary), `combine_owned`, `combined`, the batch fast path `combine_all` |
+//! | [`Monoid`] | `identity()`, `is_identity()`, `fold` |
+//! | [`Commutative`], [`Idempotent`] | law markers the runtime and the harness read; [`Semilattice`] = monoid + both |
+//! | [`Group`] | `invert`: retractions, for sums |
+//!
+//! Standard types have lawful instances (integers wrap; `Option<S>` adds an
+//! identity to any semigroup; tuples, maps and sets combine point-wise): see
+//! the table in [`std_impls`](crate#standard-types).
+//!
+//! # Primitives
+//!
+//! | primitive | state | laws | notes |
+//! | --- | --- | --- | --- |
+//! | [`Sum`], [`Count`] | a number | C, group | exactly once by the runtime |
+//! | [`Min`], [`Max`] | an extreme | C, I | `Option<Max<String>>` for unbounded types |
+//! | [`First`], [`Last`] | the value with the earliest/latest event time | C, I | ties broken by value |
+//! | [`Any`], [`All`], [`BitOr`] | booleans, flags | C, I | |
+//! | [`Windowed`] | a monoid per tumbling event-time window | as its content | optional retention |
+//! | [`HyperLogLog`] | distinct count | C, I | error 1.04/√2ᴾ |
+//! | [`CountMinSketch`] | frequencies | C | overestimates by at most e/W·N with probability 1−e⁻ᴰ |
+//! | [`Bloom`] | membership | C, I | no false negatives |
+//! | `AutomergeDoc` (feature `automerge`) | an Automerge document | C, I | merge is combine |
+//!
+//! C: [`Commutative`], I: [`Idempotent`]. Every primitive documents its
+//! identity, its laws, its error bounds where it is approximate, and has a
+//! runnable example; every persisted form is pinned by golden files.
+//!
+//! # Standard types
+//!
+//! Integers add (wrapping: addition modulo 2ⁿ is a lawful group, and
+//! checked or saturating addition is not associative), `()` is trivial,
+//! `Option<S>` lifts a semigroup, tuples up to 12 and maps combine
+//! point-wise, sets take the union, and `Vec`/`String` concatenate (a monoid,
+//! but not commutative).
+//!
+//! # The law harness
+//!
+//! With the `laws` feature, [`laws!`] checks a type in one line, including
+//! convergence under reordering, duplication and batching:
+//!
+//! ```
+//! # #[cfg(feature = "laws")]
+//! # mod checks {
+//! use accrete_monoids::{laws, Max, Sum};
+//!
+//! laws!(max_i64: Max<i64> => commutative, idempotent);
+//! laws!(sum_i64: Sum<i64> => commutative, group);
+//! # }
+//! # fn main() {}
+//! ```
+//!
+//! See the [`laws`](mod@laws) module (feature `laws`).
+//!
+//! # Crate features
+//!
+//! - `serde` (default): `Serialize`/`Deserialize` for every primitive.
+//! - `derive` (default): `#[derive(Monoid)]`.
+//! - `laws`: the law harness and `quickcheck::Arbitrary` for every
+//!   primitive. Not default: a test library is never a runtime dependency.
+//! - `automerge`: `AutomergeDoc`.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Lets `#[derive(Monoid)]` name this crate `::accrete_monoids` everywhere,
 // inside it included.
@@ -15,7 +114,8 @@ extern crate self as accrete_monoids;
 /// [`Group`] whenever every field has them.
 ///
 /// `#[monoid(commutative)]` (or `idempotent`, `group`) *requires* the law:
-/// a field that lacks it is a compile error pointing at that field.
+/// a field that lacks it is a compile error pointing at that field. A field
+/// that is not a monoid at all is a compile error that suggests a primitive.
 ///
 /// # Examples
 ///
@@ -45,12 +145,17 @@ mod std_impls;
 
 #[cfg(feature = "automerge")]
 mod automerge_doc;
+mod bloom;
 mod count;
+mod count_min;
 mod first_last;
+mod hyperloglog;
 mod logic;
 mod min_max;
 #[cfg(feature = "serde")]
 mod serde_pairs;
+#[cfg(feature = "serde")]
+mod sketch_codec;
 mod sum;
 mod windowed;
 
@@ -58,8 +163,11 @@ pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Se
 #[cfg(feature = "automerge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "automerge")))]
 pub use automerge_doc::AutomergeDoc;
+pub use bloom::Bloom;
 pub use count::Count;
+pub use count_min::CountMinSketch;
 pub use first_last::{First, Last};
+pub use hyperloglog::HyperLogLog;
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use sum::Sum;

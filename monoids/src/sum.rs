@@ -77,7 +77,9 @@ macro_rules! sum_int {
         }
     )*};
 }
-sum_int!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+sum_int!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
 
 macro_rules! sum_float {
     ($($t:ty),* $(,)?) => {$(

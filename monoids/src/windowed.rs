@@ -125,7 +125,9 @@ impl<M: Monoid + Clone, const WIDTH: u64, const RETAIN: u64> Windowed<M, WIDTH, 
     }
 }
 
-impl<M: Monoid + Clone, const WIDTH: u64, const RETAIN: u64> Semigroup for Windowed<M, WIDTH, RETAIN> {
+impl<M: Monoid + Clone, const WIDTH: u64, const RETAIN: u64> Semigroup
+    for Windowed<M, WIDTH, RETAIN>
+{
     fn combine(&mut self, other: &Self) {
         self.newest = self.newest.max(other.newest);
         for (start, value) in &other.windows {
@@ -174,11 +176,17 @@ impl<M: Monoid + Clone, const WIDTH: u64, const RETAIN: u64> Monoid for Windowed
 
 impl<M, const WIDTH: u64, const RETAIN: u64> Default for Windowed<M, WIDTH, RETAIN> {
     fn default() -> Self {
-        Windowed { windows: BTreeMap::new(), newest: None }
+        Windowed {
+            windows: BTreeMap::new(),
+            newest: None,
+        }
     }
 }
 
-impl<M: Monoid + Commutative + Clone, const W: u64, const R: u64> Commutative for Windowed<M, W, R> {}
+impl<M: Monoid + Commutative + Clone, const W: u64, const R: u64> Commutative
+    for Windowed<M, W, R>
+{
+}
 impl<M: Monoid + Idempotent + Clone, const W: u64, const R: u64> Idempotent for Windowed<M, W, R> {}
 
 /// The persisted form: `{"windows": [[start, value], …], "newest": start}`
@@ -195,7 +203,9 @@ struct Persisted<M> {
 }
 
 #[cfg(feature = "serde")]
-impl<M: serde::Serialize + Clone, const W: u64, const R: u64> serde::Serialize for Windowed<M, W, R> {
+impl<M: serde::Serialize + Clone, const W: u64, const R: u64> serde::Serialize
+    for Windowed<M, W, R>
+{
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(serde::Serialize)]
         struct Ref<'a, M: serde::Serialize> {
@@ -203,7 +213,11 @@ impl<M: serde::Serialize + Clone, const W: u64, const R: u64> serde::Serialize f
             windows: &'a BTreeMap<i64, M>,
             newest: Option<i64>,
         }
-        Ref { windows: &self.windows, newest: self.newest }.serialize(s)
+        Ref {
+            windows: &self.windows,
+            newest: self.newest,
+        }
+        .serialize(s)
     }
 }
 
@@ -233,7 +247,11 @@ where
     fn arbitrary(g: &mut quickcheck::Gen) -> Self {
         let pairs: Vec<(i8, M)> = quickcheck::Arbitrary::arbitrary(g);
         // Timestamps spread over a few windows either side of zero.
-        Self::from_pairs(pairs.into_iter().map(|(t, m)| (i64::from(t) * (W as i64 / 16).max(1), m)))
+        Self::from_pairs(
+            pairs
+                .into_iter()
+                .map(|(t, m)| (i64::from(t) * (W as i64 / 16).max(1), m)),
+        )
     }
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
         let pairs: Vec<(i64, M)> = self.windows.clone().into_iter().collect();
@@ -261,17 +279,26 @@ mod tests {
     #[test]
     fn retention_keeps_the_newest_windows_whatever_the_order() {
         type Last3 = Windowed<Max<u8>, 10, 3>;
-        let deltas: Vec<Last3> = (0..10).map(|i| Windowed::at(i * 10, Max(i as u8))).collect();
+        let deltas: Vec<Last3> = (0..10)
+            .map(|i| Windowed::at(i * 10, Max(i as u8)))
+            .collect();
         let forward = Last3::fold(deltas.clone());
         let backward = Last3::fold(deltas.into_iter().rev());
         assert_eq!(forward, backward);
-        assert_eq!(forward.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![70, 80, 90]);
+        assert_eq!(
+            forward.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec![70, 80, 90]
+        );
     }
 
     #[test]
     fn a_cancelled_newest_window_still_bounds_retention() {
         type Last2 = Windowed<Sum<i32>, 10, 2>;
-        let (a, b, c) = (Last2::at(90, Sum(1)), Last2::at(90, Sum(-1)), Last2::at(0, Sum(5)));
+        let (a, b, c) = (
+            Last2::at(90, Sum(1)),
+            Last2::at(90, Sum(-1)),
+            Last2::at(0, Sum(5)),
+        );
         let left = a.clone().combined(&b).combined(&c);
         let right = a.combined(&b.combined(&c));
         assert_eq!(left, right);

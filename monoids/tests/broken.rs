@@ -98,21 +98,31 @@ fn expect_failure<T>(laws: &Laws<T>, law: Law) -> LawFailure
 where
     T: accrete_monoids::laws::Subject,
 {
-    let failure = laws.check_law(law).expect_err("the harness must reject a broken monoid");
+    let failure = laws
+        .check_law(law)
+        .expect_err("the harness must reject a broken monoid");
     assert_eq!(failure.law, law);
     let shown = failure.to_string();
-    assert!(shown.contains(&format!("ACCRETE_LAWS_SEED={}", failure.seed)), "{shown}");
+    assert!(
+        shown.contains(&format!("ACCRETE_LAWS_SEED={}", failure.seed)),
+        "{shown}"
+    );
     failure
 }
 
 #[test]
 fn last_by_arrival_is_not_commutative() {
-    let laws = Laws::<LastByArrival>::new("last_by_arrival").commutative().tests(500);
+    let laws = Laws::<LastByArrival>::new("last_by_arrival")
+        .commutative()
+        .tests(500);
     let failure = expect_failure(&laws, Law::Commutativity);
     // Minimal: two different present values, shrunk towards zero (either order).
     assert!(
-        ["[LastByArrival(Some(0)), LastByArrival(Some(1))]", "[LastByArrival(Some(1)), LastByArrival(Some(0))]"]
-            .contains(&failure.input.as_str()),
+        [
+            "[LastByArrival(Some(0)), LastByArrival(Some(1))]",
+            "[LastByArrival(Some(1)), LastByArrival(Some(0))]"
+        ]
+        .contains(&failure.input.as_str()),
         "{failure}"
     );
     // It does satisfy associativity and identity: the harness must not cry wolf.
@@ -125,18 +135,27 @@ fn last_by_arrival_is_not_commutative() {
 
 #[test]
 fn counter_claimed_idempotent_is_caught() {
-    let laws = Laws::<DuplicateCounting>::new("duplicate_counting").commutative().idempotent().tests(500);
+    let laws = Laws::<DuplicateCounting>::new("duplicate_counting")
+        .commutative()
+        .idempotent()
+        .tests(500);
     let failure = expect_failure(&laws, Law::Idempotence);
     assert_eq!(failure.input, "[DuplicateCounting(1)]", "{failure}");
     let failure = expect_failure(&laws, Law::Convergence);
     // Shrunk to a single delta that a duplicate delivery double-counts.
-    assert_eq!(failure.input.matches("DuplicateCounting(").count(), 1, "{failure}");
+    assert_eq!(
+        failure.input.matches("DuplicateCounting(").count(),
+        1,
+        "{failure}"
+    );
     laws.check_law(Law::Commutativity).unwrap();
 }
 
 #[test]
 fn running_half_is_not_associative() {
-    let laws = Laws::<RunningHalf>::new("running_half").commutative().tests(500);
+    let laws = Laws::<RunningHalf>::new("running_half")
+        .commutative()
+        .tests(500);
     let failure = expect_failure(&laws, Law::Associativity);
     assert!(failure.input.starts_with("[RunningHalf(Some("), "{failure}");
     assert!(failure.detail.contains("(a ⊕ b) ⊕ c"), "{failure}");
@@ -157,7 +176,9 @@ fn a_failing_seed_replays_the_same_case() {
 
 #[test]
 fn unclaimed_laws_are_errors_not_passes() {
-    let failure = Laws::<Vec<u8>>::new("vec").check_law(Law::Commutativity).unwrap_err();
+    let failure = Laws::<Vec<u8>>::new("vec")
+        .check_law(Law::Commutativity)
+        .unwrap_err();
     assert!(failure.detail.contains("not told"), "{failure}");
 }
 

@@ -37,8 +37,14 @@ fn is_group<T: Group>() {}
 fn combines_field_by_field() {
     let mut s = Seen::identity();
     assert!(s.is_identity());
-    s.combine(&Seen { tags: BTreeSet::from(["a".into()]), newest: Max(5) });
-    s.combine_owned(Seen { tags: BTreeSet::from(["b".into()]), newest: Max(3) });
+    s.combine(&Seen {
+        tags: BTreeSet::from(["a".into()]),
+        newest: Max(5),
+    });
+    s.combine_owned(Seen {
+        tags: BTreeSet::from(["b".into()]),
+        newest: Max(3),
+    });
     assert_eq!(s.tags.len(), 2);
     assert_eq!(s.newest, Max(5));
     assert!(!s.is_identity());
@@ -46,10 +52,27 @@ fn combines_field_by_field() {
     let t = Totals::fold([Totals(Count(1), Sum(5)), Totals(Count(2), Sum(-1))]);
     assert_eq!(t, Totals(Count(3), Sum(4)));
 
-    let b = Balance { cents: Sum(10), moves: 1 }.inverse();
-    assert_eq!(b, Balance { cents: Sum(-10), moves: -1 });
+    let b = Balance {
+        cents: Sum(10),
+        moves: 1,
+    }
+    .inverse();
+    assert_eq!(
+        b,
+        Balance {
+            cents: Sum(-10),
+            moves: -1
+        }
+    );
 
-    let g = Generic::<u8>::fold([Generic { members: BTreeSet::from([1]) }, Generic { members: BTreeSet::from([2]) }]);
+    let g = Generic::<u8>::fold([
+        Generic {
+            members: BTreeSet::from([1]),
+        },
+        Generic {
+            members: BTreeSet::from([2]),
+        },
+    ]);
     assert_eq!(g.members, BTreeSet::from([1, 2]));
     assert!(Nothing::identity().combined(&Nothing).is_identity());
 }
@@ -76,7 +99,10 @@ mod laws {
     use accrete_monoids::laws::{Arbitrary, Gen};
 
     fn seen(g: &mut Gen) -> Seen {
-        Seen { tags: BTreeSet::<String>::arbitrary(g), newest: Max(u64::arbitrary(g) >> 2) }
+        Seen {
+            tags: BTreeSet::<String>::arbitrary(g),
+            newest: Max(u64::arbitrary(g) >> 2),
+        }
     }
     fn totals(g: &mut Gen) -> Totals {
         Totals(Count::arbitrary(g), Sum(i64::arbitrary(g)))

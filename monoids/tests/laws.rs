@@ -39,3 +39,11 @@ laws!(windowed_sum_retain: Windowed<Sum<i16>, 10, 2> => commutative);
 
 #[cfg(feature = "automerge")]
 laws!(automerge_doc: AutomergeDoc => commutative, idempotent; tests = 64);
+
+// Sketches: small shapes so that merges collide, and the defaults.
+laws!(hyperloglog_p4: HyperLogLog<4> => commutative, idempotent);
+laws!(hyperloglog: HyperLogLog => commutative, idempotent; tests = 64);
+laws!(count_min_small: CountMinSketch<8, 2> => commutative);
+laws!(count_min: CountMinSketch => commutative; tests = 32);
+laws!(bloom_small: Bloom<64, 2> => commutative, idempotent);
+laws!(bloom: Bloom => commutative, idempotent; tests = 64);

@@ -20,7 +20,9 @@ use syn::{Data, DeriveInput, Fields, Index, Member, Path, parse_macro_input, par
 #[proc_macro_derive(Monoid, attributes(monoid))]
 pub fn derive_monoid(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand(input).unwrap_or_else(syn::Error::into_compile_error).into()
+    expand(input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 #[derive(Default)]
@@ -71,8 +73,11 @@ fn crate_path(opts: &Options) -> Path {
 /// True when the crate being compiled depends on `accrete` but not on
 /// `accrete-monoids`: then the algebra is reached through `accrete::monoids`.
 fn dependency_named_accrete_only() -> bool {
-    let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else { return false };
-    let Ok(manifest) = std::fs::read_to_string(std::path::Path::new(&dir).join("Cargo.toml")) else {
+    let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
+        return false;
+    };
+    let Ok(manifest) = std::fs::read_to_string(std::path::Path::new(&dir).join("Cargo.toml"))
+    else {
         return false;
     };
     let mentions = |name: &str| {
@@ -102,14 +107,23 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             ));
         }
         Data::Union(u) => {
-            return Err(syn::Error::new(u.union_token.span, "#[derive(Monoid)] supports structs only"));
+            return Err(syn::Error::new(
+                u.union_token.span,
+                "#[derive(Monoid)] supports structs only",
+            ));
         }
     };
 
     let name = &input.ident;
     let members: Vec<Member> = match fields {
-        Fields::Named(named) => named.named.iter().map(|f| Member::Named(f.ident.clone().unwrap())).collect(),
-        Fields::Unnamed(unnamed) => (0..unnamed.unnamed.len()).map(|i| Member::Unnamed(Index::from(i))).collect(),
+        Fields::Named(named) => named
+            .named
+            .iter()
+            .map(|f| Member::Named(f.ident.clone().unwrap()))
+            .collect(),
+        Fields::Unnamed(unnamed) => (0..unnamed.unnamed.len())
+            .map(|i| Member::Unnamed(Index::from(i)))
+            .collect(),
         Fields::Unit => Vec::new(),
     };
     let types: Vec<&syn::Type> = fields.iter().map(|f| &f.ty).collect();
@@ -148,19 +162,28 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let combine_owned = members.iter().zip(&types).map(|(m, ty)| {
         quote_spanned!(ty.span()=> <#ty as #semigroup>::combine_owned(&mut self.#m, other.#m);)
     });
-    let identity = members.iter().zip(&types).map(|(m, ty)| {
-        quote_spanned!(ty.span()=> #m: <#ty as #monoid>::identity())
-    });
-    let is_identity = members.iter().zip(&types).map(|(m, ty)| {
-        quote_spanned!(ty.span()=> <#ty as #monoid>::is_identity(&self.#m))
-    });
-    let invert = members.iter().zip(&types).map(|(m, ty)| {
-        quote_spanned!(ty.span()=> <#ty as #krate::Group>::invert(&mut self.#m);)
-    });
+    let identity = members
+        .iter()
+        .zip(&types)
+        .map(|(m, ty)| quote_spanned!(ty.span()=> #m: <#ty as #monoid>::identity()));
+    let is_identity = members
+        .iter()
+        .zip(&types)
+        .map(|(m, ty)| quote_spanned!(ty.span()=> <#ty as #monoid>::is_identity(&self.#m)));
+    let invert = members
+        .iter()
+        .zip(&types)
+        .map(|(m, ty)| quote_spanned!(ty.span()=> <#ty as #krate::Group>::invert(&mut self.#m);));
 
     // Semigroup and Monoid bind only generic structs: on a concrete struct an
     // unbounded impl makes a non-monoid field a hard error on that field.
-    let plain = |trait_: TokenStream2| if generic { with(trait_) } else { quote!(#where_g) };
+    let plain = |trait_: TokenStream2| {
+        if generic {
+            with(trait_)
+        } else {
+            quote!(#where_g)
+        }
+    };
     let semigroup_where = plain(semigroup.clone());
     let monoid_where = plain(monoid.clone());
     let comm_where = with(quote!(#krate::Commutative));
@@ -175,9 +198,9 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             "idempotent" => quote_spanned!(*span=> #krate::Idempotent),
             _ => quote_spanned!(*span=> #krate::Group),
         };
-        let checks = types.iter().map(|ty| {
-            quote_spanned!(ty.span()=> __accrete_requires_law::<#ty>();)
-        });
+        let checks = types
+            .iter()
+            .map(|ty| quote_spanned!(ty.span()=> __accrete_requires_law::<#ty>();));
         quote! {
             const _: () = {
                 #[allow(dead_code)]
@@ -191,7 +214,9 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let body_identity = match fields {
         Fields::Named(_) => quote!(#name { #(#identity),* }),
         Fields::Unnamed(_) => {
-            let vals = types.iter().map(|ty| quote_spanned!(ty.span()=> <#ty as #monoid>::identity()));
+            let vals = types
+                .iter()
+                .map(|ty| quote_spanned!(ty.span()=> <#ty as #monoid>::identity()));
             quote!(#name ( #(#vals),* ))
         }
         Fields::Unit => quote!(#name),
