@@ -150,6 +150,7 @@ mod count;
 mod count_min;
 mod first_last;
 mod hyperloglog;
+mod keyed;
 mod logic;
 mod min_max;
 #[cfg(feature = "serde")]
@@ -168,6 +169,7 @@ pub use count::Count;
 pub use count_min::CountMinSketch;
 pub use first_last::{First, Last};
 pub use hyperloglog::HyperLogLog;
+pub use keyed::KeyedFold;
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use sum::Sum;
