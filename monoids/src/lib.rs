@@ -11,12 +11,17 @@ pub mod hash;
 mod std_impls;
 
 mod count;
+mod ddsketch;
 mod logic;
 mod min_max;
 mod sum;
 
+#[cfg(test)]
+mod test_util;
+
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
 pub use count::Count;
+pub use ddsketch::{DdSketch, NonFinite};
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use sum::Sum;
