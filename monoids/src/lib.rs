@@ -10,6 +10,7 @@ mod algebra;
 pub mod hash;
 mod std_impls;
 
+mod average;
 mod count;
 mod ddsketch;
 mod logic;
@@ -20,6 +21,7 @@ mod sum;
 mod test_util;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
+pub use average::Average;
 pub use count::Count;
 pub use ddsketch::{DdSketch, NonFinite};
 pub use logic::{All, Any, BitOr};
