@@ -15,6 +15,7 @@ mod count;
 mod ddsketch;
 mod logic;
 mod min_max;
+mod moments;
 mod sum;
 
 #[cfg(test)]
@@ -26,4 +27,5 @@ pub use count::Count;
 pub use ddsketch::{DdSketch, NonFinite};
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
+pub use moments::Moments;
 pub use sum::Sum;
