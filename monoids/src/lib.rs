@@ -17,6 +17,7 @@ mod logic;
 mod min_max;
 mod moments;
 mod sum;
+mod top_k;
 
 #[cfg(test)]
 mod test_util;
@@ -29,3 +30,4 @@ pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use moments::Moments;
 pub use sum::Sum;
+pub use top_k::TopK;
