@@ -61,6 +61,10 @@
 //! | [`HyperLogLog`] | distinct count | C, I | error 1.04/√2ᴾ |
 //! | [`CountMinSketch`] | frequencies | C | overestimates by at most e/W·N with probability 1−e⁻ᴰ |
 //! | [`Bloom`] | membership | C, I | no false negatives |
+//! | [`TopK`] | heavy hitters (Misra–Gries) | C, associative within its bound | `f − N/(K+1) ≤ estimate ≤ f` |
+//! | [`DdSketch`] | quantiles | C | relative error α (1% by default) |
+//! | [`Average`] | mean | C, approximately associative (floats) | |
+//! | [`Moments`] | count, mean, variance | C, approximately associative (floats) | stable parallel merge (Chan et al.) |
 //! | `AutomergeDoc` (feature `automerge`) | an Automerge document | C, I | merge is combine |
 //!
 //! C: [`Commutative`], I: [`Idempotent`]. Every primitive documents its
@@ -145,34 +149,44 @@ mod std_impls;
 
 #[cfg(feature = "automerge")]
 mod automerge_doc;
+mod average;
 mod bloom;
 mod count;
 mod count_min;
+mod ddsketch;
 mod first_last;
 mod hyperloglog;
 mod keyed;
 mod logic;
 mod min_max;
+mod moments;
 #[cfg(feature = "serde")]
 mod serde_pairs;
 #[cfg(feature = "serde")]
 mod sketch_codec;
 mod sum;
+#[cfg(test)]
+mod test_util;
+mod top_k;
 mod windowed;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
 #[cfg(feature = "automerge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "automerge")))]
 pub use automerge_doc::AutomergeDoc;
+pub use average::Average;
 pub use bloom::Bloom;
 pub use count::Count;
 pub use count_min::CountMinSketch;
+pub use ddsketch::{DdSketch, NonFinite};
 pub use first_last::{First, Last};
 pub use hyperloglog::HyperLogLog;
 pub use keyed::KeyedFold;
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
+pub use moments::Moments;
 pub use sum::Sum;
+pub use top_k::TopK;
 pub use windowed::Windowed;
 
 #[cfg(feature = "laws")]

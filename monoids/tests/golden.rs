@@ -26,7 +26,9 @@ struct Golden {
 }
 
 fn path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.jsonl"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.jsonl"))
 }
 
 fn blessing() -> bool {
@@ -38,7 +40,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 impl Golden {
@@ -59,51 +64,82 @@ impl Golden {
             ),
             Err(_) => {}
         }
-        Golden { name, stored, produced: Vec::new(), failures: Vec::new() }
+        Golden {
+            name,
+            stored,
+            produced: Vec::new(),
+            failures: Vec::new(),
+        }
     }
 
-    fn case<T: Serialize + DeserializeOwned + PartialEq + Debug>(&mut self, case: &str, value: T) -> &mut Self {
+    fn case<T: Serialize + DeserializeOwned + PartialEq + Debug>(
+        &mut self,
+        case: &str,
+        value: T,
+    ) -> &mut Self {
         let json = serde_json::to_value(&value).expect("JSON encoding");
         let postcard = hex(&postcard::to_stdvec(&value).expect("postcard encoding"));
         let line = serde_json::json!({ "case": case, "json": json, "postcard": postcard });
-        self.produced.push(serde_json::to_string(&line).expect("line"));
+        self.produced
+            .push(serde_json::to_string(&line).expect("line"));
         if blessing() {
             return self;
         }
         let Some((stored_json, stored_postcard)) = self.stored.get(case) else {
-            self.failures.push(format!("{case}: not in the golden file (bless to add it)"));
+            self.failures
+                .push(format!("{case}: not in the golden file (bless to add it)"));
             return self;
         };
         if *stored_json != json {
-            self.failures.push(format!("{case}: JSON form changed\n    stored: {stored_json}\n    now:    {json}"));
+            self.failures.push(format!(
+                "{case}: JSON form changed\n    stored: {stored_json}\n    now:    {json}"
+            ));
         }
         if *stored_postcard != postcard {
             self.failures.push(format!("{case}: postcard form changed\n    stored: {stored_postcard}\n    now:    {postcard}"));
         }
         match serde_json::from_value::<T>(stored_json.clone()) {
             Ok(back) if back == value => {}
-            Ok(back) => self.failures.push(format!("{case}: stored JSON decodes to {back:?}, expected {value:?}")),
-            Err(e) => self.failures.push(format!("{case}: stored JSON no longer decodes: {e}")),
+            Ok(back) => self.failures.push(format!(
+                "{case}: stored JSON decodes to {back:?}, expected {value:?}"
+            )),
+            Err(e) => self
+                .failures
+                .push(format!("{case}: stored JSON no longer decodes: {e}")),
         }
         match postcard::from_bytes::<T>(&unhex(stored_postcard)) {
             Ok(back) if back == value => {}
-            Ok(back) => self.failures.push(format!("{case}: stored postcard decodes to {back:?}, expected {value:?}")),
-            Err(e) => self.failures.push(format!("{case}: stored postcard no longer decodes: {e}")),
+            Ok(back) => self.failures.push(format!(
+                "{case}: stored postcard decodes to {back:?}, expected {value:?}"
+            )),
+            Err(e) => self
+                .failures
+                .push(format!("{case}: stored postcard no longer decodes: {e}")),
         }
         self
     }
 
     fn finish(&mut self) {
         if blessing() {
-            std::fs::write(path(self.name), self.produced.join("\n") + "\n").expect("write golden file");
+            std::fs::write(path(self.name), self.produced.join("\n") + "\n")
+                .expect("write golden file");
             return;
         }
         let extra: Vec<_> = self
             .stored
             .keys()
-            .filter(|k| !self.produced.iter().any(|l| l.contains(&format!("\"case\":\"{k}\""))))
+            .filter(|k| {
+                !self
+                    .produced
+                    .iter()
+                    .any(|l| l.contains(&format!("\"case\":\"{k}\"")))
+            })
             .collect();
-        assert!(extra.is_empty(), "{}: stored cases no longer checked: {extra:?}", self.name);
+        assert!(
+            extra.is_empty(),
+            "{}: stored cases no longer checked: {extra:?}",
+            self.name
+        );
         assert!(
             self.failures.is_empty(),
             "persisted form of `{}` changed:\n  {}\nIf deliberate: ACCRETE_BLESS=1 cargo test --test golden, and \
@@ -149,8 +185,17 @@ fn first_last() {
 fn windowed() {
     Golden::open("windowed")
         .case("empty", Windowed::<Count, 60_000>::default())
-        .case("counts", Windowed::<Count, 60_000>::fold([Windowed::at(1_000, Count(2)), Windowed::at(125_000, Count(1))]))
-        .case("retained", Windowed::<Max<i32>, 10, 2>::fold((0..5).map(|i| Windowed::at(i * 10, Max(i as i32)))))
+        .case(
+            "counts",
+            Windowed::<Count, 60_000>::fold([
+                Windowed::at(1_000, Count(2)),
+                Windowed::at(125_000, Count(1)),
+            ]),
+        )
+        .case(
+            "retained",
+            Windowed::<Max<i32>, 10, 2>::fold((0..5).map(|i| Windowed::at(i * 10, Max(i as i32)))),
+        )
         .finish();
 }
 
@@ -169,14 +214,20 @@ fn count_min() {
     for (i, item) in ["a", "b", "c", "a"].iter().enumerate() {
         cms.add(item, i as u64 + 1);
     }
-    Golden::open("count_min").case("empty", CountMinSketch::<2048, 5>::new()).case("small", cms).finish();
+    Golden::open("count_min")
+        .case("empty", CountMinSketch::<2048, 5>::new())
+        .case("small", cms)
+        .finish();
 }
 
 #[test]
 fn bloom() {
     let mut b = Bloom::<128, 3>::new();
     ["x", "y"].iter().for_each(|i| b.insert(i));
-    Golden::open("bloom").case("empty", Bloom::<8192, 7>::new()).case("two", b).finish();
+    Golden::open("bloom")
+        .case("empty", Bloom::<8192, 7>::new())
+        .case("two", b)
+        .finish();
 }
 
 #[test]
@@ -185,5 +236,24 @@ fn std_types() {
         .case("tuple", (Sum(1_i32), Max(2_u8)))
         .case("btree_set", BTreeSet::from([3_u16, 1]))
         .case("btree_map", BTreeMap::from([("k".to_string(), Sum(5_i64))]))
+        .finish();
+}
+
+#[test]
+fn summaries() {
+    let mut dd = DdSketch::<10>::default();
+    for x in [0.0, 1.5, -3.0, 1e6] {
+        dd.insert(x).unwrap();
+    }
+    let mut top = TopK::<String, 3>::default();
+    for w in ["a", "b", "a", "c", "d", "a"] {
+        top.insert(w.to_string());
+    }
+    Golden::open("summaries")
+        .case("average", Average::of(2.5).combined(&Average::of(4.0)))
+        .case("moments", Moments::fold([1.0, 2.0, 4.0].map(Moments::of)))
+        .case("ddsketch_empty", DdSketch::<10>::default())
+        .case("ddsketch", dd)
+        .case("top_k", top)
         .finish();
 }

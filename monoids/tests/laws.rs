@@ -47,3 +47,12 @@ laws!(count_min_small: CountMinSketch<8, 2> => commutative);
 laws!(count_min: CountMinSketch => commutative; tests = 32);
 laws!(bloom_small: Bloom<64, 2> => commutative, idempotent);
 laws!(bloom: Bloom => commutative, idempotent; tests = 64);
+
+// Summaries. Floating point is associative only up to rounding, and
+// Misra–Gries merges only within the stated error bound: say so with eq_by.
+laws!(average: Average => commutative; eq_by = |a: &Average, b: &Average| a.approx_eq(b, 1e-9));
+laws!(moments: Moments => commutative; eq_by = |a: &Moments, b: &Moments| a.approx_eq(b, 1e-9));
+laws!(ddsketch: DdSketch => commutative);
+laws!(ddsketch_collapsing: DdSketch<20, 6> => commutative);
+laws!(top_k: TopK<u8, 3> => commutative; eq_by = TopK::within_bound);
+laws!(top_k_strings: TopK<String> => commutative; eq_by = TopK::within_bound);
