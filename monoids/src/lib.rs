@@ -15,8 +15,15 @@ mod logic;
 mod min_max;
 mod sum;
 
+// CRDTs: state-based, delta-friendly join-semilattices (and `Map`).
+#[cfg(all(test, feature = "laws"))]
+mod crdt_laws;
+mod dot;
+
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
 pub use count::Count;
 pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use sum::Sum;
+
+pub use dot::{CausalContext, Dot};
