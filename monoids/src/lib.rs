@@ -19,6 +19,8 @@ mod sum;
 #[cfg(all(test, feature = "laws"))]
 mod crdt_laws;
 mod dot;
+mod gset;
+mod two_phase_set;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
 pub use count::Count;
@@ -27,3 +29,5 @@ pub use min_max::{Max, Min};
 pub use sum::Sum;
 
 pub use dot::{CausalContext, Dot};
+pub use gset::GSet;
+pub use two_phase_set::TwoPhaseSet;
