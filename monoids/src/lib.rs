@@ -19,7 +19,9 @@ mod sum;
 #[cfg(all(test, feature = "laws"))]
 mod crdt_laws;
 mod dot;
+mod gcounter;
 mod gset;
+mod pncounter;
 mod two_phase_set;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
@@ -29,5 +31,7 @@ pub use min_max::{Max, Min};
 pub use sum::Sum;
 
 pub use dot::{CausalContext, Dot};
+pub use gcounter::GCounter;
 pub use gset::GSet;
+pub use pncounter::PnCounter;
 pub use two_phase_set::TwoPhaseSet;
