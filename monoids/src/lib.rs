@@ -21,6 +21,8 @@ mod crdt_laws;
 mod dot;
 mod gcounter;
 mod gset;
+mod lww;
+mod mv_register;
 mod pncounter;
 mod two_phase_set;
 
@@ -33,5 +35,7 @@ pub use sum::Sum;
 pub use dot::{CausalContext, Dot};
 pub use gcounter::GCounter;
 pub use gset::GSet;
+pub use lww::LastWriteWins;
+pub use mv_register::MultiValue;
 pub use pncounter::PnCounter;
 pub use two_phase_set::TwoPhaseSet;
