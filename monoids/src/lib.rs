@@ -24,6 +24,7 @@ mod gset;
 mod lww;
 mod map;
 mod mv_register;
+mod or_set;
 mod pncounter;
 mod two_phase_set;
 
@@ -39,5 +40,6 @@ pub use gset::GSet;
 pub use lww::LastWriteWins;
 pub use map::Map;
 pub use mv_register::MultiValue;
+pub use or_set::OrSet;
 pub use pncounter::PnCounter;
 pub use two_phase_set::TwoPhaseSet;
