@@ -130,10 +130,10 @@ impl<A: Ord> GCounter<A> {
     /// The delta of `increment(actor, by)` on this state: `actor`'s new
     /// total.
     pub fn increment_delta(&self, actor: A, by: u64) -> Self {
-        let total = self.get(&actor).saturating_add(by);
         if by == 0 {
             return GCounter::new();
         }
+        let total = self.get(&actor).saturating_add(by);
         GCounter::delta(actor, total)
     }
 

@@ -522,36 +522,36 @@ where
 
 #[cfg(feature = "laws")]
 impl<T: quickcheck::Arbitrary + Ord> quickcheck::Arbitrary for OrSet<T, u64> {
-    /// A few replicas (actors 0..4) add, remove and exchange states and
-    /// deltas; a fifth source adds with external dots (actors 4 and 5).
+    /// Three replicas (actors 0..3) add, remove and exchange states and
+    /// deltas; another source adds with external dots (actors 3 and 4).
     fn arbitrary(g: &mut quickcheck::Gen) -> Self {
         use crate::dot::arb;
-        let mut replicas: Vec<OrSet<T, u64>> = vec![OrSet::new(); 4];
-        for _ in 0..arb::op_count(g) {
+        let mut replicas: Vec<OrSet<T, u64>> = vec![OrSet::new(); 3];
+        for _ in 0..2 * arb::op_count(g) {
             let r = arb::index(g, replicas.len());
             let present: Vec<T> = replicas[r].iter().cloned().collect();
             let existing = |g: &mut quickcheck::Gen| match present.len() {
                 0 => T::arbitrary(g),
                 n => present[arb::index(g, n)].clone(),
             };
-            match arb::index(g, 7) {
-                0 => replicas[r].add(r as u64, T::arbitrary(g)),
-                1 => {
+            match arb::index(g, 10) {
+                0..=2 => replicas[r].add(r as u64, T::arbitrary(g)),
+                3 => {
                     let delta = replicas[r].add_delta(r as u64, T::arbitrary(g));
                     replicas[r].combine(&delta);
                 }
-                2 => {
+                4 => {
                     let element = existing(g);
                     replicas[r].remove(&element);
                 }
-                3 => {
+                5 => {
                     let element = existing(g);
                     let delta = replicas[r].remove_delta(&element);
                     let s = arb::index(g, replicas.len());
                     replicas[s].combine(&delta);
                 }
-                4 => {
-                    let dot = Dot::new(4 + arb::index(g, 2) as u64, arb::counter(g));
+                6 => {
+                    let dot = Dot::new(3 + arb::index(g, 2) as u64, arb::counter(g));
                     let delta = OrSet::add_with_dot(dot, T::arbitrary(g));
                     replicas[r].combine_owned(delta);
                 }
@@ -562,7 +562,11 @@ impl<T: quickcheck::Arbitrary + Ord> quickcheck::Arbitrary for OrSet<T, u64> {
             }
         }
         let r = arb::index(g, replicas.len());
-        replicas.swap_remove(r)
+        let mut state = replicas.swap_remove(r);
+        if bool::arbitrary(g) {
+            state.combine_owned(replicas.swap_remove(arb::index(g, replicas.len())));
+        }
+        state
     }
 
     /// The identity, and the state with one element removed in place (both
