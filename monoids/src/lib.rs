@@ -58,6 +58,12 @@
 //! | [`First`], [`Last`] | the value with the earliest/latest event time | C, I | ties broken by value |
 //! | [`Any`], [`All`], [`BitOr`] | booleans, flags | C, I | |
 //! | [`Windowed`] | a monoid per tumbling event-time window | as its content | optional retention |
+//! | [`Map`] | a monoid per key | as its values | drops keys that fall back to identity |
+//! | [`GSet`], [`TwoPhaseSet`] | grow-only set; set with permanent removal | C, I | |
+//! | [`OrSet`] | add-wins observed-remove set (delta-state ORSWOT) | C, I | removal never resurrects on re-delivery |
+//! | [`GCounter`], [`PnCounter`] | per-actor counters (state-based CRDTs) | C, I | deltas carry running totals |
+//! | [`LastWriteWins`] | register, latest `(timestamp, actor)` wins | C, I | |
+//! | [`MultiValue`] | register keeping concurrent writes (version vectors) | C, I | |
 //! | [`HyperLogLog`] | distinct count | C, I | error 1.04/√2ᴾ |
 //! | [`CountMinSketch`] | frequencies | C | overestimates by at most e/W·N with probability 1−e⁻ᴰ |
 //! | [`Bloom`] | membership | C, I | no false negatives |
@@ -153,13 +159,23 @@ mod average;
 mod bloom;
 mod count;
 mod count_min;
+#[cfg(all(test, feature = "laws"))]
+mod crdt_laws;
 mod ddsketch;
+mod dot;
 mod first_last;
+mod gcounter;
+mod gset;
 mod hyperloglog;
 mod keyed;
 mod logic;
+mod lww;
+mod map;
 mod min_max;
 mod moments;
+mod mv_register;
+mod or_set;
+mod pncounter;
 #[cfg(feature = "serde")]
 mod serde_pairs;
 #[cfg(feature = "serde")]
@@ -168,6 +184,7 @@ mod sum;
 #[cfg(test)]
 mod test_util;
 mod top_k;
+mod two_phase_set;
 mod windowed;
 
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
@@ -179,14 +196,23 @@ pub use bloom::Bloom;
 pub use count::Count;
 pub use count_min::CountMinSketch;
 pub use ddsketch::{DdSketch, NonFinite};
+pub use dot::{CausalContext, Dot};
 pub use first_last::{First, Last};
+pub use gcounter::GCounter;
+pub use gset::GSet;
 pub use hyperloglog::HyperLogLog;
 pub use keyed::KeyedFold;
 pub use logic::{All, Any, BitOr};
+pub use lww::LastWriteWins;
+pub use map::Map;
 pub use min_max::{Max, Min};
 pub use moments::Moments;
+pub use mv_register::MultiValue;
+pub use or_set::OrSet;
+pub use pncounter::PnCounter;
 pub use sum::Sum;
 pub use top_k::TopK;
+pub use two_phase_set::TwoPhaseSet;
 pub use windowed::Windowed;
 
 #[cfg(feature = "laws")]

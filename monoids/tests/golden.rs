@@ -257,3 +257,43 @@ fn summaries() {
         .case("top_k", top)
         .finish();
 }
+
+#[test]
+fn crdts() {
+    let mut or_set = OrSet::<String>::new();
+    or_set.add(1, "tea".to_string());
+    or_set.add(2, "cake".to_string());
+    or_set.add(1, "jam".to_string());
+    or_set.remove(&"tea".to_string());
+    let mut gc = GCounter::new();
+    gc.increment(7, 3);
+    gc.increment(2, 1);
+    let mut pn = PnCounter::new();
+    pn.increment(1, 5);
+    pn.decrement(2, 2);
+    let mut mv = MultiValue::<String>::new();
+    mv.combine(&mv.write_delta(1, "draft".to_string()));
+    mv.combine(&MultiValue::new().write_delta(2, "final".to_string()));
+    Golden::open("crdts")
+        .case("gset", GSet::of([3_u8, 1, 2]))
+        .case(
+            "two_phase_set",
+            TwoPhaseSet::add_delta("a".to_string())
+                .combined(&TwoPhaseSet::add_delta("b".to_string()))
+                .combined(&TwoPhaseSet::remove_delta("b".to_string())),
+        )
+        .case("gcounter", gc)
+        .case("pncounter", pn)
+        .case("or_set", or_set)
+        .case("or_set_empty", OrSet::<u8>::new())
+        .case(
+            "lww",
+            LastWriteWins::new(1_700_000_000_000, 3, "blue".to_string()),
+        )
+        .case("multi_value", mv)
+        .case(
+            "map",
+            Map::from_iter([("a".to_string(), Sum(2_i64)), ("b".to_string(), Sum(-1))]),
+        )
+        .finish();
+}

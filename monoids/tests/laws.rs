@@ -56,3 +56,16 @@ laws!(ddsketch: DdSketch => commutative);
 laws!(ddsketch_collapsing: DdSketch<20, 6> => commutative);
 laws!(top_k: TopK<u8, 3> => commutative; eq_by = TopK::within_bound);
 laws!(top_k_strings: TopK<String> => commutative; eq_by = TopK::within_bound);
+
+// CRDTs.
+laws!(gset: GSet<u8> => commutative, idempotent);
+laws!(two_phase_set: TwoPhaseSet<u8> => commutative, idempotent);
+laws!(gcounter: GCounter => commutative, idempotent);
+laws!(pncounter: PnCounter => commutative, idempotent);
+laws!(or_set: OrSet<u8> => commutative, idempotent);
+laws!(or_set_strings: OrSet<String, u64> => commutative, idempotent);
+laws!(causal_context: CausalContext => commutative, idempotent);
+laws!(last_write_wins: LastWriteWins<u8> => commutative, idempotent);
+laws!(multi_value: MultiValue<u8> => commutative, idempotent);
+laws!(map_of_sums: Map<String, Sum<i32>> => commutative);
+laws!(map_of_max: Map<u8, Max<u8>> => commutative, idempotent);
