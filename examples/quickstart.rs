@@ -146,8 +146,8 @@ fn main() {
         delivery.len() - events.len()
     );
     println!(
-        "{:<14} {:>7} {:>9}   {:<28} {}",
-        "page", "views", "visitors", "top referrers (lower bound)", "latest referrer"
+        "{:<14} {:>7} {:>9}   {:<28} latest referrer",
+        "page", "views", "visitors", "top referrers (lower bound)"
     );
     let sorted: BTreeMap<_, _> = stored.iter().collect();
     for (page, s) in sorted {
