@@ -758,7 +758,7 @@ impl SplitMix {
 }
 
 /// Expands to a module of `#[test]`s checking a type's laws. See the
-/// [module docs](crate::laws).
+/// [module docs](mod@crate::laws).
 #[macro_export]
 macro_rules! laws {
     ($name:ident : $ty:ty = $gen:expr $(=> $($marker:ident),* $(,)?)? $(; $($opt:ident $(= $val:expr)?),* $(,)?)?) => {
