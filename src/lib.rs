@@ -25,3 +25,13 @@
 extern crate self as accrete;
 
 pub use accrete_monoids as monoids;
+
+pub mod error;
+pub mod event;
+pub mod log;
+pub mod model;
+pub mod observability;
+pub mod runtime;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,47 @@
+//! Failpoints: named places in the pipeline where a crash test can kill the
+//! process for real.
+//!
+//! `ACCRETE_FAILPOINT=<name>:<n>` aborts the process (no unwinding, no
+//! destructors, as a `kill -9` would) on the n-th time the pipeline passes
+//! `<name>`. Unset, a failpoint costs one relaxed atomic load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The places the pipeline can be crashed at, in the order a batch passes them.
+pub const FAILPOINTS: [&str; 4] = [
+    "before_store_write",
+    "after_store_write",
+    "after_publish",
+    "after_commit",
+];
+
+struct Plan {
+    name: String,
+    remaining: AtomicU64,
+}
+
+fn plan() -> Option<&'static Plan> {
+    static PLAN: OnceLock<Option<Plan>> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        let spec = std::env::var("ACCRETE_FAILPOINT").ok()?;
+        let (name, n) = spec.split_once(':')?;
+        Some(Plan {
+            name: name.to_string(),
+            remaining: AtomicU64::new(n.trim().parse().ok()?),
+        })
+    })
+    .as_ref()
+}
+
+/// Passes the failpoint `name`: aborts the process if the plan says so.
+#[inline]
+pub(crate) fn hit(name: &'static str) {
+    if let Some(plan) = plan()
+        && plan.name == name
+        && plan.remaining.fetch_sub(1, Ordering::Relaxed) == 1
+    {
+        eprintln!("accrete: failpoint `{name}` reached: aborting the process (ACCRETE_FAILPOINT)");
+        std::process::abort();
+    }
+}

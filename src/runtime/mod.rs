@@ -1,0 +1,656 @@
+//! The runtime: read models fed from the log, folded into the store.
+//!
+//! ```no_run
+//! use accrete::model::{Deltas, ReadModel};
+//! use accrete::monoids::Count;
+//! use accrete::runtime::Runtime;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct PageView { page: String }
+//!
+//! struct Views;
+//! impl ReadModel for Views {
+//!     const NAME: &'static str = "views";
+//!     type Event = PageView;
+//!     type Key = String;
+//!     type State = Count;
+//!     fn project(&self, e: &PageView, out: &mut Deltas<String, Count>) -> Result<(), String> {
+//!         out.push(e.page.clone(), Count::one());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # fn main() -> accrete::Result<()> {
+//! let runtime = Runtime::open("data")?;
+//! runtime.add_model(Views)?;
+//! runtime.submit("/pricing", 0, &PageView { page: "/pricing".into() })?;
+//! runtime.wait_caught_up::<Views>(std::time::Duration::from_secs(5))?;
+//! assert_eq!(runtime.get::<Views>(&"/pricing".to_string())?, Some(Count(1)));
+//! # Ok(()) }
+//! ```
+
+mod absorbed;
+pub mod failpoint;
+pub(crate) mod metrics;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use accrete_monoids::Monoid;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+pub use worker::{Change, changes_topic, group_name};
+use worker::{Pipeline, Runner, decode_record};
+
+use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for};
+use crate::model::ReadModel;
+use crate::store::{DeadLetter, EmbeddedStore};
+use crate::{Error, Result};
+
+/// How the runtime runs. The defaults suit one machine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The topic events are submitted to and read from.
+    pub events_topic: String,
+    /// Its partition count (fixed when the topic is created).
+    pub partitions: u32,
+    /// The most records a batch holds: larger batches mean fewer store
+    /// writes per event (one write per touched key per batch).
+    pub batch_size: usize,
+    /// How long a worker waits for more records before writing a batch that
+    /// is not full, and how often an idle worker polls.
+    pub flush_interval: Duration,
+    /// Worker threads per read model; they split the partitions between
+    /// them like a consumer group.
+    pub workers: usize,
+    /// The longest a worker waits before retrying after its batches failed
+    /// (the wait doubles from 1 ms while every batch fails).
+    pub max_retry_backoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            events_topic: "events".into(),
+            partitions: 8,
+            batch_size: 65_536,
+            flush_interval: Duration::from_millis(20),
+            workers: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(8),
+            max_retry_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One partition's progress for a read model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionStatus {
+    /// The partition.
+    pub partition: u32,
+    /// The next offset the model will read.
+    pub committed: u64,
+    /// The offset the next event will get.
+    pub end: u64,
+    /// Events not yet folded: `end - committed`.
+    pub lag: u64,
+}
+
+/// A read model's progress over every partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// The read model.
+    pub model: String,
+    /// Per partition.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+impl Status {
+    /// Events not yet folded, over all partitions.
+    pub fn lag(&self) -> u64 {
+        self.partitions.iter().map(|p| p.lag).sum()
+    }
+
+    /// Whether the model has folded every event in the log: lag 0 on every
+    /// partition.
+    pub fn caught_up(&self) -> bool {
+        self.lag() == 0
+    }
+}
+
+struct Running {
+    pipeline: Arc<dyn Pipeline>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    log: Arc<dyn Log>,
+    store: Arc<EmbeddedStore>,
+    config: Config,
+    models: Mutex<BTreeMap<&'static str, Running>>,
+}
+
+/// The runtime on one machine: a log, a store, and the read models folding
+/// the log into the store in background workers.
+///
+/// Cloning is cheap and shares the runtime. Dropping the last clone stops
+/// the workers after their current batch.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Opens (or creates) the embedded default in `dir`: the log in
+    /// `dir/log`, the store in `dir/state.redb`, with the default [`Config`].
+    ///
+    /// # Errors
+    ///
+    /// I/O and store errors; the store locked by another process.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, Config::default())
+    }
+
+    /// Opens the embedded default with a configuration.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::open`].
+    pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+        let dir = dir.as_ref();
+        let log = EmbeddedLog::open(dir.join("log"))?;
+        let store = EmbeddedStore::open(dir.join("state.redb"))?;
+        Self::new(Arc::new(log), Arc::new(store), config)
+    }
+
+    /// A runtime over any log and the embedded store.
+    ///
+    /// # Errors
+    ///
+    /// Creating the events topic failed.
+    pub fn new(log: Arc<dyn Log>, store: Arc<EmbeddedStore>, config: Config) -> Result<Self> {
+        if config.partitions == 0 || config.batch_size == 0 || config.workers == 0 {
+            return Err(Error::Usage(
+                "partitions, batch_size and workers must be at least 1".into(),
+            ));
+        }
+        log.create_topic(&config.events_topic, config.partitions)?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                log,
+                store,
+                config,
+                models: Mutex::new(BTreeMap::new()),
+            }),
+        })
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Arc<dyn Log> {
+        &self.inner.log
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<EmbeddedStore> {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Submits one event: encodes it, routes it by `key` to a partition,
+    /// appends it durably. Returns its id.
+    ///
+    /// # Errors
+    ///
+    /// Encoding or I/O errors; nothing is appended then.
+    pub fn submit<E: Serialize>(
+        &self,
+        key: impl AsRef<[u8]>,
+        event_time_ms: i64,
+        event: &E,
+    ) -> Result<crate::event::EventId> {
+        let payload = postcard::to_stdvec(event).map_err(|e| Error::Encode {
+            what: "event",
+            detail: e.to_string(),
+        })?;
+        let key = key.as_ref();
+        let topic = &self.inner.config.events_topic;
+        let partition = partition_for(key, self.inner.config.partitions);
+        let offset = self.inner.log.append(
+            topic,
+            partition,
+            &[NewRecord {
+                key,
+                timestamp: event_time_ms,
+                payload: &payload,
+                origin: None,
+            }],
+        )?;
+        Ok(crate::event::EventId {
+            source: crate::event::source_id(topic),
+            partition,
+            offset,
+        })
+    }
+
+    /// Submits many events, one append per partition.
+    ///
+    /// # Errors
+    ///
+    /// Encoding or I/O errors; partitions appended before the error keep
+    /// their events.
+    pub fn submit_batch<'a, E, K>(
+        &self,
+        events: impl IntoIterator<Item = (K, i64, &'a E)>,
+    ) -> Result<usize>
+    where
+        E: Serialize + 'a,
+        K: AsRef<[u8]>,
+    {
+        let n = self.inner.config.partitions;
+        let mut encoded: Vec<Vec<(Vec<u8>, i64, Vec<u8>)>> = vec![Vec::new(); n as usize];
+        let mut count = 0;
+        for (key, time, event) in events {
+            let payload = postcard::to_stdvec(event).map_err(|e| Error::Encode {
+                what: "event",
+                detail: e.to_string(),
+            })?;
+            let key = key.as_ref();
+            encoded[partition_for(key, n) as usize].push((key.to_vec(), time, payload));
+            count += 1;
+        }
+        for (partition, records) in encoded.iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            let records: Vec<NewRecord<'_>> = records
+                .iter()
+                .map(|(k, t, p)| NewRecord {
+                    key: k,
+                    timestamp: *t,
+                    payload: p,
+                    origin: None,
+                })
+                .collect();
+            self.inner
+                .log
+                .append(&self.inner.config.events_topic, partition as u32, &records)?;
+        }
+        Ok(count)
+    }
+
+    /// Adds a read model and starts folding: from where its consumer group
+    /// left off, or from the beginning of the log for a new model (a
+    /// backfill, while live events keep arriving).
+    ///
+    /// # Errors
+    ///
+    /// A model of that name is already running; invalid name; I/O errors
+    /// while publishing changes a crash left behind.
+    pub fn add_model<M: ReadModel>(&self, model: M) -> Result<()> {
+        validate_name(M::NAME)?;
+        let mut models = self.inner.models.lock();
+        if models.contains_key(M::NAME) {
+            return Err(Error::Model(M::NAME.into(), "is already running".into()));
+        }
+        let c = &self.inner.config;
+        let runner = Runner::new(
+            model,
+            Arc::clone(&self.inner.log),
+            Arc::clone(&self.inner.store),
+            &c.events_topic,
+            c.partitions,
+        )?;
+        runner.recover()?;
+        let pipeline: Arc<dyn Pipeline> = Arc::new(runner);
+        let running = self.spawn(pipeline);
+        models.insert(M::NAME, running);
+        Ok(())
+    }
+
+    fn spawn(&self, pipeline: Arc<dyn Pipeline>) -> Running {
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = &self.inner.config;
+        let workers = c.workers.min(c.partitions as usize).max(1);
+        let threads = (0..workers)
+            .map(|member| {
+                let pipeline = Arc::clone(&pipeline);
+                let stop = Arc::clone(&stop);
+                let config = c.clone();
+                std::thread::Builder::new()
+                    .name(format!("accrete-{}-{member}", pipeline.name()))
+                    .spawn(move || work(&*pipeline, member, workers, &config, &stop))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Running {
+            pipeline,
+            stop,
+            threads,
+        }
+    }
+
+    /// Stops a read model's workers after their current batch.
+    ///
+    /// # Errors
+    ///
+    /// The model is not running.
+    pub fn stop_model(&self, name: &str) -> Result<()> {
+        let running = self.inner.models.lock().remove(name);
+        let running = running.ok_or_else(|| Error::Model(name.into(), "is not running".into()))?;
+        running.stop.store(true, Ordering::Relaxed);
+        for t in running.threads {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a read model from the beginning of the log: stops it,
+    /// deletes its state, outbox and dead letters, resets its consumer
+    /// group, and starts it again. Live events keep arriving meanwhile; the
+    /// model catches up (see [`Runtime::status`]).
+    ///
+    /// # Errors
+    ///
+    /// The model is not running; store or I/O errors.
+    pub fn rebuild<M: ReadModel>(&self) -> Result<()> {
+        let pipeline = {
+            let models = self.inner.models.lock();
+            let running = models
+                .get(M::NAME)
+                .ok_or_else(|| Error::Model(M::NAME.into(), "is not running".into()))?;
+            Arc::clone(&running.pipeline)
+        };
+        self.stop_model(M::NAME)?;
+        self.inner.store.clear_model(M::NAME)?;
+        self.inner
+            .log
+            .reset_group(&group_name(M::NAME), &self.inner.config.events_topic)?;
+        pipeline.forget();
+        let running = self.spawn(pipeline);
+        self.inner.models.lock().insert(M::NAME, running);
+        Ok(())
+    }
+
+    /// The state of a key; `None` if no event touched it or its state is
+    /// the identity (the two are the same to a monoid: a store may drop such
+    /// keys). `get(..).unwrap_or_default()` reads "zero if none".
+    ///
+    /// # Errors
+    ///
+    /// Store errors; a stored record that does not decode as `M::State`.
+    pub fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
+        Ok(self.get_versioned::<M>(key)?.map(|(_, s)| s))
+    }
+
+    /// The state of a key with its version (the number of writes that
+    /// changed it); `None` as for [`Runtime::get`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::get`].
+    pub fn get_versioned<M: ReadModel>(&self, key: &M::Key) -> Result<Option<(u64, M::State)>> {
+        let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
+            what: "key",
+            detail: e.to_string(),
+        })?;
+        match self.inner.store.get_raw(M::NAME, &key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let rec = decode_record::<M::State>(&bytes)?;
+                Ok((!rec.state.is_identity()).then_some((rec.version, rec.state)))
+            }
+        }
+    }
+
+    /// Every key's state, in key-byte order, skipping identity states. `f`
+    /// returns `false` to stop.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; records that do not decode.
+    pub fn scan<M: ReadModel>(&self, mut f: impl FnMut(M::Key, M::State) -> bool) -> Result<()> {
+        self.inner.store.scan_raw(M::NAME, None, |k, v| {
+            let key: M::Key = postcard::from_bytes(k).map_err(|e| Error::Corrupt {
+                what: "stored key",
+                detail: e.to_string(),
+            })?;
+            let state = decode_record::<M::State>(v)?.state;
+            Ok(state.is_identity() || f(key, state))
+        })
+    }
+
+    /// The dead letters of a model.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn dead_letters<M: ReadModel>(&self) -> Result<Vec<DeadLetter>> {
+        self.inner.store.dead_letters(M::NAME)
+    }
+
+    /// Progress of a model by name: committed position, end and lag per
+    /// partition.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn status(&self, model: &str) -> Result<Status> {
+        let c = &self.inner.config;
+        let group = group_name(model);
+        let partitions = (0..c.partitions)
+            .map(|p| {
+                let committed = self.inner.log.committed(&group, &c.events_topic, p)?;
+                let end = self.inner.log.end_offset(&c.events_topic, p)?;
+                Ok(PartitionStatus {
+                    partition: p,
+                    committed,
+                    end,
+                    lag: end.saturating_sub(committed),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Status {
+            model: model.to_string(),
+            partitions,
+        })
+    }
+
+    /// Waits until a model has folded every event submitted so far.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] on timeout, with the remaining lag.
+    pub fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<Status> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(M::NAME)?;
+            if status.caught_up() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Usage(format!(
+                    "read model `{}` did not catch up within {timeout:?}: lag {}",
+                    M::NAME,
+                    status.lag()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Subscribes to a model's changes from now on.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn subscribe<M: ReadModel>(&self) -> Result<Subscription<M>> {
+        let topic = changes_topic(M::NAME);
+        let partitions = self.inner.log.partitions(&topic)?;
+        let positions = (0..partitions)
+            .map(|p| self.inner.log.end_offset(&topic, p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Subscription {
+            log: Arc::clone(&self.inner.log),
+            topic,
+            positions,
+            batch: RecordBatch::new(),
+            _model: std::marker::PhantomData,
+        })
+    }
+
+    /// Stops every model's workers and waits for them.
+    pub fn shutdown(&self) {
+        let names: Vec<&'static str> = self.inner.models.lock().keys().copied().collect();
+        for name in names {
+            let _ = self.stop_model(name);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for running in self.models.get_mut().values() {
+            running.stop.store(true, Ordering::Relaxed);
+        }
+        for (_, running) in std::mem::take(self.models.get_mut()) {
+            for t in running.threads {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// A worker: a member of the model's consumer group. Members split the
+/// partitions (partition `p` goes to member `p % members`); a partition's
+/// lock makes its holder the only processor even while ownership moves.
+fn work(
+    pipeline: &dyn Pipeline,
+    member: usize,
+    members: usize,
+    config: &Config,
+    stop: &AtomicBool,
+) {
+    let mine: Vec<u32> = (0..config.partitions)
+        .filter(|p| *p as usize % members == member)
+        .collect();
+    let first_backoff = Duration::from_millis(1);
+    let mut backoff = first_backoff;
+    while !stop.load(Ordering::Relaxed) {
+        let mut busy = false;
+        let mut failed = false;
+        for &p in &mine {
+            match pipeline.step(p, config.batch_size) {
+                Ok(Some(_)) => busy = true,
+                Ok(None) => {
+                    if let Err(e) = pipeline.tidy(p) {
+                        tracing::warn!(model = pipeline.name(), partition = p, error = %e, "tidying the outbox failed");
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    metrics::error(pipeline.name(), p);
+                    tracing::error!(model = pipeline.name(), partition = p, error = %e, "batch failed; retrying from the committed position");
+                }
+            }
+        }
+        if busy {
+            backoff = first_backoff;
+        } else if failed {
+            // Nothing moved: back off before retrying.
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(config.max_retry_backoff);
+        } else {
+            backoff = first_backoff;
+            std::thread::sleep(config.flush_interval);
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Model(
+            name.into(),
+            "names are 1 to 100 characters of [A-Za-z0-9._-]".into(),
+        ))
+    }
+}
+
+/// A model's changes, from the moment of subscribing: poll it.
+pub struct Subscription<M: ReadModel> {
+    log: Arc<dyn Log>,
+    topic: String,
+    positions: Vec<u64>,
+    batch: RecordBatch,
+    _model: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: ReadModel> Subscription<M> {
+    /// The changes published since the last poll, waiting up to `timeout`
+    /// for the first. At least once: after a crash a change may come twice,
+    /// with the same version.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; a change that does not decode.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Vec<Change<M::Key, M::State>>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut out = Vec::new();
+            for (p, pos) in self.positions.iter_mut().enumerate() {
+                self.log
+                    .read(&self.topic, p as u32, *pos, 4096, &mut self.batch)?;
+                for record in self.batch.iter() {
+                    let key: M::Key =
+                        postcard::from_bytes(record.key).map_err(|e| Error::Corrupt {
+                            what: "change key",
+                            detail: e.to_string(),
+                        })?;
+                    let (version, delta): (u64, M::State) = postcard::from_bytes(record.payload)
+                        .map_err(|e| Error::Corrupt {
+                            what: "change",
+                            detail: e.to_string(),
+                        })?;
+                    out.push(Change {
+                        key,
+                        delta,
+                        version,
+                    });
+                }
+                if let Some(next) = self.batch.next_offset() {
+                    *pos = next;
+                }
+            }
+            if !out.is_empty() || Instant::now() >= deadline {
+                return Ok(out);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

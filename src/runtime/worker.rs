@@ -1,0 +1,570 @@
+//! The pipeline of one read model: read a batch of a partition, decode,
+//! project, pre-aggregate per key, write one update per touched key (with
+//! the exactly-once bookkeeping) in one transaction, publish the changes,
+//! commit the input position.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::time::Instant;
+
+use accrete_monoids::{Monoid, Semigroup};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::absorbed::Absorbed;
+use super::failpoint;
+use crate::event::EventId;
+use crate::log::{Log, NewRecord, RecordBatch, partition_for};
+use crate::model::{Deltas, ReadModel};
+use crate::store::{DeadLetter, EmbeddedStore, ModelWrite};
+use crate::{Error, Result};
+
+/// The format byte in front of every stored record.
+const RECORD_FORMAT: u8 = 1;
+
+/// What is stored for one key: its version (bumped by every write that
+/// changed the state), the absorbed event ids, and the state.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredRecord<S> {
+    pub(crate) version: u64,
+    pub(crate) absorbed: Absorbed,
+    pub(crate) state: S,
+}
+
+pub(crate) fn encode_record<S: Serialize>(
+    record: &StoredRecord<S>,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    buf.clear();
+    buf.push(RECORD_FORMAT);
+    postcard::to_io(record, &mut *buf).map_err(|e| Error::Encode {
+        what: "state",
+        detail: e.to_string(),
+    })?;
+    Ok(())
+}
+
+pub(crate) fn decode_record<S: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<StoredRecord<S>> {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| Error::Corrupt {
+            what: "stored state",
+            detail: format!("{e} (did the state type change? rebuild the read model)"),
+        }),
+        Some((other, _)) => Err(Error::Corrupt {
+            what: "stored state",
+            detail: format!(
+                "unknown record format {other}; this build reads format {RECORD_FORMAT}"
+            ),
+        }),
+        None => Err(Error::Corrupt {
+            what: "stored state",
+            detail: "empty record".into(),
+        }),
+    }
+}
+
+/// A change published for a key: the combined delta of one write and the
+/// version it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change<K, S> {
+    /// The key whose state changed.
+    pub key: K,
+    /// What the write combined into the state.
+    pub delta: S,
+    /// The key's version after the write (1 for the first).
+    pub version: u64,
+}
+
+/// The deltas of one key in one batch.
+struct Pending<S> {
+    /// Deltas of events that cannot be duplicates, pre-combined.
+    fresh: Option<S>,
+    /// Deltas of events that may already be absorbed (re-read after a crash,
+    /// or re-appended with their original id): checked in the write.
+    maybe: Vec<(EventId, bool, S)>,
+    /// Whether an event at its native position touched the key.
+    native: bool,
+}
+
+/// What one batch did, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchOutcome {
+    pub(crate) events: u64,
+    pub(crate) deltas: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) dead_letters: u64,
+    pub(crate) writes: u64,
+    pub(crate) changes: u64,
+}
+
+/// Per-partition state of a model's pipeline; its mutex makes the holder
+/// the partition's only processor.
+pub(crate) struct PartitionState {
+    /// The next offset to read, once known.
+    position: Option<u64>,
+    /// The end of the last batch written for this partition: events at or
+    /// beyond it cannot be absorbed yet.
+    written_end: Option<u64>,
+    /// Outbox sequences published and not yet deleted.
+    published: Vec<u64>,
+    /// Changes written whose publication failed: published before the next
+    /// batch.
+    unpublished: Vec<(u64, Vec<u8>, Vec<u8>)>,
+    batch: RecordBatch,
+}
+
+/// Type-erased pipeline of one read model.
+pub(crate) trait Pipeline: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Processes the next batch of `partition`, if any: `Ok(None)` when the
+    /// partition has nothing new.
+    fn step(&self, partition: u32, max: usize) -> Result<Option<BatchOutcome>>;
+    /// Publishes what a crash left in the outbox.
+    fn recover(&self) -> Result<usize>;
+    /// Forgets cached positions (after a reset).
+    fn forget(&self);
+    /// Deletes published outbox entries when idle.
+    fn tidy(&self, partition: u32) -> Result<()>;
+}
+
+pub(crate) struct Runner<M: ReadModel> {
+    model: M,
+    log: Arc<dyn Log>,
+    store: Arc<EmbeddedStore>,
+    events_topic: String,
+    source: u32,
+    changes_topic: String,
+    change_partitions: u32,
+    group: String,
+    partitions: Vec<Mutex<PartitionState>>,
+}
+
+impl<M: ReadModel> Runner<M> {
+    pub(crate) fn new(
+        model: M,
+        log: Arc<dyn Log>,
+        store: Arc<EmbeddedStore>,
+        events_topic: &str,
+        partitions: u32,
+    ) -> Result<Self> {
+        let changes_topic = changes_topic(M::NAME);
+        log.create_topic(&changes_topic, partitions)?;
+        Ok(Runner {
+            model,
+            log,
+            store,
+            events_topic: events_topic.to_string(),
+            source: crate::event::source_id(events_topic),
+            changes_topic,
+            change_partitions: partitions,
+            group: group_name(M::NAME),
+            partitions: (0..partitions)
+                .map(|_| {
+                    Mutex::new(PartitionState {
+                        position: None,
+                        written_end: None,
+                        published: Vec::new(),
+                        unpublished: Vec::new(),
+                        batch: RecordBatch::new(),
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    fn dead(&self, id: EventId, reason: String, payload: &[u8], dead: &mut Vec<DeadLetter>) {
+        tracing::warn!(model = M::NAME, event = %id, %reason, "event sent to the dead letters");
+        dead.push(DeadLetter {
+            event: id,
+            reason,
+            payload: payload.to_vec(),
+        });
+    }
+
+    /// Decode, project, pre-aggregate.
+    fn aggregate(
+        &self,
+        partition: u32,
+        batch: &RecordBatch,
+        written_end: u64,
+        pending: &mut HashMap<M::Key, Pending<M::State>>,
+        dead: &mut Vec<DeadLetter>,
+        outcome: &mut BatchOutcome,
+    ) {
+        let mut deltas = Deltas::new();
+        for record in batch.iter() {
+            outcome.events += 1;
+            // A copy re-appended into the topic it first entered: its
+            // original is in this log and is (or was) applied at its native
+            // position, so the copy is always a duplicate.
+            if record.origin.is_some_and(|o| o.source == self.source) {
+                outcome.duplicates += 1;
+                continue;
+            }
+            let native = record.origin.is_none();
+            let id = record.origin.unwrap_or(EventId {
+                source: self.source,
+                partition,
+                offset: record.offset,
+            });
+            let event: M::Event = match postcard::from_bytes(record.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.dead(id, format!("undecodable event: {e}"), record.payload, dead);
+                    continue;
+                }
+            };
+            deltas.items.clear();
+            if let Err(reason) = self.model.project(&event, &mut deltas) {
+                self.dead(
+                    id,
+                    format!("projection failed: {reason}"),
+                    record.payload,
+                    dead,
+                );
+                continue;
+            }
+            // An event at its native position at or beyond the written end
+            // cannot have been absorbed by any key: combine it right away.
+            let fresh = !M::EXACTLY_ONCE || (native && record.offset >= written_end);
+            if !fresh {
+                // One event may push several deltas for one key (a transfer
+                // to the same account): one effect, checked once.
+                collapse_by_key(&mut deltas.items);
+            }
+            for (key, delta) in deltas.items.drain(..) {
+                if delta.is_identity() {
+                    continue;
+                }
+                outcome.deltas += 1;
+                let p = match pending.entry(key) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(Pending {
+                        fresh: None,
+                        maybe: Vec::new(),
+                        native: false,
+                    }),
+                };
+                p.native |= native;
+                if fresh {
+                    match &mut p.fresh {
+                        Some(acc) => acc.combine_owned(delta),
+                        None => p.fresh = Some(delta),
+                    }
+                } else {
+                    p.maybe.push((id, native, delta));
+                }
+            }
+        }
+    }
+
+    /// One transaction: every touched key once, dead letters, the written end.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        partition: u32,
+        end: u64,
+        pending: HashMap<M::Key, Pending<M::State>>,
+        dead: &[DeadLetter],
+        published: &[u64],
+        outcome: &mut BatchOutcome,
+    ) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
+        self.store.write(|txn| {
+            let mut w = ModelWrite::open(txn, M::NAME)?;
+            w.remove_changes(published)?;
+            let mut changes = Vec::new();
+            let mut key_buf = Vec::new();
+            let mut rec_buf = Vec::new();
+            for (key, p) in pending {
+                key_buf.clear();
+                postcard::to_io(&key, &mut key_buf).map_err(|e| Error::Encode {
+                    what: "key",
+                    detail: e.to_string(),
+                })?;
+                let stored = w.get(&key_buf, |bytes| {
+                    bytes.map(decode_record::<M::State>).transpose()
+                })??;
+                let existed = stored.is_some();
+                let mut rec = stored.unwrap_or_else(|| StoredRecord {
+                    version: 0,
+                    absorbed: Absorbed::default(),
+                    state: M::State::identity(),
+                });
+                let mut delta = p.fresh;
+                let mut bookkeeping = false;
+                // Native events first, against what was absorbed before this
+                // batch; then this batch's prefix; then copies by exact id.
+                let (natives, copies): (Vec<_>, Vec<_>) =
+                    p.maybe.into_iter().partition(|(_, native, _)| *native);
+                for (id, _, d) in natives {
+                    if rec.absorbed.contains(id) {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    match &mut delta {
+                        Some(acc) => acc.combine_owned(d),
+                        None => delta = Some(d),
+                    }
+                }
+                if M::EXACTLY_ONCE && p.native && rec.absorbed.prefix(self.source, partition) < end
+                {
+                    rec.absorbed.absorb_prefix(self.source, partition, end);
+                    bookkeeping = true;
+                }
+                for (id, _, d) in copies {
+                    let duplicate = !rec.absorbed.insert(id);
+                    if duplicate {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    bookkeeping = true;
+                    match &mut delta {
+                        Some(acc) => acc.combine_owned(d),
+                        None => delta = Some(d),
+                    }
+                }
+                let Some(delta) = delta.filter(|d| !d.is_identity()) else {
+                    if bookkeeping && M::EXACTLY_ONCE {
+                        encode_record(&rec, &mut rec_buf)?;
+                        w.put(&key_buf, &rec_buf)?;
+                        outcome.writes += 1;
+                    }
+                    continue;
+                };
+                let before = rec.state.clone();
+                rec.state.combine(&delta);
+                let changed = rec.state != before;
+                if changed {
+                    rec.version += 1;
+                    let change = (rec.version, &delta);
+                    let bytes = postcard::to_stdvec(&change).map_err(|e| Error::Encode {
+                        what: "change",
+                        detail: e.to_string(),
+                    })?;
+                    let seq = w.push_change(&outbox_entry(&key_buf, &bytes))?;
+                    changes.push((seq, key_buf.clone(), bytes));
+                }
+                if !M::EXACTLY_ONCE && rec.state.is_identity() {
+                    if existed {
+                        w.delete(&key_buf)?;
+                        outcome.writes += 1;
+                    }
+                } else if changed || (bookkeeping && M::EXACTLY_ONCE) {
+                    encode_record(&rec, &mut rec_buf)?;
+                    w.put(&key_buf, &rec_buf)?;
+                    outcome.writes += 1;
+                }
+            }
+            for letter in dead {
+                w.dead_letter(letter)?;
+            }
+            w.set_written_end(partition, end)?;
+            outcome.changes = changes.len() as u64;
+            Ok(changes)
+        })
+    }
+
+    /// Appends changes to the changes topic, grouped by partition.
+    fn publish(&self, changes: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut by_partition: HashMap<u32, Vec<NewRecord<'_>>> = HashMap::new();
+        for (_, key, payload) in changes {
+            by_partition
+                .entry(partition_for(key, self.change_partitions))
+                .or_default()
+                .push(NewRecord {
+                    key,
+                    timestamp: now_ms(),
+                    payload,
+                    origin: None,
+                });
+        }
+        for (p, records) in by_partition {
+            self.log.append(&self.changes_topic, p, &records)?;
+        }
+        Ok(())
+    }
+}
+
+/// Combines the deltas of one event that share a key (few per event: a
+/// quadratic scan beats hashing).
+fn collapse_by_key<K: PartialEq, S: Semigroup>(items: &mut Vec<(K, S)>) {
+    let mut i = 0;
+    while i < items.len() {
+        if let Some(j) = items[..i].iter().position(|(k, _)| *k == items[i].0) {
+            let (_, d) = items.remove(i);
+            items[j].1.combine_owned(d);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// An outbox entry: the key's length, the key, the change.
+fn outbox_entry(key: &[u8], change: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.len() + change.len());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(change);
+    out
+}
+
+fn split_outbox_entry(entry: &[u8]) -> Result<(&[u8], &[u8])> {
+    let corrupt = || Error::Corrupt {
+        what: "outbox entry",
+        detail: "too short".into(),
+    };
+    let len = u32::from_le_bytes(
+        entry
+            .get(..4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    let key = entry.get(4..4 + len).ok_or_else(corrupt)?;
+    Ok((key, &entry[4 + len..]))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The changes topic of a model.
+pub fn changes_topic(model: &str) -> String {
+    format!("changes.{model}")
+}
+
+/// The consumer group that materializes a model.
+pub fn group_name(model: &str) -> String {
+    format!("materialize-{model}")
+}
+
+impl<M: ReadModel> Pipeline for Runner<M> {
+    fn name(&self) -> &'static str {
+        M::NAME
+    }
+
+    fn step(&self, partition: u32, max: usize) -> Result<Option<BatchOutcome>> {
+        let mut guard = self.partitions[partition as usize].lock();
+        let st = &mut *guard;
+        if !st.unpublished.is_empty() {
+            self.publish(&st.unpublished)?;
+            st.published
+                .extend(st.unpublished.drain(..).map(|(seq, _, _)| seq));
+        }
+        let from = match st.position {
+            Some(p) => p,
+            None => *st.position.insert(self.log.committed(
+                &self.group,
+                &self.events_topic,
+                partition,
+            )?),
+        };
+        let written_end = match st.written_end {
+            Some(w) => w,
+            None => *st
+                .written_end
+                .insert(self.store.written_end(M::NAME, partition)?),
+        };
+        let mut batch = std::mem::take(&mut st.batch);
+        let read = self
+            .log
+            .read(&self.events_topic, partition, from, max, &mut batch);
+        let result = read.and_then(|()| {
+            let Some(end) = batch.next_offset() else {
+                return Ok(None);
+            };
+            let span = tracing::debug_span!("batch", model = M::NAME, partition, from, end);
+            let _enter = span.enter();
+            let started = Instant::now();
+            let mut outcome = BatchOutcome::default();
+            let mut pending = HashMap::new();
+            let mut dead = Vec::new();
+            self.aggregate(
+                partition,
+                &batch,
+                written_end,
+                &mut pending,
+                &mut dead,
+                &mut outcome,
+            );
+            outcome.dead_letters = dead.len() as u64;
+
+            failpoint::hit("before_store_write");
+            let changes =
+                self.write(partition, end, pending, &dead, &st.published, &mut outcome)?;
+            st.published.clear();
+            st.written_end = Some(written_end.max(end));
+            failpoint::hit("after_store_write");
+
+            if let Err(e) = self.publish(&changes) {
+                st.unpublished = changes;
+                return Err(e);
+            }
+            st.published.extend(changes.iter().map(|(seq, _, _)| *seq));
+            failpoint::hit("after_publish");
+
+            self.log
+                .commit(&self.group, &self.events_topic, partition, end)?;
+            st.position = Some(end);
+            failpoint::hit("after_commit");
+
+            super::metrics::batch(M::NAME, partition, &outcome, started.elapsed());
+            Ok(Some(outcome))
+        });
+        batch.clear();
+        st.batch = batch;
+        if result.is_err() {
+            // Start over from what is durable: the committed position and
+            // the store's written end.
+            st.position = None;
+            st.written_end = None;
+        }
+        result
+    }
+
+    fn recover(&self) -> Result<usize> {
+        let leftovers = self.store.outbox(M::NAME)?;
+        if leftovers.is_empty() {
+            return Ok(0);
+        }
+        let mut changes = Vec::with_capacity(leftovers.len());
+        for (seq, entry) in &leftovers {
+            let (key, change) = split_outbox_entry(entry)?;
+            changes.push((*seq, key.to_vec(), change.to_vec()));
+        }
+        self.publish(&changes)?;
+        let seqs: Vec<u64> = leftovers.iter().map(|(s, _)| *s).collect();
+        self.store
+            .write(|txn| ModelWrite::open(txn, M::NAME)?.remove_changes(&seqs))?;
+        tracing::info!(
+            model = M::NAME,
+            changes = seqs.len(),
+            "published changes a crash left in the outbox"
+        );
+        Ok(seqs.len())
+    }
+
+    fn forget(&self) {
+        for p in &self.partitions {
+            let mut st = p.lock();
+            st.position = None;
+            st.written_end = None;
+            st.published.clear();
+        }
+    }
+
+    fn tidy(&self, partition: u32) -> Result<()> {
+        let mut st = self.partitions[partition as usize].lock();
+        if st.published.is_empty() {
+            return Ok(());
+        }
+        let seqs = std::mem::take(&mut st.published);
+        self.store
+            .write(|txn| ModelWrite::open(txn, M::NAME)?.remove_changes(&seqs))
+    }
+}

@@ -1,0 +1,343 @@
+//! [`EmbeddedStore`]: read-model state in a local redb file.
+
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventId;
+use crate::{Error, Result};
+
+fn state_table(model: &str) -> String {
+    format!("state/{model}")
+}
+fn outbox_table(model: &str) -> String {
+    format!("outbox/{model}")
+}
+fn dead_table(model: &str) -> String {
+    format!("dead/{model}")
+}
+
+/// Per model and partition: the end offset of the last batch written.
+const WRITTEN: TableDefinition<'static, &str, u64> = TableDefinition::new("written_end");
+
+fn written_key(model: &str, partition: u32) -> String {
+    format!("{model}/{partition}")
+}
+
+/// An event that could not be applied, kept with the reason instead of
+/// stopping its partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The event's id.
+    pub event: EventId,
+    /// Why it could not be applied: a decoding error or the projection's
+    /// message.
+    pub reason: String,
+    /// The event as it was in the log, to inspect or resubmit.
+    pub payload: Vec<u8>,
+}
+
+/// The embedded store: one redb database file holding, per read model, the
+/// state of every key (with its version and exactly-once bookkeeping), an
+/// outbox of changes not yet published, and the dead letters. Everything a
+/// batch does is one ACID transaction.
+pub struct EmbeddedStore {
+    db: Database,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the file cannot be opened, is locked by another
+    /// process, or is not a store.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io("creating the store directory", dir, e))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(256 << 20)
+            .create(path)
+            .map_err(|e| Error::store("open", e))?;
+        Ok(EmbeddedStore { db })
+    }
+
+    /// Runs `f` in one write transaction and commits it durably.
+    pub(crate) fn write<R>(&self, f: impl FnOnce(&WriteTransaction) -> Result<R>) -> Result<R> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| Error::store("begin write", e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| Error::store("durability", e))?;
+        let out = f(&txn)?;
+        txn.commit().map_err(|e| Error::store("commit", e))?;
+        Ok(out)
+    }
+
+    /// The stored record of a key, as bytes.
+    pub(crate) fn get_raw(&self, model: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("begin read", e))?;
+        let name = state_table(model);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(Error::store("open table", e)),
+        };
+        let value = table.get(key).map_err(|e| Error::store("get", e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Visits every key's record in key-byte order, from `start` (inclusive).
+    /// `f` returns `false` to stop.
+    pub(crate) fn scan_raw(
+        &self,
+        model: &str,
+        start: Option<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("begin read", e))?;
+        let name = state_table(model);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(Error::store("open table", e)),
+        };
+        let range = match start {
+            Some(s) => table.range::<&[u8]>(s..),
+            None => table.range::<&[u8]>(..),
+        }
+        .map_err(|e| Error::store("scan", e))?;
+        for item in range {
+            let (k, v) = item.map_err(|e| Error::store("scan", e))?;
+            if !f(k.value(), v.value())? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The end offset of the last batch of `partition` written for `model`
+    /// (0 if none): events below it may already be absorbed.
+    pub(crate) fn written_end(&self, model: &str, partition: u32) -> Result<u64> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("begin read", e))?;
+        let table = match txn.open_table(WRITTEN) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(Error::store("open table", e)),
+        };
+        let key = written_key(model, partition);
+        Ok(table
+            .get(key.as_str())
+            .map_err(|e| Error::store("get", e))?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// The outbox of a model: changes written but not yet published, as
+    /// `(sequence, bytes)`.
+    pub(crate) fn outbox(&self, model: &str) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("begin read", e))?;
+        let name = outbox_table(model);
+        let table = match txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::store("open table", e)),
+        };
+        let mut out = Vec::new();
+        for item in table
+            .range::<u64>(..)
+            .map_err(|e| Error::store("scan outbox", e))?
+        {
+            let (k, v) = item.map_err(|e| Error::store("scan outbox", e))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The dead letters of a model, one per event id, in id order.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; a record that does not decode.
+    pub fn dead_letters(&self, model: &str) -> Result<Vec<DeadLetter>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("begin read", e))?;
+        let name = dead_table(model);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::store("open table", e)),
+        };
+        let mut out = Vec::new();
+        for item in table
+            .range::<&[u8]>(..)
+            .map_err(|e| Error::store("scan dead letters", e))?
+        {
+            let (_, v) = item.map_err(|e| Error::store("scan dead letters", e))?;
+            out.push(postcard::from_bytes(v.value()).map_err(|e| Error::Corrupt {
+                what: "dead letter",
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes everything a model has stored: state, outbox, dead letters,
+    /// written ends.
+    pub(crate) fn clear_model(&self, model: &str) -> Result<()> {
+        self.write(|txn| {
+            {
+                let mut written = txn
+                    .open_table(WRITTEN)
+                    .map_err(|e| Error::store("open table", e))?;
+                let prefix = format!("{model}/");
+                written
+                    .retain(|k, _| !k.starts_with(&prefix))
+                    .map_err(|e| Error::store("clear written ends", e))?;
+            }
+            for name in [state_table(model), outbox_table(model), dead_table(model)] {
+                let deleted = if !name.starts_with("outbox/") {
+                    txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                } else {
+                    txn.delete_table(TableDefinition::<u64, &[u8]>::new(&name))
+                };
+                deleted.map_err(|e| Error::store("delete table", e))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The tables of one model inside a write transaction.
+pub struct ModelWrite<'txn> {
+    model: String,
+    written: redb::Table<'txn, &'static str, u64>,
+    state: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    outbox: redb::Table<'txn, u64, &'static [u8]>,
+    dead: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    next_outbox: u64,
+}
+
+impl<'txn> ModelWrite<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction, model: &str) -> Result<Self> {
+        let state = txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&state_table(model)))
+            .map_err(|e| Error::store("open state table", e))?;
+        let outbox = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new(&outbox_table(model)))
+            .map_err(|e| Error::store("open outbox", e))?;
+        let dead = txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&dead_table(model)))
+            .map_err(|e| Error::store("open dead letters", e))?;
+        let next = |t: &redb::Table<'txn, u64, &'static [u8]>| -> Result<u64> {
+            Ok(t.last()
+                .map_err(|e| Error::store("last", e))?
+                .map_or(0, |(k, _)| k.value() + 1))
+        };
+        let next_outbox = next(&outbox)?;
+        let written = txn
+            .open_table(WRITTEN)
+            .map_err(|e| Error::store("open written ends", e))?;
+        Ok(ModelWrite {
+            model: model.to_string(),
+            written,
+            state,
+            outbox,
+            dead,
+            next_outbox,
+        })
+    }
+
+    /// Records the end offset of the batch of `partition` being written.
+    pub(crate) fn set_written_end(&mut self, partition: u32, end: u64) -> Result<()> {
+        let key = written_key(&self.model, partition);
+        self.written
+            .insert(key.as_str(), end)
+            .map_err(|e| Error::store("written end", e))?;
+        Ok(())
+    }
+
+    pub(crate) fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.state
+            .remove(key)
+            .map_err(|e| Error::store("delete", e))?;
+        Ok(())
+    }
+
+    /// The record of a key, handed to `f` without copying.
+    pub(crate) fn get<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        let v = self.state.get(key).map_err(|e| Error::store("get", e))?;
+        Ok(f(v.as_ref().map(|g| g.value())))
+    }
+
+    pub(crate) fn put(&mut self, key: &[u8], record: &[u8]) -> Result<()> {
+        self.state
+            .insert(key, record)
+            .map_err(|e| Error::store("put", e))?;
+        Ok(())
+    }
+
+    /// Queues a change for publication; returns its outbox sequence.
+    pub(crate) fn push_change(&mut self, change: &[u8]) -> Result<u64> {
+        let seq = self.next_outbox;
+        self.outbox
+            .insert(seq, change)
+            .map_err(|e| Error::store("outbox", e))?;
+        self.next_outbox += 1;
+        Ok(seq)
+    }
+
+    /// Removes published changes from the outbox.
+    pub(crate) fn remove_changes(&mut self, seqs: &[u64]) -> Result<()> {
+        for seq in seqs {
+            self.outbox
+                .remove(*seq)
+                .map_err(|e| Error::store("outbox remove", e))?;
+        }
+        Ok(())
+    }
+
+    /// Records a dead letter under its event id: a redelivered bad event is
+    /// recorded once.
+    pub(crate) fn dead_letter(&mut self, letter: &DeadLetter) -> Result<()> {
+        let bytes = postcard::to_stdvec(letter).map_err(|e| Error::Encode {
+            what: "dead letter",
+            detail: e.to_string(),
+        })?;
+        let id = letter.event;
+        let mut key = [0_u8; 16];
+        key[..4].copy_from_slice(&id.source.to_be_bytes());
+        key[4..8].copy_from_slice(&id.partition.to_be_bytes());
+        key[8..].copy_from_slice(&id.offset.to_be_bytes());
+        self.dead
+            .insert(key.as_slice(), bytes.as_slice())
+            .map_err(|e| Error::store("dead letter", e))?;
+        Ok(())
+    }
+}

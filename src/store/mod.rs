@@ -1,0 +1,8 @@
+//! The store: where grafted state lives.
+//!
+//! [`EmbeddedStore`] keeps it in one local file; the MongoDB backend
+//! (feature `mongodb`) keeps it in a collection.
+
+mod embedded;
+
+pub use embedded::{DeadLetter, EmbeddedStore, ModelWrite};

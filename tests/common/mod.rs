@@ -1,0 +1,160 @@
+//! Shared by the runtime tests: a domain with several read models, seeds,
+//! and the oracle (the plain left fold of the distinct events).
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use accrete::model::{Deltas, ReadModel};
+use accrete::monoids::{Count, GSet, Max, Monoid, Semigroup, Sum};
+use serde::{Deserialize, Serialize};
+
+/// A payment between two accounts, seen by a visitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: u64,
+    pub from: u16,
+    pub to: u16,
+    pub cents: i64,
+    pub visitor: u32,
+    pub at_ms: i64,
+}
+
+/// Balances: one event touches two keys; a sum, so exactly once matters.
+pub struct Balances;
+impl ReadModel for Balances {
+    const NAME: &'static str = "balances";
+    type Event = Payment;
+    type Key = u16;
+    type State = Sum<i64>;
+    fn project(&self, p: &Payment, out: &mut Deltas<u16, Sum<i64>>) -> Result<(), String> {
+        if p.cents == 0 {
+            return Err(format!("payment {} moves no money", p.id));
+        }
+        out.push(p.from, Sum(-p.cents));
+        out.push(p.to, Sum(p.cents));
+        Ok(())
+    }
+}
+
+/// Per receiving account: how many payments, the largest, the latest time.
+#[derive(accrete::monoids::Monoid, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Received {
+    pub count: Count,
+    pub largest: Max<i64>,
+    pub latest_ms: Max<i64>,
+}
+
+pub struct Receipts;
+impl ReadModel for Receipts {
+    const NAME: &'static str = "receipts";
+    type Event = Payment;
+    type Key = u16;
+    type State = Received;
+    fn project(&self, p: &Payment, out: &mut Deltas<u16, Received>) -> Result<(), String> {
+        out.push(
+            p.to,
+            Received {
+                count: Count::one(),
+                largest: Max(p.cents),
+                latest_ms: Max(p.at_ms),
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Visitors per account: a set, idempotent, so no exactly-once bookkeeping.
+pub struct Visitors;
+impl ReadModel for Visitors {
+    const NAME: &'static str = "visitors";
+    const EXACTLY_ONCE: bool = false;
+    type Event = Payment;
+    type Key = u16;
+    type State = GSet<u32>;
+    fn project(&self, p: &Payment, out: &mut Deltas<u16, GSet<u32>>) -> Result<(), String> {
+        out.push(p.from, GSet::of([p.visitor]));
+        Ok(())
+    }
+}
+
+/// The oracle: a plain left fold of the distinct events, in order.
+pub fn oracle<M: ReadModel>(model: &M, events: &[M::Event]) -> BTreeMap<M::Key, M::State> {
+    let mut out: BTreeMap<M::Key, M::State> = BTreeMap::new();
+    let mut deltas = Deltas::new();
+    for e in events {
+        deltas.clear();
+        if model.project(e, &mut deltas).is_err() {
+            continue;
+        }
+        for (k, d) in deltas.drain() {
+            out.entry(k).or_insert_with(M::State::identity).combine(&d);
+        }
+    }
+    out.retain(|_, v| !v.is_identity());
+    out
+}
+
+/// Random payments; every 97th moves no money (a projection error).
+pub fn payments(rng: &mut Rng, n: usize, accounts: u16) -> Vec<Payment> {
+    (0..n as u64)
+        .map(|id| Payment {
+            id,
+            from: rng.below(u64::from(accounts)) as u16,
+            to: rng.below(u64::from(accounts)) as u16,
+            cents: if id % 97 == 13 {
+                0
+            } else {
+                1 + rng.below(10_000) as i64
+            },
+            visitor: rng.below(50) as u32,
+            at_ms: rng.below(1_000_000) as i64,
+        })
+        .collect()
+}
+
+/// SplitMix64.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
+}
+
+/// The seeds to run: `ACCRETE_SEED` runs one; otherwise `count` fresh ones
+/// (`ACCRETE_SEEDS` overrides the count). Each is printed.
+pub fn seeds(test: &str, count: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("ACCRETE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![seed];
+    }
+    let count = std::env::var("ACCRETE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(count);
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("{test}: {count} seeds from base {base}; replay one with ACCRETE_SEED=<seed>");
+    (0..count)
+        .map(|i| Rng(base ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d)).next())
+        .collect()
+}
