@@ -26,6 +26,8 @@ extern crate self as accrete;
 
 pub use accrete_monoids as monoids;
 
+#[cfg(feature = "cli")]
+pub mod demo;
 pub mod error;
 pub mod event;
 pub mod log;

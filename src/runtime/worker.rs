@@ -213,7 +213,12 @@ impl<M: ReadModel> Runner<M> {
             let event: M::Event = match postcard::from_bytes(record.payload) {
                 Ok(e) => e,
                 Err(e) => {
-                    self.dead(id, format!("undecodable event: {e}"), record.payload, dead);
+                    let reason = format!(
+                        "undecodable event: {} bytes are not a postcard-encoded `{}` ({e})",
+                        record.payload.len(),
+                        std::any::type_name::<M::Event>()
+                    );
+                    self.dead(id, reason, record.payload, dead);
                     continue;
                 }
             };

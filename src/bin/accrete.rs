@@ -1,0 +1,444 @@
+//! `accrete`: the command-line tool.
+//!
+//! - `accrete demo`: the quickstart on the embedded default.
+//! - `accrete inspect`: a model's lag, dead letters, and a key's state.
+//! - `accrete rebuild`: re-fold a model from the beginning of the log, with
+//!   a progress bar.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use accrete::demo::{
+    LastSeen, PageVisitors, ProductSales, Sales, TopProducts, at_least_once, shop_events,
+};
+use accrete::log::{NewRecord, partition_for};
+use accrete::model::{Deltas, ReadModel};
+use accrete::monoids::{Monoid, Semigroup};
+use accrete::runtime::{Config, Runtime, Status};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "accrete",
+    version,
+    about = "Read models as commutative monoids: exactly-once effect over at-least-once delivery."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the shop demo on the embedded default: events delivered at least
+    /// once and out of order, four read models, a plain-fold check.
+    Demo {
+        /// Where to keep the log and the store (default: a fresh temporary
+        /// directory, deleted afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How many distinct events.
+        #[arg(long, default_value_t = 300_000)]
+        events: usize,
+        /// The fraction of events the upstream delivers more than once.
+        #[arg(long, default_value_t = 0.15)]
+        duplicates: f64,
+        /// The random seed (the same seed gives the same events).
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
+    /// Show a demo model's progress, dead letters, and optionally a key.
+    Inspect {
+        /// The data directory of a demo run (`accrete demo --dir DIR`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The read model.
+        #[arg(long, default_value = "product_sales")]
+        model: String,
+        /// A key to show (a product like `sku-001` for product_sales).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Rebuild a demo model from the beginning of the log, showing progress.
+    Rebuild {
+        /// The data directory of a demo run.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The read model.
+        #[arg(long, default_value = "product_sales")]
+        model: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo {
+            dir,
+            events,
+            duplicates,
+            seed,
+        } => demo(dir, events, duplicates, seed),
+        Command::Inspect { dir, model, key } => inspect(&dir, &model, key.as_deref()),
+        Command::Rebuild { dir, model } => rebuild(&dir, &model),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
+
+const MODELS: [&str; 4] = [
+    ProductSales::NAME,
+    PageVisitors::NAME,
+    TopProducts::NAME,
+    LastSeen::NAME,
+];
+
+fn progress(total: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>24} [{bar:30}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+/// Waits until every named model has caught up, showing their total lag.
+fn follow(rt: &Runtime, models: &[&str], message: &str) -> Fallible<()> {
+    let total = |rt: &Runtime| -> Fallible<(u64, u64)> {
+        let mut done = 0;
+        let mut all = 0;
+        for m in models {
+            let s: Status = rt.status(m)?;
+            done += s.partitions.iter().map(|p| p.committed).sum::<u64>();
+            all += s.partitions.iter().map(|p| p.end).sum::<u64>();
+        }
+        Ok((done, all))
+    };
+    let (_, all) = total(rt)?;
+    let bar = progress(all, message);
+    loop {
+        let (done, all) = total(rt)?;
+        bar.set_length(all);
+        bar.set_position(done);
+        if done == all {
+            bar.finish();
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<ExitCode> {
+    let (dir, temporary) = match dir {
+        Some(d) => (d, false),
+        None => (tempfile_dir()?, true),
+    };
+    println!(
+        "accrete demo: a shop's events, delivered at least once and out of order, folded by four read models"
+    );
+    println!("data directory: {}\n", dir.display());
+    let config = Config::default();
+    let rt = Runtime::open_with(&dir, config.clone())?;
+
+    let events = shop_events(n, seed);
+    let delivery = at_least_once(n, duplicates, 2_000, seed);
+    let started = Instant::now();
+
+    // Three models run from the start; the fourth is added halfway through,
+    // while events keep arriving: a backfill, with no two-phase deploy.
+    rt.add_model(ProductSales)?;
+    rt.add_model(PageVisitors)?;
+    rt.add_model(LastSeen)?;
+    let topic = config.events_topic.clone();
+    let mut encoded: Vec<Vec<(Vec<u8>, i64, Vec<u8>, _)>> =
+        vec![Vec::new(); config.partitions as usize];
+    let mut garbage = 0;
+    let mut backfilled = false;
+    let bar = progress(delivery.len() as u64, "submitting");
+    for (chunk_no, chunk) in delivery.chunks(20_000).enumerate() {
+        for (i, (index, id)) in chunk.iter().enumerate() {
+            let e = &events[*index];
+            let key = e.routing_key();
+            let p = partition_for(&key, config.partitions) as usize;
+            encoded[p].push((key.to_vec(), e.at_ms(), postcard::to_stdvec(e)?, Some(*id)));
+            if chunk_no == 1 && i % 4_000 == 0 {
+                // Bad input: bytes that are no event at all.
+                encoded[p].push((key.to_vec(), e.at_ms(), b"\xff\xfegarbage".to_vec(), None));
+                garbage += 1;
+            }
+        }
+        for (p, records) in encoded.iter_mut().enumerate() {
+            let batch: Vec<NewRecord<'_>> = records
+                .iter()
+                .map(|(k, t, v, o)| NewRecord {
+                    key: k,
+                    timestamp: *t,
+                    payload: v,
+                    origin: *o,
+                })
+                .collect();
+            rt.log().append(&topic, p as u32, &batch)?;
+            records.clear();
+        }
+        bar.inc(chunk.len() as u64);
+        if chunk_no == delivery.len() / 20_000 / 2 {
+            rt.add_model(TopProducts)?;
+            backfilled = true;
+        }
+    }
+    if !backfilled {
+        rt.add_model(TopProducts)?;
+    }
+    bar.finish();
+    follow(&rt, &MODELS, "folding")?;
+    let took = started.elapsed();
+
+    let copies = delivery.len() - n;
+    println!(
+        "\n{n} distinct events, {copies} duplicate deliveries, shuffled in windows of 2000, {garbage} undecodable records; \
+         folded in {:.1}s ({:.0} deliveries/s)\n",
+        took.as_secs_f64(),
+        delivery.len() as f64 / took.as_secs_f64()
+    );
+
+    // The read models, next to the plain left fold of the distinct events.
+    let mut ok = true;
+    let sales = stored::<ProductSales>(&rt)?;
+    let expected = fold(&ProductSales, &events);
+    let mut best: Vec<(&String, &Sales)> = sales.iter().collect();
+    best.sort_by_key(|(_, s)| std::cmp::Reverse(s.revenue_cents.0));
+    println!("product_sales (top 5 by revenue)      orders    units      revenue");
+    for (product, s) in best.iter().take(5) {
+        println!(
+            "  {product:<34} {:>7} {:>8} {:>12.2}",
+            s.orders.0,
+            s.units.0,
+            s.revenue_cents.0 as f64 / 100.0
+        );
+    }
+    ok &= check(
+        "product_sales",
+        sales == expected,
+        "equals the plain fold, exactly (each order counted once)",
+    );
+
+    let visitors = stored::<PageVisitors>(&rt)?;
+    let expected = fold(&PageVisitors, &events);
+    let mut pages: Vec<(&String, f64)> = visitors.iter().map(|(p, h)| (p, h.estimate())).collect();
+    pages.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("\npage_visitors (top 3)                 distinct visitors (HyperLogLog, ±1.6%)");
+    for (page, estimate) in pages.iter().take(3) {
+        println!("  {page:<34} {estimate:>8.0}");
+    }
+    ok &= check(
+        "page_visitors",
+        visitors == expected,
+        "equals the plain fold, exactly (duplicates are harmless)",
+    );
+
+    let top = rt.get::<TopProducts>(&())?.unwrap_or_default();
+    let expected = fold(&TopProducts, &events).remove(&()).unwrap_or_default();
+    println!("\ntop_products (added halfway: a backfill while events arrived)");
+    for (product, units) in top.top().iter().take(5) {
+        println!("  {product:<34} ≥ {units} units");
+    }
+    ok &= check(
+        "top_products",
+        top.within_bound(&expected),
+        &format!(
+            "within its error bound of the plain fold (± {} units)",
+            top.error_bound()
+        ),
+    );
+
+    let last = stored::<LastSeen>(&rt)?;
+    let expected = fold(&LastSeen, &events);
+    println!(
+        "\nlast_seen: {} visitors, e.g. visitor 42 last viewed {:?}",
+        last.len(),
+        last.get(&42).and_then(|l| l.get())
+    );
+    ok &= check(
+        "last_seen",
+        last == expected,
+        "equals the plain fold, exactly (latest by event time, not arrival)",
+    );
+
+    let dead = rt.store().dead_letters(ProductSales::NAME)?;
+    println!(
+        "\ndead letters of product_sales: {} (undecodable records and zero-unit orders), e.g.",
+        dead.len()
+    );
+    for d in dead.iter().take(2) {
+        println!("  {}: {}", d.event, d.reason);
+    }
+    rt.shutdown();
+    drop(rt);
+    if temporary {
+        std::fs::remove_dir_all(&dir)?;
+        println!(
+            "\nKeep a run with `accrete demo --dir DIR`, then try `accrete inspect --dir DIR --key sku-001`"
+        );
+        println!("and `accrete rebuild --dir DIR --model product_sales`.");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn check(model: &str, ok: bool, what: &str) -> bool {
+    println!("  {} {model} {what}", if ok { "✓" } else { "✗ MISMATCH:" });
+    ok
+}
+
+/// The oracle: a plain left fold of the distinct events.
+fn fold<M: ReadModel>(model: &M, events: &[M::Event]) -> BTreeMap<M::Key, M::State> {
+    let mut out: BTreeMap<M::Key, M::State> = BTreeMap::new();
+    let mut deltas = Deltas::new();
+    for e in events {
+        deltas.clear();
+        if model.project(e, &mut deltas).is_ok() {
+            for (k, d) in deltas.drain() {
+                out.entry(k).or_insert_with(M::State::identity).combine(&d);
+            }
+        }
+    }
+    out.retain(|_, v| !v.is_identity());
+    out
+}
+
+fn stored<M: ReadModel>(rt: &Runtime) -> Fallible<BTreeMap<M::Key, M::State>> {
+    let mut out = BTreeMap::new();
+    rt.scan::<M>(|k, v| {
+        out.insert(k, v);
+        true
+    })?;
+    Ok(out)
+}
+
+fn tempfile_dir() -> Fallible<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("accrete-demo-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(dir)
+}
+
+fn open_existing(dir: &Path) -> Fallible<Runtime> {
+    if !dir.join("state.redb").exists() {
+        return Err(format!(
+            "{} holds no accrete data; run `accrete demo --dir {}` first",
+            dir.display(),
+            dir.display()
+        )
+        .into());
+    }
+    Ok(Runtime::open(dir)?)
+}
+
+fn known(model: &str) -> Fallible<()> {
+    if MODELS.contains(&model) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown read model `{model}`; the demo has {}",
+            MODELS.join(", ")
+        )
+        .into())
+    }
+}
+
+fn inspect(dir: &Path, model: &str, key: Option<&str>) -> Fallible<ExitCode> {
+    known(model)?;
+    let rt = open_existing(dir)?;
+    let status = rt.status(model)?;
+    println!(
+        "read model `{model}`: {}",
+        if status.caught_up() {
+            "caught up"
+        } else {
+            "catching up"
+        }
+    );
+    println!("  partition  committed        end    lag");
+    for p in &status.partitions {
+        println!(
+            "  {:>9} {:>10} {:>10} {:>6}",
+            p.partition, p.committed, p.end, p.lag
+        );
+    }
+    let dead = rt.store().dead_letters(model)?;
+    println!("dead letters: {}", dead.len());
+    for d in dead.iter().take(10) {
+        println!("  {}: {}", d.event, d.reason);
+    }
+    if let Some(key) = key {
+        let shown = match model {
+            "product_sales" => rt
+                .get_versioned::<ProductSales>(&key.to_string())?
+                .map(|(v, s)| format!("version {v}: {s:?}")),
+            "page_visitors" => rt
+                .get_versioned::<PageVisitors>(&key.to_string())?
+                .map(|(v, h)| format!("version {v}: about {:.0} distinct visitors", h.estimate())),
+            "last_seen" => {
+                let visitor: u64 = key
+                    .parse()
+                    .map_err(|_| format!("last_seen keys are visitor numbers, not `{key}`"))?;
+                rt.get_versioned::<LastSeen>(&visitor)?
+                    .map(|(v, l)| format!("version {v}: {:?}", l.get()))
+            }
+            _ => rt
+                .get_versioned::<TopProducts>(&())?
+                .map(|(v, t)| format!("version {v}: {:?}", t.top())),
+        };
+        println!("key {key}: {}", shown.unwrap_or_else(|| "no state".into()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rebuild(dir: &Path, model: &str) -> Fallible<ExitCode> {
+    known(model)?;
+    let rt = open_existing(dir)?;
+    let started = Instant::now();
+    match model {
+        "product_sales" => {
+            rt.add_model(ProductSales)?;
+            rt.rebuild::<ProductSales>()?;
+        }
+        "page_visitors" => {
+            rt.add_model(PageVisitors)?;
+            rt.rebuild::<PageVisitors>()?;
+        }
+        "last_seen" => {
+            rt.add_model(LastSeen)?;
+            rt.rebuild::<LastSeen>()?;
+        }
+        _ => {
+            rt.add_model(TopProducts)?;
+            rt.rebuild::<TopProducts>()?;
+        }
+    }
+    follow(&rt, &[model], &format!("rebuilding {model}"))?;
+    rt.shutdown();
+    println!(
+        "rebuilt `{model}` from the beginning of the log in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}

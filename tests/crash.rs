@@ -1,0 +1,244 @@
+//! The oracle test with real process kills.
+//!
+//! The parent writes events to the embedded log on disk (natively, and as
+//! upstream copies carrying their original ids), then runs the runtime in a
+//! child process — this same test binary, re-executed — and kills it: at a
+//! failpoint (`ACCRETE_FAILPOINT`: abort before the store write, between
+//! the store write and the change publication, between publication and the
+//! offset commit, after the commit) or with SIGKILL at a random moment. It
+//! restarts the child, appending more events between runs, until a run
+//! finishes. The state in the store must then equal the plain left fold of
+//! the distinct events, exactly, and every version of every key must be on
+//! the changes topic.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use accrete::event::{EventId, source_id};
+use accrete::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for};
+use accrete::model::ReadModel;
+use accrete::runtime::failpoint::FAILPOINTS;
+use accrete::runtime::{Config, Runtime, changes_topic};
+use common::*;
+
+const CHILD: &str = "ACCRETE_CRASH_CHILD";
+
+fn config(partitions: u32, batch_size: usize, workers: usize) -> Config {
+    Config {
+        partitions,
+        batch_size,
+        workers,
+        flush_interval: Duration::from_millis(1),
+        max_retry_backoff: Duration::from_millis(5),
+        ..Config::default()
+    }
+}
+
+/// The child: run the three models until they have folded the whole log.
+fn child(dir: &str) {
+    let arg = |name: &str| std::env::var(name).unwrap().parse::<usize>().unwrap();
+    let cfg = config(
+        arg("ACCRETE_CRASH_PARTITIONS") as u32,
+        arg("ACCRETE_CRASH_BATCH"),
+        arg("ACCRETE_CRASH_WORKERS"),
+    );
+    let rt = Runtime::open_with(dir, cfg).expect("child: open");
+    rt.add_model(Balances).unwrap();
+    rt.add_model(Receipts).unwrap();
+    rt.add_model(Visitors).unwrap();
+    let timeout = Duration::from_secs(60);
+    rt.wait_caught_up::<Balances>(timeout).unwrap();
+    rt.wait_caught_up::<Receipts>(timeout).unwrap();
+    rt.wait_caught_up::<Visitors>(timeout).unwrap();
+    rt.shutdown();
+}
+
+fn append(dir: &Path, cfg: &Config, events: &[Payment], delivery: &[(usize, Option<EventId>)]) {
+    let log = EmbeddedLog::open(dir.join("log")).unwrap();
+    log.create_topic(&cfg.events_topic, cfg.partitions).unwrap();
+    for (i, origin) in delivery {
+        let e = &events[*i];
+        let key = e.from.to_le_bytes();
+        let payload = postcard::to_stdvec(e).unwrap();
+        let record = NewRecord {
+            key: &key,
+            timestamp: e.at_ms,
+            payload: &payload,
+            origin: *origin,
+        };
+        log.append(
+            &cfg.events_topic,
+            partition_for(&key, cfg.partitions),
+            &[record],
+        )
+        .unwrap();
+    }
+}
+
+fn stored<M: ReadModel>(rt: &Runtime) -> BTreeMap<M::Key, M::State> {
+    let mut out = BTreeMap::new();
+    rt.scan::<M>(|k, v| {
+        out.insert(k, v);
+        true
+    })
+    .unwrap();
+    out
+}
+
+/// One seed: returns how many times the child was killed.
+fn run(seed: u64) -> usize {
+    let mut rng = Rng(seed);
+    let cfg = config(
+        1 + rng.below(6) as u32,
+        1 + rng.below(200) as usize,
+        1 + rng.below(3) as usize,
+    );
+    let n = 100 + rng.below(500) as usize;
+    let accounts = 1 + rng.below(30) as u16;
+    let events = payments(&mut rng, n, accounts);
+    let upstream = source_id("upstream");
+    let mut delivery = Vec::new();
+    for i in 0..events.len() {
+        if rng.chance(0.4) {
+            let id = EventId {
+                source: upstream,
+                partition: (i % 3) as u32,
+                offset: i as u64,
+            };
+            for _ in 0..1 + rng.below(3) {
+                delivery.push((i, Some(id)));
+            }
+        } else {
+            delivery.push((i, None));
+        }
+    }
+    rng.shuffle(&mut delivery);
+    let ctx = format!("seed {seed}: {n} events, {cfg:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (first, rest) = delivery.split_at(delivery.len() / 2);
+    append(dir.path(), &cfg, &events, first);
+
+    let exe = std::env::current_exe().unwrap();
+    let mut kills = 0;
+    let mut rest = Some(rest);
+    for attempt in 0.. {
+        assert!(attempt < 40, "{ctx}: the child never finished");
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "crash_recovery_matches_the_oracle",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, dir.path())
+        .env("ACCRETE_CRASH_PARTITIONS", cfg.partitions.to_string())
+        .env("ACCRETE_CRASH_BATCH", cfg.batch_size.to_string())
+        .env("ACCRETE_CRASH_WORKERS", cfg.workers.to_string())
+        .env_remove("ACCRETE_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // The last attempts run clean, so the seed always finishes.
+        let plan = attempt < 8 && rng.chance(0.8);
+        let sigkill = plan && rng.chance(0.3);
+        if plan && !sigkill {
+            let point = FAILPOINTS[rng.below(FAILPOINTS.len() as u64) as usize];
+            cmd.env("ACCRETE_FAILPOINT", format!("{point}:{}", 1 + rng.below(6)));
+        }
+        let mut child = cmd.spawn().unwrap();
+        if sigkill {
+            std::thread::sleep(Duration::from_millis(rng.below(60)));
+            let _ = child.kill(); // SIGKILL
+        }
+        let status = child.wait().unwrap();
+        if let Some(rest) = rest.take() {
+            // Live events arrive between runs.
+            append(dir.path(), &cfg, &events, rest);
+            kills += usize::from(!status.success());
+            continue;
+        }
+        if status.success() {
+            break;
+        }
+        kills += 1;
+    }
+
+    let rt = Runtime::open_with(dir.path(), cfg.clone()).unwrap();
+    assert_eq!(
+        stored::<Balances>(&rt),
+        oracle(&Balances, &events),
+        "{ctx}: balances after {kills} kills"
+    );
+    assert_eq!(
+        stored::<Receipts>(&rt),
+        oracle(&Receipts, &events),
+        "{ctx}: receipts after {kills} kills"
+    );
+    assert_eq!(
+        stored::<Visitors>(&rt),
+        oracle(&Visitors, &events),
+        "{ctx}: visitors after {kills} kills"
+    );
+
+    let topic = changes_topic(Balances::NAME);
+    let mut seen = BTreeSet::new();
+    let mut batch = RecordBatch::new();
+    for p in 0..rt.log().partitions(&topic).unwrap() {
+        rt.log().read(&topic, p, 0, usize::MAX, &mut batch).unwrap();
+        for r in batch.iter() {
+            let key: u16 = postcard::from_bytes(r.key).unwrap();
+            let (version, _): (u64, accrete::monoids::Sum<i64>) =
+                postcard::from_bytes(r.payload).unwrap();
+            seen.insert((key, version));
+        }
+    }
+    for key in stored::<Balances>(&rt).keys() {
+        let (version, _) = rt.get_versioned::<Balances>(key).unwrap().unwrap();
+        for v in 1..=version {
+            assert!(
+                seen.contains(&(*key, v)),
+                "{ctx}: change {v} of key {key} was lost in a crash"
+            );
+        }
+    }
+    assert_eq!(
+        rt.dead_letters::<Balances>().unwrap().len(),
+        events.iter().filter(|e| e.cents == 0).count(),
+        "{ctx}"
+    );
+    kills
+}
+
+#[test]
+fn crash_recovery_matches_the_oracle() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        child(&dir);
+        return;
+    }
+    let started = Instant::now();
+    let mut kills = 0;
+    let seeds = seeds("crash", 40);
+    for &seed in &seeds {
+        let result = std::panic::catch_unwind(|| run(seed));
+        match result {
+            Ok(k) => kills += k,
+            Err(panic) => {
+                eprintln!("FAILED: replay with ACCRETE_SEED={seed} cargo test --test crash");
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    eprintln!(
+        "crash: {} seeds, {kills} child processes killed, {:?}",
+        seeds.len(),
+        started.elapsed()
+    );
+    assert!(
+        kills > 0 || seeds.len() < 5,
+        "the crash test killed no child: the failpoints are not reached"
+    );
+}
