@@ -78,6 +78,13 @@ pub struct Change<K, S> {
     pub version: u64,
 }
 
+/// The changes of one batch, `(key, (version, delta))` encoded, and the
+/// outbox row that holds them until they are published.
+pub(crate) struct Outbox {
+    seq: u64,
+    changes: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// The deltas of one key in one batch.
 struct Pending<S> {
     /// Deltas of events that cannot be duplicates, pre-combined.
@@ -112,7 +119,7 @@ pub(crate) struct PartitionState {
     published: Vec<u64>,
     /// Changes written whose publication failed: published before the next
     /// batch.
-    unpublished: Vec<(u64, Vec<u8>, Vec<u8>)>,
+    unpublished: Option<Outbox>,
     batch: RecordBatch,
 }
 
@@ -167,7 +174,7 @@ impl<M: ReadModel> Runner<M> {
                         position: None,
                         written_end: None,
                         published: Vec::new(),
-                        unpublished: Vec::new(),
+                        unpublished: None,
                         batch: RecordBatch::new(),
                     })
                 })
@@ -276,7 +283,7 @@ impl<M: ReadModel> Runner<M> {
         dead: &[DeadLetter],
         published: &[u64],
         outcome: &mut BatchOutcome,
-    ) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
+    ) -> Result<Option<Outbox>> {
         self.store.write(|txn| {
             let mut w = ModelWrite::open(txn, M::NAME)?;
             w.remove_changes(published)?;
@@ -349,8 +356,7 @@ impl<M: ReadModel> Runner<M> {
                         what: "change",
                         detail: e.to_string(),
                     })?;
-                    let seq = w.push_change(&outbox_entry(&key_buf, &bytes))?;
-                    changes.push((seq, key_buf.clone(), bytes));
+                    changes.push((key_buf.clone(), bytes));
                 }
                 if !M::EXACTLY_ONCE && rec.state.is_identity() {
                     if existed {
@@ -368,20 +374,32 @@ impl<M: ReadModel> Runner<M> {
             }
             w.set_written_end(partition, end)?;
             outcome.changes = changes.len() as u64;
-            Ok(changes)
+            if changes.is_empty() {
+                return Ok(None);
+            }
+            // One outbox row per batch, not per change.
+            let row = postcard::to_stdvec(&changes).map_err(|e| Error::Encode {
+                what: "outbox",
+                detail: e.to_string(),
+            })?;
+            Ok(Some(Outbox {
+                seq: w.push_change(&row)?,
+                changes,
+            }))
         })
     }
 
     /// Appends changes to the changes topic, grouped by partition.
-    fn publish(&self, changes: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn publish(&self, changes: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let mut by_partition: HashMap<u32, Vec<NewRecord<'_>>> = HashMap::new();
-        for (_, key, payload) in changes {
+        let now = now_ms();
+        for (key, payload) in changes {
             by_partition
                 .entry(partition_for(key, self.change_partitions))
                 .or_default()
                 .push(NewRecord {
                     key,
-                    timestamp: now_ms(),
+                    timestamp: now,
                     payload,
                     origin: None,
                 });
@@ -405,31 +423,6 @@ fn collapse_by_key<K: PartialEq, S: Semigroup>(items: &mut Vec<(K, S)>) {
             i += 1;
         }
     }
-}
-
-/// An outbox entry: the key's length, the key, the change.
-fn outbox_entry(key: &[u8], change: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + key.len() + change.len());
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(change);
-    out
-}
-
-fn split_outbox_entry(entry: &[u8]) -> Result<(&[u8], &[u8])> {
-    let corrupt = || Error::Corrupt {
-        what: "outbox entry",
-        detail: "too short".into(),
-    };
-    let len = u32::from_le_bytes(
-        entry
-            .get(..4)
-            .ok_or_else(corrupt)?
-            .try_into()
-            .expect("4 bytes"),
-    ) as usize;
-    let key = entry.get(4..4 + len).ok_or_else(corrupt)?;
-    Ok((key, &entry[4 + len..]))
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -456,10 +449,12 @@ impl<M: ReadModel> Pipeline for Runner<M> {
     fn step(&self, partition: u32, max: usize) -> Result<Option<BatchOutcome>> {
         let mut guard = self.partitions[partition as usize].lock();
         let st = &mut *guard;
-        if !st.unpublished.is_empty() {
-            self.publish(&st.unpublished)?;
-            st.published
-                .extend(st.unpublished.drain(..).map(|(seq, _, _)| seq));
+        if let Some(outbox) = st.unpublished.take() {
+            if let Err(e) = self.publish(&outbox.changes) {
+                st.unpublished = Some(outbox);
+                return Err(e);
+            }
+            st.published.push(outbox.seq);
         }
         let from = match st.position {
             Some(p) => p,
@@ -506,11 +501,13 @@ impl<M: ReadModel> Pipeline for Runner<M> {
             st.written_end = Some(written_end.max(end));
             failpoint::hit("after_store_write");
 
-            if let Err(e) = self.publish(&changes) {
-                st.unpublished = changes;
-                return Err(e);
+            if let Some(outbox) = changes {
+                if let Err(e) = self.publish(&outbox.changes) {
+                    st.unpublished = Some(outbox);
+                    return Err(e);
+                }
+                st.published.push(outbox.seq);
             }
-            st.published.extend(changes.iter().map(|(seq, _, _)| *seq));
             failpoint::hit("after_publish");
 
             self.log
@@ -537,21 +534,25 @@ impl<M: ReadModel> Pipeline for Runner<M> {
         if leftovers.is_empty() {
             return Ok(0);
         }
-        let mut changes = Vec::with_capacity(leftovers.len());
-        for (seq, entry) in &leftovers {
-            let (key, change) = split_outbox_entry(entry)?;
-            changes.push((*seq, key.to_vec(), change.to_vec()));
+        let mut changes = 0;
+        for (_, row) in &leftovers {
+            let batch: Vec<(Vec<u8>, Vec<u8>)> =
+                postcard::from_bytes(row).map_err(|e| Error::Corrupt {
+                    what: "outbox row",
+                    detail: e.to_string(),
+                })?;
+            self.publish(&batch)?;
+            changes += batch.len();
         }
-        self.publish(&changes)?;
         let seqs: Vec<u64> = leftovers.iter().map(|(s, _)| *s).collect();
         self.store
             .write(|txn| ModelWrite::open(txn, M::NAME)?.remove_changes(&seqs))?;
         tracing::info!(
             model = M::NAME,
-            changes = seqs.len(),
+            changes,
             "published changes a crash left in the outbox"
         );
-        Ok(seqs.len())
+        Ok(changes)
     }
 
     fn forget(&self) {
