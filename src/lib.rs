@@ -25,3 +25,8 @@
 extern crate self as accrete;
 
 pub use accrete_monoids as monoids;
+
+pub mod error;
+pub mod event;
+pub mod log;
+pub use error::{Error, Result};

@@ -1,0 +1,111 @@
+//! [`Error`]: one error type for the framework, a variant per failed operation.
+
+use std::path::PathBuf;
+
+/// What went wrong, named after the operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file of the embedded log or store could not be read or written.
+    #[error("{what} at {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A topic was used before it was created.
+    #[error("topic `{0}` does not exist; create it first (Log::create_topic)")]
+    UnknownTopic(String),
+    /// A partition number beyond the topic's partition count.
+    #[error("topic `{topic}` has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        partitions: u32,
+        /// The partition asked for.
+        partition: u32,
+    },
+    /// A topic or consumer-group name that cannot be used: names become
+    /// file names, so they are restricted to a safe alphabet.
+    #[error(
+        "invalid {kind} name {name:?}: {reason} (use 1 to 200 characters from A-Z, a-z, 0-9, `.`, `_`, `-`; not `.` or `..`)"
+    )]
+    InvalidName {
+        /// What the name is for: `"topic"` or `"group"`.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A topic was created again with a different partition count.
+    #[error("topic `{topic}` exists with {existing} partitions, not {requested}")]
+    TopicMismatch {
+        /// The topic.
+        topic: String,
+        /// Its partition count on disk.
+        existing: u32,
+        /// The count asked for.
+        requested: u32,
+    },
+    /// Stored data is damaged or of an unknown format.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The embedded store failed.
+    #[error("store {op} failed: {source}")]
+    Store {
+        /// The store operation.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Encoding a state, change or event failed.
+    #[error("encoding {what} failed: {detail}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// A read model name was used twice, or is not registered.
+    #[error("read model `{0}`: {1}")]
+    Model(String, String),
+    /// The runtime was asked to do something in a state that does not allow it.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    #[allow(dead_code)] // for the embedded store, which is not on this branch yet
+    pub(crate) fn store(
+        op: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Store {
+            op,
+            source: Box::new(source),
+        }
+    }
+}

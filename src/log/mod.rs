@@ -1,0 +1,198 @@
+//! The log: named topics of partitions of records, read by consumer groups.
+//!
+//! [`EmbeddedLog`] keeps it on local disk; the Kafka backend (feature
+//! `kafka`) implements the same trait against a broker.
+
+mod embedded;
+
+pub use embedded::{EmbeddedLog, SyncPolicy};
+
+use crate::Result;
+use crate::event::EventId;
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord<'a> {
+    /// The routing key (decides the partition; kept with the record).
+    pub key: &'a [u8],
+    /// Event time, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The encoded event.
+    pub payload: &'a [u8],
+    /// Where the event *first* entered a log, when it is re-appended
+    /// (replayed from an export, forwarded from another topic). `None`: this
+    /// append is its first entry, and its id is where it lands.
+    pub origin: Option<EventId>,
+}
+
+/// One record read back, borrowing from a [`RecordBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Its offset in the partition it was read from.
+    pub offset: u64,
+    /// The routing key.
+    pub key: &'a [u8],
+    /// Event time, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The encoded event.
+    pub payload: &'a [u8],
+    /// Where it first entered a log, if not here.
+    pub origin: Option<EventId>,
+}
+
+/// Records read from one partition, stored contiguously: reading a batch
+/// allocates nothing per record. Reuse one batch across reads.
+#[derive(Debug, Default, Clone)]
+pub struct RecordBatch {
+    pub(crate) data: Vec<u8>,
+    pub(crate) entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) offset: u64,
+    pub(crate) timestamp: i64,
+    pub(crate) key: (u32, u32),
+    pub(crate) payload: (u32, u32),
+    pub(crate) origin: Option<EventId>,
+}
+
+impl RecordBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empties the batch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.entries.clear();
+    }
+
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a record (used by log implementations).
+    pub fn push(
+        &mut self,
+        offset: u64,
+        key: &[u8],
+        timestamp: i64,
+        payload: &[u8],
+        origin: Option<EventId>,
+    ) {
+        let k = self.data.len() as u32;
+        self.data.extend_from_slice(key);
+        let p = self.data.len() as u32;
+        self.data.extend_from_slice(payload);
+        self.entries.push(Entry {
+            offset,
+            timestamp,
+            key: (k, key.len() as u32),
+            payload: (p, payload.len() as u32),
+            origin,
+        });
+    }
+
+    /// The records, in offset order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Record<'_>> + '_ {
+        self.entries.iter().map(|e| Record {
+            offset: e.offset,
+            key: &self.data[e.key.0 as usize..(e.key.0 + e.key.1) as usize],
+            timestamp: e.timestamp,
+            payload: &self.data[e.payload.0 as usize..(e.payload.0 + e.payload.1) as usize],
+            origin: e.origin,
+        })
+    }
+
+    /// The offset after the last record, if any.
+    pub fn next_offset(&self) -> Option<u64> {
+        self.entries.last().map(|e| e.offset + 1)
+    }
+}
+
+/// A durable, partitioned, append-only log with consumer-group offsets.
+///
+/// Offsets are dense per partition, starting at 0. Consumer groups store a
+/// committed offset per partition: the next offset to read.
+pub trait Log: Send + Sync + 'static {
+    /// Creates a topic with `partitions` partitions; a no-op if it exists
+    /// with that count.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TopicMismatch`](crate::Error::TopicMismatch) if it exists
+    /// with another count; I/O errors.
+    fn create_topic(&self, topic: &str, partitions: u32) -> Result<()>;
+
+    /// The partition count of a topic.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`](crate::Error::UnknownTopic).
+    fn partitions(&self, topic: &str) -> Result<u32>;
+
+    /// Appends records to one partition, durably (per the log's sync policy),
+    /// returning the offset of the first.
+    ///
+    /// # Errors
+    ///
+    /// Unknown topic or partition; I/O errors (nothing is appended then).
+    fn append(&self, topic: &str, partition: u32, records: &[NewRecord<'_>]) -> Result<u64>;
+
+    /// Reads records from `from` on, at most `max` of them (fewer at the end
+    /// of the partition), replacing `batch`'s contents.
+    ///
+    /// # Errors
+    ///
+    /// Unknown topic or partition; I/O errors; corruption.
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        batch: &mut RecordBatch,
+    ) -> Result<()>;
+
+    /// The offset the next append to the partition will get.
+    ///
+    /// # Errors
+    ///
+    /// Unknown topic or partition.
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64>;
+
+    /// The group's committed offset for a partition (the next to read), 0
+    /// if it never committed.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<u64>;
+
+    /// Commits the group's offset for a partition, durably.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    fn commit(&self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<()>;
+
+    /// Forgets a group's offsets for a topic (the next read starts at 0).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    fn reset_group(&self, group: &str, topic: &str) -> Result<()>;
+}
+
+/// The partition of a key: a stable hash, the same in every process.
+pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
+    (accrete_monoids::hash::stable_hash(key) % u64::from(partitions.max(1))) as u32
+}
