@@ -30,6 +30,19 @@ pub enum Error {
         /// The partition asked for.
         partition: u32,
     },
+    /// A topic or consumer-group name that cannot be used: names become
+    /// file names, so they are restricted to a safe alphabet.
+    #[error(
+        "invalid {kind} name {name:?}: {reason} (use 1 to 200 characters from A-Z, a-z, 0-9, `.`, `_`, `-`; not `.` or `..`)"
+    )]
+    InvalidName {
+        /// What the name is for: `"topic"` or `"group"`.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A topic was created again with a different partition count.
     #[error("topic `{topic}` exists with {existing} partitions, not {requested}")]
     TopicMismatch {

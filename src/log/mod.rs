@@ -6,7 +6,7 @@
 mod embedded;
 mod memory;
 
-pub use embedded::EmbeddedLog;
+pub use embedded::{EmbeddedLog, SyncPolicy};
 pub use memory::MemoryLog;
 
 use crate::Result;
