@@ -126,8 +126,9 @@ fn run(seed: u64) -> usize {
     let exe = std::env::current_exe().unwrap();
     let mut kills = 0;
     let mut rest = Some(rest);
+    let mut last_stderr = String::new();
     for attempt in 0.. {
-        assert!(attempt < 40, "{ctx}: the child never finished");
+        assert!(attempt < 40, "{ctx}: the child never finished; its last stderr:\n{last_stderr}");
         let mut cmd = Command::new(&exe);
         cmd.args([
             "crash_recovery_matches_the_oracle",
@@ -154,7 +155,9 @@ fn run(seed: u64) -> usize {
             std::thread::sleep(Duration::from_millis(rng.below(60)));
             let _ = child.kill(); // SIGKILL
         }
-        let status = child.wait().unwrap();
+        let output = child.wait_with_output().unwrap();
+        let status = output.status;
+        last_stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if let Some(rest) = rest.take() {
             // Live events arrive between runs.
             append(dir.path(), &cfg, &events, rest);
