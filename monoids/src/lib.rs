@@ -160,6 +160,19 @@ mod sketch_codec;
 mod sum;
 mod windowed;
 
+// CRDTs: state-based, delta-friendly join-semilattices (and `Map`).
+#[cfg(all(test, feature = "laws"))]
+mod crdt_laws;
+mod dot;
+mod gcounter;
+mod gset;
+mod lww;
+mod map;
+mod mv_register;
+mod or_set;
+mod pncounter;
+mod two_phase_set;
+
 pub use algebra::{Bounded, Commutative, Group, Idempotent, Monoid, Semigroup, Semilattice};
 #[cfg(feature = "automerge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "automerge")))]
@@ -174,6 +187,16 @@ pub use logic::{All, Any, BitOr};
 pub use min_max::{Max, Min};
 pub use sum::Sum;
 pub use windowed::Windowed;
+
+pub use dot::{CausalContext, Dot};
+pub use gcounter::GCounter;
+pub use gset::GSet;
+pub use lww::LastWriteWins;
+pub use map::Map;
+pub use mv_register::MultiValue;
+pub use or_set::OrSet;
+pub use pncounter::PnCounter;
+pub use two_phase_set::TwoPhaseSet;
 
 #[cfg(feature = "laws")]
 #[cfg_attr(docsrs, doc(cfg(feature = "laws")))]
