@@ -13,40 +13,13 @@ use accrete_monoids::{KeyedFold, Sum};
 use criterion::{SamplingMode, Throughput, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+
+use common::Zipf;
 use rustc_hash::FxBuildHasher;
 
 const EVENTS: usize = 10_000_000;
 const KEYS: usize = 100_000;
 const ZIPF_EXPONENT: f64 = 1.0;
-
-/// Zipf over ranks `0..n` by inverse CDF: a binary search in the
-/// precomputed cumulative weights `Σ 1/k^s`.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, exponent: f64) -> Self {
-        let mut total = 0.0;
-        let mut cdf: Vec<f64> = (1..=n)
-            .map(|k| {
-                total += (k as f64).powf(-exponent);
-                total
-            })
-            .collect();
-        for c in &mut cdf {
-            *c /= total;
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, rng: &mut StdRng) -> usize {
-        let u: f64 = rng.random();
-        self.cdf
-            .partition_point(|&c| c <= u)
-            .min(self.cdf.len() - 1)
-    }
-}
 
 /// The events: rank `r` becomes key `r · φ` (a bijection), so hot keys are
 /// not small consecutive integers.

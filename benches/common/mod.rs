@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use criterion::Criterion;
+use rand::RngExt;
+use rand::rngs::StdRng;
 
 /// The seed of every generated input. Printed by [`seed`] so a run can be
 /// reproduced; change it here to try other inputs.
@@ -32,4 +34,35 @@ pub(crate) fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Zipf over ranks `0..n` by inverse CDF: a binary search in the
+/// precomputed cumulative weights `Σ 1/k^s`.
+#[allow(dead_code)] // not every bench draws skewed keys
+pub(crate) struct Zipf {
+    cdf: Vec<f64>,
+}
+
+#[allow(dead_code)]
+impl Zipf {
+    pub(crate) fn new(n: usize, exponent: f64) -> Self {
+        let mut total = 0.0;
+        let mut cdf: Vec<f64> = (1..=n)
+            .map(|k| {
+                total += (k as f64).powf(-exponent);
+                total
+            })
+            .collect();
+        for c in &mut cdf {
+            *c /= total;
+        }
+        Zipf { cdf }
+    }
+
+    pub(crate) fn sample(&self, rng: &mut StdRng) -> usize {
+        let u: f64 = rng.random();
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
+    }
 }
