@@ -128,7 +128,10 @@ fn run(seed: u64) -> usize {
     let mut rest = Some(rest);
     let mut last_stderr = String::new();
     for attempt in 0.. {
-        assert!(attempt < 40, "{ctx}: the child never finished; its last stderr:\n{last_stderr}");
+        assert!(
+            attempt < 40,
+            "{ctx}: the child never finished; its last stderr:\n{last_stderr}"
+        );
         let mut cmd = Command::new(&exe);
         cmd.args([
             "crash_recovery_matches_the_oracle",

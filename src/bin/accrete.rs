@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use accrete::demo::{
     LastSeen, PageVisitors, ProductSales, Sales, TopProducts, at_least_once, shop_events,
 };
-use accrete::log::{NewRecord, partition_for};
+use accrete::log::NewRecord;
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::{Monoid, Semigroup};
 use accrete::runtime::{Config, Runtime, Status};
@@ -164,35 +164,27 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
     rt.add_model(PageVisitors)?;
     rt.add_model(LastSeen)?;
     let topic = config.events_topic.clone();
-    let mut encoded: Vec<Vec<(Vec<u8>, i64, Vec<u8>, _)>> =
-        vec![Vec::new(); config.partitions as usize];
     let mut garbage = 0;
     let mut backfilled = false;
     let bar = progress(delivery.len() as u64, "submitting");
     for (chunk_no, chunk) in delivery.chunks(20_000).enumerate() {
-        for (i, (index, id)) in chunk.iter().enumerate() {
+        // The upstream's deliveries, with the ids the events got there.
+        rt.forward(chunk.iter().map(|(index, id)| {
             let e = &events[*index];
-            let key = e.routing_key();
-            let p = partition_for(&key, config.partitions) as usize;
-            encoded[p].push((key.to_vec(), e.at_ms(), postcard::to_stdvec(e)?, Some(*id)));
-            if chunk_no == 1 && i % 4_000 == 0 {
-                // Bad input: bytes that are no event at all.
-                encoded[p].push((key.to_vec(), e.at_ms(), b"\xff\xfegarbage".to_vec(), None));
+            (e.routing_key(), e.at_ms(), e, *id)
+        }))?;
+        if chunk_no == 1 {
+            // Bad input: bytes that are no event at all, on every partition.
+            for p in 0..config.partitions {
+                let garbage_record = NewRecord {
+                    key: b"?",
+                    timestamp: 0,
+                    payload: b"\xff\xfegarbage",
+                    origin: None,
+                };
+                rt.log().append(&topic, p, &[garbage_record])?;
                 garbage += 1;
             }
-        }
-        for (p, records) in encoded.iter_mut().enumerate() {
-            let batch: Vec<NewRecord<'_>> = records
-                .iter()
-                .map(|(k, t, v, o)| NewRecord {
-                    key: k,
-                    timestamp: *t,
-                    payload: v,
-                    origin: *o,
-                })
-                .collect();
-            rt.log().append(&topic, p as u32, &batch)?;
-            records.clear();
         }
         bar.inc(chunk.len() as u64);
         if chunk_no == delivery.len() / 20_000 / 2 {

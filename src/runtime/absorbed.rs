@@ -16,53 +16,35 @@ use crate::event::EventId;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Absorbed {
-    parts: Vec<Part>,
+    /// Sorted by `(source, partition, start)`; per `(source, partition)`
+    /// disjoint and non-adjacent. One flat list: one allocation per record.
+    ranges: Vec<Range>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Part {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Range {
     source: u32,
     partition: u32,
-    /// Sorted, disjoint, non-adjacent half-open ranges.
-    ranges: Vec<(u64, u64)>,
+    start: u64,
+    end: u64,
 }
 
 impl Absorbed {
-    fn part(&self, source: u32, partition: u32) -> Option<&Part> {
-        self.parts
-            .binary_search_by_key(&(source, partition), |p| (p.source, p.partition))
-            .ok()
-            .map(|i| &self.parts[i])
-    }
-
-    fn part_mut(&mut self, source: u32, partition: u32) -> &mut Part {
-        match self
-            .parts
-            .binary_search_by_key(&(source, partition), |p| (p.source, p.partition))
-        {
-            Ok(i) => &mut self.parts[i],
-            Err(i) => {
-                self.parts.insert(
-                    i,
-                    Part {
-                        source,
-                        partition,
-                        ranges: Vec::new(),
-                    },
-                );
-                &mut self.parts[i]
-            }
-        }
+    /// The index range of the ranges of one `(source, partition)`.
+    fn span(&self, source: u32, partition: u32) -> std::ops::Range<usize> {
+        let lo = self
+            .ranges
+            .partition_point(|r| (r.source, r.partition) < (source, partition));
+        let hi = lo
+            + self.ranges[lo..].partition_point(|r| (r.source, r.partition) == (source, partition));
+        lo..hi
     }
 
     /// Whether the event's effect is already in the state.
     pub(crate) fn contains(&self, id: EventId) -> bool {
-        self.part(id.source, id.partition).is_some_and(|p| {
-            let i = p.ranges.partition_point(|&(_, end)| end <= id.offset);
-            p.ranges
-                .get(i)
-                .is_some_and(|&(start, _)| start <= id.offset)
-        })
+        let part = &self.ranges[self.span(id.source, id.partition)];
+        let i = part.partition_point(|r| r.end <= id.offset);
+        part.get(i).is_some_and(|r| r.start <= id.offset)
     }
 
     /// Records one event; false if it was already absorbed.
@@ -70,47 +52,54 @@ impl Absorbed {
         if self.contains(id) {
             return false;
         }
-        self.part_mut(id.source, id.partition)
-            .insert(id.offset, id.offset + 1);
+        self.insert_range(id.source, id.partition, id.offset, id.offset + 1);
         true
     }
 
     /// Records every offset below `end` of a partition as absorbed.
     pub(crate) fn absorb_prefix(&mut self, source: u32, partition: u32, end: u64) {
         if end > 0 {
-            self.part_mut(source, partition).insert(0, end);
+            self.insert_range(source, partition, 0, end);
         }
     }
 
     /// The end of the absorbed prefix `[0, n)` of a partition (0 if none).
     pub(crate) fn prefix(&self, source: u32, partition: u32) -> u64 {
-        self.part(source, partition)
-            .and_then(|p| p.ranges.first())
-            .map_or(0, |&(start, end)| if start == 0 { end } else { 0 })
+        let span = self.span(source, partition);
+        self.ranges[span]
+            .first()
+            .map_or(0, |r| if r.start == 0 { r.end } else { 0 })
     }
 
     /// How many ranges are kept, over all partitions: the size of the
     /// bookkeeping.
     #[cfg(test)]
     pub(crate) fn ranges(&self) -> usize {
-        self.parts.iter().map(|p| p.ranges.len()).sum()
+        self.ranges.len()
     }
-}
 
-impl Part {
     /// Inserts `[start, end)`, merging overlapping and adjacent ranges.
-    fn insert(&mut self, start: u64, end: u64) {
-        let first = self.ranges.partition_point(|&(_, e)| e < start);
-        let last = self.ranges.partition_point(|&(s, _)| s <= end);
-        if first == last {
-            self.ranges.insert(first, (start, end));
-            return;
-        }
-        let merged = (
-            start.min(self.ranges[first].0),
-            end.max(self.ranges[last - 1].1),
-        );
-        self.ranges.splice(first..last, [merged]);
+    fn insert_range(&mut self, source: u32, partition: u32, start: u64, end: u64) {
+        let span = self.span(source, partition);
+        let part = &self.ranges[span.clone()];
+        let first = span.start + part.partition_point(|r| r.end < start);
+        let last = span.start + part.partition_point(|r| r.start <= end);
+        let new = if first == last {
+            Range {
+                source,
+                partition,
+                start,
+                end,
+            }
+        } else {
+            Range {
+                source,
+                partition,
+                start: start.min(self.ranges[first].start),
+                end: end.max(self.ranges[last - 1].end),
+            }
+        };
+        self.ranges.splice(first..last, [new]);
     }
 }
 
@@ -156,24 +145,41 @@ mod tests {
         let mut a = Absorbed::default();
         let mut model = std::collections::BTreeSet::new();
         let mut x = 12345_u64;
-        for _ in 0..5_000 {
+        for _ in 0..20_000 {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let offset = (x >> 33) % 300;
+            let (source, partition) = [(7, 1), (7, 2), (3, 1)][((x >> 20) % 3) as usize];
+            let id = EventId {
+                source,
+                partition,
+                offset,
+            };
             if x % 17 == 0 {
-                a.absorb_prefix(7, 1, offset);
-                model.extend(0..offset);
+                a.absorb_prefix(source, partition, offset);
+                model.extend((0..offset).map(|o| (source, partition, o)));
             } else {
                 assert_eq!(
-                    a.insert(id(offset)),
-                    model.insert(offset),
-                    "offset {offset}"
+                    a.insert(id),
+                    model.insert((source, partition, offset)),
+                    "{id:?}"
                 );
             }
         }
-        for o in 0..300 {
-            assert_eq!(a.contains(id(o)), model.contains(&o), "offset {o}");
+        for (source, partition) in [(7, 1), (7, 2), (3, 1), (9, 9)] {
+            for offset in 0..301 {
+                let id = EventId {
+                    source,
+                    partition,
+                    offset,
+                };
+                assert_eq!(
+                    a.contains(id),
+                    model.contains(&(source, partition, offset)),
+                    "{id:?}"
+                );
+            }
         }
     }
 }

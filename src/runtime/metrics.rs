@@ -10,16 +10,19 @@
 //! | `accrete_store_writes_total` | counter | model |
 //! | `accrete_changes_published_total` | counter | model |
 //! | `accrete_batches_total` | counter | model |
-//! | `accrete_batch_errors_total` | counter | model, partition |
+//! | `accrete_batch_errors_total` | counter | model |
 //! | `accrete_batch_seconds` | histogram | model |
 
 use std::time::Duration;
 
 use super::worker::BatchOutcome;
 
-pub(crate) fn batch(model: &'static str, partition: u32, o: &BatchOutcome, took: Duration) {
+pub(crate) fn events_in(model: &'static str, partition: u32, events: u64) {
     metrics::counter!("accrete_events_in_total", "model" => model, "partition" => partition.to_string())
-        .increment(o.events);
+        .increment(events);
+}
+
+pub(crate) fn batch(model: &'static str, o: &BatchOutcome, took: Duration) {
     metrics::counter!("accrete_deltas_out_total", "model" => model).increment(o.deltas);
     metrics::counter!("accrete_duplicates_absorbed_total", "model" => model)
         .increment(o.duplicates);
@@ -30,7 +33,6 @@ pub(crate) fn batch(model: &'static str, partition: u32, o: &BatchOutcome, took:
     metrics::histogram!("accrete_batch_seconds", "model" => model).record(took.as_secs_f64());
 }
 
-pub(crate) fn error(model: &'static str, partition: u32) {
-    metrics::counter!("accrete_batch_errors_total", "model" => model, "partition" => partition.to_string())
-        .increment(1);
+pub(crate) fn error(model: &'static str) {
+    metrics::counter!("accrete_batch_errors_total", "model" => model).increment(1);
 }

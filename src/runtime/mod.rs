@@ -49,6 +49,7 @@ use serde::Serialize;
 pub use worker::{Change, changes_topic, group_name};
 use worker::{Pipeline, Runner, decode_record};
 
+use crate::event::EventId;
 use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for};
 use crate::model::ReadModel;
 use crate::store::{DeadLetter, EmbeddedStore};
@@ -266,16 +267,57 @@ impl Runtime {
         E: Serialize + 'a,
         K: AsRef<[u8]>,
     {
+        self.append_events(events.into_iter().map(|(k, t, e)| (k, t, e, None)))
+    }
+
+    /// Appends events that first entered another log, keeping the ids they
+    /// got there: a replay from an export, a stream forwarded from upstream
+    /// with at-least-once delivery. However many copies of one event are
+    /// forwarded, each read model applies it once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::submit_batch`].
+    pub fn forward<'a, E, K>(
+        &self,
+        events: impl IntoIterator<Item = (K, i64, &'a E, EventId)>,
+    ) -> Result<usize>
+    where
+        E: Serialize + 'a,
+        K: AsRef<[u8]>,
+    {
+        self.append_events(events.into_iter().map(|(k, t, e, id)| (k, t, e, Some(id))))
+    }
+
+    fn append_events<'a, E, K>(
+        &self,
+        events: impl IntoIterator<Item = (K, i64, &'a E, Option<EventId>)>,
+    ) -> Result<usize>
+    where
+        E: Serialize + 'a,
+        K: AsRef<[u8]>,
+    {
+        struct Encoded {
+            key: Vec<u8>,
+            time: i64,
+            payload: Vec<u8>,
+            origin: Option<EventId>,
+        }
         let n = self.inner.config.partitions;
-        let mut encoded: Vec<Vec<(Vec<u8>, i64, Vec<u8>)>> = vec![Vec::new(); n as usize];
+        let mut encoded: Vec<Vec<Encoded>> = (0..n).map(|_| Vec::new()).collect();
         let mut count = 0;
-        for (key, time, event) in events {
+        for (key, time, event, origin) in events {
             let payload = postcard::to_stdvec(event).map_err(|e| Error::Encode {
                 what: "event",
                 detail: e.to_string(),
             })?;
-            let key = key.as_ref();
-            encoded[partition_for(key, n) as usize].push((key.to_vec(), time, payload));
+            let key = key.as_ref().to_vec();
+            encoded[partition_for(&key, n) as usize].push(Encoded {
+                key,
+                time,
+                payload,
+                origin,
+            });
             count += 1;
         }
         for (partition, records) in encoded.iter().enumerate() {
@@ -284,11 +326,11 @@ impl Runtime {
             }
             let records: Vec<NewRecord<'_>> = records
                 .iter()
-                .map(|(k, t, p)| NewRecord {
-                    key: k,
-                    timestamp: *t,
-                    payload: p,
-                    origin: None,
+                .map(|r| NewRecord {
+                    key: &r.key,
+                    timestamp: r.time,
+                    payload: &r.payload,
+                    origin: r.origin,
                 })
                 .collect();
             self.inner
@@ -558,19 +600,17 @@ fn work(
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
         let mut failed = false;
-        for &p in &mine {
-            match pipeline.step(p, config.batch_size) {
-                Ok(Some(_)) => busy = true,
-                Ok(None) => {
-                    if let Err(e) = pipeline.tidy(p) {
-                        tracing::warn!(model = pipeline.name(), partition = p, error = %e, "tidying the outbox failed");
-                    }
+        match pipeline.step(&mine, config.batch_size) {
+            Ok(Some(_)) => busy = true,
+            Ok(None) => {
+                if let Err(e) = pipeline.tidy(&mine) {
+                    tracing::warn!(model = pipeline.name(), error = %e, "tidying the outbox failed");
                 }
-                Err(e) => {
-                    failed = true;
-                    metrics::error(pipeline.name(), p);
-                    tracing::error!(model = pipeline.name(), partition = p, error = %e, "batch failed; retrying from the committed position");
-                }
+            }
+            Err(e) => {
+                failed = true;
+                metrics::error(pipeline.name());
+                tracing::error!(model = pipeline.name(), partitions = ?mine, error = %e, "batch failed; retrying from the committed positions");
             }
         }
         if busy {

@@ -4,12 +4,11 @@
 //! commit the input position.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
 use accrete_monoids::{Monoid, Semigroup};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::absorbed::Absorbed;
@@ -43,6 +42,13 @@ pub(crate) fn encode_record<S: Serialize>(
         detail: e.to_string(),
     })?;
     Ok(())
+}
+
+fn encode_key<K: Serialize>(key: &K) -> Result<Vec<u8>> {
+    postcard::to_stdvec(key).map_err(|e| Error::Encode {
+        what: "key",
+        detail: e.to_string(),
+    })
 }
 
 pub(crate) fn decode_record<S: serde::de::DeserializeOwned>(
@@ -85,16 +91,32 @@ pub(crate) struct Outbox {
     changes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// A delta that may already be absorbed: its event id, whether the event is
+/// at its native position, the delta.
+type Maybe<S> = (EventId, bool, S);
+
+/// One partition's batch, aggregated, waiting for the step's transaction.
+struct Work<K, S> {
+    partition: u32,
+    end: u64,
+    pending: FoldMap<K, S>,
+    /// Deltas of events that may already be absorbed (re-read after a crash,
+    /// or re-appended with their original id): checked in the write, one
+    /// event at a time. Rare: empty in the steady state.
+    maybe: Vec<(K, EventId, bool, S)>,
+}
+
 /// The deltas of one key in one batch.
 struct Pending<S> {
     /// Deltas of events that cannot be duplicates, pre-combined.
     fresh: Option<S>,
-    /// Deltas of events that may already be absorbed (re-read after a crash,
-    /// or re-appended with their original id): checked in the write.
-    maybe: Vec<(EventId, bool, S)>,
     /// Whether an event at its native position touched the key.
     native: bool,
 }
+
+/// The pre-aggregation map: a fast hasher, seeded per process so that keys
+/// chosen by users cannot flood it.
+type FoldMap<K, S> = HashMap<K, Pending<S>, foldhash::fast::RandomState>;
 
 /// What one batch did, for metrics and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -126,15 +148,15 @@ pub(crate) struct PartitionState {
 /// Type-erased pipeline of one read model.
 pub(crate) trait Pipeline: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Processes the next batch of `partition`, if any: `Ok(None)` when the
-    /// partition has nothing new.
-    fn step(&self, partition: u32, max: usize) -> Result<Option<BatchOutcome>>;
+    /// Processes the next batch of each of `partitions` (the worker's own)
+    /// in one store transaction: `Ok(None)` when none has anything new.
+    fn step(&self, partitions: &[u32], max: usize) -> Result<Option<BatchOutcome>>;
     /// Publishes what a crash left in the outbox.
     fn recover(&self) -> Result<usize>;
     /// Forgets cached positions (after a reset).
     fn forget(&self);
     /// Deletes published outbox entries when idle.
-    fn tidy(&self, partition: u32) -> Result<()>;
+    fn tidy(&self, partitions: &[u32]) -> Result<()>;
 }
 
 pub(crate) struct Runner<M: ReadModel> {
@@ -197,7 +219,7 @@ impl<M: ReadModel> Runner<M> {
         partition: u32,
         batch: &RecordBatch,
         written_end: u64,
-        pending: &mut HashMap<M::Key, Pending<M::State>>,
+        work: &mut Work<M::Key, M::State>,
         dead: &mut Vec<DeadLetter>,
         outcome: &mut BatchOutcome,
     ) {
@@ -252,34 +274,33 @@ impl<M: ReadModel> Runner<M> {
                     continue;
                 }
                 outcome.deltas += 1;
-                let p = match pending.entry(key) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(Pending {
-                        fresh: None,
-                        maybe: Vec::new(),
-                        native: false,
-                    }),
-                };
-                p.native |= native;
                 if fresh {
+                    let p = work.pending.entry(key).or_insert(Pending {
+                        fresh: None,
+                        native: false,
+                    });
+                    p.native |= native;
                     match &mut p.fresh {
                         Some(acc) => acc.combine_owned(delta),
                         None => p.fresh = Some(delta),
                     }
                 } else {
-                    p.maybe.push((id, native, delta));
+                    let p = work.pending.entry(key.clone()).or_insert(Pending {
+                        fresh: None,
+                        native: false,
+                    });
+                    p.native |= native;
+                    work.maybe.push((key, id, native, delta));
                 }
             }
         }
     }
 
-    /// One transaction: every touched key once, dead letters, the written end.
-    #[allow(clippy::too_many_arguments)]
+    /// One transaction for a step: every touched key once per partition
+    /// batch, the dead letters, the written ends, one outbox row.
     fn write(
         &self,
-        partition: u32,
-        end: u64,
-        pending: HashMap<M::Key, Pending<M::State>>,
+        works: Vec<Work<M::Key, M::State>>,
         dead: &[DeadLetter],
         published: &[u64],
         outcome: &mut BatchOutcome,
@@ -288,91 +309,113 @@ impl<M: ReadModel> Runner<M> {
             let mut w = ModelWrite::open(txn, M::NAME)?;
             w.remove_changes(published)?;
             let mut changes = Vec::new();
-            let mut key_buf = Vec::new();
             let mut rec_buf = Vec::new();
-            for (key, p) in pending {
-                key_buf.clear();
-                postcard::to_io(&key, &mut key_buf).map_err(|e| Error::Encode {
-                    what: "key",
-                    detail: e.to_string(),
-                })?;
-                let stored = w.get(&key_buf, |bytes| {
-                    bytes.map(decode_record::<M::State>).transpose()
-                })??;
-                let existed = stored.is_some();
-                let mut rec = stored.unwrap_or_else(|| StoredRecord {
-                    version: 0,
-                    absorbed: Absorbed::default(),
-                    state: M::State::identity(),
-                });
-                let mut delta = p.fresh;
-                let mut bookkeeping = false;
-                // Native events first, against what was absorbed before this
-                // batch; then this batch's prefix; then copies by exact id.
-                let (natives, copies): (Vec<_>, Vec<_>) =
-                    p.maybe.into_iter().partition(|(_, native, _)| *native);
-                for (id, _, d) in natives {
-                    if rec.absorbed.contains(id) {
-                        outcome.duplicates += 1;
+            for Work {
+                partition,
+                end,
+                pending,
+                maybe,
+            } in works
+            {
+                // Keys in byte order: the B-tree is written front to back.
+                let mut items = Vec::with_capacity(pending.len());
+                for (key, p) in pending {
+                    items.push((encode_key(&key)?, p));
+                }
+                items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let mut maybe_by_key: HashMap<Vec<u8>, Vec<Maybe<M::State>>> = HashMap::new();
+                for (key, id, native, d) in maybe {
+                    maybe_by_key
+                        .entry(encode_key(&key)?)
+                        .or_default()
+                        .push((id, native, d));
+                }
+                for (key_buf, p) in items {
+                    let stored = w.get(&key_buf, |bytes| {
+                        bytes.map(decode_record::<M::State>).transpose()
+                    })??;
+                    let existed = stored.is_some();
+                    let mut rec = stored.unwrap_or_else(|| StoredRecord {
+                        version: 0,
+                        absorbed: Absorbed::default(),
+                        state: M::State::identity(),
+                    });
+                    let mut delta = p.fresh;
+                    let mut bookkeeping = false;
+                    // Native events first, against what was absorbed before this
+                    // batch; then this batch's prefix; then copies by exact id.
+                    let (natives, copies): (Vec<_>, Vec<_>) = maybe_by_key
+                        .remove(&key_buf)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .partition(|(_, native, _)| *native);
+                    for (id, _, d) in natives {
+                        if rec.absorbed.contains(id) {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        match &mut delta {
+                            Some(acc) => acc.combine_owned(d),
+                            None => delta = Some(d),
+                        }
+                    }
+                    if M::EXACTLY_ONCE
+                        && p.native
+                        && rec.absorbed.prefix(self.source, partition) < end
+                    {
+                        rec.absorbed.absorb_prefix(self.source, partition, end);
+                        bookkeeping = true;
+                    }
+                    for (id, _, d) in copies {
+                        if !rec.absorbed.insert(id) {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        bookkeeping = true;
+                        match &mut delta {
+                            Some(acc) => acc.combine_owned(d),
+                            None => delta = Some(d),
+                        }
+                    }
+                    let Some(delta) = delta.filter(|d| !d.is_identity()) else {
+                        if bookkeeping && M::EXACTLY_ONCE {
+                            encode_record(&rec, &mut rec_buf)?;
+                            w.put(&key_buf, &rec_buf)?;
+                            outcome.writes += 1;
+                        }
                         continue;
+                    };
+                    let before = rec.state.clone();
+                    rec.state.combine(&delta);
+                    let changed = rec.state != before;
+                    if changed {
+                        rec.version += 1;
                     }
-                    match &mut delta {
-                        Some(acc) => acc.combine_owned(d),
-                        None => delta = Some(d),
-                    }
-                }
-                if M::EXACTLY_ONCE && p.native && rec.absorbed.prefix(self.source, partition) < end
-                {
-                    rec.absorbed.absorb_prefix(self.source, partition, end);
-                    bookkeeping = true;
-                }
-                for (id, _, d) in copies {
-                    let duplicate = !rec.absorbed.insert(id);
-                    if duplicate {
-                        outcome.duplicates += 1;
-                        continue;
-                    }
-                    bookkeeping = true;
-                    match &mut delta {
-                        Some(acc) => acc.combine_owned(d),
-                        None => delta = Some(d),
-                    }
-                }
-                let Some(delta) = delta.filter(|d| !d.is_identity()) else {
-                    if bookkeeping && M::EXACTLY_ONCE {
+                    if !M::EXACTLY_ONCE && rec.state.is_identity() {
+                        if existed {
+                            w.delete(&key_buf)?;
+                            outcome.writes += 1;
+                        }
+                    } else if changed || (bookkeeping && M::EXACTLY_ONCE) {
                         encode_record(&rec, &mut rec_buf)?;
                         w.put(&key_buf, &rec_buf)?;
                         outcome.writes += 1;
                     }
-                    continue;
-                };
-                let before = rec.state.clone();
-                rec.state.combine(&delta);
-                let changed = rec.state != before;
-                if changed {
-                    rec.version += 1;
-                    let change = (rec.version, &delta);
-                    let bytes = postcard::to_stdvec(&change).map_err(|e| Error::Encode {
-                        what: "change",
-                        detail: e.to_string(),
-                    })?;
-                    changes.push((key_buf.clone(), bytes));
-                }
-                if !M::EXACTLY_ONCE && rec.state.is_identity() {
-                    if existed {
-                        w.delete(&key_buf)?;
-                        outcome.writes += 1;
+                    if changed {
+                        let bytes = postcard::to_stdvec(&(rec.version, &delta)).map_err(|e| {
+                            Error::Encode {
+                                what: "change",
+                                detail: e.to_string(),
+                            }
+                        })?;
+                        changes.push((key_buf, bytes));
                     }
-                } else if changed || (bookkeeping && M::EXACTLY_ONCE) {
-                    encode_record(&rec, &mut rec_buf)?;
-                    w.put(&key_buf, &rec_buf)?;
-                    outcome.writes += 1;
                 }
+                w.set_written_end(partition, end)?;
             }
             for letter in dead {
                 w.dead_letter(letter)?;
             }
-            w.set_written_end(partition, end)?;
             outcome.changes = changes.len() as u64;
             if changes.is_empty() {
                 return Ok(None);
@@ -387,6 +430,104 @@ impl<M: ReadModel> Runner<M> {
                 changes,
             }))
         })
+    }
+
+    fn step_locked(
+        &self,
+        guards: &mut [(u32, MutexGuard<'_, PartitionState>)],
+        max: usize,
+    ) -> Result<Option<BatchOutcome>> {
+        let started = Instant::now();
+        let mut outcome = BatchOutcome::default();
+        let mut works = Vec::new();
+        let mut dead = Vec::new();
+        for (partition, st) in guards.iter_mut() {
+            let partition = *partition;
+            let from = match st.position {
+                Some(p) => p,
+                None => *st.position.insert(self.log.committed(
+                    &self.group,
+                    &self.events_topic,
+                    partition,
+                )?),
+            };
+            let written_end = match st.written_end {
+                Some(w) => w,
+                None => *st
+                    .written_end
+                    .insert(self.store.written_end(M::NAME, partition)?),
+            };
+            self.log
+                .read(&self.events_topic, partition, from, max, &mut st.batch)?;
+            let Some(end) = st.batch.next_offset() else {
+                continue;
+            };
+            let span = tracing::debug_span!("batch", model = M::NAME, partition, from, end);
+            let _enter = span.enter();
+            let events = outcome.events;
+            let mut work = Work {
+                partition,
+                end,
+                pending: FoldMap::default(),
+                maybe: Vec::new(),
+            };
+            self.aggregate(
+                partition,
+                &st.batch,
+                written_end,
+                &mut work,
+                &mut dead,
+                &mut outcome,
+            );
+            super::metrics::events_in(M::NAME, partition, outcome.events - events);
+            works.push(work);
+        }
+        if works.is_empty() {
+            return Ok(None);
+        }
+        outcome.dead_letters = dead.len() as u64;
+        let ends: Vec<(u32, u64)> = works.iter().map(|w| (w.partition, w.end)).collect();
+
+        failpoint::hit("before_store_write");
+        let published = guards[0].1.published.clone();
+        let outbox = self.write(works, &dead, &published, &mut outcome)?;
+        guards[0].1.published.clear();
+        for (partition, end) in &ends {
+            let st = &mut guards
+                .iter_mut()
+                .find(|(p, _)| p == partition)
+                .expect("a locked partition")
+                .1;
+            st.written_end = st.written_end.max(Some(*end));
+        }
+        failpoint::hit("after_store_write");
+
+        if let Some(outbox) = outbox {
+            if let Err(e) = self.publish(&outbox.changes) {
+                guards[0].1.unpublished = Some(outbox);
+                return Err(e);
+            }
+            guards[0].1.published.push(outbox.seq);
+        }
+        failpoint::hit("after_publish");
+
+        for (partition, end) in &ends {
+            self.log
+                .commit(&self.group, &self.events_topic, *partition, *end)?;
+            let st = &mut guards
+                .iter_mut()
+                .find(|(p, _)| p == partition)
+                .expect("a locked partition")
+                .1;
+            st.position = Some(*end);
+        }
+        failpoint::hit("after_commit");
+
+        super::metrics::batch(M::NAME, &outcome, started.elapsed());
+        for (_, st) in guards.iter_mut() {
+            st.batch.clear();
+        }
+        Ok(Some(outcome))
     }
 
     /// Appends changes to the changes topic, grouped by partition.
@@ -446,85 +587,33 @@ impl<M: ReadModel> Pipeline for Runner<M> {
         M::NAME
     }
 
-    fn step(&self, partition: u32, max: usize) -> Result<Option<BatchOutcome>> {
-        let mut guard = self.partitions[partition as usize].lock();
-        let st = &mut *guard;
-        if let Some(outbox) = st.unpublished.take() {
+    fn step(&self, partitions: &[u32], max: usize) -> Result<Option<BatchOutcome>> {
+        let Some(&first) = partitions.first() else {
+            return Ok(None);
+        };
+        // Locks in the order given; a worker's partitions are its own, so
+        // the order is always the same.
+        let mut guards: Vec<(u32, MutexGuard<'_, PartitionState>)> = partitions
+            .iter()
+            .map(|&p| (p, self.partitions[p as usize].lock()))
+            .collect();
+        // The first partition's state keeps the worker's outbox bookkeeping.
+        debug_assert_eq!(guards[0].0, first);
+        if let Some(outbox) = guards[0].1.unpublished.take() {
             if let Err(e) = self.publish(&outbox.changes) {
-                st.unpublished = Some(outbox);
+                guards[0].1.unpublished = Some(outbox);
                 return Err(e);
             }
-            st.published.push(outbox.seq);
+            guards[0].1.published.push(outbox.seq);
         }
-        let from = match st.position {
-            Some(p) => p,
-            None => *st.position.insert(self.log.committed(
-                &self.group,
-                &self.events_topic,
-                partition,
-            )?),
-        };
-        let written_end = match st.written_end {
-            Some(w) => w,
-            None => *st
-                .written_end
-                .insert(self.store.written_end(M::NAME, partition)?),
-        };
-        let mut batch = std::mem::take(&mut st.batch);
-        let read = self
-            .log
-            .read(&self.events_topic, partition, from, max, &mut batch);
-        let result = read.and_then(|()| {
-            let Some(end) = batch.next_offset() else {
-                return Ok(None);
-            };
-            let span = tracing::debug_span!("batch", model = M::NAME, partition, from, end);
-            let _enter = span.enter();
-            let started = Instant::now();
-            let mut outcome = BatchOutcome::default();
-            let mut pending = HashMap::new();
-            let mut dead = Vec::new();
-            self.aggregate(
-                partition,
-                &batch,
-                written_end,
-                &mut pending,
-                &mut dead,
-                &mut outcome,
-            );
-            outcome.dead_letters = dead.len() as u64;
-
-            failpoint::hit("before_store_write");
-            let changes =
-                self.write(partition, end, pending, &dead, &st.published, &mut outcome)?;
-            st.published.clear();
-            st.written_end = Some(written_end.max(end));
-            failpoint::hit("after_store_write");
-
-            if let Some(outbox) = changes {
-                if let Err(e) = self.publish(&outbox.changes) {
-                    st.unpublished = Some(outbox);
-                    return Err(e);
-                }
-                st.published.push(outbox.seq);
-            }
-            failpoint::hit("after_publish");
-
-            self.log
-                .commit(&self.group, &self.events_topic, partition, end)?;
-            st.position = Some(end);
-            failpoint::hit("after_commit");
-
-            super::metrics::batch(M::NAME, partition, &outcome, started.elapsed());
-            Ok(Some(outcome))
-        });
-        batch.clear();
-        st.batch = batch;
+        let result = self.step_locked(&mut guards, max);
         if result.is_err() {
-            // Start over from what is durable: the committed position and
-            // the store's written end.
-            st.position = None;
-            st.written_end = None;
+            // Start over from what is durable: the committed positions and
+            // the store's written ends.
+            for (_, st) in &mut guards {
+                st.position = None;
+                st.written_end = None;
+            }
         }
         result
     }
@@ -564,8 +653,11 @@ impl<M: ReadModel> Pipeline for Runner<M> {
         }
     }
 
-    fn tidy(&self, partition: u32) -> Result<()> {
-        let mut st = self.partitions[partition as usize].lock();
+    fn tidy(&self, partitions: &[u32]) -> Result<()> {
+        let Some(&first) = partitions.first() else {
+            return Ok(());
+        };
+        let mut st = self.partitions[first as usize].lock();
         if st.published.is_empty() {
             return Ok(());
         }
