@@ -91,7 +91,7 @@ fn main() {
         *expected.entry(product).or_default() += sale.cents;
         let key = product.to_le_bytes().to_vec();
         parts[partition_for(&key, PARTITIONS) as usize]
-            .push((key, postcard::to_stdvec(&sale).unwrap()));
+            .push((key, accrete::event::encode(&sale).unwrap()));
         if parts.iter().map(Vec::len).sum::<usize>() >= 100_000 || i + 1 == n {
             for (p, records) in parts.iter_mut().enumerate() {
                 let batch: Vec<NewRecord<'_>> = records
@@ -121,7 +121,7 @@ fn main() {
                 break;
             };
             for r in batch.iter() {
-                let sale: Sale = postcard::from_bytes(r.payload).unwrap();
+                let sale: Sale = accrete::event::decode(r.payload).unwrap();
                 checksum = checksum.wrapping_add(sale.cents);
             }
             from = next;
@@ -170,7 +170,7 @@ fn main() {
     log.read(TOPIC, 0, 0, naive_n as usize, &mut batch).unwrap();
     let started = Instant::now();
     for r in batch.iter() {
-        let sale: Sale = postcard::from_bytes(r.payload).unwrap();
+        let sale: Sale = accrete::event::decode(r.payload).unwrap();
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn.open_table(table).unwrap();
@@ -198,7 +198,7 @@ fn main() {
             {
                 let mut t = txn.open_table(table).unwrap();
                 for r in batch.iter() {
-                    let sale: Sale = postcard::from_bytes(r.payload).unwrap();
+                    let sale: Sale = accrete::event::decode(r.payload).unwrap();
                     let old = t.get(sale.product).unwrap().map_or(0, |v| v.value());
                     t.insert(sale.product, old + sale.cents).unwrap();
                     events += 1;

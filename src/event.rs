@@ -27,3 +27,45 @@ impl std::fmt::Display for EventId {
 pub fn source_id(topic: &str) -> u32 {
     accrete_monoids::hash::stable_hash(topic.as_bytes()) as u32
 }
+
+/// The first byte of every event payload accrete writes: the encoding's
+/// version. Bytes from another producer almost never start with it.
+pub const EVENT_FORMAT: u8 = 0xA1;
+
+/// Encodes an event as accrete stores it in the log: [`EVENT_FORMAT`], then
+/// the event in postcard (compact binary serde).
+///
+/// # Errors
+///
+/// [`Error::Encode`](crate::Error::Encode) if serde fails (e.g. a map with
+/// non-serializable keys).
+pub fn encode<E: Serialize>(event: &E) -> crate::Result<Vec<u8>> {
+    let mut out = vec![EVENT_FORMAT];
+    postcard::to_io(event, &mut out).map_err(|e| crate::Error::Encode {
+        what: "event",
+        detail: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// Decodes an event payload; the reason, for the dead letters, if it is not
+/// one. The whole payload must be the event: trailing bytes are an error.
+///
+/// # Errors
+///
+/// A human-readable reason.
+pub fn decode<E: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<E, String> {
+    let what = std::any::type_name::<E>();
+    match payload.split_first() {
+        Some((&EVENT_FORMAT, body)) => match postcard::take_from_bytes::<E>(body) {
+            Ok((event, [])) => Ok(event),
+            Ok((_, rest)) => Err(format!("{} trailing bytes after a `{what}`", rest.len())),
+            Err(e) => Err(format!("{} bytes are not a `{what}` ({e})", body.len())),
+        },
+        Some((other, _)) => Err(format!(
+            "not an accrete event: format byte {other:#04x}, expected {EVENT_FORMAT:#04x} (events are written by \
+             `Runtime::submit`/`forward` or `accrete::event::encode`)"
+        )),
+        None => Err("empty payload".into()),
+    }
+}

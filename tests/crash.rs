@@ -63,7 +63,7 @@ fn append(dir: &Path, cfg: &Config, events: &[Payment], delivery: &[(usize, Opti
     for (i, origin) in delivery {
         let e = &events[*i];
         let key = e.from.to_le_bytes();
-        let payload = postcard::to_stdvec(e).unwrap();
+        let payload = accrete::event::encode(e).unwrap();
         let record = NewRecord {
             key: &key,
             timestamp: e.at_ms,

@@ -151,7 +151,7 @@ fn run(seed: u64) {
         for (i, origin) in chunk {
             let e = &events[*i];
             let key = e.from.to_le_bytes();
-            let payload = postcard::to_stdvec(e).unwrap();
+            let payload = accrete::event::encode(e).unwrap();
             let record = NewRecord {
                 key: &key,
                 timestamp: e.at_ms,

@@ -229,10 +229,7 @@ impl Runtime {
         event_time_ms: i64,
         event: &E,
     ) -> Result<crate::event::EventId> {
-        let payload = postcard::to_stdvec(event).map_err(|e| Error::Encode {
-            what: "event",
-            detail: e.to_string(),
-        })?;
+        let payload = crate::event::encode(event)?;
         let key = key.as_ref();
         let topic = &self.inner.config.events_topic;
         let partition = partition_for(key, self.inner.config.partitions);
@@ -307,10 +304,7 @@ impl Runtime {
         let mut encoded: Vec<Vec<Encoded>> = (0..n).map(|_| Vec::new()).collect();
         let mut count = 0;
         for (key, time, event, origin) in events {
-            let payload = postcard::to_stdvec(event).map_err(|e| Error::Encode {
-                what: "event",
-                detail: e.to_string(),
-            })?;
+            let payload = crate::event::encode(event)?;
             let key = key.as_ref().to_vec();
             encoded[partition_for(&key, n) as usize].push(Encoded {
                 key,

@@ -239,15 +239,15 @@ impl<M: ReadModel> Runner<M> {
                 partition,
                 offset: record.offset,
             });
-            let event: M::Event = match postcard::from_bytes(record.payload) {
+            let event: M::Event = match crate::event::decode(record.payload) {
                 Ok(e) => e,
-                Err(e) => {
-                    let reason = format!(
-                        "undecodable event: {} bytes are not a postcard-encoded `{}` ({e})",
-                        record.payload.len(),
-                        std::any::type_name::<M::Event>()
+                Err(reason) => {
+                    self.dead(
+                        id,
+                        format!("undecodable event: {reason}"),
+                        record.payload,
+                        dead,
                     );
-                    self.dead(id, reason, record.payload, dead);
                     continue;
                 }
             };
@@ -441,6 +441,7 @@ impl<M: ReadModel> Runner<M> {
         let mut outcome = BatchOutcome::default();
         let mut works = Vec::new();
         let mut dead = Vec::new();
+        let mut per_partition = Vec::new();
         for (partition, st) in guards.iter_mut() {
             let partition = *partition;
             let from = match st.position {
@@ -479,7 +480,7 @@ impl<M: ReadModel> Runner<M> {
                 &mut dead,
                 &mut outcome,
             );
-            super::metrics::events_in(M::NAME, partition, outcome.events - events);
+            per_partition.push((partition, outcome.events - events));
             works.push(work);
         }
         if works.is_empty() {
@@ -523,6 +524,10 @@ impl<M: ReadModel> Runner<M> {
         }
         failpoint::hit("after_commit");
 
+        // Counted once the batch is committed: a failed batch is read again.
+        for (partition, events) in per_partition {
+            super::metrics::events_in(M::NAME, partition, events);
+        }
         super::metrics::batch(M::NAME, &outcome, started.elapsed());
         for (_, st) in guards.iter_mut() {
             st.batch.clear();
