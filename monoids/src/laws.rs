@@ -65,6 +65,7 @@ pub use quickcheck::{self, Arbitrary, Gen};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::hash::SplitMix64;
 use crate::{Commutative, Group, Idempotent, Monoid};
 
 /// The laws the harness knows.
@@ -668,7 +669,7 @@ impl<T: Subject> Laws<T> {
     /// memory and then combined into the stored state.
     fn convergence(&self, xs: &[T], salt: u64) -> Result<(), String> {
         let oracle = xs.iter().fold(T::identity(), |acc, x| acc.combined(x));
-        let mut rng = SplitMix(salt);
+        let mut rng = SplitMix64::new(salt);
         let mut delivery: Vec<&T> = xs.iter().collect();
         if self.idempotent {
             for _ in 0..rng.below(xs.len() as u64 + 1) {
@@ -765,22 +766,7 @@ fn fresh_seed() -> u64 {
 }
 
 fn splitmix(x: u64) -> u64 {
-    SplitMix(x).next()
-}
-
-/// SplitMix64: the small deterministic generator behind fault injection.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        crate::hash::fmix64(self.0)
-    }
-
-    /// Uniform-ish in `0..n` (`0` when `n == 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
+    SplitMix64::new(x).next_u64()
 }
 
 /// Expands to a module of `#[test]`s checking a type's laws. See the

@@ -16,23 +16,13 @@ pub(crate) fn seed(test: &str) -> u64 {
     seed
 }
 
-/// SplitMix64: a small, fast, well-mixed generator for test data.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+/// The generator of the randomized tests: the crate's one SplitMix64.
+pub(crate) use crate::hash::SplitMix64 as Rng;
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
     /// A generator seeded by [`seed`].
     pub(crate) fn for_test(test: &str) -> Self {
         Rng::new(seed(test))
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        crate::hash::fmix64(self.0)
     }
 
     /// Uniform in `[0, 1)`.
@@ -43,11 +33,6 @@ impl Rng {
     /// Uniform in `[lo, hi)`.
     pub(crate) fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * self.unit()
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
     }
 
     /// Standard normal (Box–Muller).
