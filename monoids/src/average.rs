@@ -269,47 +269,22 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::test_util::quickcheck;
+    use crate::laws::{Law, Laws};
+    use crate::test_util::check;
 
-    const TOL: f64 = 1e-9;
-
+    /// Only associativity is approximate (`average` in tests/laws.rs checks
+    /// every law within 1e-9); these hold bit for bit.
     #[test]
-    fn commutative_exactly() {
-        fn prop(a: Average, b: Average) -> bool {
-            a.combined(&b) == b.combined(&a)
+    fn exact_laws() {
+        let laws = Laws::<Average>::new("Average (exact)").commutative();
+        for law in [
+            Law::Commutativity,
+            Law::Identity,
+            Law::OwnedVsBorrowed,
+            Law::CombineAll,
+        ] {
+            laws.assert_law(law);
         }
-        quickcheck("average::commutative").quickcheck(prop as fn(_, _) -> bool);
-    }
-
-    #[test]
-    fn associative_within_tolerance() {
-        fn prop(a: Average, b: Average, c: Average) -> bool {
-            a.combined(&b)
-                .combined(&c)
-                .approx_eq(&a.combined(&b.combined(&c)), TOL)
-        }
-        quickcheck("average::associative").quickcheck(prop as fn(_, _, _) -> bool);
-    }
-
-    #[test]
-    fn identity_exactly() {
-        fn prop(a: Average) -> bool {
-            Average::identity().combined(&a) == a
-                && a.combined(&Average::identity()) == a
-                && Average::identity().is_identity()
-        }
-        quickcheck("average::identity").quickcheck(prop as fn(_) -> bool);
-    }
-
-    #[test]
-    fn combine_all_is_a_fold() {
-        fn prop(start: Average, items: Vec<Average>) -> bool {
-            let mut fast = start;
-            fast.combine_all(items.clone());
-            let slow = items.iter().fold(start, |acc, x| acc.combined(x));
-            fast == slow
-        }
-        quickcheck("average::combine_all").quickcheck(prop as fn(_, _) -> bool);
     }
 
     #[test]
@@ -317,6 +292,6 @@ mod laws {
         fn prop(a: Average) -> bool {
             a.count() < 1 << 62 && a.sum().is_finite() && a.sum().abs() <= 1e9 * 65_536.0
         }
-        quickcheck("average::arbitrary").quickcheck(prop as fn(_) -> bool);
+        check("average::arbitrary", prop as fn(_) -> bool);
     }
 }

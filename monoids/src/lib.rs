@@ -159,8 +159,6 @@ mod average;
 mod bloom;
 mod count;
 mod count_min;
-#[cfg(all(test, feature = "laws"))]
-mod crdt_laws;
 mod ddsketch;
 mod dot;
 mod first_last;

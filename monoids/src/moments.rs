@@ -485,44 +485,22 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::test_util::quickcheck;
+    use crate::laws::{Law, Laws};
+    use crate::test_util::check;
 
-    const TOL: f64 = 1e-9;
-
+    /// Only associativity is approximate (`moments` in tests/laws.rs checks
+    /// every law within 1e-9); these hold bit for bit.
     #[test]
-    fn commutative_exactly() {
-        fn prop(a: Moments, b: Moments) -> bool {
-            a.combined(&b) == b.combined(&a)
+    fn exact_laws() {
+        let laws = Laws::<Moments>::new("Moments (exact)").commutative();
+        for law in [
+            Law::Commutativity,
+            Law::Identity,
+            Law::OwnedVsBorrowed,
+            Law::CombineAll,
+        ] {
+            laws.assert_law(law);
         }
-        quickcheck("moments::commutative").quickcheck(prop as fn(_, _) -> bool);
-    }
-
-    #[test]
-    fn associative_within_tolerance() {
-        fn prop(a: Moments, b: Moments, c: Moments) -> bool {
-            a.combined(&b)
-                .combined(&c)
-                .approx_eq(&a.combined(&b.combined(&c)), TOL)
-        }
-        quickcheck("moments::associative").quickcheck(prop as fn(_, _, _) -> bool);
-    }
-
-    #[test]
-    fn identity_exactly() {
-        fn prop(a: Moments) -> bool {
-            Moments::identity().combined(&a) == a && a.combined(&Moments::identity()) == a
-        }
-        quickcheck("moments::identity").quickcheck(prop as fn(_) -> bool);
-    }
-
-    #[test]
-    fn combine_all_is_a_fold() {
-        fn prop(start: Moments, items: Vec<Moments>) -> bool {
-            let mut fast = start;
-            fast.combine_all(items.clone());
-            fast == items.iter().fold(start, |acc, x| acc.combined(x))
-        }
-        quickcheck("moments::combine_all").quickcheck(prop as fn(_, _) -> bool);
     }
 
     #[test]
@@ -530,6 +508,6 @@ mod laws {
         fn prop(a: Moments) -> bool {
             a.count() < 1 << 62 && a.mean.is_finite() && a.m2.is_finite() && a.mean.abs() <= 1e9
         }
-        quickcheck("moments::arbitrary").quickcheck(prop as fn(_) -> bool);
+        check("moments::arbitrary", prop as fn(_) -> bool);
     }
 }

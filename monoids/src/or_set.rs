@@ -798,11 +798,16 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::crdt_laws::{Small, check, round_trip_errors, semilattice};
+    use crate::laws::{Laws, assert_round_trip};
+    use crate::test_util::{Small, check};
 
+    // `OrSet<u8>` and `OrSet<String>`: tests/laws.rs.
     #[test]
-    fn or_set_is_a_semilattice() {
-        semilattice::<OrSet<Small>>("OrSet<Small>");
+    fn or_set_of_a_small_domain_is_a_semilattice() {
+        Laws::<OrSet<Small>>::new("OrSet<Small>")
+            .commutative()
+            .idempotent()
+            .assert();
     }
 
     #[test]
@@ -810,7 +815,7 @@ mod laws {
         let mut s = OrSet::new();
         s.add(1, "x".to_string());
         s.combine(&OrSet::add_with_dot(Dot::new(2, 5), "y".to_string()));
-        round_trip_errors(&s).unwrap();
+        assert_round_trip(&s);
     }
 
     /// Dots held by entries are always in the context, and dot sets are
@@ -835,7 +840,7 @@ mod laws {
             owned.combine_owned(b.clone());
             [a, b, ab, owned].iter().all(well_formed)
         }
-        check("or_set_states_are_well_formed", prop as fn(_, _) -> bool);
+        check("or_set::states_are_well_formed", prop as fn(_, _) -> bool);
     }
 
     /// Observed-remove semantics against an oracle: an element is present
@@ -905,7 +910,7 @@ mod laws {
             actual == oracle && from_deltas == all
         }
         check(
-            "or_set_matches_the_observed_remove_oracle",
+            "or_set::matches_the_observed_remove_oracle",
             prop as fn(_, _) -> bool,
         );
     }

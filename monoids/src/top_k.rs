@@ -574,49 +574,26 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::test_util::quickcheck;
+    use crate::laws::{Law, Laws};
+    use crate::test_util::check;
     use std::collections::BTreeMap;
 
     type T3 = TopK<u8, 3>;
 
+    /// Only associativity holds merely within the bound (`top_k` in
+    /// tests/laws.rs checks every law with `within_bound`); these hold
+    /// exactly.
     #[test]
-    fn commutative_exactly() {
-        fn prop(a: T3, b: T3) -> bool {
-            a.clone().combined(&b) == b.combined(&a)
+    fn exact_laws() {
+        let laws = Laws::<T3>::new("TopK<u8, 3> (exact)").commutative();
+        for law in [
+            Law::Commutativity,
+            Law::Identity,
+            Law::OwnedVsBorrowed,
+            Law::CombineAll,
+        ] {
+            laws.assert_law(law);
         }
-        quickcheck("top_k::commutative").quickcheck(prop as fn(_, _) -> bool);
-    }
-
-    #[test]
-    fn identity_exactly() {
-        fn prop(a: T3) -> bool {
-            T3::identity().combined(&a) == a && a.clone().combined(&T3::identity()) == a
-        }
-        quickcheck("top_k::identity").quickcheck(prop as fn(_) -> bool);
-    }
-
-    #[test]
-    fn associative_within_bound() {
-        fn prop(a: T3, b: T3, c: T3) -> bool {
-            a.clone()
-                .combined(&b)
-                .combined(&c)
-                .within_bound(&a.combined(&b.combined(&c)))
-        }
-        quickcheck("top_k::associative").quickcheck(prop as fn(_, _, _) -> bool);
-    }
-
-    #[test]
-    fn combine_owned_and_combine_all_agree_with_combine() {
-        fn prop(start: T3, items: Vec<T3>) -> bool {
-            let slow = items.iter().fold(start.clone(), |acc, x| acc.combined(x));
-            let mut owned = start.clone();
-            items.iter().cloned().for_each(|x| owned.combine_owned(x));
-            let mut all = start;
-            all.combine_all(items);
-            owned == slow && all == slow
-        }
-        quickcheck("top_k::combine_owned").quickcheck(prop as fn(_, _) -> bool);
     }
 
     #[test]
@@ -630,7 +607,7 @@ mod laws {
             }
             inserted == combined
         }
-        quickcheck("top_k::insert_n").quickcheck(prop as fn(_, _) -> bool);
+        check("top_k::insert_n", prop as fn(_, _) -> bool);
     }
 
     type Stream = Vec<(u8, u16)>;
@@ -674,7 +651,7 @@ mod laws {
                 && both_associations::<3>(&a, &b, &c)
                 && both_associations::<5>(&a, &b, &c)
         }
-        quickcheck("top_k::guarantee").quickcheck(prop as fn(_, _, _) -> bool);
+        check("top_k::guarantee", prop as fn(_, _, _) -> bool);
     }
 
     #[test]
@@ -682,6 +659,6 @@ mod laws {
         fn prop(a: T3) -> bool {
             a.total() < 1 << 62 && a.counters.len() <= 3
         }
-        quickcheck("top_k::arbitrary").quickcheck(prop as fn(_) -> bool);
+        check("top_k::arbitrary", prop as fn(_) -> bool);
     }
 }

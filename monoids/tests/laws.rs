@@ -54,11 +54,14 @@ laws!(average: Average => commutative; eq_by = |a: &Average, b: &Average| a.appr
 laws!(moments: Moments => commutative; eq_by = |a: &Moments, b: &Moments| a.approx_eq(b, 1e-9));
 laws!(ddsketch: DdSketch => commutative);
 laws!(ddsketch_collapsing: DdSketch<20, 6> => commutative);
+laws!(ddsketch_one_bucket: DdSketch<10, 1> => commutative);
 laws!(top_k: TopK<u8, 3> => commutative; eq_by = TopK::within_bound);
+laws!(top_k_1: TopK<u8, 1> => commutative; eq_by = TopK::within_bound);
 laws!(top_k_strings: TopK<String> => commutative; eq_by = TopK::within_bound);
 
 // CRDTs.
 laws!(gset: GSet<u8> => commutative, idempotent);
+laws!(gset_u32: GSet<u32> => commutative, idempotent);
 laws!(two_phase_set: TwoPhaseSet<u8> => commutative, idempotent);
 laws!(gcounter: GCounter => commutative, idempotent);
 laws!(pncounter: PnCounter => commutative, idempotent);
@@ -66,6 +69,46 @@ laws!(or_set: OrSet<u8> => commutative, idempotent);
 laws!(or_set_strings: OrSet<String, u64> => commutative, idempotent);
 laws!(causal_context: CausalContext => commutative, idempotent);
 laws!(last_write_wins: LastWriteWins<u8> => commutative, idempotent);
+laws!(last_write_wins_string: LastWriteWins<String> => commutative, idempotent);
 laws!(multi_value: MultiValue<u8> => commutative, idempotent);
 laws!(map_of_sums: Map<String, Sum<i32>> => commutative);
 laws!(map_of_max: Map<u8, Max<u8>> => commutative, idempotent);
+
+/// `Default` is the identity wherever a primitive implements it.
+#[test]
+fn default_is_the_identity() {
+    fn check<T: Default + Monoid + PartialEq + std::fmt::Debug>() {
+        assert_eq!(
+            T::default(),
+            T::identity(),
+            "{}",
+            std::any::type_name::<T>()
+        );
+        assert!(T::default().is_identity(), "{}", std::any::type_name::<T>());
+    }
+    check::<Sum<i64>>();
+    check::<Count>();
+    check::<Max<i64>>();
+    check::<Min<u32>>();
+    check::<Any>();
+    check::<All>();
+    check::<BitOr<u32>>();
+    check::<First<String>>();
+    check::<Last<u8>>();
+    check::<Windowed<Count, 100>>();
+    check::<HyperLogLog>();
+    check::<CountMinSketch<8, 2>>();
+    check::<Bloom<64, 2>>();
+    check::<Average>();
+    check::<Moments>();
+    check::<TopK<u8, 3>>();
+    check::<GSet<u8>>();
+    check::<TwoPhaseSet<u8>>();
+    check::<GCounter>();
+    check::<PnCounter>();
+    check::<OrSet<u8>>();
+    check::<CausalContext>();
+    check::<LastWriteWins<u8>>();
+    check::<MultiValue<u8>>();
+    check::<Map<String, Sum<i32>>>();
+}
