@@ -885,43 +885,22 @@ mod tests {
     mod persisted {
         use super::*;
 
-        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct Wrapper<S> {
-            v: S,
-        }
-
+        #[cfg(feature = "laws")]
         #[test]
         fn serde_round_trips() {
+            use crate::laws::assert_round_trip;
+
             let mut rng = Rng::for_test("ddsketch::serde_round_trips");
             let mut v: DdSketch = sketch_of(&dataset(3, 1000, &mut rng));
             v.insert_n(12.5, (1 << 61) + 17).unwrap();
-            let w = Wrapper { v };
-            let json = serde_json::to_string(&w).unwrap();
-            assert_eq!(serde_json::from_str::<Wrapper<DdSketch>>(&json).unwrap(), w);
-            let bytes = postcard::to_allocvec(&w).unwrap();
-            assert_eq!(
-                postcard::from_bytes::<Wrapper<DdSketch>>(&bytes).unwrap(),
-                w
-            );
-            let doc = bson::serialize_to_document(&w).unwrap();
-            assert_eq!(
-                bson::deserialize_from_document::<Wrapper<DdSketch>>(doc).unwrap(),
-                w
-            );
+            assert_round_trip(&v);
 
-            let empty = Wrapper {
-                v: DdSketch::<10>::default(),
-            };
-            let json = serde_json::to_string(&empty).unwrap();
+            let empty = DdSketch::<10>::default();
             assert_eq!(
-                json,
-                r#"{"v":{"alpha_permille":10,"count":0,"min":0.0,"max":0.0,"zero":0,"negative":[],"positive":[]}}"#
+                serde_json::to_string(&empty).unwrap(),
+                r#"{"alpha_permille":10,"count":0,"min":0.0,"max":0.0,"zero":0,"negative":[],"positive":[]}"#
             );
-            let doc = bson::serialize_to_document(&empty).unwrap();
-            assert_eq!(
-                bson::deserialize_from_document::<Wrapper<DdSketch>>(doc).unwrap(),
-                empty
-            );
+            assert_round_trip(&empty);
         }
 
         #[test]

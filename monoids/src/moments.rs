@@ -452,14 +452,17 @@ mod tests {
         // κ ≈ 10⁹: both are accurate to ~κ·2⁻⁵³ ≈ 10⁻⁷, nowhere near 10⁻⁹.
         assert!(worst < 1e-6, "{worst:e}");
     }
+}
 
-    #[cfg(feature = "serde")]
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    struct Wrapper {
-        v: Moments,
-    }
+#[cfg(all(test, feature = "laws"))]
+mod laws {
+    use super::*;
+    use crate::laws::assert_round_trip;
+    use crate::test_util::check;
 
-    #[cfg(feature = "serde")]
+    // The laws: `moments` in tests/laws.rs, within 1e-9, and exactly where
+    // they hold exactly (`exact_laws_of_approximate_types`).
+
     #[test]
     fn serde_round_trips() {
         let mut v = Moments::fold([1.5, -2.25, 1e9 + 0.1].map(Moments::of));
@@ -468,39 +471,12 @@ mod tests {
             mean: 3.0,
             m2: 1e20,
         });
-        let w = Wrapper { v };
-        let json = serde_json::to_string(&w).unwrap();
+        let json = serde_json::to_string(&v).unwrap();
         assert!(
-            json.starts_with(r#"{"v":{"count":4611686018427387906,"mean":"#),
+            json.starts_with(r#"{"count":4611686018427387906,"mean":"#),
             "{json}"
         );
-        assert_eq!(serde_json::from_str::<Wrapper>(&json).unwrap(), w);
-        let bytes = postcard::to_allocvec(&w).unwrap();
-        assert_eq!(postcard::from_bytes::<Wrapper>(&bytes).unwrap(), w);
-        let doc = bson::serialize_to_document(&w).unwrap();
-        assert_eq!(bson::deserialize_from_document::<Wrapper>(doc).unwrap(), w);
-    }
-}
-
-#[cfg(all(test, feature = "laws"))]
-mod laws {
-    use super::*;
-    use crate::laws::{Law, Laws};
-    use crate::test_util::check;
-
-    /// Only associativity is approximate (`moments` in tests/laws.rs checks
-    /// every law within 1e-9); these hold bit for bit.
-    #[test]
-    fn exact_laws() {
-        let laws = Laws::<Moments>::new("Moments (exact)").commutative();
-        for law in [
-            Law::Commutativity,
-            Law::Identity,
-            Law::OwnedVsBorrowed,
-            Law::CombineAll,
-        ] {
-            laws.assert_law(law);
-        }
+        assert_round_trip(&v);
     }
 
     #[test]

@@ -516,26 +516,17 @@ mod tests {
     mod persisted {
         use super::*;
 
-        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct Wrapper {
-            v: TopK<String, 3>,
-        }
-
+        #[cfg(feature = "laws")]
         #[test]
         fn serde_round_trips() {
-            let v = TopK::fold(["a", "b", "a", "c", "d", "a"].map(|s| TopK::of(s.to_string())))
-                .combined(&TopK::with_count("e".into(), (1 << 62) - 1));
-            let w = Wrapper { v };
-            let json = serde_json::to_string(&w).unwrap();
+            let v: TopK<String, 3> =
+                TopK::fold(["a", "b", "a", "c", "d", "a"].map(|s| TopK::of(s.to_string())))
+                    .combined(&TopK::with_count("e".into(), (1 << 62) - 1));
             assert_eq!(
-                json,
-                r#"{"v":{"counters":[["a",2],["e",4611686018427387903]],"total":4611686018427387909}}"#
+                serde_json::to_string(&v).unwrap(),
+                r#"{"counters":[["a",2],["e",4611686018427387903]],"total":4611686018427387909}"#
             );
-            assert_eq!(serde_json::from_str::<Wrapper>(&json).unwrap(), w);
-            let bytes = postcard::to_allocvec(&w).unwrap();
-            assert_eq!(postcard::from_bytes::<Wrapper>(&bytes).unwrap(), w);
-            let doc = bson::serialize_to_document(&w).unwrap();
-            assert_eq!(bson::deserialize_from_document::<Wrapper>(doc).unwrap(), w);
+            crate::laws::assert_round_trip(&v);
         }
 
         #[test]
@@ -574,27 +565,14 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::laws::{Law, Laws};
     use crate::test_util::check;
     use std::collections::BTreeMap;
 
     type T3 = TopK<u8, 3>;
 
-    /// Only associativity holds merely within the bound (`top_k` in
-    /// tests/laws.rs checks every law with `within_bound`); these hold
-    /// exactly.
-    #[test]
-    fn exact_laws() {
-        let laws = Laws::<T3>::new("TopK<u8, 3> (exact)").commutative();
-        for law in [
-            Law::Commutativity,
-            Law::Identity,
-            Law::OwnedVsBorrowed,
-            Law::CombineAll,
-        ] {
-            laws.assert_law(law);
-        }
-    }
+    // The laws: `top_k` and `top_k_1` in tests/laws.rs, within the
+    // bound, and exactly where they hold exactly
+    // (`exact_laws_of_approximate_types`).
 
     #[test]
     fn insert_n_is_combine_with_a_counter() {

@@ -57,6 +57,28 @@ laws!(ddsketch_collapsing: DdSketch<20, 6> => commutative);
 laws!(ddsketch_one_bucket: DdSketch<10, 1> => commutative);
 laws!(top_k: TopK<u8, 3> => commutative; eq_by = TopK::within_bound);
 laws!(top_k_1: TopK<u8, 1> => commutative; eq_by = TopK::within_bound);
+
+/// Only associativity (and so convergence under batching) needs the
+/// equivalence: these laws hold bit for bit.
+#[test]
+fn exact_laws_of_approximate_types() {
+    use accrete_monoids::laws::{Arbitrary, Law, Laws, Subject};
+
+    fn exact<T: Subject + Arbitrary + PartialEq + Commutative>(name: &str) {
+        let checker = Laws::<T>::new(name).commutative();
+        for law in [
+            Law::Commutativity,
+            Law::Identity,
+            Law::OwnedVsBorrowed,
+            Law::CombineAll,
+        ] {
+            checker.assert_law(law);
+        }
+    }
+    exact::<Average>("average_exact");
+    exact::<Moments>("moments_exact");
+    exact::<TopK<u8, 3>>("top_k_exact");
+}
 laws!(top_k_strings: TopK<String> => commutative; eq_by = TopK::within_bound);
 
 // CRDTs.
