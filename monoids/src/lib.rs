@@ -157,6 +157,7 @@ mod std_impls;
 mod automerge_doc;
 mod average;
 mod bloom;
+mod cells;
 mod count;
 mod count_min;
 mod ddsketch;
