@@ -660,11 +660,7 @@ impl<const ALPHA_PERMILLE: u16, const MAX_BUCKETS: usize> quickcheck::Arbitrary
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        if self.is_identity() {
-            quickcheck::empty_shrinker()
-        } else {
-            quickcheck::single_shrinker(Self::identity())
-        }
+        crate::laws::shrink_to_identity(self)
     }
 }
 

@@ -355,11 +355,7 @@ where
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        if self.is_identity() {
-            quickcheck::empty_shrinker()
-        } else {
-            quickcheck::single_shrinker(Self::identity())
-        }
+        crate::laws::shrink_to_identity(self)
     }
 }
 
