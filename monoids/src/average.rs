@@ -240,76 +240,25 @@ mod tests {
         );
         assert!(left.approx_eq(&right, 1e-15));
     }
-
-    #[cfg(feature = "serde")]
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    struct Wrapper {
-        v: Average,
-    }
-
-    #[cfg(feature = "serde")]
-    #[test]
-    fn serde_round_trips() {
-        let w = Wrapper {
-            v: Average::weighted(-12.25, 1 << 61),
-        };
-        let json = serde_json::to_string(&w).unwrap();
-        assert_eq!(
-            json,
-            r#"{"v":{"sum":-2.824657686286775e+19,"count":2305843009213693952}}"#
-        );
-        assert_eq!(serde_json::from_str::<Wrapper>(&json).unwrap(), w);
-        let bytes = postcard::to_allocvec(&w).unwrap();
-        assert_eq!(postcard::from_bytes::<Wrapper>(&bytes).unwrap(), w);
-        let doc = bson::serialize_to_document(&w).unwrap();
-        assert_eq!(bson::deserialize_from_document::<Wrapper>(doc).unwrap(), w);
-    }
 }
 
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::test_util::quickcheck;
+    use crate::laws::assert_round_trip;
+    use crate::test_util::check;
 
-    const TOL: f64 = 1e-9;
-
-    #[test]
-    fn commutative_exactly() {
-        fn prop(a: Average, b: Average) -> bool {
-            a.combined(&b) == b.combined(&a)
-        }
-        quickcheck("average::commutative").quickcheck(prop as fn(_, _) -> bool);
-    }
+    // The laws: `average` in tests/laws.rs, within 1e-9, and exactly where
+    // they hold exactly (`exact_laws_of_approximate_types`).
 
     #[test]
-    fn associative_within_tolerance() {
-        fn prop(a: Average, b: Average, c: Average) -> bool {
-            a.combined(&b)
-                .combined(&c)
-                .approx_eq(&a.combined(&b.combined(&c)), TOL)
-        }
-        quickcheck("average::associative").quickcheck(prop as fn(_, _, _) -> bool);
-    }
-
-    #[test]
-    fn identity_exactly() {
-        fn prop(a: Average) -> bool {
-            Average::identity().combined(&a) == a
-                && a.combined(&Average::identity()) == a
-                && Average::identity().is_identity()
-        }
-        quickcheck("average::identity").quickcheck(prop as fn(_) -> bool);
-    }
-
-    #[test]
-    fn combine_all_is_a_fold() {
-        fn prop(start: Average, items: Vec<Average>) -> bool {
-            let mut fast = start;
-            fast.combine_all(items.clone());
-            let slow = items.iter().fold(start, |acc, x| acc.combined(x));
-            fast == slow
-        }
-        quickcheck("average::combine_all").quickcheck(prop as fn(_, _) -> bool);
+    fn serde_round_trips() {
+        let v = Average::weighted(-12.25, 1 << 61);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"sum":-2.824657686286775e+19,"count":2305843009213693952}"#
+        );
+        assert_round_trip(&v);
     }
 
     #[test]
@@ -317,6 +266,6 @@ mod laws {
         fn prop(a: Average) -> bool {
             a.count() < 1 << 62 && a.sum().is_finite() && a.sum().abs() <= 1e9 * 65_536.0
         }
-        quickcheck("average::arbitrary").quickcheck(prop as fn(_) -> bool);
+        check("average::arbitrary", prop as fn(_) -> bool);
     }
 }

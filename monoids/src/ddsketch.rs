@@ -660,11 +660,7 @@ impl<const ALPHA_PERMILLE: u16, const MAX_BUCKETS: usize> quickcheck::Arbitrary
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        if self.is_identity() {
-            quickcheck::empty_shrinker()
-        } else {
-            quickcheck::single_shrinker(Self::identity())
-        }
+        crate::laws::shrink_to_identity(self)
     }
 }
 
@@ -885,43 +881,22 @@ mod tests {
     mod persisted {
         use super::*;
 
-        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct Wrapper<S> {
-            v: S,
-        }
-
+        #[cfg(feature = "laws")]
         #[test]
         fn serde_round_trips() {
+            use crate::laws::assert_round_trip;
+
             let mut rng = Rng::for_test("ddsketch::serde_round_trips");
             let mut v: DdSketch = sketch_of(&dataset(3, 1000, &mut rng));
             v.insert_n(12.5, (1 << 61) + 17).unwrap();
-            let w = Wrapper { v };
-            let json = serde_json::to_string(&w).unwrap();
-            assert_eq!(serde_json::from_str::<Wrapper<DdSketch>>(&json).unwrap(), w);
-            let bytes = postcard::to_allocvec(&w).unwrap();
-            assert_eq!(
-                postcard::from_bytes::<Wrapper<DdSketch>>(&bytes).unwrap(),
-                w
-            );
-            let doc = bson::serialize_to_document(&w).unwrap();
-            assert_eq!(
-                bson::deserialize_from_document::<Wrapper<DdSketch>>(doc).unwrap(),
-                w
-            );
+            assert_round_trip(&v);
 
-            let empty = Wrapper {
-                v: DdSketch::<10>::default(),
-            };
-            let json = serde_json::to_string(&empty).unwrap();
+            let empty = DdSketch::<10>::default();
             assert_eq!(
-                json,
-                r#"{"v":{"alpha_permille":10,"count":0,"min":0.0,"max":0.0,"zero":0,"negative":[],"positive":[]}}"#
+                serde_json::to_string(&empty).unwrap(),
+                r#"{"alpha_permille":10,"count":0,"min":0.0,"max":0.0,"zero":0,"negative":[],"positive":[]}"#
             );
-            let doc = bson::serialize_to_document(&empty).unwrap();
-            assert_eq!(
-                bson::deserialize_from_document::<Wrapper<DdSketch>>(doc).unwrap(),
-                empty
-            );
+            assert_round_trip(&empty);
         }
 
         #[test]
@@ -977,56 +952,15 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::test_util::quickcheck;
+    use crate::test_util::check;
 
-    macro_rules! exact_laws {
+    // The laws of these three shapes, exactly (`==`): `ddsketch`,
+    // `ddsketch_collapsing` and `ddsketch_one_bucket` in tests/laws.rs.
+    macro_rules! semantics {
         ($name:ident, $t:ty) => {
             mod $name {
                 use super::*;
                 type S = $t;
-
-                #[test]
-                fn commutative() {
-                    fn prop(a: S, b: S) -> bool {
-                        a.clone().combined(&b) == b.combined(&a)
-                    }
-                    quickcheck(concat!("ddsketch::", stringify!($name), "::commutative"))
-                        .quickcheck(prop as fn(_, _) -> bool);
-                }
-
-                #[test]
-                fn associative() {
-                    fn prop(a: S, b: S, c: S) -> bool {
-                        a.clone().combined(&b).combined(&c) == a.combined(&b.combined(&c))
-                    }
-                    quickcheck(concat!("ddsketch::", stringify!($name), "::associative"))
-                        .quickcheck(prop as fn(_, _, _) -> bool);
-                }
-
-                #[test]
-                fn identity() {
-                    fn prop(a: S) -> bool {
-                        S::identity().combined(&a) == a
-                            && a.clone().combined(&S::identity()) == a
-                            && S::identity().is_identity()
-                    }
-                    quickcheck(concat!("ddsketch::", stringify!($name), "::identity"))
-                        .quickcheck(prop as fn(_) -> bool);
-                }
-
-                #[test]
-                fn combine_owned_and_combine_all_agree_with_combine() {
-                    fn prop(start: S, items: Vec<S>) -> bool {
-                        let slow = items.iter().fold(start.clone(), |acc, x| acc.combined(x));
-                        let mut owned = start.clone();
-                        items.iter().cloned().for_each(|x| owned.combine_owned(x));
-                        let mut all = start;
-                        all.combine_all(items);
-                        owned == slow && all == slow
-                    }
-                    quickcheck(concat!("ddsketch::", stringify!($name), "::combine_owned"))
-                        .quickcheck(prop as fn(_, _) -> bool);
-                }
 
                 #[test]
                 fn insert_is_combine_with_a_singleton() {
@@ -1042,8 +976,10 @@ mod laws {
                         }
                         inserted == combined
                     }
-                    quickcheck(concat!("ddsketch::", stringify!($name), "::insert"))
-                        .quickcheck(prop as fn(_, _) -> bool);
+                    check(
+                        concat!("ddsketch::", stringify!($name), "::insert"),
+                        prop as fn(_, _) -> bool,
+                    );
                 }
 
                 #[test]
@@ -1051,14 +987,16 @@ mod laws {
                     fn prop(a: S) -> bool {
                         a.count() < 1 << 62
                     }
-                    quickcheck(concat!("ddsketch::", stringify!($name), "::arbitrary"))
-                        .quickcheck(prop as fn(_) -> bool);
+                    check(
+                        concat!("ddsketch::", stringify!($name), "::arbitrary"),
+                        prop as fn(_) -> bool,
+                    );
                 }
             }
         };
     }
 
-    exact_laws!(default, DdSketch);
-    exact_laws!(collapsing, DdSketch<20, 6>);
-    exact_laws!(one_bucket, DdSketch<10, 1>);
+    semantics!(default, DdSketch);
+    semantics!(collapsing, DdSketch<20, 6>);
+    semantics!(one_bucket, DdSketch<10, 1>);
 }

@@ -705,11 +705,10 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
+    use crate::test_util::{check, verdict};
 
-    #[test]
-    fn causal_context_is_a_semilattice() {
-        crate::crdt_laws::semilattice::<CausalContext>("CausalContext");
-    }
+    // The semilattice laws of `CausalContext`: `causal_context` in
+    // tests/laws.rs.
 
     #[test]
     fn operations_keep_the_form_canonical() {
@@ -724,10 +723,10 @@ mod laws {
             owned.combine_owned(b.clone());
             let all = [&a, &b, &a.clone().combined(&b), &owned, &inserted, &minted];
             let ok = all.iter().all(|c| c.is_canonical());
-            crate::crdt_laws::verdict(ok, (a, b, dots))
+            verdict(ok, (a, b, dots))
         }
-        crate::crdt_laws::check(
-            "operations_keep_the_form_canonical",
+        check(
+            "dot::operations_keep_the_form_canonical",
             prop as fn(_, _, _) -> quickcheck::TestResult,
         );
     }
@@ -741,10 +740,10 @@ mod laws {
                 .iter()
                 .chain(set.iter())
                 .all(|d| ctx.contains(d) == set.contains(d));
-            crate::crdt_laws::verdict(ok, (dots, probes, ctx))
+            verdict(ok, (dots, probes, ctx))
         }
-        crate::crdt_laws::check(
-            "contains_agrees_with_a_set_oracle",
+        check(
+            "dot::contains_agrees_with_a_set_oracle",
             prop as fn(_, _) -> quickcheck::TestResult,
         );
     }

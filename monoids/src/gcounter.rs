@@ -270,21 +270,19 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
+    use crate::test_util::{check, verdict};
 
-    #[test]
-    fn gcounter_is_a_semilattice() {
-        crate::crdt_laws::semilattice::<GCounter>("GCounter");
-    }
+    // The semilattice laws of `GCounter`: `gcounter` in tests/laws.rs.
 
     #[test]
     fn value_is_the_sum_of_the_maxima() {
         fn prop(a: GCounter, b: GCounter) -> quickcheck::TestResult {
             let merged = a.clone().combined(&b);
             let expected: u64 = (0..4).map(|actor| a.get(&actor).max(b.get(&actor))).sum();
-            crate::crdt_laws::verdict(merged.value() == expected, (a, b, merged))
+            verdict(merged.value() == expected, (a, b, merged))
         }
-        crate::crdt_laws::check(
-            "value_is_the_sum_of_the_maxima",
+        check(
+            "gcounter::value_is_the_sum_of_the_maxima",
             prop as fn(_, _) -> quickcheck::TestResult,
         );
     }

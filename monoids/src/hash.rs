@@ -155,6 +155,31 @@ pub(crate) fn second_hash(h1: u64) -> u64 {
     fmix64(h1 ^ P1) | 1
 }
 
+/// SplitMix64 (Steele, Lea and Flood, 2014): a tiny deterministic
+/// generator, the counter `x += φ·2⁶⁴` passed through [`fmix64`]. Not for
+/// placement or anything persisted: it drives the law harness's case seeds
+/// and delivery faults, and the crate's randomized tests.
+#[cfg(any(test, feature = "laws"))]
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
+
+#[cfg(any(test, feature = "laws"))]
+impl SplitMix64 {
+    pub(crate) const fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        fmix64(self.0)
+    }
+
+    /// Uniform-ish in `0..n` (`0` when `n == 0`).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,12 +40,12 @@
 //!
 //! | law | property |
 //! | --- | --- |
-//! | [`Law::Identity`] | `e ⊕ a == a == a ⊕ e`, `e.is_identity()`, and `a.is_identity()` only if `a == e` |
+//! | [`Law::Identity`] | `e ⊕ a == a == a ⊕ e`, `e.is_identity()`, and `a.is_identity()` if and only if `a == e` (only if, under [`eq_by`](Laws::eq_by)) |
 //! | [`Law::Associativity`] | `(a ⊕ b) ⊕ c == a ⊕ (b ⊕ c)` |
 //! | [`Law::Commutativity`] | `a ⊕ b == b ⊕ a` (marker `Commutative`) |
 //! | [`Law::Idempotence`] | `a ⊕ a == a` (marker `Idempotent`) |
 //! | [`Law::Inverse`] | `a ⊕ a⁻¹ == e` (trait `Group`) |
-//! | [`Law::CombineAll`] | `combine_all(xs)` equals combining one at a time; `Monoid::fold` too |
+//! | [`Law::CombineAll`] | `combine_all(xs)` equals combining one at a time, from the identity and from a non-identity start; `Monoid::fold` too |
 //! | [`Law::OwnedVsBorrowed`] | `combine_owned` and `combined` equal `combine` |
 //! | [`Law::SerdeRoundTrip`] | JSON, postcard (the compact binary form) and BSON (MongoDB) decode to an equal value |
 //! | [`Law::Convergence`] | folding a delivery of the deltas — permuted if commutative, with duplicates if idempotent, cut into random batches that are pre-aggregated — equals the plain left fold |
@@ -65,6 +65,7 @@ pub use quickcheck::{self, Arbitrary, Gen};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::hash::SplitMix64;
 use crate::{Commutative, Group, Idempotent, Monoid};
 
 /// The laws the harness knows.
@@ -174,6 +175,8 @@ pub struct Laws<T: Subject> {
     generate: Generate<T>,
     shrink: Shrink<T>,
     eq: Equivalent<T>,
+    /// Whether `eq` is `==` (no [`eq_by`](Laws::eq_by)).
+    exact: bool,
     invert: Option<fn(&mut T)>,
     commutative: bool,
     idempotent: bool,
@@ -205,6 +208,7 @@ impl<T: Subject + PartialEq> Laws<T> {
             generate: Box::new(generate),
             shrink: Box::new(|_| Box::new(std::iter::empty())),
             eq: Box::new(|a, b| a == b),
+            exact: true,
             invert: None,
             commutative: false,
             idempotent: false,
@@ -270,6 +274,7 @@ impl<T: Subject> Laws<T> {
     /// this equivalence.
     pub fn eq_by(mut self, eq: impl Fn(&T, &T) -> bool + 'static) -> Self {
         self.eq = Box::new(eq);
+        self.exact = false;
         self
     }
 
@@ -546,6 +551,13 @@ impl<T: Subject> Laws<T> {
                 "is_identity() is true for {a:?}, which is not equal to identity() {e:?}"
             ));
         }
+        // Under an approximate `eq_by`, a value close to the identity need
+        // not be the identity.
+        if self.exact && !a.is_identity() && (self.eq)(a, &e) {
+            return Err(format!(
+                "is_identity() is false for {a:?}, which equals identity() {e:?}"
+            ));
+        }
         self.same("e ⊕ a == a", &e.clone().combined(a), a)?;
         self.same("a ⊕ e == a", &a.clone().combined(&e), a)
     }
@@ -591,6 +603,21 @@ impl<T: Subject> Laws<T> {
             &batch,
             &one_by_one,
         )?;
+        // A batch path may treat an empty `self` specially: start from
+        // the first element too.
+        if let Some((start, rest)) = xs.split_first() {
+            let mut one_by_one = start.clone();
+            for x in rest {
+                one_by_one.combine(x);
+            }
+            let mut batch = start.clone();
+            batch.combine_all(rest.iter().cloned());
+            self.same(
+                "x.combine_all(xs) == combining one at a time into x",
+                &batch,
+                &one_by_one,
+            )?;
+        }
         self.same(
             "Monoid::fold(xs) == combining one at a time",
             &T::fold(xs.iter().cloned()),
@@ -642,7 +669,7 @@ impl<T: Subject> Laws<T> {
     /// memory and then combined into the stored state.
     fn convergence(&self, xs: &[T], salt: u64) -> Result<(), String> {
         let oracle = xs.iter().fold(T::identity(), |acc, x| acc.combined(x));
-        let mut rng = SplitMix(salt);
+        let mut rng = SplitMix64::new(salt);
         let mut delivery: Vec<&T> = xs.iter().collect();
         if self.idempotent {
             for _ in 0..rng.below(xs.len() as u64 + 1) {
@@ -694,6 +721,16 @@ pub fn assert_round_trip<T: Subject + PartialEq>(value: &T) {
     }
 }
 
+/// The shrinker of values that shrink only to the identity (summaries whose
+/// parts cannot shrink on their own).
+pub(crate) fn shrink_to_identity<T: Monoid + 'static>(value: &T) -> Box<dyn Iterator<Item = T>> {
+    if value.is_identity() {
+        quickcheck::empty_shrinker()
+    } else {
+        quickcheck::single_shrinker(T::identity())
+    }
+}
+
 /// Greedy shrinking: take the first smaller input that still fails, until
 /// none does.
 fn minimize<I>(
@@ -739,22 +776,7 @@ fn fresh_seed() -> u64 {
 }
 
 fn splitmix(x: u64) -> u64 {
-    SplitMix(x).next()
-}
-
-/// SplitMix64: the small deterministic generator behind fault injection.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        crate::hash::fmix64(self.0)
-    }
-
-    /// Uniform-ish in `0..n` (`0` when `n == 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
+    SplitMix64::new(x).next_u64()
 }
 
 /// Expands to a module of `#[test]`s checking a type's laws. See the

@@ -157,10 +157,9 @@ mod std_impls;
 mod automerge_doc;
 mod average;
 mod bloom;
+mod cells;
 mod count;
 mod count_min;
-#[cfg(all(test, feature = "laws"))]
-mod crdt_laws;
 mod ddsketch;
 mod dot;
 mod first_last;

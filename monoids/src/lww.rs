@@ -219,11 +219,15 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::crdt_laws::{Small, semilattice};
+    use crate::laws::Laws;
+    use crate::test_util::Small;
 
+    // `LastWriteWins<u8>` and `LastWriteWins<String>`: tests/laws.rs.
     #[test]
-    fn lww_is_a_semilattice() {
-        semilattice::<LastWriteWins<Small>>("LastWriteWins<Small>");
-        semilattice::<LastWriteWins<String>>("LastWriteWins<String>");
+    fn lww_of_a_small_domain_is_a_semilattice() {
+        Laws::<LastWriteWins<Small>>::new("LastWriteWins<Small>")
+            .commutative()
+            .idempotent()
+            .assert();
     }
 }

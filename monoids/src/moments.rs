@@ -452,14 +452,17 @@ mod tests {
         // κ ≈ 10⁹: both are accurate to ~κ·2⁻⁵³ ≈ 10⁻⁷, nowhere near 10⁻⁹.
         assert!(worst < 1e-6, "{worst:e}");
     }
+}
 
-    #[cfg(feature = "serde")]
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    struct Wrapper {
-        v: Moments,
-    }
+#[cfg(all(test, feature = "laws"))]
+mod laws {
+    use super::*;
+    use crate::laws::assert_round_trip;
+    use crate::test_util::check;
 
-    #[cfg(feature = "serde")]
+    // The laws: `moments` in tests/laws.rs, within 1e-9, and exactly where
+    // they hold exactly (`exact_laws_of_approximate_types`).
+
     #[test]
     fn serde_round_trips() {
         let mut v = Moments::fold([1.5, -2.25, 1e9 + 0.1].map(Moments::of));
@@ -468,61 +471,12 @@ mod tests {
             mean: 3.0,
             m2: 1e20,
         });
-        let w = Wrapper { v };
-        let json = serde_json::to_string(&w).unwrap();
+        let json = serde_json::to_string(&v).unwrap();
         assert!(
-            json.starts_with(r#"{"v":{"count":4611686018427387906,"mean":"#),
+            json.starts_with(r#"{"count":4611686018427387906,"mean":"#),
             "{json}"
         );
-        assert_eq!(serde_json::from_str::<Wrapper>(&json).unwrap(), w);
-        let bytes = postcard::to_allocvec(&w).unwrap();
-        assert_eq!(postcard::from_bytes::<Wrapper>(&bytes).unwrap(), w);
-        let doc = bson::serialize_to_document(&w).unwrap();
-        assert_eq!(bson::deserialize_from_document::<Wrapper>(doc).unwrap(), w);
-    }
-}
-
-#[cfg(all(test, feature = "laws"))]
-mod laws {
-    use super::*;
-    use crate::test_util::quickcheck;
-
-    const TOL: f64 = 1e-9;
-
-    #[test]
-    fn commutative_exactly() {
-        fn prop(a: Moments, b: Moments) -> bool {
-            a.combined(&b) == b.combined(&a)
-        }
-        quickcheck("moments::commutative").quickcheck(prop as fn(_, _) -> bool);
-    }
-
-    #[test]
-    fn associative_within_tolerance() {
-        fn prop(a: Moments, b: Moments, c: Moments) -> bool {
-            a.combined(&b)
-                .combined(&c)
-                .approx_eq(&a.combined(&b.combined(&c)), TOL)
-        }
-        quickcheck("moments::associative").quickcheck(prop as fn(_, _, _) -> bool);
-    }
-
-    #[test]
-    fn identity_exactly() {
-        fn prop(a: Moments) -> bool {
-            Moments::identity().combined(&a) == a && a.combined(&Moments::identity()) == a
-        }
-        quickcheck("moments::identity").quickcheck(prop as fn(_) -> bool);
-    }
-
-    #[test]
-    fn combine_all_is_a_fold() {
-        fn prop(start: Moments, items: Vec<Moments>) -> bool {
-            let mut fast = start;
-            fast.combine_all(items.clone());
-            fast == items.iter().fold(start, |acc, x| acc.combined(x))
-        }
-        quickcheck("moments::combine_all").quickcheck(prop as fn(_, _) -> bool);
+        assert_round_trip(&v);
     }
 
     #[test]
@@ -530,6 +484,6 @@ mod laws {
         fn prop(a: Moments) -> bool {
             a.count() < 1 << 62 && a.mean.is_finite() && a.m2.is_finite() && a.mean.abs() <= 1e9
         }
-        quickcheck("moments::arbitrary").quickcheck(prop as fn(_) -> bool);
+        check("moments::arbitrary", prop as fn(_) -> bool);
     }
 }

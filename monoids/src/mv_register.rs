@@ -301,10 +301,15 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::crdt_laws::{Small, semilattice};
+    use crate::laws::Laws;
+    use crate::test_util::Small;
 
+    // `MultiValue<u8>`: tests/laws.rs.
     #[test]
-    fn multi_value_is_a_semilattice() {
-        semilattice::<MultiValue<Small>>("MultiValue<Small>");
+    fn multi_value_of_a_small_domain_is_a_semilattice() {
+        Laws::<MultiValue<Small>>::new("MultiValue<Small>")
+            .commutative()
+            .idempotent()
+            .assert();
     }
 }

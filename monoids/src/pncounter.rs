@@ -179,6 +179,8 @@ impl quickcheck::Arbitrary for PnCounter<u64> {
 mod tests {
     use super::*;
 
+    // The semilattice laws: `pncounter` in tests/laws.rs.
+
     #[test]
     fn counts_up_and_down() {
         let mut c = PnCounter::new();
@@ -220,15 +222,5 @@ mod tests {
             serde_json::to_string(&c).unwrap(),
             r#"{"increments":[[1,2]],"decrements":[[3,4]]}"#
         );
-    }
-}
-
-#[cfg(all(test, feature = "laws"))]
-mod laws {
-    use super::*;
-
-    #[test]
-    fn pncounter_is_a_semilattice() {
-        crate::crdt_laws::semilattice::<PnCounter>("PnCounter");
     }
 }

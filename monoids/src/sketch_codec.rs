@@ -20,12 +20,15 @@
 
 use std::fmt;
 
+use crate::cells::Cells;
+
 /// Tag of the dense payload.
 pub(crate) const DENSE: u8 = 1;
 /// Tag of the sparse payload.
 pub(crate) const SPARSE: u8 = 2;
 
-/// How a sketch's cells (registers, counters, words) are written.
+/// How a sketch's cells (registers, counters, words) are written. The
+/// sparse form of a cell is its dense form unless the codec says otherwise.
 pub(crate) trait Codec {
     /// The cell type; `Default` is the zero cell.
     type Cell: Copy + PartialEq + Default;
@@ -36,11 +39,19 @@ pub(crate) trait Codec {
     /// Reads a cell from exactly [`WIDTH`](Codec::WIDTH) bytes.
     fn get_dense(bytes: &[u8]) -> Self::Cell;
     /// Length of a cell in the sparse payload.
-    fn sparse_len(cell: Self::Cell) -> usize;
+    fn sparse_len(_cell: Self::Cell) -> usize {
+        Self::WIDTH
+    }
     /// Writes a cell in the sparse payload.
-    fn put_sparse(cell: Self::Cell, out: &mut Vec<u8>);
+    fn put_sparse(cell: Self::Cell, out: &mut Vec<u8>) {
+        Self::put_dense(cell, out);
+    }
     /// Reads a cell from the sparse payload, advancing `input`.
-    fn get_sparse(input: &mut &[u8]) -> Option<Self::Cell>;
+    fn get_sparse(input: &mut &[u8]) -> Option<Self::Cell> {
+        let (cell, rest) = input.split_at_checked(Self::WIDTH)?;
+        *input = rest;
+        Some(Self::get_dense(cell))
+    }
 }
 
 /// One byte per cell, in both payloads (HyperLogLog registers).
@@ -54,41 +65,6 @@ impl Codec for ByteCells {
     }
     fn get_dense(bytes: &[u8]) -> u8 {
         bytes[0]
-    }
-    fn sparse_len(_: u8) -> usize {
-        1
-    }
-    fn put_sparse(cell: u8, out: &mut Vec<u8>) {
-        out.push(cell);
-    }
-    fn get_sparse(input: &mut &[u8]) -> Option<u8> {
-        let (&cell, rest) = input.split_first()?;
-        *input = rest;
-        Some(cell)
-    }
-}
-
-/// `u64` counters: 8 bytes little-endian when dense, a varint when sparse
-/// (Count-Min counters are mostly small).
-pub(crate) struct VarintCells;
-
-impl Codec for VarintCells {
-    type Cell = u64;
-    const WIDTH: usize = 8;
-    fn put_dense(cell: u64, out: &mut Vec<u8>) {
-        out.extend_from_slice(&cell.to_le_bytes());
-    }
-    fn get_dense(bytes: &[u8]) -> u64 {
-        u64::from_le_bytes(bytes.try_into().expect("WIDTH bytes"))
-    }
-    fn sparse_len(cell: u64) -> usize {
-        varint_len(cell)
-    }
-    fn put_sparse(cell: u64, out: &mut Vec<u8>) {
-        put_varint(cell, out);
-    }
-    fn get_sparse(input: &mut &[u8]) -> Option<u64> {
-        get_varint(input)
     }
 }
 
@@ -105,16 +81,29 @@ impl Codec for WordCells {
     fn get_dense(bytes: &[u8]) -> u64 {
         u64::from_le_bytes(bytes.try_into().expect("WIDTH bytes"))
     }
-    fn sparse_len(_: u64) -> usize {
-        8
+}
+
+/// `u64` counters: 8 bytes little-endian when dense (as [`WordCells`]), a
+/// varint when sparse (Count-Min counters are mostly small).
+pub(crate) struct VarintCells;
+
+impl Codec for VarintCells {
+    type Cell = u64;
+    const WIDTH: usize = 8;
+    fn put_dense(cell: u64, out: &mut Vec<u8>) {
+        WordCells::put_dense(cell, out);
+    }
+    fn get_dense(bytes: &[u8]) -> u64 {
+        WordCells::get_dense(bytes)
+    }
+    fn sparse_len(cell: u64) -> usize {
+        varint_len(cell)
     }
     fn put_sparse(cell: u64, out: &mut Vec<u8>) {
-        out.extend_from_slice(&cell.to_le_bytes());
+        put_varint(cell, out);
     }
     fn get_sparse(input: &mut &[u8]) -> Option<u64> {
-        let (word, rest) = input.split_first_chunk::<8>()?;
-        *input = rest;
-        Some(u64::from_le_bytes(*word))
+        get_varint(input)
     }
 }
 
@@ -193,7 +182,7 @@ pub(crate) fn decode<C: Codec>(
     params: &[Param],
     len: usize,
     bytes: &[u8],
-) -> Result<Option<Box<[C::Cell]>>, DecodeError> {
+) -> Result<Cells<C::Cell>, DecodeError> {
     let err = |reason: String| DecodeError::new(what, reason);
     let Some((&tag, mut input)) = bytes.split_first() else {
         return Ok(None);
@@ -275,9 +264,31 @@ fn get_varint(input: &mut &[u8]) -> Option<u64> {
     }
 }
 
+/// Serializes `cells` (`None`: the identity) with the type's `params`, as
+/// one byte string.
+pub(crate) fn serialize<C: Codec, S: serde::Serializer>(
+    params: &[Param],
+    cells: Option<&[C::Cell]>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(&encode::<C>(params, cells))
+}
+
+/// Reads what [`serialize`] wrote for a sketch of `len` cells with `params`:
+/// `None` for the identity.
+pub(crate) fn deserialize<'de, C: Codec, D: serde::Deserializer<'de>>(
+    what: &'static str,
+    params: &[Param],
+    len: usize,
+    deserializer: D,
+) -> Result<Cells<C::Cell>, D::Error> {
+    let bytes = deserialize_bytes(deserializer)?;
+    decode::<C>(what, params, len, &bytes).map_err(serde::de::Error::custom)
+}
+
 /// Reads a byte string from any serde format: bytes (BSON binary, postcard)
 /// or a sequence of numbers (JSON).
-pub(crate) fn deserialize_bytes<'de, D: serde::Deserializer<'de>>(
+fn deserialize_bytes<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<u8>, D::Error> {
     struct BytesVisitor;

@@ -1,38 +1,40 @@
-//! Helpers for randomized tests: a seeded generator and a seeded quickcheck.
+//! Helpers for the crate's randomized unit tests: a seeded generator, a
+//! seeded quickcheck runner for semantic properties, and a small element
+//! type. The generic laws (identity, associativity, commutativity,
+//! idempotence, folds, round trips, convergence) are not checked here but
+//! by the public harness, [`crate::laws`].
 //!
-//! Every randomized test prints its seed; re-run a failure with
-//! `ACCRETE_SEED=<seed> cargo test …`.
+//! Every randomized test prints its seed; re-run one with the same seed,
+//! as for the harness:
+//!
+//! ```text
+//! ACCRETE_LAWS_SEED=<seed> cargo test -p accrete-monoids --all-features <test name>
+//! ```
+//!
+//! [`check`] also honours `ACCRETE_LAWS_TESTS` (or quickcheck's
+//! `QUICKCHECK_TESTS`) and `QUICKCHECK_GENERATOR_SIZE`.
 
 use std::hash::{BuildHasher, RandomState};
 
-/// The seed for one randomized test: `ACCRETE_SEED` if set, else fresh.
-/// Printed, so a failure can be replayed.
+/// The generator of the randomized tests: the crate's one SplitMix64.
+pub(crate) use crate::hash::SplitMix64 as Rng;
+
+fn env_u64(var: &str) -> Option<u64> {
+    std::env::var(var).ok()?.trim().parse().ok()
+}
+
+/// The seed for one randomized test: `ACCRETE_LAWS_SEED` if set, else
+/// fresh. Printed, so a failure can be replayed.
 pub(crate) fn seed(test: &str) -> u64 {
-    let seed = std::env::var("ACCRETE_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| RandomState::new().hash_one(test));
-    eprintln!("{test}: seed {seed} (replay with ACCRETE_SEED={seed})");
+    let seed = env_u64("ACCRETE_LAWS_SEED").unwrap_or_else(|| RandomState::new().hash_one(test));
+    eprintln!("{test}: seed {seed} (replay with ACCRETE_LAWS_SEED={seed})");
     seed
 }
 
-/// SplitMix64: a small, fast, well-mixed generator for test data.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
-
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
     /// A generator seeded by [`seed`].
     pub(crate) fn for_test(test: &str) -> Self {
         Rng::new(seed(test))
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        crate::hash::fmix64(self.0)
     }
 
     /// Uniform in `[0, 1)`.
@@ -45,11 +47,6 @@ impl Rng {
         lo + (hi - lo) * self.unit()
     }
 
-    /// Uniform in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
     /// Standard normal (Box–Muller).
     pub(crate) fn normal(&mut self) -> f64 {
         let u = 1.0 - self.unit(); // (0, 1]
@@ -58,13 +55,58 @@ impl Rng {
     }
 }
 
-/// A quickcheck runner whose generator is seeded by [`seed`]; honours
-/// `QUICKCHECK_TESTS` and `QUICKCHECK_GENERATOR_SIZE`.
 #[cfg(feature = "laws")]
-pub(crate) fn quickcheck(test: &str) -> quickcheck::QuickCheck {
-    let size = std::env::var("QUICKCHECK_GENERATOR_SIZE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
-    quickcheck::QuickCheck::new().rng(quickcheck::Gen::from_size_and_seed(size, seed(test)))
+pub(crate) use property::{Small, check, verdict};
+
+#[cfg(feature = "laws")]
+mod property {
+    use std::fmt::Debug;
+
+    use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult, Testable};
+
+    /// Checks a semantic property with quickcheck, its generator seeded by
+    /// [`seed`](super::seed) (so the whole run replays), at generator size
+    /// 100 unless `QUICKCHECK_GENERATOR_SIZE` says otherwise.
+    pub(crate) fn check<F: Testable>(test: &str, property: F) {
+        let size = super::env_u64("QUICKCHECK_GENERATOR_SIZE").map_or(100, |s| s as usize);
+        let mut runner = QuickCheck::new().rng(Gen::from_size_and_seed(size, super::seed(test)));
+        if let Some(tests) = super::env_u64("ACCRETE_LAWS_TESTS") {
+            runner = runner.tests(tests);
+        }
+        runner.quickcheck(property);
+    }
+
+    /// Passes, or fails showing the arguments (quickcheck 1.1 only prints
+    /// the arguments of failures it managed to shrink).
+    pub(crate) fn verdict(ok: bool, arguments: impl Debug) -> TestResult {
+        if ok {
+            TestResult::passed()
+        } else {
+            TestResult::error(format!("arguments: {arguments:#?}"))
+        }
+    }
+
+    /// An element type with six values, so that sets and maps collide.
+    #[derive(
+        Debug,
+        Clone,
+        Copy,
+        PartialEq,
+        Eq,
+        PartialOrd,
+        Ord,
+        Hash,
+        serde::Serialize,
+        serde::Deserialize,
+    )]
+    pub(crate) struct Small(pub(crate) u8);
+
+    impl Arbitrary for Small {
+        fn arbitrary(g: &mut Gen) -> Self {
+            Small(u8::arbitrary(g) % 6)
+        }
+        fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+            Box::new(self.0.shrink().map(Small))
+        }
+    }
 }

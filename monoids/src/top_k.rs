@@ -355,11 +355,7 @@ where
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        if self.is_identity() {
-            quickcheck::empty_shrinker()
-        } else {
-            quickcheck::single_shrinker(Self::identity())
-        }
+        crate::laws::shrink_to_identity(self)
     }
 }
 
@@ -516,26 +512,17 @@ mod tests {
     mod persisted {
         use super::*;
 
-        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct Wrapper {
-            v: TopK<String, 3>,
-        }
-
+        #[cfg(feature = "laws")]
         #[test]
         fn serde_round_trips() {
-            let v = TopK::fold(["a", "b", "a", "c", "d", "a"].map(|s| TopK::of(s.to_string())))
-                .combined(&TopK::with_count("e".into(), (1 << 62) - 1));
-            let w = Wrapper { v };
-            let json = serde_json::to_string(&w).unwrap();
+            let v: TopK<String, 3> =
+                TopK::fold(["a", "b", "a", "c", "d", "a"].map(|s| TopK::of(s.to_string())))
+                    .combined(&TopK::with_count("e".into(), (1 << 62) - 1));
             assert_eq!(
-                json,
-                r#"{"v":{"counters":[["a",2],["e",4611686018427387903]],"total":4611686018427387909}}"#
+                serde_json::to_string(&v).unwrap(),
+                r#"{"counters":[["a",2],["e",4611686018427387903]],"total":4611686018427387909}"#
             );
-            assert_eq!(serde_json::from_str::<Wrapper>(&json).unwrap(), w);
-            let bytes = postcard::to_allocvec(&w).unwrap();
-            assert_eq!(postcard::from_bytes::<Wrapper>(&bytes).unwrap(), w);
-            let doc = bson::serialize_to_document(&w).unwrap();
-            assert_eq!(bson::deserialize_from_document::<Wrapper>(doc).unwrap(), w);
+            crate::laws::assert_round_trip(&v);
         }
 
         #[test]
@@ -574,50 +561,14 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::test_util::quickcheck;
+    use crate::test_util::check;
     use std::collections::BTreeMap;
 
     type T3 = TopK<u8, 3>;
 
-    #[test]
-    fn commutative_exactly() {
-        fn prop(a: T3, b: T3) -> bool {
-            a.clone().combined(&b) == b.combined(&a)
-        }
-        quickcheck("top_k::commutative").quickcheck(prop as fn(_, _) -> bool);
-    }
-
-    #[test]
-    fn identity_exactly() {
-        fn prop(a: T3) -> bool {
-            T3::identity().combined(&a) == a && a.clone().combined(&T3::identity()) == a
-        }
-        quickcheck("top_k::identity").quickcheck(prop as fn(_) -> bool);
-    }
-
-    #[test]
-    fn associative_within_bound() {
-        fn prop(a: T3, b: T3, c: T3) -> bool {
-            a.clone()
-                .combined(&b)
-                .combined(&c)
-                .within_bound(&a.combined(&b.combined(&c)))
-        }
-        quickcheck("top_k::associative").quickcheck(prop as fn(_, _, _) -> bool);
-    }
-
-    #[test]
-    fn combine_owned_and_combine_all_agree_with_combine() {
-        fn prop(start: T3, items: Vec<T3>) -> bool {
-            let slow = items.iter().fold(start.clone(), |acc, x| acc.combined(x));
-            let mut owned = start.clone();
-            items.iter().cloned().for_each(|x| owned.combine_owned(x));
-            let mut all = start;
-            all.combine_all(items);
-            owned == slow && all == slow
-        }
-        quickcheck("top_k::combine_owned").quickcheck(prop as fn(_, _) -> bool);
-    }
+    // The laws: `top_k` and `top_k_1` in tests/laws.rs, within the
+    // bound, and exactly where they hold exactly
+    // (`exact_laws_of_approximate_types`).
 
     #[test]
     fn insert_n_is_combine_with_a_counter() {
@@ -630,7 +581,7 @@ mod laws {
             }
             inserted == combined
         }
-        quickcheck("top_k::insert_n").quickcheck(prop as fn(_, _) -> bool);
+        check("top_k::insert_n", prop as fn(_, _) -> bool);
     }
 
     type Stream = Vec<(u8, u16)>;
@@ -674,7 +625,7 @@ mod laws {
                 && both_associations::<3>(&a, &b, &c)
                 && both_associations::<5>(&a, &b, &c)
         }
-        quickcheck("top_k::guarantee").quickcheck(prop as fn(_, _, _) -> bool);
+        check("top_k::guarantee", prop as fn(_, _, _) -> bool);
     }
 
     #[test]
@@ -682,6 +633,6 @@ mod laws {
         fn prop(a: T3) -> bool {
             a.total() < 1 << 62 && a.counters.len() <= 3
         }
-        quickcheck("top_k::arbitrary").quickcheck(prop as fn(_) -> bool);
+        check("top_k::arbitrary", prop as fn(_) -> bool);
     }
 }

@@ -301,10 +301,15 @@ mod tests {
 #[cfg(all(test, feature = "laws"))]
 mod laws {
     use super::*;
-    use crate::crdt_laws::{Small, semilattice};
+    use crate::laws::Laws;
+    use crate::test_util::Small;
 
+    // `TwoPhaseSet<u8>`: tests/laws.rs.
     #[test]
-    fn two_phase_set_is_a_semilattice() {
-        semilattice::<TwoPhaseSet<Small>>("TwoPhaseSet<Small>");
+    fn two_phase_set_of_a_small_domain_is_a_semilattice() {
+        Laws::<TwoPhaseSet<Small>>::new("TwoPhaseSet<Small>")
+            .commutative()
+            .idempotent()
+            .assert();
     }
 }

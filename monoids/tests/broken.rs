@@ -94,6 +94,75 @@ impl Arbitrary for RunningHalf {
     }
 }
 
+/// Max with a "touched" flag that `==` ignores but `is_identity` reads: a
+/// value equal to the identity that says it is not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TouchedMax {
+    value: u8,
+    touched: bool,
+}
+
+impl PartialEq for TouchedMax {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+impl Semigroup for TouchedMax {
+    fn combine(&mut self, other: &Self) {
+        self.value = self.value.max(other.value);
+        self.touched |= other.touched;
+    }
+}
+impl Monoid for TouchedMax {
+    fn identity() -> Self {
+        TouchedMax {
+            value: 0,
+            touched: false,
+        }
+    }
+    fn is_identity(&self) -> bool {
+        self.value == 0 && !self.touched
+    }
+}
+impl Arbitrary for TouchedMax {
+    fn arbitrary(g: &mut Gen) -> Self {
+        TouchedMax {
+            value: u8::arbitrary(g) % 4,
+            touched: bool::arbitrary(g),
+        }
+    }
+}
+
+/// A sum whose batch path forgets what `self` held: right from the
+/// identity, wrong from anything else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct BatchForgets(u32);
+
+impl Semigroup for BatchForgets {
+    fn combine(&mut self, other: &Self) {
+        self.0 = self.0.wrapping_add(other.0);
+    }
+    fn combine_all<I: IntoIterator<Item = Self>>(&mut self, items: I) {
+        self.0 = items.into_iter().fold(0, |sum, x| sum.wrapping_add(x.0));
+    }
+}
+impl Monoid for BatchForgets {
+    fn identity() -> Self {
+        BatchForgets(0)
+    }
+    fn is_identity(&self) -> bool {
+        self.0 == 0
+    }
+}
+impl Arbitrary for BatchForgets {
+    fn arbitrary(g: &mut Gen) -> Self {
+        BatchForgets(u32::arbitrary(g) % 1000)
+    }
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        Box::new(self.0.shrink().map(BatchForgets))
+    }
+}
+
 fn expect_failure<T>(laws: &Laws<T>, law: Law) -> LawFailure
 where
     T: accrete_monoids::laws::Subject,
@@ -187,4 +256,27 @@ fn non_commutative_monoids_still_pass_their_own_laws() {
     // Concatenation is an honest monoid: only its claimed laws are checked.
     Laws::<Vec<u8>>::new("vec").tests(64).assert();
     Laws::<String>::new("string").tests(64).assert();
+}
+
+#[test]
+fn is_identity_must_agree_with_equality() {
+    let laws = Laws::<TouchedMax>::new("touched_max").tests(500);
+    let failure = expect_failure(&laws, Law::Identity);
+    assert!(
+        failure.detail.contains("is_identity() is false"),
+        "{failure}"
+    );
+    // Under an approximate equivalence only the "only if" direction holds.
+    Laws::<TouchedMax>::new("touched_max_eq_by")
+        .eq_by(|a, b| a == b)
+        .tests(500)
+        .check_law(Law::Identity)
+        .unwrap();
+}
+
+#[test]
+fn a_batch_path_that_forgets_self_is_caught() {
+    let laws = Laws::<BatchForgets>::new("batch_forgets").tests(500);
+    let failure = expect_failure(&laws, Law::CombineAll);
+    assert!(failure.detail.contains("into x"), "{failure}");
 }
