@@ -11,7 +11,7 @@
 //!   (what accrete does minus pre-aggregation).
 //!
 //! `cargo bench --bench runtime` (`ACCRETE_BENCH_EVENTS` sets the count,
-//! default 4M; `ACCRETE_BENCH_ONLY=accrete` skips the naive writers, for
+//! default 4M; `ACCRETE_BENCH_BATCH` the batch size, default 262 144; `ACCRETE_BENCH_ONLY=accrete` skips the naive writers, for
 //! profiling). Prints events/s and the ratios; asserts that accrete's state
 //! equals the fold it measures against.
 
@@ -65,12 +65,20 @@ fn rate(n: u64, d: Duration) -> f64 {
 }
 
 fn main() {
+    let batch_size: usize = std::env::var("ACCRETE_BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(262_144);
     let n: u64 = std::env::var("ACCRETE_BENCH_EVENTS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4_000_000);
     let seed = 42_u64;
     println!("runtime bench: {n} events, {KEYS} Zipf keys, {PARTITIONS} partitions, seed {seed}");
+    println!(
+        "(accrete: batch size {batch_size}, {} workers, durable commits)",
+        Config::default().workers
+    );
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
     log.create_topic(TOPIC, PARTITIONS).unwrap();
@@ -134,7 +142,7 @@ fn main() {
     let store = Arc::new(EmbeddedStore::open(dir.path().join("state.redb")).unwrap());
     let config = Config {
         partitions: PARTITIONS,
-        batch_size: 262_144,
+        batch_size,
         ..Config::default()
     };
     let started = Instant::now();
