@@ -13,16 +13,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use accrete::event::{EventId, source_id};
-use accrete::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for};
-use accrete::model::ReadModel;
+use accrete::log::{EmbeddedLog, Log, NewRecord, partition_for};
 use accrete::runtime::failpoint::FAILPOINTS;
-use accrete::runtime::{Config, Runtime, changes_topic};
+use accrete::runtime::{Config, Runtime};
 use common::*;
 
 const CHILD: &str = "ACCRETE_CRASH_CHILD";
@@ -77,16 +75,6 @@ fn append(dir: &Path, cfg: &Config, events: &[Payment], delivery: &[(usize, Opti
         )
         .unwrap();
     }
-}
-
-fn stored<M: ReadModel>(rt: &Runtime) -> BTreeMap<M::Key, M::State> {
-    let mut out = BTreeMap::new();
-    rt.scan::<M>(|k, v| {
-        out.insert(k, v);
-        true
-    })
-    .unwrap();
-    out
 }
 
 /// One seed: returns how many times the child was killed.
@@ -190,27 +178,11 @@ fn run(seed: u64) -> usize {
         "{ctx}: visitors after {kills} kills"
     );
 
-    let topic = changes_topic(Balances::NAME);
-    let mut seen = BTreeSet::new();
-    let mut batch = RecordBatch::new();
-    for p in 0..rt.log().partitions(&topic).unwrap() {
-        rt.log().read(&topic, p, 0, usize::MAX, &mut batch).unwrap();
-        for r in batch.iter() {
-            let key: u16 = postcard::from_bytes(r.key).unwrap();
-            let (version, _): (u64, accrete::monoids::Sum<i64>) =
-                postcard::from_bytes(r.payload).unwrap();
-            seen.insert((key, version));
-        }
-    }
-    for key in stored::<Balances>(&rt).keys() {
-        let (version, _) = rt.get_versioned::<Balances>(key).unwrap().unwrap();
-        for v in 1..=version {
-            assert!(
-                seen.contains(&(*key, v)),
-                "{ctx}: change {v} of key {key} was lost in a crash"
-            );
-        }
-    }
+    assert_every_change_published(
+        &rt,
+        rt.log().as_ref(),
+        &format!("{ctx}, after {kills} kills"),
+    );
     assert_eq!(
         rt.dead_letters::<Balances>().unwrap().len(),
         events.iter().filter(|e| e.cents == 0).count(),

@@ -9,14 +9,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use accrete::event::{EventId, source_id};
 use accrete::log::{Log, MemoryLog, NewRecord, RecordBatch, partition_for};
-use accrete::model::ReadModel;
 use accrete::runtime::{Config, Runtime};
 use accrete::store::EmbeddedStore;
 use accrete::{Error, Result};
@@ -80,16 +78,6 @@ impl Log for FlakyLog {
     fn reset_group(&self, group: &str, topic: &str) -> Result<()> {
         self.inner.reset_group(group, topic)
     }
-}
-
-fn stored<M: ReadModel>(rt: &Runtime) -> BTreeMap<M::Key, M::State> {
-    let mut out = BTreeMap::new();
-    rt.scan::<M>(|k, v| {
-        out.insert(k, v);
-        true
-    })
-    .unwrap();
-    out
 }
 
 fn run(seed: u64) {
@@ -198,29 +186,7 @@ fn run(seed: u64) {
 
     // Every write that changed a key published a change: versions 1..=v of
     // every key are on the changes topic (at least once).
-    let changes_topic = accrete::runtime::changes_topic(Balances::NAME);
-    let mut seen = std::collections::BTreeSet::new();
-    let mut batch = RecordBatch::new();
-    for p in 0..log.partitions(&changes_topic).unwrap() {
-        log.inner
-            .read(&changes_topic, p, 0, usize::MAX, &mut batch)
-            .unwrap();
-        for r in batch.iter() {
-            let key: u16 = postcard::from_bytes(r.key).unwrap();
-            let (version, _delta): (u64, accrete::monoids::Sum<i64>) =
-                postcard::from_bytes(r.payload).unwrap();
-            seen.insert((key, version));
-        }
-    }
-    for key in stored::<Balances>(&rt).keys() {
-        let (version, _) = rt.get_versioned::<Balances>(key).unwrap().unwrap();
-        for v in 1..=version {
-            assert!(
-                seen.contains(&(*key, v)),
-                "{ctx}: change {v} of key {key} was never published"
-            );
-        }
-    }
+    assert_every_change_published(&rt, &log.inner, &ctx);
 
     // Every projection error is one dead letter (per event id, however
     // often it was delivered), with the projection's reason and the payload.

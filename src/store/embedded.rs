@@ -21,7 +21,8 @@ fn dead_table(model: &str) -> String {
 }
 
 /// Per model and partition: the end offset of the last batch written.
-const WRITTEN: TableDefinition<'static, &str, u64> = TableDefinition::new("written_end");
+const WRITTEN_TABLE: &str = "written_end";
+const WRITTEN: TableDefinition<'static, &str, u64> = TableDefinition::new(WRITTEN_TABLE);
 
 fn written_key(model: &str, partition: u32) -> String {
     format!("{model}/{partition}")
@@ -74,6 +75,23 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { db })
     }
 
+    /// Opens a table for reading in a fresh read transaction; `None` if it
+    /// was never written (a model with no state yet).
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("begin read", e))?;
+        match txn.open_table(TableDefinition::<K, V>::new(name)) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(Error::store("open table", e)),
+        }
+    }
+
     /// Runs `f` in one write transaction and commits it durably.
     pub(crate) fn write<R>(&self, f: impl FnOnce(&WriteTransaction) -> Result<R>) -> Result<R> {
         let mut txn = self
@@ -89,15 +107,8 @@ impl EmbeddedStore {
 
     /// The stored record of a key, as bytes.
     pub(crate) fn get_raw(&self, model: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("begin read", e))?;
-        let name = state_table(model);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(Error::store("open table", e)),
+        let Some(table) = self.read_table::<&[u8], &[u8]>(&state_table(model))? else {
+            return Ok(None);
         };
         let value = table.get(key).map_err(|e| Error::store("get", e))?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -111,15 +122,8 @@ impl EmbeddedStore {
         start: Option<&[u8]>,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("begin read", e))?;
-        let name = state_table(model);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(Error::store("open table", e)),
+        let Some(table) = self.read_table::<&[u8], &[u8]>(&state_table(model))? else {
+            return Ok(());
         };
         let range = match start {
             Some(s) => table.range::<&[u8]>(s..),
@@ -138,14 +142,8 @@ impl EmbeddedStore {
     /// The end offset of the last batch of `partition` written for `model`
     /// (0 if none): events below it may already be absorbed.
     pub(crate) fn written_end(&self, model: &str, partition: u32) -> Result<u64> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("begin read", e))?;
-        let table = match txn.open_table(WRITTEN) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-            Err(e) => return Err(Error::store("open table", e)),
+        let Some(table) = self.read_table::<&str, u64>(WRITTEN_TABLE)? else {
+            return Ok(0);
         };
         let key = written_key(model, partition);
         Ok(table
@@ -157,15 +155,8 @@ impl EmbeddedStore {
     /// The outbox of a model: changes written but not yet published, as
     /// `(sequence, bytes)`.
     pub(crate) fn outbox(&self, model: &str) -> Result<Vec<(u64, Vec<u8>)>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("begin read", e))?;
-        let name = outbox_table(model);
-        let table = match txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::store("open table", e)),
+        let Some(table) = self.read_table::<u64, &[u8]>(&outbox_table(model))? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for item in table
@@ -184,15 +175,8 @@ impl EmbeddedStore {
     ///
     /// Store errors; a record that does not decode.
     pub fn dead_letters(&self, model: &str) -> Result<Vec<DeadLetter>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("begin read", e))?;
-        let name = dead_table(model);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::store("open table", e)),
+        let Some(table) = self.read_table::<&[u8], &[u8]>(&dead_table(model))? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for item in table

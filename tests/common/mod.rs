@@ -158,3 +158,43 @@ pub fn seeds(test: &str, count: u64) -> Vec<u64> {
         .map(|i| Rng(base ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d)).next())
         .collect()
 }
+
+/// Every key's stored state.
+pub fn stored<M: ReadModel>(rt: &accrete::runtime::Runtime) -> BTreeMap<M::Key, M::State> {
+    let mut out = BTreeMap::new();
+    rt.scan::<M>(|k, v| {
+        out.insert(k, v);
+        true
+    })
+    .unwrap();
+    out
+}
+
+/// Asserts that every version of every key of `Balances` reached the changes
+/// topic (at least once).
+pub fn assert_every_change_published(
+    rt: &accrete::runtime::Runtime,
+    log: &dyn accrete::log::Log,
+    ctx: &str,
+) {
+    let topic = accrete::runtime::changes_topic(Balances::NAME);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut batch = accrete::log::RecordBatch::new();
+    for p in 0..log.partitions(&topic).unwrap() {
+        log.read(&topic, p, 0, usize::MAX, &mut batch).unwrap();
+        for r in batch.iter() {
+            let key: u16 = postcard::from_bytes(r.key).unwrap();
+            let (version, _): (u64, Sum<i64>) = postcard::from_bytes(r.payload).unwrap();
+            seen.insert((key, version));
+        }
+    }
+    for key in stored::<Balances>(rt).keys() {
+        let (version, _) = rt.get_versioned::<Balances>(key).unwrap().unwrap();
+        for v in 1..=version {
+            assert!(
+                seen.contains(&(*key, v)),
+                "{ctx}: change {v} of key {key} was never published"
+            );
+        }
+    }
+}
