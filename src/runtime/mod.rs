@@ -65,8 +65,9 @@ pub struct Config {
     /// The most records a batch holds: larger batches mean fewer store
     /// writes per event (one write per touched key per batch).
     pub batch_size: usize,
-    /// How long a worker waits for more records before writing a batch that
-    /// is not full, and how often an idle worker polls.
+    /// How often an idle worker polls the log for new records. A worker
+    /// with records does not wait: it folds whatever is there (up to
+    /// `batch_size`), so under load batches grow by themselves.
     pub flush_interval: Duration,
     /// Worker threads per read model; they split the partitions between
     /// them like a consumer group.
