@@ -5,6 +5,9 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::ops::DerefMut;
+
+use smallvec::SmallVec;
 
 use crate::{Commutative, Idempotent, Monoid, Semigroup};
 
@@ -456,19 +459,78 @@ pub(crate) fn vv_get<A: Ord>(vv: &[(A, u64)], actor: &A) -> u64 {
 }
 
 /// Pointwise maximum, in place. Allocates only when `theirs` has actors
-/// `mine` lacks.
-pub(crate) fn vv_merge_max<A: Ord + Clone>(mine: &mut Vec<(A, u64)>, theirs: &[(A, u64)]) {
+/// `mine` lacks (and, for inline storage, only beyond its capacity).
+pub(crate) fn vv_merge_max<A: Ord + Clone, S: Entries<(A, u64)>>(
+    mine: &mut S,
+    theirs: &[(A, u64)],
+) {
+    merge_join(
+        mine,
+        theirs,
+        |(a, _)| a,
+        |(_, m), (_, n)| {
+            if *n > *m {
+                *m = *n;
+            }
+        },
+        |(a, n)| (*n > 0).then(|| (a.clone(), *n)),
+    );
+}
+
+/// The storage of a sorted list of entries: a `Vec`, or a [`SmallVec`] that
+/// keeps its first few entries inline.
+pub(crate) trait Entries<T>:
+    Default + DerefMut<Target = [T]> + IntoIterator<Item = T>
+{
+    /// Empty, with room for `capacity` entries.
+    fn with_capacity(capacity: usize) -> Self;
+    /// Appends an entry.
+    fn push(&mut self, entry: T);
+}
+
+impl<T> Entries<T> for Vec<T> {
+    #[inline]
+    fn with_capacity(capacity: usize) -> Self {
+        Vec::with_capacity(capacity)
+    }
+    #[inline]
+    fn push(&mut self, entry: T) {
+        Vec::push(self, entry);
+    }
+}
+
+impl<T: smallvec::Array> Entries<T::Item> for SmallVec<T> {
+    #[inline]
+    fn with_capacity(capacity: usize) -> Self {
+        SmallVec::with_capacity(capacity)
+    }
+    #[inline]
+    fn push(&mut self, entry: T::Item) {
+        SmallVec::push(self, entry);
+    }
+}
+
+/// Joins `theirs` into `mine`, both sorted by `key` without duplicate keys:
+/// an entry whose key `mine` has is joined into `mine`'s with `join`; any
+/// other entry is inserted as `fresh(entry)` (skipped if `None`). Allocates
+/// only when `theirs` has keys `mine` lacks.
+pub(crate) fn merge_join<T, K: Ord + ?Sized, S: Entries<T>>(
+    mine: &mut S,
+    theirs: &[T],
+    key: impl Fn(&T) -> &K,
+    join: impl Fn(&mut T, &T),
+    fresh: impl Fn(&T) -> Option<T>,
+) {
     let mut missing = 0_usize;
     let mut i = 0;
-    for (actor, n) in theirs {
-        while mine.get(i).is_some_and(|(a, _)| a < actor) {
+    for entry in theirs {
+        let k = key(entry);
+        while mine.get(i).is_some_and(|m| key(m) < k) {
             i += 1;
         }
         match mine.get_mut(i) {
-            Some((a, m)) if a == actor => {
-                if *n > *m {
-                    *m = *n;
-                }
+            Some(m) if key(m) == k => {
+                join(m, entry);
                 i += 1;
             }
             _ => missing += 1,
@@ -478,19 +540,25 @@ pub(crate) fn vv_merge_max<A: Ord + Clone>(mine: &mut Vec<(A, u64)>, theirs: &[(
         return;
     }
     let old = std::mem::take(mine);
-    let mut out = Vec::with_capacity(old.len() + missing);
+    let mut out = S::with_capacity(old.len() + missing);
     let mut old = old.into_iter().peekable();
-    for (actor, n) in theirs {
-        while let Some(entry) = old.next_if(|(a, _)| a < actor) {
-            out.push(entry);
+    for entry in theirs {
+        let k = key(entry);
+        while let Some(m) = old.next_if(|m| key(m) < k) {
+            out.push(m);
         }
-        match old.next_if(|(a, _)| a == actor) {
-            Some(entry) => out.push(entry), // already the maximum
-            None if *n > 0 => out.push((actor.clone(), *n)),
-            None => {}
+        match old.next_if(|m| key(m) == k) {
+            Some(m) => out.push(m), // already joined
+            None => {
+                if let Some(new) = fresh(entry) {
+                    out.push(new);
+                }
+            }
         }
     }
-    out.extend(old);
+    for m in old {
+        out.push(m);
+    }
     *mine = out;
 }
 
