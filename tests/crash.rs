@@ -118,7 +118,7 @@ fn run(seed: u64) -> usize {
     for attempt in 0.. {
         assert!(
             attempt < 40,
-            "{ctx}: the child never finished; its last stderr:\n{last_stderr}"
+            "{ctx}: the child never finished; its last run:\n{last_stderr}"
         );
         let mut cmd = Command::new(&exe);
         cmd.args([
@@ -148,7 +148,11 @@ fn run(seed: u64) -> usize {
         }
         let output = child.wait_with_output().unwrap();
         let status = output.status;
-        last_stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        last_stderr = format!(
+            "{status}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
         if let Some(rest) = rest.take() {
             // Live events arrive between runs.
             append(dir.path(), &cfg, &events, rest);
