@@ -116,10 +116,20 @@ fn run(seed: u64) -> usize {
     let mut rest = Some(rest);
     let mut last_stderr = String::new();
     for attempt in 0.. {
-        assert!(
-            attempt < 40,
-            "{ctx}: the child never finished; its last run:\n{last_stderr}"
-        );
+        if attempt == 40 {
+            let kept = dir.keep();
+            panic!(
+                "{ctx}: the child never finished; its last run:\n{last_stderr}\nits data is kept in {}; run the \
+                 child by hand: {CHILD}={} ACCRETE_CRASH_PARTITIONS={} ACCRETE_CRASH_BATCH={} ACCRETE_CRASH_WORKERS={} \
+                 {} crash_recovery_matches_the_oracle --exact --nocapture",
+                kept.display(),
+                kept.display(),
+                cfg.partitions,
+                cfg.batch_size,
+                cfg.workers,
+                exe.display()
+            );
+        }
         let mut cmd = Command::new(&exe);
         cmd.args([
             "crash_recovery_matches_the_oracle",

@@ -374,3 +374,16 @@ fn misuse_gets_clear_errors() {
         "a second runtime on the same directory: {locked}"
     );
 }
+
+#[test]
+fn a_store_half_made_by_a_crash_is_made_again() {
+    // A process killed while redb created the file used to leave a file
+    // without a header that no later open accepted.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.redb~new"), b"").unwrap();
+    let rt = Runtime::open_with(dir.path(), config()).unwrap();
+    rt.add_model(Balances).unwrap();
+    assert!(!dir.path().join("state.redb~new").exists());
+    drop(rt);
+    Runtime::open_with(dir.path(), config()).unwrap();
+}

@@ -68,11 +68,38 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io("creating the store directory", dir, e))?;
         }
+        if !path.exists() {
+            Self::create_atomically(path)?;
+        }
         let db = Database::builder()
             .set_cache_size(256 << 20)
             .create(path)
             .map_err(|e| Error::store("open", e))?;
         Ok(EmbeddedStore { db })
+    }
+
+    /// Creates a new store file under a temporary name and renames it into
+    /// place once redb has written its header: a process killed while
+    /// creating the store leaves no half-made file behind at `path` (which
+    /// every later open would reject as "not a redb database").
+    fn create_atomically(path: &Path) -> Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push("~new");
+        let tmp = std::path::PathBuf::from(tmp);
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing a half-made store", &tmp, e)),
+        }
+        drop(Database::create(&tmp).map_err(|e| Error::store("create", e))?);
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io("moving the new store into place", path, e))?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("syncing the store directory", dir, e))?;
+        }
+        Ok(())
     }
 
     /// Opens a table for reading in a fresh read transaction; `None` if it
