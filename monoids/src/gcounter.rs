@@ -16,7 +16,7 @@ pub(crate) type Counts<A> = SmallVec<[(A, u64); INLINE_ACTORS]>;
 /// where it would be inserted. Up to [`INLINE_ACTORS`] entries it scans
 /// linearly: on a counter that is not in cache, the scan's loads are
 /// independent, while a binary search chains load, compare and select
-/// (with four actors, the scan measured 15–25 % faster on the updates
+/// (with four actors, the scan measured 10–20 % faster on the updates
 /// of `benches/counters.rs`).
 #[inline]
 pub(crate) fn position<T, A: Ord>(
