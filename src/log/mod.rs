@@ -71,6 +71,14 @@ impl RecordBatch {
         self.entries.clear();
     }
 
+    /// Empties the batch and gives back memory beyond about `bytes`, so a
+    /// burst of large batches (a backfill) does not stay resident.
+    pub fn clear_and_shrink(&mut self, bytes: usize) {
+        self.clear();
+        self.data.shrink_to(bytes);
+        self.entries.shrink_to(bytes / 64);
+    }
+
     /// How many records it holds.
     pub fn len(&self) -> usize {
         self.entries.len()

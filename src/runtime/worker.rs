@@ -530,7 +530,8 @@ impl<M: ReadModel> Runner<M> {
         }
         super::metrics::batch(M::NAME, &outcome, started.elapsed());
         for (_, st) in guards.iter_mut() {
-            st.batch.clear();
+            // Large batches (a backfill) give their memory back.
+            st.batch.clear_and_shrink(4 << 20);
         }
         Ok(Some(outcome))
     }
