@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use accrete::event::{EventId, source_id};
+use accrete::event::EventId;
 use accrete::log::{EmbeddedLog, Log, NewRecord, partition_for};
 use accrete::runtime::failpoint::FAILPOINTS;
 use accrete::runtime::{Config, Runtime};
@@ -88,23 +88,7 @@ fn run(seed: u64) -> usize {
     let n = 100 + rng.below(500) as usize;
     let accounts = 1 + rng.below(30) as u16;
     let events = payments(&mut rng, n, accounts);
-    let upstream = source_id("upstream");
-    let mut delivery = Vec::new();
-    for i in 0..events.len() {
-        if rng.chance(0.4) {
-            let id = EventId {
-                source: upstream,
-                partition: (i % 3) as u32,
-                offset: i as u64,
-            };
-            for _ in 0..1 + rng.below(3) {
-                delivery.push((i, Some(id)));
-            }
-        } else {
-            delivery.push((i, None));
-        }
-    }
-    rng.shuffle(&mut delivery);
+    let delivery = at_least_once(&mut rng, events.len(), 0.4);
     let ctx = format!("seed {seed}: {n} events, {cfg:?}");
 
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use accrete::event::{EventId, source_id};
 use accrete::log::{Log, MemoryLog, NewRecord, RecordBatch, partition_for};
 use accrete::runtime::{Config, Runtime};
 use accrete::store::EmbeddedStore;
@@ -97,27 +96,8 @@ fn run(seed: u64) {
     let failure_rate = [0.0, 0.05, 0.2][rng.below(3) as usize];
     let ctx = format!("seed {seed}: {n} events, {config:?}, failure rate {failure_rate}");
 
-    // Delivery: each event appended once or more, in random order. Half the
-    // events come from an upstream log, carrying their upstream id (copies
-    // keep it); the others enter here (at most once: a native append has no
-    // copies, its duplicates come from redelivery).
-    let upstream = source_id("upstream");
-    let mut delivery: Vec<(usize, Option<EventId>)> = Vec::new();
-    for (i, _) in events.iter().enumerate() {
-        if rng.chance(0.5) {
-            let id = EventId {
-                source: upstream,
-                partition: (i % 3) as u32,
-                offset: i as u64,
-            };
-            for _ in 0..1 + rng.below(3) {
-                delivery.push((i, Some(id)));
-            }
-        } else {
-            delivery.push((i, None));
-        }
-    }
-    rng.shuffle(&mut delivery);
+    // Half the events come from an upstream log with at-least-once delivery.
+    let delivery = at_least_once(&mut rng, events.len(), 0.5);
 
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(FlakyLog {

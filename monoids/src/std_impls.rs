@@ -208,31 +208,55 @@ tuple!(
     (L, 11)
 );
 
+/// The bodies of `combine` and `combine_owned` for maps: key-wise union,
+/// values under the same key combine.
+macro_rules! pointwise_map {
+    () => {
+        fn combine(&mut self, other: &Self) {
+            for (k, v) in other {
+                match self.get_mut(k) {
+                    Some(mine) => mine.combine(v),
+                    None => {
+                        self.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+
+        fn combine_owned(&mut self, other: Self) {
+            for (k, v) in other {
+                match self.get_mut(&k) {
+                    Some(mine) => mine.combine_owned(v),
+                    None => {
+                        self.insert(k, v);
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// The bodies of `combine` and `combine_owned` for sets: union, keeping the
+/// larger set's allocation.
+macro_rules! set_union {
+    () => {
+        fn combine(&mut self, other: &Self) {
+            self.extend(other.iter().cloned());
+        }
+        fn combine_owned(&mut self, mut other: Self) {
+            if other.len() > self.len() {
+                std::mem::swap(self, &mut other);
+            }
+            self.extend(other);
+        }
+    };
+}
+
 /// Key-wise union; values under the same key combine. Entries are kept even
 /// when they combine to an identity, so `is_identity` means "no keys"; use
 /// [`Map`](crate::Map) for a map that drops identity values.
 impl<K: Ord + Clone, S: Semigroup + Clone> Semigroup for BTreeMap<K, S> {
-    fn combine(&mut self, other: &Self) {
-        for (k, v) in other {
-            match self.get_mut(k) {
-                Some(mine) => mine.combine(v),
-                None => {
-                    self.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    }
-
-    fn combine_owned(&mut self, other: Self) {
-        for (k, v) in other {
-            match self.get_mut(&k) {
-                Some(mine) => mine.combine_owned(v),
-                None => {
-                    self.insert(k, v);
-                }
-            }
-        }
-    }
+    pointwise_map!();
 }
 impl<K: Ord + Clone, S: Semigroup + Clone> Monoid for BTreeMap<K, S> {
     fn identity() -> Self {
@@ -253,27 +277,7 @@ where
     S: Semigroup + Clone,
     H: BuildHasher + Default,
 {
-    fn combine(&mut self, other: &Self) {
-        for (k, v) in other {
-            match self.get_mut(k) {
-                Some(mine) => mine.combine(v),
-                None => {
-                    self.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    }
-
-    fn combine_owned(&mut self, other: Self) {
-        for (k, v) in other {
-            match self.get_mut(&k) {
-                Some(mine) => mine.combine_owned(v),
-                None => {
-                    self.insert(k, v);
-                }
-            }
-        }
-    }
+    pointwise_map!();
 }
 impl<K, S, H> Monoid for HashMap<K, S, H>
 where
@@ -305,15 +309,7 @@ where
 
 /// Union.
 impl<T: Ord + Clone> Semigroup for BTreeSet<T> {
-    fn combine(&mut self, other: &Self) {
-        self.extend(other.iter().cloned());
-    }
-    fn combine_owned(&mut self, mut other: Self) {
-        if other.len() > self.len() {
-            std::mem::swap(self, &mut other);
-        }
-        self.extend(other);
-    }
+    set_union!();
 }
 impl<T: Ord + Clone> Monoid for BTreeSet<T> {
     fn identity() -> Self {
@@ -332,15 +328,7 @@ where
     T: Eq + Hash + Clone,
     H: BuildHasher + Default,
 {
-    fn combine(&mut self, other: &Self) {
-        self.extend(other.iter().cloned());
-    }
-    fn combine_owned(&mut self, mut other: Self) {
-        if other.len() > self.len() {
-            std::mem::swap(self, &mut other);
-        }
-        self.extend(other);
-    }
+    set_union!();
 }
 impl<T, H> Monoid for HashSet<T, H>
 where

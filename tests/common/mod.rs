@@ -198,3 +198,32 @@ pub fn assert_every_change_published(
         }
     }
 }
+
+/// How a log receives `n` events: each appended once or more, in random
+/// order. A fraction `upstream` of them come from an upstream log, carrying
+/// their upstream id, one to three copies each (at-least-once upstream); the
+/// others enter here, once (their duplicates come from redelivery).
+pub fn at_least_once(
+    rng: &mut Rng,
+    n: usize,
+    upstream: f64,
+) -> Vec<(usize, Option<accrete::event::EventId>)> {
+    let source = accrete::event::source_id("upstream");
+    let mut delivery = Vec::new();
+    for i in 0..n {
+        if rng.chance(upstream) {
+            let id = accrete::event::EventId {
+                source,
+                partition: (i % 3) as u32,
+                offset: i as u64,
+            };
+            for _ in 0..1 + rng.below(3) {
+                delivery.push((i, Some(id)));
+            }
+        } else {
+            delivery.push((i, None));
+        }
+    }
+    rng.shuffle(&mut delivery);
+    delivery
+}
