@@ -30,13 +30,13 @@ pub enum Error {
         /// The partition asked for.
         partition: u32,
     },
-    /// A topic or consumer-group name that cannot be used: names become
-    /// file names, so they are restricted to a safe alphabet.
+    /// A topic, consumer-group or read-model name that cannot be used: names
+    /// become file and table names, so they are restricted to a safe alphabet.
     #[error(
-        "invalid {kind} name {name:?}: {reason} (use 1 to 200 characters from A-Z, a-z, 0-9, `.`, `_`, `-`; not `.` or `..`)"
+        "invalid {kind} name {name:?}: {reason} (use at most 200 characters (180 for a read model) from A-Z, a-z, 0-9, `.`, `_`, `-`; not `.` or `..`)"
     )]
     InvalidName {
-        /// What the name is for: `"topic"` or `"group"`.
+        /// What the name is for: `"topic"`, `"group"` or `"read model"`.
         kind: &'static str,
         /// The name given.
         name: String,

@@ -160,27 +160,10 @@ fn run(seed: u64) -> usize {
     }
 
     let rt = Runtime::open_with(dir.path(), cfg.clone()).unwrap();
-    assert_eq!(
-        stored::<Balances>(&rt),
-        oracle(&Balances, &events),
-        "{ctx}: balances after {kills} kills"
-    );
-    assert_eq!(
-        stored::<Receipts>(&rt),
-        oracle(&Receipts, &events),
-        "{ctx}: receipts after {kills} kills"
-    );
-    assert_eq!(
-        stored::<Visitors>(&rt),
-        oracle(&Visitors, &events),
-        "{ctx}: visitors after {kills} kills"
-    );
+    let ctx = format!("{ctx}, after {kills} kills");
+    assert_matches_the_oracle(&rt, &events, &ctx);
 
-    assert_every_change_published(
-        &rt,
-        rt.log().as_ref(),
-        &format!("{ctx}, after {kills} kills"),
-    );
+    assert_every_change_published(&rt, rt.log().as_ref(), &ctx);
     assert_eq!(
         rt.dead_letters::<Balances>().unwrap().len(),
         events.iter().filter(|e| e.cents == 0).count(),

@@ -266,22 +266,29 @@ fn state_survives_a_restart_and_folding_resumes() {
     assert_eq!(stored::<Balances>(&rt), oracle(&Balances, &events));
 }
 
-/// Balances under its own name: the metrics recorder is global to the test
-/// process, and other tests run `balances`.
-struct Metered;
-impl ReadModel for Metered {
-    const NAME: &'static str = "metered";
-    type Event = Payment;
-    type Key = u16;
-    type State = Sum<i64>;
-    fn project(
-        &self,
-        p: &Payment,
-        out: &mut accrete::model::Deltas<u16, Sum<i64>>,
-    ) -> Result<(), String> {
-        Balances.project(p, out)
-    }
+/// Balances under another name. The metrics recorder is global to the test
+/// process and other tests run `balances`, so the metrics test needs its own
+/// name; the misuse test needs a name that cannot be a file name.
+macro_rules! balances_named {
+    ($model:ident, $name:literal) => {
+        struct $model;
+        impl ReadModel for $model {
+            const NAME: &'static str = $name;
+            type Event = Payment;
+            type Key = u16;
+            type State = Sum<i64>;
+            fn project(
+                &self,
+                p: &Payment,
+                out: &mut accrete::model::Deltas<u16, Sum<i64>>,
+            ) -> Result<(), String> {
+                Balances.project(p, out)
+            }
+        }
+    };
 }
+balances_named!(Metered, "metered");
+balances_named!(BadlyNamed, "bad name/..");
 
 #[test]
 fn metrics_show_delivery_faults_being_absorbed() {
@@ -351,6 +358,11 @@ fn misuse_gets_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::open_with(dir.path(), config()).unwrap();
     rt.add_model(Balances).unwrap();
+    let named = rt.add_model(BadlyNamed).unwrap_err().to_string();
+    assert!(
+        named.contains("invalid read model name") && named.contains("bad name/.."),
+        "{named}"
+    );
     let again = rt.add_model(Balances).unwrap_err().to_string();
     assert!(
         again.contains("balances") && again.contains("already running"),

@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use super::{Log, NewRecord, RecordBatch};
+use super::{Log, NewRecord, RecordBatch, validate_name};
 use crate::event::EventId;
 use crate::{Error, Result};
 
@@ -244,7 +244,7 @@ impl EmbeddedLog {
                 tracing::warn!(path = %path.display(), "log: ignoring a topic directory whose name is not UTF-8");
                 continue;
             };
-            if validate_name("topic", &name).is_err() {
+            if validate_name("topic", &name, MAX_NAME).is_err() {
                 tracing::warn!(path = %path.display(), "log: ignoring a file that is not a topic");
                 continue;
             }
@@ -345,7 +345,7 @@ impl EmbeddedLog {
         topic: &str,
         partition: u32,
     ) -> Result<Arc<Mutex<GroupOffsets>>> {
-        validate_name("group", group)?;
+        validate_name("group", group, MAX_NAME)?;
         self.with_partition(topic, partition, |_| Ok(()))?;
         Ok(self.group_state(group, topic))
     }
@@ -361,7 +361,7 @@ impl EmbeddedLog {
 
 impl Log for EmbeddedLog {
     fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
-        validate_name("topic", topic)?;
+        validate_name("topic", topic, MAX_NAME)?;
         if partitions == 0 {
             return Err(Error::Usage(format!(
                 "topic `{topic}`: a topic needs at least one partition"
@@ -461,8 +461,8 @@ impl Log for EmbeddedLog {
     }
 
     fn reset_group(&self, group: &str, topic: &str) -> Result<()> {
-        validate_name("group", group)?;
-        validate_name("topic", topic)?;
+        validate_name("group", group, MAX_NAME)?;
+        validate_name("topic", topic, MAX_NAME)?;
         let state = self.group_state(group, topic);
         let mut state = lock(&state);
         let path = self.group_path(group, topic);
@@ -1095,33 +1095,6 @@ impl Window<'_> {
     fn slice(&self, at: u64, len: usize) -> Option<&[u8]> {
         let off = usize::try_from(at.checked_sub(self.start)?).ok()?;
         self.buf.get(off..off.checked_add(len)?)
-    }
-}
-
-/// Topic and group names become file names: 1 to 200 of `[A-Za-z0-9._-]`,
-/// not `.` or `..`.
-fn validate_name(kind: &'static str, name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > MAX_NAME {
-        Some("it is longer than 200 characters")
-    } else if name == "." || name == ".." {
-        Some("it is a special directory name")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        Some("it contains a character other than letters, digits, `.`, `_` and `-`")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(Error::InvalidName {
-            kind,
-            name: name.to_owned(),
-            reason,
-        }),
-        None => Ok(()),
     }
 }
 

@@ -9,8 +9,8 @@ mod memory;
 pub use embedded::{EmbeddedLog, SyncPolicy};
 pub use memory::MemoryLog;
 
-use crate::Result;
 use crate::event::EventId;
+use crate::{Error, Result};
 
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +200,33 @@ pub trait Log: Send + Sync + 'static {
     ///
     /// I/O errors.
     fn reset_group(&self, group: &str, topic: &str) -> Result<()>;
+}
+
+/// Names that become file and table names (topics, groups, read models):
+/// 1 to `max` of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub(crate) fn validate_name(kind: &'static str, name: &str, max: usize) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > max {
+        Some("it is too long")
+    } else if name == "." || name == ".." {
+        Some("it is a special directory name")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("it contains a character other than letters, digits, `.`, `_` and `-`")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName {
+            kind,
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The partition of a key: a stable hash, the same in every process.

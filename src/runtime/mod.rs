@@ -50,7 +50,7 @@ pub use worker::{Change, changes_topic, group_name};
 use worker::{Pipeline, Runner, decode_record};
 
 use crate::event::EventId;
-use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for};
+use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for, validate_name};
 use crate::model::ReadModel;
 use crate::store::{DeadLetter, EmbeddedStore};
 use crate::{Error, Result};
@@ -347,7 +347,8 @@ impl Runtime {
     /// A model of that name is already running; invalid name; I/O errors
     /// while publishing changes a crash left behind.
     pub fn add_model<M: ReadModel>(&self, model: M) -> Result<()> {
-        validate_name(M::NAME)?;
+        // 180, so that `materialize-<name>` and `changes.<name>` fit the log's 200.
+        validate_name("read model", M::NAME, 180)?;
         let mut models = self.inner.models.lock();
         if models.contains_key(M::NAME) {
             return Err(Error::Model(M::NAME.into(), "is already running".into()));
@@ -621,22 +622,6 @@ fn work(
             backoff = first_backoff;
             std::thread::sleep(config.flush_interval);
         }
-    }
-}
-
-fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Model(
-            name.into(),
-            "names are 1 to 100 characters of [A-Za-z0-9._-]".into(),
-        ))
     }
 }
 

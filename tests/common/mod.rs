@@ -227,3 +227,23 @@ pub fn at_least_once(
     rng.shuffle(&mut delivery);
     delivery
 }
+
+/// Asserts that every read model's stored state equals the plain left fold
+/// of the distinct events.
+pub fn assert_matches_the_oracle(rt: &accrete::runtime::Runtime, events: &[Payment], ctx: &str) {
+    assert_eq!(
+        stored::<Balances>(rt),
+        oracle(&Balances, events),
+        "{ctx}: balances"
+    );
+    assert_eq!(
+        stored::<Receipts>(rt),
+        oracle(&Receipts, events),
+        "{ctx}: receipts"
+    );
+    assert_eq!(
+        stored::<Visitors>(rt),
+        oracle(&Visitors, events),
+        "{ctx}: visitors"
+    );
+}
