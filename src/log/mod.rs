@@ -138,7 +138,7 @@ pub trait Log: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`Error::TopicMismatch`](crate::Error::TopicMismatch) if it exists
+    /// [`Error::TopicMismatch`] if it exists
     /// with another count; I/O errors.
     fn create_topic(&self, topic: &str, partitions: u32) -> Result<()>;
 
@@ -146,7 +146,7 @@ pub trait Log: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownTopic`](crate::Error::UnknownTopic).
+    /// [`Error::UnknownTopic`].
     fn partitions(&self, topic: &str) -> Result<u32>;
 
     /// Appends records to one partition, durably (per the log's sync policy),
