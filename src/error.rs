@@ -84,6 +84,30 @@ pub enum Error {
     /// The runtime was asked to do something in a state that does not allow it.
     #[error("{0}")]
     Usage(String),
+    /// The Kafka log failed (feature `kafka`).
+    #[error("kafka {op} failed: {detail}")]
+    Kafka {
+        /// The operation.
+        op: &'static str,
+        /// The broker's or client's message, with a hint where one helps.
+        detail: String,
+    },
+    /// The MongoDB store failed (feature `mongodb`).
+    #[error("mongodb {op} failed: {detail}")]
+    Mongo {
+        /// The operation.
+        op: &'static str,
+        /// The server's or driver's message, with a hint where one helps.
+        detail: String,
+    },
+    /// A configuration file or variable could not be used.
+    #[error("configuration {source_name}: {detail}")]
+    Config {
+        /// Where the setting came from: a file path or a variable name.
+        source_name: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -95,6 +119,22 @@ impl Error {
             what,
             path: path.into(),
             source,
+        }
+    }
+
+    #[cfg(feature = "kafka")]
+    pub(crate) fn kafka(op: &'static str, detail: impl std::fmt::Display) -> Self {
+        Error::Kafka {
+            op,
+            detail: detail.to_string(),
+        }
+    }
+
+    #[cfg(feature = "mongodb")]
+    pub(crate) fn mongo(op: &'static str, detail: impl std::fmt::Display) -> Self {
+        Error::Mongo {
+            op,
+            detail: detail.to_string(),
         }
     }
 

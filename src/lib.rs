@@ -26,6 +26,8 @@ extern crate self as accrete;
 
 pub use accrete_monoids as monoids;
 
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
+pub mod cluster;
 #[cfg(feature = "cli")]
 pub mod demo;
 pub mod error;

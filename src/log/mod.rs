@@ -1,9 +1,13 @@
 //! The log: named topics of partitions of records, read by consumer groups.
 //!
-//! [`EmbeddedLog`] keeps it on local disk; the Kafka backend (feature
-//! `kafka`) implements the same trait against a broker.
+//! [`EmbeddedLog`] keeps it on local disk. With the feature `kafka`,
+//! [`kafka`] reaches Apache Kafka; the cluster nodes use it through
+//! consumer groups rather than through the [`Log`] trait, whose
+//! offset-addressed reads fit the local workers.
 
 mod embedded;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod memory;
 
 pub use embedded::{EmbeddedLog, SyncPolicy};

@@ -33,7 +33,7 @@
 mod absorbed;
 pub mod failpoint;
 pub(crate) mod metrics;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::BTreeMap;
 use std::path::Path;

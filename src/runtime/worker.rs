@@ -96,27 +96,27 @@ pub(crate) struct Outbox {
 type Maybe<S> = (EventId, bool, S);
 
 /// One partition's batch, aggregated, waiting for the step's transaction.
-struct Work<K, S> {
-    partition: u32,
-    end: u64,
-    pending: FoldMap<K, S>,
+pub(crate) struct Work<K, S> {
+    pub(crate) partition: u32,
+    pub(crate) end: u64,
+    pub(crate) pending: FoldMap<K, S>,
     /// Deltas of events that may already be absorbed (re-read after a crash,
     /// or re-appended with their original id): checked in the write, one
     /// event at a time. Rare: empty in the steady state.
-    maybe: Vec<(K, EventId, bool, S)>,
+    pub(crate) maybe: Vec<(K, EventId, bool, S)>,
 }
 
 /// The deltas of one key in one batch.
-struct Pending<S> {
+pub(crate) struct Pending<S> {
     /// Deltas of events that cannot be duplicates, pre-combined.
-    fresh: Option<S>,
+    pub(crate) fresh: Option<S>,
     /// Whether an event at its native position touched the key.
-    native: bool,
+    pub(crate) native: bool,
 }
 
 /// The pre-aggregation map: a fast hasher, seeded per process so that keys
 /// chosen by users cannot flood it.
-type FoldMap<K, S> = HashMap<K, Pending<S>, foldhash::fast::RandomState>;
+pub(crate) type FoldMap<K, S> = HashMap<K, Pending<S>, foldhash::fast::RandomState>;
 
 /// What one batch did, for metrics and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -202,98 +202,6 @@ impl<M: ReadModel> Runner<M> {
                 })
                 .collect(),
         })
-    }
-
-    fn dead(&self, id: EventId, reason: String, payload: &[u8], dead: &mut Vec<DeadLetter>) {
-        tracing::warn!(model = M::NAME, event = %id, %reason, "event sent to the dead letters");
-        dead.push(DeadLetter {
-            event: id,
-            reason,
-            payload: payload.to_vec(),
-        });
-    }
-
-    /// Decode, project, pre-aggregate.
-    fn aggregate(
-        &self,
-        partition: u32,
-        batch: &RecordBatch,
-        written_end: u64,
-        work: &mut Work<M::Key, M::State>,
-        dead: &mut Vec<DeadLetter>,
-        outcome: &mut BatchOutcome,
-    ) {
-        let mut deltas = Deltas::new();
-        for record in batch.iter() {
-            outcome.events += 1;
-            // A copy re-appended into the topic it first entered: its
-            // original is in this log and is (or was) applied at its native
-            // position, so the copy is always a duplicate.
-            if record.origin.is_some_and(|o| o.source == self.source) {
-                outcome.duplicates += 1;
-                continue;
-            }
-            let native = record.origin.is_none();
-            let id = record.origin.unwrap_or(EventId {
-                source: self.source,
-                partition,
-                offset: record.offset,
-            });
-            let event: M::Event = match crate::event::decode(record.payload) {
-                Ok(e) => e,
-                Err(reason) => {
-                    self.dead(
-                        id,
-                        format!("undecodable event: {reason}"),
-                        record.payload,
-                        dead,
-                    );
-                    continue;
-                }
-            };
-            deltas.items.clear();
-            if let Err(reason) = self.model.project(&event, &mut deltas) {
-                self.dead(
-                    id,
-                    format!("projection failed: {reason}"),
-                    record.payload,
-                    dead,
-                );
-                continue;
-            }
-            // An event at its native position at or beyond the written end
-            // cannot have been absorbed by any key: combine it right away.
-            let fresh = !M::EXACTLY_ONCE || (native && record.offset >= written_end);
-            if !fresh {
-                // One event may push several deltas for one key (a transfer
-                // to the same account): one effect, checked once.
-                collapse_by_key(&mut deltas.items);
-            }
-            for (key, delta) in deltas.items.drain(..) {
-                if delta.is_identity() {
-                    continue;
-                }
-                outcome.deltas += 1;
-                if fresh {
-                    let p = work.pending.entry(key).or_insert(Pending {
-                        fresh: None,
-                        native: false,
-                    });
-                    p.native |= native;
-                    match &mut p.fresh {
-                        Some(acc) => acc.combine_owned(delta),
-                        None => p.fresh = Some(delta),
-                    }
-                } else {
-                    let p = work.pending.entry(key.clone()).or_insert(Pending {
-                        fresh: None,
-                        native: false,
-                    });
-                    p.native |= native;
-                    work.maybe.push((key, id, native, delta));
-                }
-            }
-        }
     }
 
     /// One transaction for a step: every touched key once per partition
@@ -472,7 +380,9 @@ impl<M: ReadModel> Runner<M> {
                 pending: FoldMap::default(),
                 maybe: Vec::new(),
             };
-            self.aggregate(
+            aggregate(
+                &self.model,
+                self.source,
                 partition,
                 &st.batch,
                 written_end,
@@ -556,6 +466,107 @@ impl<M: ReadModel> Runner<M> {
         }
         Ok(())
     }
+}
+
+/// Decode, project, pre-aggregate one partition batch. Events at their
+/// native position at or beyond `written_end` combine right away; the others
+/// go to `work.maybe`, checked against the store.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn aggregate<M: ReadModel>(
+    model: &M,
+    source: u32,
+    partition: u32,
+    batch: &RecordBatch,
+    written_end: u64,
+    work: &mut Work<M::Key, M::State>,
+    dead: &mut Vec<DeadLetter>,
+    outcome: &mut BatchOutcome,
+) {
+    let mut deltas = Deltas::new();
+    for record in batch.iter() {
+        outcome.events += 1;
+        // A copy re-appended into the topic it first entered: its
+        // original is in this log and is (or was) applied at its native
+        // position, so the copy is always a duplicate.
+        if record.origin.is_some_and(|o| o.source == source) {
+            outcome.duplicates += 1;
+            continue;
+        }
+        let native = record.origin.is_none();
+        let id = record.origin.unwrap_or(EventId {
+            source: source,
+            partition,
+            offset: record.offset,
+        });
+        let event: M::Event = match crate::event::decode(record.payload) {
+            Ok(e) => e,
+            Err(reason) => {
+                dead_letter::<M>(
+                    id,
+                    format!("undecodable event: {reason}"),
+                    record.payload,
+                    dead,
+                );
+                continue;
+            }
+        };
+        deltas.items.clear();
+        if let Err(reason) = model.project(&event, &mut deltas) {
+            dead_letter::<M>(
+                id,
+                format!("projection failed: {reason}"),
+                record.payload,
+                dead,
+            );
+            continue;
+        }
+        // An event at its native position at or beyond the written end
+        // cannot have been absorbed by any key: combine it right away.
+        let fresh = !M::EXACTLY_ONCE || (native && record.offset >= written_end);
+        if !fresh {
+            // One event may push several deltas for one key (a transfer
+            // to the same account): one effect, checked once.
+            collapse_by_key(&mut deltas.items);
+        }
+        for (key, delta) in deltas.items.drain(..) {
+            if delta.is_identity() {
+                continue;
+            }
+            outcome.deltas += 1;
+            if fresh {
+                let p = work.pending.entry(key).or_insert(Pending {
+                    fresh: None,
+                    native: false,
+                });
+                p.native |= native;
+                match &mut p.fresh {
+                    Some(acc) => acc.combine_owned(delta),
+                    None => p.fresh = Some(delta),
+                }
+            } else {
+                let p = work.pending.entry(key.clone()).or_insert(Pending {
+                    fresh: None,
+                    native: false,
+                });
+                p.native |= native;
+                work.maybe.push((key, id, native, delta));
+            }
+        }
+    }
+}
+
+fn dead_letter<M: ReadModel>(
+    id: EventId,
+    reason: String,
+    payload: &[u8],
+    dead: &mut Vec<DeadLetter>,
+) {
+    tracing::warn!(model = M::NAME, event = %id, %reason, "event sent to the dead letters");
+    dead.push(DeadLetter {
+        event: id,
+        reason,
+        payload: payload.to_vec(),
+    });
 }
 
 /// Combines the deltas of one event that share a key (few per event: a

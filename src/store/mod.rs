@@ -4,5 +4,9 @@
 //! (feature `mongodb`) keeps it in a collection.
 
 mod embedded;
+#[cfg(feature = "mongodb")]
+pub mod mongo;
+#[cfg(feature = "mongodb")]
+pub mod pushdown;
 
 pub use embedded::{DeadLetter, EmbeddedStore, ModelWrite};

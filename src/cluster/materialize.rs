@@ -1,0 +1,369 @@
+//! A node's materializer of one read model: consume a batch, pre-aggregate
+//! per key, one MongoDB write per touched key, publish the changes, commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use accrete_monoids::{Monoid, Semigroup};
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{CHANGE_FORMAT, Counters, Shared};
+use crate::log::RecordBatch;
+use crate::log::kafka::Producer;
+use crate::model::{Deltas, ReadModel};
+use crate::runtime::failpoint;
+use crate::runtime::worker::{BatchOutcome, FoldMap, Work, aggregate};
+use crate::store::DeadLetter;
+use crate::store::mongo::{Guards, KeyWrite, Range, Split, write_batch};
+use crate::store::pushdown::Pushdown;
+use crate::{Error, Result};
+
+/// The events received for one partition and not yet written.
+struct Buffer {
+    batch: RecordBatch,
+}
+
+/// What the consumer loop and the rebalance callback share.
+struct Batcher<M: ReadModel> {
+    model: M,
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+    producer: Producer,
+    changes_topic: String,
+    source: u32,
+    buffers: HashMap<u32, Buffer>,
+    buffered: usize,
+    oldest: Option<Instant>,
+}
+
+struct Ctx<M: ReadModel> {
+    batcher: Arc<Mutex<Batcher<M>>>,
+    topic: String,
+}
+
+impl<M: ReadModel> ClientContext for Ctx<M> {}
+
+impl<M: ReadModel> ConsumerContext for Ctx<M>
+where
+    M::State: Pushdown,
+{
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let revoked: Vec<u32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition() as u32)
+            .collect();
+        let mut b = self.batcher.lock();
+        // Write, publish and commit what is held for the partitions leaving,
+        // before they go: the next owner starts where this one ended.
+        let lost = consumer.assignment_lost();
+        let result = if lost {
+            Err(Error::kafka(
+                "rebalance",
+                "assignment lost: the group moved on without this node",
+            ))
+        } else {
+            b.flush(Some(&revoked), &|tpl| {
+                consumer.commit(tpl, CommitMode::Sync)
+            })
+        };
+        if let Err(e) = result {
+            tracing::warn!(model = M::NAME, ?revoked, error = %e,
+                "could not write before the partitions were revoked; their next owner reads them again");
+        }
+        for p in revoked {
+            if let Some(buf) = b.buffers.remove(&p) {
+                b.buffered -= buf.batch.len();
+            }
+        }
+    }
+}
+
+type CommitFn<'a> = dyn Fn(&TopicPartitionList) -> rdkafka::error::KafkaResult<()> + 'a;
+
+impl<M: ReadModel> Batcher<M>
+where
+    M::State: Pushdown,
+{
+    /// Writes the buffered partitions (`only` those, if given), publishes
+    /// their changes, commits. On error the buffers stay, to retry.
+    fn flush(&mut self, only: Option<&[u32]>, commit: &CommitFn<'_>) -> Result<()> {
+        let partitions: Vec<u32> = self
+            .buffers
+            .iter()
+            .filter(|(p, b)| !b.batch.is_empty() && only.is_none_or(|o| o.contains(p)))
+            .map(|(p, _)| *p)
+            .collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut outcome = BatchOutcome::default();
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        // Pre-aggregate each partition, then merge them per key: a key
+        // touched from several partitions is written once, guarded per
+        // partition.
+        let mut merged: HashMap<M::Key, (M::State, Vec<Range>), foldhash::fast::RandomState> =
+            HashMap::default();
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            let buf = &self.buffers[&p];
+            let from = buf.batch.iter().next().map_or(0, |r| r.offset);
+            let end = buf.batch.next_offset().unwrap_or(from);
+            let mut work = Work {
+                partition: p,
+                end,
+                pending: FoldMap::default(),
+                maybe: Vec::new(),
+            };
+            aggregate(
+                &self.model,
+                self.source,
+                p,
+                &buf.batch,
+                0,
+                &mut work,
+                &mut dead,
+                &mut outcome,
+            );
+            let range = Range {
+                partition: p,
+                from,
+                end,
+            };
+            for (key, pending) in work.pending {
+                let Some(delta) = pending.fresh else { continue };
+                match merged.get_mut(&key) {
+                    Some((acc, ranges)) => {
+                        acc.combine_owned(delta);
+                        ranges.push(range);
+                    }
+                    None => {
+                        merged.insert(key, (delta, vec![range]));
+                    }
+                }
+            }
+            tpl.add_partition_offset(
+                &self.shared.config.events_topic,
+                p as i32,
+                Offset::Offset(end as i64),
+            )
+            .map_err(|e| Error::kafka("commit", e))?;
+        }
+        self.shared.store.dead_letters_put(M::NAME, &dead)?;
+        let keys: Vec<KeyWrite<M::Key, M::State>> = merged
+            .into_iter()
+            .filter(|(_, (d, _))| !d.is_identity())
+            .map(|(key, (delta, ranges))| KeyWrite { key, delta, ranges })
+            .collect();
+        failpoint::hit("before_store_write");
+        let buffers = &self.buffers;
+        let model = &self.model;
+        let mut split = |guards: &Guards<M::Key>| split_at_guards(model, buffers, guards);
+        let written = write_batch(
+            &self.shared.store,
+            M::NAME,
+            M::EXACTLY_ONCE,
+            keys,
+            &mut split,
+        )?;
+        failpoint::hit("after_store_write");
+        let mut payload = Vec::new();
+        for (key, change) in &written.changes {
+            let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
+                what: "key",
+                detail: e.to_string(),
+            })?;
+            payload.clear();
+            payload.push(CHANGE_FORMAT);
+            postcard::to_io(change, &mut payload).map_err(|e| Error::Encode {
+                what: "change",
+                detail: e.to_string(),
+            })?;
+            self.producer
+                .send(&self.changes_topic, None, &key, &payload, None)?;
+        }
+        self.producer.flush(Duration::from_secs(60))?;
+        failpoint::hit("after_publish");
+        commit(&tpl).map_err(|e| Error::kafka("commit", e))?;
+        failpoint::hit("after_commit");
+        let c = &self.counters;
+        c.events.fetch_add(outcome.events, Ordering::Relaxed);
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.writes.fetch_add(written.writes, Ordering::Relaxed);
+        c.changes
+            .fetch_add(written.changes.len() as u64, Ordering::Relaxed);
+        c.conflicts.fetch_add(written.conflicts, Ordering::Relaxed);
+        c.dead_letters
+            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+        tracing::debug!(model = M::NAME, events = outcome.events, writes = written.writes,
+            changes = written.changes.len(), elapsed = ?started.elapsed(), "batch written");
+        for p in partitions {
+            if let Some(buf) = self.buffers.get_mut(&p) {
+                self.buffered -= buf.batch.len();
+                buf.batch.clear_and_shrink(4 << 20);
+            }
+        }
+        if self.buffered == 0 {
+            self.oldest = None;
+        }
+        Ok(())
+    }
+}
+
+/// Recomputes, for keys found partly applied, the deltas of the buffered
+/// events before and since each key's guard, in one pass over the batch.
+fn split_at_guards<M: ReadModel>(
+    model: &M,
+    buffers: &HashMap<u32, Buffer>,
+    guards: &Guards<M::Key>,
+) -> Split<M::Key, M::State> {
+    let mut out: Split<M::Key, M::State> = HashMap::new();
+    let mut deltas = Deltas::new();
+    for (&p, buf) in buffers {
+        for record in buf.batch.iter() {
+            let Ok(event) = crate::event::decode::<M::Event>(record.payload) else {
+                continue;
+            };
+            deltas.clear();
+            if model.project(&event, &mut deltas).is_err() {
+                continue;
+            }
+            for (key, delta) in deltas.drain() {
+                let Some(g) = guards.get(&key) else { continue };
+                let guard = g.iter().find(|(gp, _)| *gp == p).map_or(0, |(_, g)| *g);
+                let (before, since) = out
+                    .entry(key)
+                    .or_insert_with(|| (M::State::identity(), M::State::identity()));
+                if record.offset < guard {
+                    before.combine_owned(delta);
+                } else {
+                    since.combine_owned(delta);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn start<M: ReadModel>(
+    model: M,
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+) -> Result<JoinHandle<()>>
+where
+    M::State: Pushdown,
+{
+    let config = &shared.config;
+    let topic = config.events_topic.clone();
+    let batcher = Arc::new(Mutex::new(Batcher {
+        model,
+        producer: config.kafka.producer()?,
+        changes_topic: config.changes_topic(M::NAME),
+        source: crate::event::source_id(&topic),
+        shared: shared.clone(),
+        counters,
+        buffers: HashMap::new(),
+        buffered: 0,
+        oldest: None,
+    }));
+    let consumer = config.kafka.consumer(
+        &config.materialize_group(M::NAME),
+        Ctx {
+            batcher: batcher.clone(),
+            topic: topic.clone(),
+        },
+    )?;
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|e| Error::kafka("subscribe", e))?;
+    let batch_size = config.batch_size;
+    let interval = config.flush_interval();
+    std::thread::Builder::new()
+        .name(format!("accrete-materialize-{}", M::NAME))
+        .spawn(move || run(consumer, batcher, shared, batch_size, interval))
+        .map_err(|e| Error::io("spawn a materializer thread", ".", e))
+}
+
+fn run<M: ReadModel>(
+    consumer: BaseConsumer<Ctx<M>>,
+    batcher: Arc<Mutex<Batcher<M>>>,
+    shared: Arc<Shared>,
+    batch_size: usize,
+    interval: Duration,
+) where
+    M::State: Pushdown,
+{
+    let commit = |tpl: &TopicPartitionList| consumer.commit(tpl, CommitMode::Sync);
+    let mut backoff = Duration::from_millis(50);
+    let mut failing_until: Option<Instant> = None;
+    loop {
+        let stopping = shared.stop.load(Ordering::Acquire);
+        let full = batcher.lock().buffered >= batch_size;
+        if !full && !stopping {
+            match consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(msg)) => {
+                    let mut b = batcher.lock();
+                    let p = msg.partition() as u32;
+                    let buf = b.buffers.entry(p).or_insert_with(|| Buffer {
+                        batch: RecordBatch::new(),
+                    });
+                    buf.batch.push(
+                        msg.offset() as u64,
+                        msg.key().unwrap_or_default(),
+                        msg.timestamp().to_millis().unwrap_or(0),
+                        msg.payload().unwrap_or_default(),
+                        None,
+                    );
+                    b.buffered += 1;
+                    b.oldest.get_or_insert_with(Instant::now);
+                    // Drain what has arrived before deciding to write.
+                    continue;
+                }
+                Some(Err(e)) => tracing::warn!(model = M::NAME, error = %e, "consumer error"),
+                None => {}
+            }
+        }
+        let due = {
+            let b = batcher.lock();
+            b.buffered > 0
+                && (b.buffered >= batch_size
+                    || stopping
+                    || b.oldest.is_some_and(|t| t.elapsed() >= interval))
+        };
+        if due && failing_until.is_none_or(|t| Instant::now() >= t) {
+            match batcher.lock().flush(None, &commit) {
+                Ok(()) => {
+                    backoff = Duration::from_millis(50);
+                    failing_until = None;
+                }
+                Err(e) => {
+                    tracing::error!(model = M::NAME, error = %e, retry_in = ?backoff, "batch write failed");
+                    failing_until = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    if stopping {
+                        break;
+                    }
+                }
+            }
+        } else if stopping && !due {
+            break;
+        }
+    }
+    // Leaves the group: the partitions move to the other nodes now rather
+    // than after the session times out.
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+}

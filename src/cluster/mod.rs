@@ -1,0 +1,399 @@
+//! Several nodes sharing the work: Apache Kafka as the log, MongoDB as the
+//! store (features `kafka` and `mongodb`).
+//!
+//! A [`Node`] is one process of the cluster. For each read model it serves:
+//!
+//! - a **materializer** in the consumer group `<prefix>.materialize.<model>`
+//!   on the events topic: the group gives each partition to one node. It
+//!   pre-aggregates a batch per key, writes each touched key once to MongoDB
+//!   (a blind pushdown upsert where the state has a [`Pushdown`], otherwise
+//!   read-modify-write), publishes the changes to `<events>.changes.<model>`,
+//!   and only then commits its input offsets. Before a partition is revoked
+//!   in a rebalance it writes, publishes and commits what it holds for it.
+//! - a **replica**: an in-memory copy of the model, loaded from MongoDB at
+//!   start and grafted from the changes topic, which every node reads in
+//!   full. [`Node::get`] reads it.
+//!
+//! The exactly-once guard rides in each key's document (see
+//! [`store::mongo`](crate::store::mongo)); the design's reasoning is in
+//! `DESIGN.md` ("The cluster").
+//!
+//! ```no_run
+//! use accrete::cluster::{Node, NodeConfig};
+//! # use accrete::model::{Deltas, ReadModel};
+//! # use accrete::monoids::Sum;
+//! # #[derive(serde::Serialize, serde::Deserialize)]
+//! # struct Sale { product: String, cents: i64 }
+//! # struct Revenue;
+//! # impl ReadModel for Revenue {
+//! #     const NAME: &'static str = "revenue";
+//! #     type Event = Sale;
+//! #     type Key = String;
+//! #     type State = Sum<i64>;
+//! #     fn project(&self, s: &Sale, out: &mut Deltas<String, Sum<i64>>) -> Result<(), String> {
+//! #         out.push(s.product.clone(), Sum(s.cents));
+//! #         Ok(())
+//! #     }
+//! # }
+//! # fn main() -> accrete::Result<()> {
+//! let node = Node::start(NodeConfig::load(None)?)?;
+//! node.add_model(Revenue)?;
+//! node.submit("book", 0, &Sale { product: "book".into(), cents: 1200 })?;
+//! node.flush()?;
+//! node.wait_caught_up::<Revenue>(std::time::Duration::from_secs(30))?;
+//! assert_eq!(node.get::<Revenue>(&"book".to_string())?, Some(Sum(1200)));
+//! node.shutdown();
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod materialize;
+mod replica;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+pub use config::NodeConfig;
+
+use crate::log::kafka::Producer;
+use crate::model::ReadModel;
+use crate::store::mongo::MongoStore;
+use crate::store::pushdown::Pushdown;
+use crate::{Error, Result};
+
+/// What a node's materializer of one model has done since it started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Events read from the events topic (each delivery counts).
+    pub events: u64,
+    /// Batches written.
+    pub batches: u64,
+    /// Document writes sent to MongoDB.
+    pub writes: u64,
+    /// Changes published.
+    pub changes: u64,
+    /// Keys found partly applied by an earlier write (after a crash or a
+    /// rebalance) and resolved by reading them.
+    pub conflicts: u64,
+    /// Events sent to the dead letters.
+    pub dead_letters: u64,
+    /// Changes grafted into this node's replica.
+    pub grafted: u64,
+    /// Replica entries re-read from MongoDB because a change overlapped what
+    /// the replica had.
+    pub refetched: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) events: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) changes: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) grafted: AtomicU64,
+    pub(crate) refetched: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> NodeStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NodeStats {
+            events: g(&self.events),
+            batches: g(&self.batches),
+            writes: g(&self.writes),
+            changes: g(&self.changes),
+            conflicts: g(&self.conflicts),
+            dead_letters: g(&self.dead_letters),
+            grafted: g(&self.grafted),
+            refetched: g(&self.refetched),
+        }
+    }
+}
+
+/// The shared parts of a node.
+pub(crate) struct Shared {
+    pub(crate) config: NodeConfig,
+    pub(crate) store: MongoStore,
+    pub(crate) stop: AtomicBool,
+}
+
+/// One served model: its replica (typed, behind `Any`) and counters.
+struct Served {
+    name: &'static str,
+    replica: Arc<dyn Any + Send + Sync>,
+    counters: Arc<Counters>,
+    /// The replica's consumed position per changes partition.
+    replica_position: Arc<Vec<AtomicU64>>,
+    /// Set once the materializer has stopped (it flushes and commits first).
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// One process of a cluster. See the [module docs](self).
+pub struct Node {
+    shared: Arc<Shared>,
+    producer: Producer,
+    served: Mutex<Vec<Served>>,
+}
+
+/// Where a model stands on the cluster, from this node's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Events not yet materialized (end offset minus the group's committed
+    /// offset, summed over partitions).
+    pub lag: u64,
+    /// Changes this node's replica has not yet grafted.
+    pub replica_lag: u64,
+}
+
+impl ClusterStatus {
+    /// Whether every event is materialized and the replica has every change.
+    pub fn caught_up(&self) -> bool {
+        self.lag == 0 && self.replica_lag == 0
+    }
+}
+
+impl Node {
+    /// Connects to MongoDB and Kafka and creates the events topic if needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for bad settings, [`Error::Mongo`] or
+    /// [`Error::Kafka`] (with a hint) when a server cannot be reached,
+    /// [`Error::TopicMismatch`] when the events topic exists with another
+    /// partition count.
+    pub fn start(config: NodeConfig) -> Result<Node> {
+        config.validate()?;
+        let store = MongoStore::connect(&config.mongodb)?;
+        config
+            .kafka
+            .create_topic(&config.events_topic, config.partitions)?;
+        let producer = config.kafka.producer()?;
+        tracing::info!(node = %config.node_id, brokers = %config.kafka.brokers, "node started");
+        Ok(Node {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                stop: AtomicBool::new(false),
+            }),
+            producer,
+            served: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// The MongoDB store, to read what is stored directly.
+    pub fn store(&self) -> &MongoStore {
+        &self.shared.store
+    }
+
+    /// Starts serving a read model on this node: its materializer joins the
+    /// model's consumer group, its replica loads from MongoDB and follows the
+    /// changes. A new model backfills from the start of the events topic
+    /// while live events arrive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is already served, or the errors of
+    /// creating its changes topic and loading its replica.
+    pub fn add_model<M>(&self, model: M) -> Result<()>
+    where
+        M: ReadModel,
+        M::State: Pushdown,
+    {
+        crate::log::validate_name("read model", M::NAME, 180)?;
+        let mut served = self.served.lock();
+        if served.iter().any(|s| s.name == M::NAME) {
+            return Err(Error::Model(
+                M::NAME.into(),
+                "is already served by this node".into(),
+            ));
+        }
+        let config = &self.shared.config;
+        let changes = config.changes_topic(M::NAME);
+        config.kafka.create_topic(&changes, config.partitions)?;
+        self.shared.store.prepare(M::NAME)?;
+        let counters = Arc::new(Counters::default());
+        let (replica, position, replica_thread) =
+            replica::start::<M>(self.shared.clone(), counters.clone())?;
+        let materializer = materialize::start::<M>(model, self.shared.clone(), counters.clone())?;
+        served.push(Served {
+            name: M::NAME,
+            replica,
+            counters,
+            replica_position: position,
+            threads: vec![materializer, replica_thread],
+        });
+        Ok(())
+    }
+
+    /// Submits an event, partitioned by `key` as Kafka's Java client does.
+    /// Returns once queued; [`flush`](Self::flush) waits for the broker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`], or [`Error::Kafka`] when the producer refuses.
+    pub fn submit<E: Serialize>(
+        &self,
+        key: impl AsRef<[u8]>,
+        event_time_ms: i64,
+        event: &E,
+    ) -> Result<()> {
+        let payload = crate::event::encode(event)?;
+        self.producer.send(
+            &self.shared.config.events_topic,
+            None,
+            key.as_ref(),
+            &payload,
+            Some(event_time_ms),
+        )
+    }
+
+    /// Waits until every submitted event is acknowledged by the broker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Kafka`] with the first delivery failure.
+    pub fn flush(&self) -> Result<()> {
+        self.producer.flush(Duration::from_secs(60))
+    }
+
+    fn replica<M: ReadModel>(&self) -> Result<Arc<replica::Replica<M>>> {
+        let served = self.served.lock();
+        let s = served.iter().find(|s| s.name == M::NAME).ok_or_else(|| {
+            Error::Model(
+                M::NAME.into(),
+                "is not served by this node (add_model)".into(),
+            )
+        })?;
+        s.replica
+            .clone()
+            .downcast::<replica::Replica<M>>()
+            .map_err(|_| Error::Model(M::NAME.into(), "is served with another type".into()))
+    }
+
+    /// The state of `key` in this node's replica: at least as new as every
+    /// change the replica has grafted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not served here.
+    pub fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
+        Ok(self.replica::<M>()?.get(key))
+    }
+
+    /// Every key and state of this node's replica, sorted by key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not served here.
+    pub fn replica_snapshot<M: ReadModel>(&self) -> Result<Vec<(M::Key, M::State)>> {
+        Ok(self.replica::<M>()?.snapshot())
+    }
+
+    /// What this node did for the model.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not served here.
+    pub fn stats(&self, model: &str) -> Result<NodeStats> {
+        let served = self.served.lock();
+        served
+            .iter()
+            .find(|s| s.name == model)
+            .map(|s| s.counters.snapshot())
+            .ok_or_else(|| Error::Model(model.into(), "is not served by this node".into()))
+    }
+
+    /// Lag of the model's consumer group and of this node's replica.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Kafka`] when the broker cannot be asked.
+    pub fn status(&self, model: &str) -> Result<ClusterStatus> {
+        let config = &self.shared.config;
+        let kafka = &config.kafka;
+        let p = config.partitions;
+        let ends = kafka.end_offsets(&config.events_topic, p)?;
+        let committed =
+            kafka.committed(&config.materialize_group(model), &config.events_topic, p)?;
+        let lag = ends
+            .iter()
+            .zip(&committed)
+            .map(|(e, c)| e.saturating_sub(*c))
+            .sum();
+        let changes_end = kafka.end_offsets(&config.changes_topic(model), p)?;
+        let served = self.served.lock();
+        let position = served
+            .iter()
+            .find(|s| s.name == model)
+            .map(|s| s.replica_position.clone())
+            .ok_or_else(|| Error::Model(model.into(), "is not served by this node".into()))?;
+        let replica_lag = changes_end
+            .iter()
+            .zip(position.iter())
+            .map(|(e, c)| e.saturating_sub(c.load(Ordering::Acquire)))
+            .sum();
+        Ok(ClusterStatus { lag, replica_lag })
+    }
+
+    /// Waits until every event submitted so far is materialized (by any
+    /// node) and this node's replica has grafted every change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] on timeout, saying how far behind it is.
+    pub fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<ClusterStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(M::NAME)?;
+            if status.caught_up() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Usage(format!(
+                    "read model `{}` not caught up after {timeout:?}: {} events not materialized, \
+                     {} changes not grafted on this node (are the model's nodes running?)",
+                    M::NAME,
+                    status.lag,
+                    status.replica_lag
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops this node: each materializer writes, publishes and commits what
+    /// it holds and leaves its group (its partitions move to other nodes).
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = self.producer.flush(Duration::from_secs(30));
+        let mut served = self.served.lock();
+        for s in served.iter_mut() {
+            for t in s.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What the changes topic carries for one key, after a format byte.
+pub(crate) const CHANGE_FORMAT: u8 = 0xC1;

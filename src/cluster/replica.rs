@@ -1,0 +1,268 @@
+//! A node's replica of one read model: loaded from MongoDB, grafted from
+//! the changes topic.
+//!
+//! Each entry keeps, per events partition, the end of the last range it
+//! holds (as the stored document's guard does). A change whose ranges all
+//! start at or after the entry's positions is grafted (combined in); one
+//! whose ranges all end at or before them is a copy and is dropped; anything
+//! else (a change re-published after a crash that overlaps what the replica
+//! has) makes the replica read the key's document again, which holds every
+//! published change since changes are published after their write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use accrete_monoids::Semigroup;
+use bson::doc;
+use parking_lot::RwLock;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{CHANGE_FORMAT, Counters, Shared};
+use crate::model::ReadModel;
+use crate::store::mongo::{Written, decode_doc, key_id, positions};
+use crate::{Error, Result};
+
+struct Entry<S> {
+    state: S,
+    positions: Vec<(u32, u64)>,
+}
+
+impl<S> Entry<S> {
+    fn position(&self, partition: u32) -> u64 {
+        self.positions
+            .iter()
+            .find(|(p, _)| *p == partition)
+            .map_or(0, |(_, e)| *e)
+    }
+
+    fn advance(&mut self, partition: u32, end: u64) {
+        match self.positions.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, e)) => *e = (*e).max(end),
+            None => self.positions.push((partition, end)),
+        }
+    }
+}
+
+/// The in-memory copy of a model on one node.
+pub(crate) struct Replica<M: ReadModel> {
+    entries: RwLock<HashMap<M::Key, Entry<M::State>>>,
+}
+
+impl<M: ReadModel> Replica<M> {
+    pub(crate) fn get(&self, key: &M::Key) -> Option<M::State> {
+        self.entries.read().get(key).map(|e| e.state.clone())
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<(M::Key, M::State)> {
+        let entries = self.entries.read();
+        let sorted: BTreeMap<&M::Key, &M::State> =
+            entries.iter().map(|(k, e)| (k, &e.state)).collect();
+        sorted
+            .into_iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
+    }
+
+    fn load(&self, shared: &Shared, filter: bson::Document) -> Result<usize> {
+        let cursor = shared
+            .store
+            .states(M::NAME)
+            .find(filter)
+            .run()
+            .map_err(|e| Error::mongo("load replica", e))?;
+        let mut n = 0;
+        let mut entries = self.entries.write();
+        for doc in cursor {
+            let doc = doc.map_err(|e| Error::mongo("load replica", e))?;
+            let (key, state) = decode_doc::<M::Key, M::State>(&doc)?;
+            entries.insert(
+                key,
+                Entry {
+                    state,
+                    positions: positions(&doc).into_iter().collect(),
+                },
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Grafts one change; returns `false` when the key must be read again.
+    fn graft(&self, key: M::Key, change: Written<M::State>) -> bool {
+        let mut entries = self.entries.write();
+        let entry = entries.entry(key).or_insert_with(|| Entry {
+            state: <M::State as accrete_monoids::Monoid>::identity(),
+            positions: Vec::new(),
+        });
+        if change.idempotent {
+            entry.state.combine_owned(change.delta);
+            return true;
+        }
+        let fresh = change
+            .ranges
+            .iter()
+            .all(|r| r.from >= entry.position(r.partition));
+        let seen = change
+            .ranges
+            .iter()
+            .all(|r| r.end <= entry.position(r.partition));
+        if seen {
+            return true;
+        }
+        if !fresh {
+            return false;
+        }
+        entry.state.combine_owned(change.delta);
+        for r in &change.ranges {
+            entry.advance(r.partition, r.end);
+        }
+        true
+    }
+}
+
+/// Loads the replica and starts following the changes topic from the end
+/// offsets it had before the load.
+pub(super) fn start<M: ReadModel>(
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+) -> Result<(Arc<Replica<M>>, Arc<Vec<AtomicU64>>, JoinHandle<()>)> {
+    let config = &shared.config;
+    let topic = config.changes_topic(M::NAME);
+    let partitions = config.partitions;
+    // Changes before these offsets are in MongoDB already (published after
+    // their write): load, then follow from here.
+    let starts = config.kafka.end_offsets(&topic, partitions)?;
+    let replica = Arc::new(Replica::<M> {
+        entries: RwLock::new(HashMap::new()),
+    });
+    let loaded = replica.load(&shared, doc! {})?;
+    tracing::info!(
+        model = M::NAME,
+        keys = loaded,
+        "replica loaded from MongoDB"
+    );
+    let consumer: BaseConsumer = config
+        .kafka
+        .client_config()
+        .set(
+            "group.id",
+            format!("{}.replica.{}", config.group_prefix, config.node_id),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .map_err(|e| Error::kafka("create consumer", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, start) in starts.iter().enumerate() {
+        tpl.add_partition_offset(&topic, p as i32, Offset::Offset(*start as i64))
+            .map_err(|e| Error::kafka("assign", e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| Error::kafka("assign", e))?;
+    let position: Arc<Vec<AtomicU64>> =
+        Arc::new(starts.iter().map(|s| AtomicU64::new(*s)).collect());
+    let thread = {
+        let replica = replica.clone();
+        let position = position.clone();
+        std::thread::Builder::new()
+            .name(format!("accrete-replica-{}", M::NAME))
+            .spawn(move || follow(consumer, replica, position, shared, counters))
+            .map_err(|e| Error::io("spawn a replica thread", ".", e))?
+    };
+    Ok((replica, position, thread))
+}
+
+fn follow<M: ReadModel>(
+    consumer: BaseConsumer,
+    replica: Arc<Replica<M>>,
+    position: Arc<Vec<AtomicU64>>,
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+) {
+    let mut refetch: Vec<M::Key> = Vec::new();
+    let mut advanced: Vec<(usize, u64)> = Vec::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        // Take what has arrived (up to a bound), then re-read the keys that
+        // need it in one query, then publish the new positions.
+        let mut timeout = Duration::from_millis(50);
+        for _ in 0..10_000 {
+            let Some(msg) = consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(model = M::NAME, error = %e, "replica consumer error");
+                    continue;
+                }
+            };
+            advanced.push((msg.partition() as usize, msg.offset() as u64 + 1));
+            let decoded = decode::<M>(
+                msg.key().unwrap_or_default(),
+                msg.payload().unwrap_or_default(),
+            );
+            match decoded {
+                Ok((key, change)) => {
+                    counters.grafted.fetch_add(1, Ordering::Relaxed);
+                    if !replica.graft(key.clone(), change) {
+                        refetch.push(key);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(model = M::NAME, error = %e, "undecodable change skipped")
+                }
+            }
+        }
+        if !refetch.is_empty() {
+            let ids: Result<Vec<_>> = refetch.iter().map(key_id).collect();
+            let result = ids.and_then(|ids| replica.load(&shared, doc! { "_id": { "$in": ids } }));
+            match result {
+                Ok(_) => {
+                    counters
+                        .refetched
+                        .fetch_add(refetch.len() as u64, Ordering::Relaxed);
+                    refetch.clear();
+                }
+                Err(e) => {
+                    // Positions are not advanced: the replica is not yet as
+                    // new as these changes. Try again.
+                    tracing::warn!(model = M::NAME, error = %e, "replica could not re-read keys");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            }
+        }
+        for (p, next) in advanced.drain(..) {
+            if let Some(slot) = position.get(p) {
+                slot.fetch_max(next, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+fn decode<M: ReadModel>(key: &[u8], payload: &[u8]) -> Result<(M::Key, Written<M::State>)> {
+    let key = postcard::from_bytes(key).map_err(|e| Error::Corrupt {
+        what: "change key",
+        detail: e.to_string(),
+    })?;
+    match payload.split_first() {
+        Some((&CHANGE_FORMAT, rest)) => Ok((
+            key,
+            postcard::from_bytes(rest).map_err(|e| Error::Corrupt {
+                what: "change",
+                detail: e.to_string(),
+            })?,
+        )),
+        _ => Err(Error::Corrupt {
+            what: "change",
+            detail: "unknown change format".into(),
+        }),
+    }
+}

@@ -1,0 +1,312 @@
+//! Apache Kafka as the log (feature `kafka`), through `rdkafka` (librdkafka
+//! built from source): any Kafka-protocol broker.
+//!
+//! - Keys are hashed to partitions as the Java client does (murmur2), so
+//!   other producers of the same topic agree with accrete on where a key
+//!   lives.
+//! - Producers are idempotent: a retried send is not written twice.
+//! - Consumers use cooperative-sticky assignment, never auto-commit, and
+//!   start a new group at the earliest offset.
+//! - Anything librdkafka accepts (SASL, TLS, timeouts) passes through
+//!   [`KafkaConfig::properties`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+
+use crate::{Error, Result};
+
+/// How to reach the brokers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// librdkafka properties passed through to every client, e.g.
+    /// `security.protocol = "SASL_SSL"`, `sasl.mechanisms = "PLAIN"`,
+    /// `sasl.username`, `sasl.password`, `ssl.ca.location`.
+    pub properties: BTreeMap<String, String>,
+    /// Replication factor of the topics accrete creates.
+    pub replication_factor: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            properties: BTreeMap::new(),
+            replication_factor: 1,
+        }
+    }
+}
+
+/// Waits for a future on this thread (the admin API is asynchronous; the
+/// runtime is threads).
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+fn hint(e: &KafkaError) -> &'static str {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
+            " (is the broker running? `scripts/servers.sh start` starts one for development)"
+        }
+        _ => "",
+    }
+}
+
+impl KafkaConfig {
+    /// The client configuration every client starts from.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Creates `topic` with `partitions`, or checks that it exists with
+    /// that many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TopicMismatch`] when it exists with another count (Kafka
+    /// cannot shrink a topic, and accrete does not grow one: keys would move),
+    /// [`Error::Kafka`] when the broker refuses or cannot be reached.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        crate::log::validate_name("topic", topic, 200)?;
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(|e| Error::kafka("create admin client", e))?;
+        let new = NewTopic::new(
+            topic,
+            partitions as i32,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = block_on(admin.create_topics([&new], &opts))
+            .map_err(|e| Error::kafka("create topic", format!("{topic}: {e}{}", hint(&e))))?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Error::kafka("create topic", format!("{name}: {code}")));
+                }
+            }
+        }
+        let existing = self.partitions(topic)?;
+        if existing != partitions {
+            return Err(Error::TopicMismatch {
+                topic: topic.into(),
+                existing,
+                requested: partitions,
+            });
+        }
+        Ok(())
+    }
+
+    /// The partition count of `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`], or [`Error::Kafka`] when the broker cannot be
+    /// reached.
+    pub fn partitions(&self, topic: &str) -> Result<u32> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .create()
+            .map_err(|e| Error::kafka("create client", e))?;
+        for attempt in 0..50 {
+            let md = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map_err(|e| Error::kafka("fetch metadata", format!("{e}{}", hint(&e))))?;
+            if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+                if t.error().is_none() && !t.partitions().is_empty() {
+                    return Ok(t.partitions().len() as u32);
+                }
+            }
+            // A topic just created may take a moment to show up.
+            if attempt < 49 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Err(Error::UnknownTopic(topic.into()))
+    }
+
+    /// The high watermarks (next offsets) of every partition of `topic`.
+    pub(crate) fn end_offsets(&self, topic: &str, partitions: u32) -> Result<Vec<u64>> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .create()
+            .map_err(|e| Error::kafka("create client", e))?;
+        (0..partitions as i32)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .map(|(_, high)| high.max(0) as u64)
+                    .map_err(|e| Error::kafka("fetch watermarks", format!("{topic}/{p}: {e}")))
+            })
+            .collect()
+    }
+
+    /// The offsets `group` committed on `topic`, per partition (0 when none).
+    pub(crate) fn committed(&self, group: &str, topic: &str, partitions: u32) -> Result<Vec<u64>> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .create()
+            .map_err(|e| Error::kafka("create client", e))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition(topic, p);
+        }
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| Error::kafka("fetch committed offsets", e))?;
+        Ok((0..partitions as i32)
+            .map(|p| {
+                got.find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .map_or(0, |o| o.max(0) as u64)
+            })
+            .collect())
+    }
+
+    /// A consumer in `group`: manual commits, cooperative-sticky assignment,
+    /// earliest offset for a new group.
+    pub(crate) fn consumer<C: ConsumerContext>(
+        &self,
+        group: &str,
+        context: C,
+    ) -> Result<BaseConsumer<C>> {
+        let mut c = self.client_config();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        if !self.properties.contains_key("session.timeout.ms") {
+            c.set("session.timeout.ms", "6000");
+        }
+        if !self.properties.contains_key("heartbeat.interval.ms") {
+            c.set("heartbeat.interval.ms", "1000");
+        }
+        c.create_with_context(context)
+            .map_err(|e| Error::kafka("create consumer", e))
+    }
+
+    /// A producer: idempotent, murmur2 partitioning, failures collected for
+    /// [`Producer::flush`].
+    pub(crate) fn producer(&self) -> Result<Producer> {
+        let errors = Arc::new(Mutex::new(None));
+        let mut c = self.client_config();
+        c.set("enable.idempotence", "true")
+            .set("partitioner", "murmur2_random");
+        if !self.properties.contains_key("linger.ms") {
+            c.set("linger.ms", "5");
+        }
+        let inner = c
+            .create_with_context(Delivery {
+                errors: errors.clone(),
+            })
+            .map_err(|e| Error::kafka("create producer", e))?;
+        Ok(Producer { inner, errors })
+    }
+}
+
+pub(crate) struct Delivery {
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut slot = self.errors.lock();
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// An idempotent producer whose delivery failures surface at
+/// [`flush`](Producer::flush).
+pub(crate) struct Producer {
+    inner: ThreadedProducer<Delivery>,
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+impl Producer {
+    /// Queues a record; waits while librdkafka's queue is full.
+    pub(crate) fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        timestamp: Option<i64>,
+    ) -> Result<()> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(t) = timestamp {
+            record = record.timestamp(t);
+        }
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.inner.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(Error::kafka("produce", format!("{topic}: {e}"))),
+            }
+        }
+    }
+
+    /// Waits until everything sent is acknowledged; the first failure since
+    /// the last flush is the error.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<()> {
+        self.inner
+            .flush(timeout)
+            .map_err(|e| Error::kafka("flush", format!("{e}{}", hint(&e))))?;
+        match self.errors.lock().take() {
+            Some(e) => Err(Error::kafka("produce", e)),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! [`MongoStore`]: read-model state in MongoDB, one document per
+//! (read model, key), written once per touched key per batch.
+//!
+//! A state document is
+//!
+//! ```text
+//! { _id: <key>, s: <state>, v: <version>, p: { "<partition>": <end offset> } }
+//! ```
+//!
+//! - `s` is the state in its BSON form (the form the law harness checks).
+//! - `v` counts the writes that changed the state.
+//! - `p` is the exactly-once guard: for each events partition, the end of
+//!   the last batch whose events for this key are in `s`. Every event of that
+//!   partition below it is applied, none at or beyond it.
+//!
+//! A write of a batch `[from, end)` of partition `P` is one update whose
+//! filter carries the guard (`p.P <= from`) and whose operators set
+//! `p.P = end`: the guard and the effect are one single-document write, so
+//! no multi-document transaction is needed. If the guard does not hold (the
+//! batch was partly applied before a crash, or another node wrote the key),
+//! the upsert answers "duplicate key", and the runtime reads the document,
+//! keeps the events at or beyond `p.P`, and writes again with the version as
+//! the condition. States with a [`Pushdown`] write blindly (no read);
+//! others read, combine, and write with the version as the condition.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bson::{Bson, Document, doc};
+use mongodb::options::{ClientOptions, UpdateOneModel, WriteModel};
+use mongodb::sync::{Client, Collection, Database};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::DeadLetter;
+use super::pushdown::{Pushdown, Update};
+use crate::model::ReadModel;
+use crate::monoids::Monoid;
+use crate::{Error, Result};
+
+/// Where the state lives: a MongoDB URI (TLS and authentication go in the
+/// URI, as the driver reads them) and a database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoConfig {
+    /// `mongodb://…` or `mongodb+srv://…`, e.g.
+    /// `mongodb://user:pass@db1,db2/?replicaSet=rs0&tls=true`.
+    pub uri: String,
+    /// The database holding the read models' collections.
+    pub database: String,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        MongoConfig {
+            uri: "mongodb://127.0.0.1:27017".into(),
+            database: "accrete".into(),
+        }
+    }
+}
+
+/// The MongoDB store: one collection per read model (named after it), and
+/// `accrete.dead_letters`.
+#[derive(Clone)]
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+}
+
+/// The dead-letter collection.
+const DEAD_LETTERS: &str = "accrete.dead_letters";
+
+impl MongoStore {
+    /// Connects and checks that the server answers (within 10 s unless the
+    /// URI sets `serverSelectionTimeoutMS`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`] with the URI (without its password) when the URI is
+    /// malformed or no server answers.
+    pub fn connect(config: &MongoConfig) -> Result<Self> {
+        let shown = redact(&config.uri);
+        let mut options = ClientOptions::parse(&config.uri)
+            .run()
+            .map_err(|e| Error::mongo("connect", format!("bad URI {shown}: {e}")))?;
+        if options.server_selection_timeout.is_none() {
+            options.server_selection_timeout = Some(Duration::from_secs(10));
+        }
+        options.app_name.get_or_insert_with(|| "accrete".into());
+        let client = Client::with_options(options)
+            .map_err(|e| Error::mongo("connect", format!("{shown}: {e}")))?;
+        let db = client.database(&config.database);
+        db.run_command(doc! { "ping": 1 }).run().map_err(|e| {
+            Error::mongo(
+                "connect",
+                format!(
+                    "no MongoDB server answers at {shown}: {e} (is it running? \
+                     `scripts/servers.sh start` starts one for development)"
+                ),
+            )
+        })?;
+        Ok(MongoStore { client, db })
+    }
+
+    /// The driver's client, to share its connection pool.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub(crate) fn states(&self, model: &str) -> Collection<Document> {
+        self.db.collection(model)
+    }
+
+    /// Creates what the model's collections need. The state collection is
+    /// keyed by `_id`; the dead letters get an index by model and time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`] when the server refuses.
+    pub fn prepare(&self, _model: &str) -> Result<()> {
+        let index = mongodb::IndexModel::builder()
+            .keys(doc! { "model": 1, "at": 1 })
+            .build();
+        self.db
+            .collection::<Document>(DEAD_LETTERS)
+            .create_index(index)
+            .run()
+            .map_err(|e| Error::mongo("create index", e))?;
+        Ok(())
+    }
+
+    /// The stored state of `key`, or `None` when no event touched it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`], or [`Error::Corrupt`] when the stored form does not
+    /// decode as `M::State` (did the state type change? rebuild the model).
+    pub fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
+        let id = key_id(key)?;
+        let doc = self
+            .states(M::NAME)
+            .find_one(doc! { "_id": id })
+            .run()
+            .map_err(|e| Error::mongo("find", e))?;
+        doc.map(|d| decode_state::<M::State>(d.get("s")))
+            .transpose()
+    }
+
+    /// Calls `f` with every key and state of the model, in `_id` order,
+    /// until it returns `false`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub fn scan<M: ReadModel>(&self, mut f: impl FnMut(M::Key, M::State) -> bool) -> Result<()>
+    where
+        M::Key: DeserializeOwned,
+    {
+        let cursor = self
+            .states(M::NAME)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .run()
+            .map_err(|e| Error::mongo("find", e))?;
+        for doc in cursor {
+            let doc = doc.map_err(|e| Error::mongo("find", e))?;
+            let (key, state) = decode_doc::<M::Key, M::State>(&doc)?;
+            if !f(key, state) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the model's state (for a rebuild, or a test).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn drop_model(&self, model: &str) -> Result<()> {
+        self.states(model)
+            .drop()
+            .run()
+            .map_err(|e| Error::mongo("drop", e))?;
+        self.db
+            .collection::<Document>(DEAD_LETTERS)
+            .delete_many(doc! { "model": model })
+            .run()
+            .map_err(|e| Error::mongo("delete", e))?;
+        Ok(())
+    }
+
+    /// Keeps dead letters, idempotently (one per model and event id).
+    pub(crate) fn dead_letters_put(&self, model: &str, letters: &[DeadLetter]) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let ns = self.db.collection::<Document>(DEAD_LETTERS).namespace();
+        let models: Vec<WriteModel> = letters
+            .iter()
+            .map(|l| {
+                let id = format!(
+                    "{model}/{}/{}/{}",
+                    l.event.source, l.event.partition, l.event.offset
+                );
+                WriteModel::UpdateOne(
+                    UpdateOneModel::builder()
+                        .namespace(ns.clone())
+                        .filter(doc! { "_id": id })
+                        .update(doc! { "$setOnInsert": {
+                            "model": model,
+                            "source": l.event.source as i64,
+                            "partition": l.event.partition as i64,
+                            "offset": l.event.offset as i64,
+                            "reason": &l.reason,
+                            "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: l.payload.clone() },
+                            "at": bson::DateTime::now(),
+                        }})
+                        .upsert(true)
+                        .build(),
+                )
+            })
+            .collect();
+        self.client
+            .bulk_write(models)
+            .ordered(false)
+            .run()
+            .map_err(|e| Error::mongo("write dead letters", e))?;
+        Ok(())
+    }
+
+    /// The model's dead letters, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`], or [`Error::Corrupt`] for a malformed record.
+    pub fn dead_letters<M: ReadModel>(&self) -> Result<Vec<DeadLetter>> {
+        let cursor = self
+            .db
+            .collection::<Document>(DEAD_LETTERS)
+            .find(doc! { "model": M::NAME })
+            .sort(doc! { "at": 1, "_id": 1 })
+            .run()
+            .map_err(|e| Error::mongo("find", e))?;
+        let mut out = Vec::new();
+        for doc in cursor {
+            let doc = doc.map_err(|e| Error::mongo("find", e))?;
+            let corrupt = |what: &str| Error::Corrupt {
+                what: "dead letter",
+                detail: format!("field `{what}` missing or malformed in {doc}"),
+            };
+            out.push(DeadLetter {
+                event: crate::event::EventId {
+                    source: doc.get_i64("source").map_err(|_| corrupt("source"))? as u32,
+                    partition: doc.get_i64("partition").map_err(|_| corrupt("partition"))? as u32,
+                    offset: doc.get_i64("offset").map_err(|_| corrupt("offset"))? as u64,
+                },
+                reason: doc
+                    .get_str("reason")
+                    .map_err(|_| corrupt("reason"))?
+                    .to_string(),
+                payload: doc
+                    .get_binary_generic("payload")
+                    .map_err(|_| corrupt("payload"))?
+                    .clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The URI without its password, for messages.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &uri[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
+                None => uri.to_string(),
+            }
+        }
+        _ => uri.to_string(),
+    }
+}
+
+/// A key as the document's `_id`.
+pub(crate) fn key_id<K: Serialize>(key: &K) -> Result<Bson> {
+    bson::serialize_to_bson(key).map_err(|e| Error::Encode {
+        what: "key",
+        detail: format!("{e} (keys must have a BSON form: no u64 above i64::MAX)"),
+    })
+}
+
+/// The stored state: its BSON form laid over the identity's, so that fields
+/// and entries no write has touched yet read as the identity's.
+pub(crate) fn decode_state<S: Monoid + Serialize + DeserializeOwned>(
+    stored: Option<&Bson>,
+) -> Result<S> {
+    let Some(stored) = stored else {
+        return Ok(S::identity());
+    };
+    let mut base = bson::serialize_to_bson(&S::identity()).map_err(|e| Error::Encode {
+        what: "state",
+        detail: e.to_string(),
+    })?;
+    overlay(&mut base, stored);
+    bson::deserialize_from_bson(base).map_err(|e| Error::Corrupt {
+        what: "stored state",
+        detail: format!("{e} in {stored} (did the state type change? rebuild the read model)"),
+    })
+}
+
+fn overlay(base: &mut Bson, top: &Bson) {
+    match (base, top) {
+        (Bson::Document(b), Bson::Document(t)) => {
+            for (k, v) in t {
+                match b.get_mut(k) {
+                    Some(existing) => overlay(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, t) => *b = t.clone(),
+    }
+}
+
+pub(crate) fn decode_doc<K: DeserializeOwned, S: Monoid + Serialize + DeserializeOwned>(
+    doc: &Document,
+) -> Result<(K, S)> {
+    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+    let key = bson::deserialize_from_bson(id).map_err(|e| Error::Corrupt {
+        what: "stored key",
+        detail: e.to_string(),
+    })?;
+    Ok((key, decode_state(doc.get("s"))?))
+}
+
+/// The guard positions of a state document: partition to end offset.
+pub(crate) fn positions(doc: &Document) -> HashMap<u32, u64> {
+    let mut out = HashMap::new();
+    if let Ok(p) = doc.get_document("p") {
+        for (k, v) in p {
+            if let (Ok(partition), Some(end)) = (k.parse::<u32>(), as_u64(v)) {
+                out.insert(partition, end);
+            }
+        }
+    }
+    out
+}
+
+fn as_u64(v: &Bson) -> Option<u64> {
+    match v {
+        Bson::Int64(n) => u64::try_from(*n).ok(),
+        Bson::Int32(n) => u64::try_from(*n).ok(),
+        Bson::Double(f) if *f >= 0.0 => Some(*f as u64),
+        _ => None,
+    }
+}
+
+/// One event partition's part of a batch: the key's events of `partition`
+/// in `[from, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct Range {
+    pub(crate) partition: u32,
+    pub(crate) from: u64,
+    pub(crate) end: u64,
+}
+
+/// One key's write in a batch: its pre-aggregated delta and the partition
+/// ranges its events came from.
+pub(crate) struct KeyWrite<K, S> {
+    pub(crate) key: K,
+    pub(crate) delta: S,
+    pub(crate) ranges: Vec<Range>,
+}
+
+/// A write that changed a key's state, to publish.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct Written<S> {
+    /// The change covers the key's events in these ranges.
+    pub(crate) ranges: Vec<Range>,
+    /// An idempotent delta (no guard): may be applied again harmlessly.
+    pub(crate) idempotent: bool,
+    pub(crate) delta: S,
+}
+
+/// What a batch write did.
+pub(crate) struct BatchWrite<K, S> {
+    pub(crate) changes: Vec<(K, Written<S>)>,
+    /// Documents written (one per touched key, plus retries).
+    pub(crate) writes: u64,
+    /// Keys whose events were partly applied before (recovery).
+    pub(crate) conflicts: u64,
+}
+
+/// For keys found partly applied: the guard positions per partition, to
+/// split the batch's events at.
+pub(crate) type Guards<K> = HashMap<K, Vec<(u32, u64)>>;
+
+/// The deltas of the batch's events for some keys, split at each key's
+/// guard positions: `(before, since)`.
+pub(crate) type Split<K, S> = HashMap<K, (S, S)>;
+
+fn guard_field(partition: u32) -> String {
+    format!("p.{partition}")
+}
+
+/// Sorts out a bulk write's answer: the indexes refused as duplicate keys
+/// (a guard or condition that did not hold); any other failure is an error.
+fn refused(
+    result: mongodb::error::Result<mongodb::results::SummaryBulkWriteResult>,
+) -> Result<std::collections::HashSet<usize>> {
+    match result {
+        Ok(_) => Ok(Default::default()),
+        Err(e) => match *e.kind {
+            mongodb::error::ErrorKind::BulkWrite(ref bw) if bw.write_concern_errors.is_empty() => {
+                let mut out = std::collections::HashSet::new();
+                for (index, err) in &bw.write_errors {
+                    if err.code != 11000 {
+                        return Err(Error::mongo("bulk write", &err.message));
+                    }
+                    out.insert(*index);
+                }
+                Ok(out)
+            }
+            _ => Err(Error::mongo("bulk write", e)),
+        },
+    }
+}
+
+/// Writes one batch: one update per key, pushdown where the state has one,
+/// read-modify-write otherwise; keys whose guard shows the batch partly
+/// applied are read, and `split` recomputes their deltas around the guard.
+pub(crate) fn write_batch<K, S>(
+    store: &MongoStore,
+    model: &str,
+    exactly_once: bool,
+    keys: Vec<KeyWrite<K, S>>,
+    split: &mut dyn FnMut(&Guards<K>) -> Split<K, S>,
+) -> Result<BatchWrite<K, S>>
+where
+    K: Serialize + DeserializeOwned + Clone + Eq + std::hash::Hash,
+    S: Pushdown + Serialize + DeserializeOwned + Clone + PartialEq,
+{
+    let coll = store.states(model);
+    let ns = coll.namespace();
+    let mut out = BatchWrite {
+        changes: Vec::new(),
+        writes: 0,
+        conflicts: 0,
+    };
+    let mut blind: Vec<(KeyWrite<K, S>, bool)> = Vec::new();
+    let mut rmw: Vec<KeyWrite<K, S>> = Vec::new();
+    let mut models = Vec::new();
+    for kw in keys {
+        let mut update = Update::default();
+        if !kw.delta.push_down("s", &mut update) {
+            rmw.push(kw);
+            continue;
+        }
+        let condition = kw.delta.changes_when("s");
+        let idempotent = condition.is_some() || !exactly_once;
+        let mut filter = doc! { "_id": key_id(&kw.key)? };
+        let mut ops = doc! { "$inc": { "v": 1_i64 } };
+        if let Some(c) = condition {
+            filter.extend(c);
+        }
+        if !idempotent {
+            let mut set = Document::new();
+            for r in &kw.ranges {
+                filter.insert(
+                    guard_field(r.partition),
+                    doc! { "$not": { "$gt": r.from as i64 } },
+                );
+                set.insert(guard_field(r.partition), r.end as i64);
+            }
+            ops.insert("$set", set);
+        }
+        update.merge_into(&mut ops);
+        models.push(WriteModel::UpdateOne(
+            UpdateOneModel::builder()
+                .namespace(ns.clone())
+                .filter(filter)
+                .update(ops)
+                .upsert(true)
+                .build(),
+        ));
+        blind.push((kw, idempotent));
+    }
+    if !models.is_empty() {
+        out.writes += models.len() as u64;
+        let refused = refused(store.client.bulk_write(models).ordered(false).run())?;
+        for (i, (kw, idempotent)) in blind.into_iter().enumerate() {
+            match (refused.contains(&i), idempotent) {
+                // Applied: the filter (with its change condition) matched.
+                (false, _) => out.changes.push((
+                    kw.key,
+                    Written {
+                        ranges: kw.ranges,
+                        idempotent,
+                        delta: kw.delta,
+                    },
+                )),
+                // An idempotent delta that would change nothing.
+                (true, true) => {}
+                // The guard refused: this batch was partly applied.
+                (true, false) => rmw.push(kw),
+            }
+        }
+    }
+    read_modify_write(store, &coll, rmw, split, &mut out)?;
+    Ok(out)
+}
+
+/// Reads the documents, keeps each key's events at or beyond its guards,
+/// combines in process, writes with the version as the condition; retries
+/// keys another writer changed meanwhile.
+fn read_modify_write<K, S>(
+    store: &MongoStore,
+    coll: &Collection<Document>,
+    mut keys: Vec<KeyWrite<K, S>>,
+    split: &mut dyn FnMut(&Guards<K>) -> Split<K, S>,
+    out: &mut BatchWrite<K, S>,
+) -> Result<()>
+where
+    K: Serialize + DeserializeOwned + Clone + Eq + std::hash::Hash,
+    S: Pushdown + Serialize + DeserializeOwned + Clone + PartialEq,
+{
+    let ns = coll.namespace();
+    for attempt in 0.. {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if attempt > 50 {
+            return Err(Error::mongo(
+                "write",
+                format!(
+                    "{} keys of {} still conflict after 50 attempts: is a process that lost its \
+                     partitions still writing?",
+                    keys.len(),
+                    coll.name()
+                ),
+            ));
+        }
+        let mut ids = Vec::with_capacity(keys.len());
+        for kw in &keys {
+            ids.push(key_id(&kw.key)?);
+        }
+        let mut docs: HashMap<String, Document> = HashMap::new();
+        for chunk in ids.chunks(10_000) {
+            let cursor = coll
+                .find(doc! { "_id": { "$in": chunk.to_vec() } })
+                .run()
+                .map_err(|e| Error::mongo("find", e))?;
+            for d in cursor {
+                let d = d.map_err(|e| Error::mongo("find", e))?;
+                let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                docs.insert(id.to_string(), d);
+            }
+        }
+        // Keys with a guard beyond their batch start: recompute their deltas.
+        let mut guards: Guards<K> = HashMap::new();
+        for (kw, id) in keys.iter().zip(&ids) {
+            if let Some(d) = docs.get(&id.to_string()) {
+                let pos = positions(d);
+                let beyond: Vec<(u32, u64)> = kw
+                    .ranges
+                    .iter()
+                    .filter_map(|r| {
+                        pos.get(&r.partition)
+                            .filter(|g| **g > r.from)
+                            .map(|g| (r.partition, *g))
+                    })
+                    .collect();
+                if !beyond.is_empty() {
+                    guards.insert(kw.key.clone(), beyond);
+                }
+            }
+        }
+        let mut splits = if guards.is_empty() {
+            HashMap::new()
+        } else {
+            out.conflicts += guards.len() as u64;
+            split(&guards)
+        };
+        let mut models = Vec::new();
+        let mut pending = Vec::new();
+        for (kw, id) in keys.into_iter().zip(ids) {
+            let doc = docs.get(&id.to_string());
+            let pos = doc.map(positions).unwrap_or_default();
+            let stored = doc.map(|d| decode_state::<S>(d.get("s"))).transpose()?;
+            let version = doc.and_then(|d| d.get("v")).and_then(as_u64);
+            let delta = match splits.remove(&kw.key) {
+                Some((before, since)) => {
+                    // What a crashed or deposed writer applied may never
+                    // have been published: publish it again (replicas drop
+                    // what they have by its ranges).
+                    if !before.is_identity() {
+                        let ranges = kw
+                            .ranges
+                            .iter()
+                            .filter_map(|r| {
+                                let g = pos.get(&r.partition).copied().unwrap_or(0);
+                                (g > r.from).then_some(Range {
+                                    end: g.min(r.end),
+                                    ..*r
+                                })
+                            })
+                            .collect();
+                        out.changes.push((
+                            kw.key.clone(),
+                            Written {
+                                ranges,
+                                idempotent: false,
+                                delta: before,
+                            },
+                        ));
+                    }
+                    since
+                }
+                None => kw.delta.clone(),
+            };
+            // Each partition's part covers [guard, end): what the document
+            // does not have yet (nothing of the key lies in [guard, from)).
+            let ranges: Vec<Range> = kw
+                .ranges
+                .iter()
+                .filter_map(|r| {
+                    let g = pos.get(&r.partition).copied().unwrap_or(0);
+                    (g < r.end).then_some(Range { from: g, ..*r })
+                })
+                .collect();
+            if ranges.is_empty() || delta.is_identity() {
+                continue;
+            }
+            let state = stored.unwrap_or_else(S::identity);
+            let mut next = state.clone();
+            next.combine(&delta);
+            let changed = next != state;
+            let s = bson::serialize_to_bson(&next).map_err(|e| Error::Encode {
+                what: "state",
+                detail: format!("{e} (the state must have a BSON form)"),
+            })?;
+            let mut set = Document::new();
+            for r in &ranges {
+                set.insert(guard_field(r.partition), r.end as i64);
+            }
+            let (filter, update) = match version {
+                Some(v) => {
+                    let mut update = doc! {};
+                    if changed {
+                        set.insert("s", s);
+                        update.insert("$inc", doc! { "v": 1_i64 });
+                    }
+                    update.insert("$set", set);
+                    (doc! { "_id": id.clone(), "v": v as i64 }, update)
+                }
+                // No document yet: the upsert inserts, or answers "duplicate
+                // key" if another writer inserted first.
+                None => {
+                    set.insert("s", s);
+                    set.insert("v", 1_i64);
+                    (
+                        doc! { "_id": id.clone(), "v": { "$exists": false } },
+                        doc! { "$set": set },
+                    )
+                }
+            };
+            models.push(WriteModel::UpdateOne(
+                UpdateOneModel::builder()
+                    .namespace(ns.clone())
+                    .filter(filter)
+                    .update(update)
+                    .upsert(true)
+                    .build(),
+            ));
+            pending.push((kw, changed, ranges, delta));
+        }
+        let mut retry = Vec::new();
+        if !models.is_empty() {
+            out.writes += models.len() as u64;
+            let refused = refused(store.client.bulk_write(models).ordered(false).run())?;
+            for (i, (kw, changed, ranges, delta)) in pending.into_iter().enumerate() {
+                if refused.contains(&i) {
+                    retry.push(kw);
+                } else if changed {
+                    out.changes.push((
+                        kw.key,
+                        Written {
+                            ranges,
+                            idempotent: false,
+                            delta,
+                        },
+                    ));
+                }
+            }
+        }
+        keys = retry;
+    }
+    Ok(())
+}
