@@ -65,6 +65,7 @@ impl ShopEvent {
 
 /// Sales of one product.
 #[derive(Monoid, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mongodb", derive(crate::store::pushdown::Pushdown))]
 #[monoid(crate = "crate::monoids")]
 pub struct Sales {
     /// Orders.

@@ -38,6 +38,7 @@ impl ReadModel for Balances {
 
 /// Per receiving account: how many payments, the largest, the latest time.
 #[derive(accrete::monoids::Monoid, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mongodb", derive(accrete::store::pushdown::Pushdown))]
 pub struct Received {
     pub count: Count,
     pub largest: Max<i64>,
@@ -73,6 +74,24 @@ impl ReadModel for Visitors {
     type State = GSet<u32>;
     fn project(&self, p: &Payment, out: &mut Deltas<u16, GSet<u32>>) -> Result<(), String> {
         out.push(p.from, GSet::of([p.visitor]));
+        Ok(())
+    }
+}
+
+/// Per paying account, cents by visitor: a map with no MongoDB operator,
+/// so the cluster writes it by read-modify-write.
+pub struct SpendByVisitor;
+impl ReadModel for SpendByVisitor {
+    const NAME: &'static str = "spend_by_visitor";
+    type Event = Payment;
+    type Key = u16;
+    type State = accrete::monoids::Map<u32, Sum<i64>>;
+    fn project(
+        &self,
+        p: &Payment,
+        out: &mut Deltas<u16, accrete::monoids::Map<u32, Sum<i64>>>,
+    ) -> Result<(), String> {
+        out.push(p.from, accrete::monoids::Map::singleton(p.visitor, Sum(p.cents)));
         Ok(())
     }
 }

@@ -49,6 +49,27 @@ enum Command {
         /// The random seed (the same seed gives the same events).
         #[arg(long, default_value_t = 2026)]
         seed: u64,
+        /// Run on Kafka + MongoDB instead of the embedded default: the
+        /// brokers, `host:port[,host:port…]` (needs the features `kafka` and
+        /// `mongodb`).
+        #[arg(long, requires = "mongodb")]
+        kafka: Option<String>,
+        /// The MongoDB URI, with `--kafka`.
+        #[arg(long, requires = "kafka")]
+        mongodb: Option<String>,
+        /// A node configuration file (TOML) for the Kafka + MongoDB run;
+        /// `--kafka` and `--mongodb` override its addresses.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run one node of a Kafka + MongoDB cluster serving the demo's read
+    /// models, until interrupted. Start several (on one machine or many)
+    /// with the same configuration: they share the partitions.
+    Node {
+        /// The node configuration file (TOML); environment variables
+        /// (`ACCRETE_KAFKA_BROKERS`, `ACCRETE_MONGODB_URI`, …) override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Show a demo model's progress, dead letters, and optionally a key.
     Inspect {
@@ -77,11 +98,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo {
+            kafka: Some(kafka),
+            mongodb: Some(mongodb),
+            config,
+            events,
+            seed,
+            ..
+        } => cluster::demo(config.as_deref(), &kafka, &mongodb, events, seed),
+        Command::Demo {
+            config: Some(config),
+            events,
+            seed,
+            ..
+        } => cluster::demo_from_file(&config, events, seed),
+        Command::Demo {
             dir,
             events,
             duplicates,
             seed,
+            ..
         } => demo(dir, events, duplicates, seed),
+        Command::Node { config } => cluster::node(config.as_deref()),
         Command::Inspect { dir, model, key } => inspect(&dir, &model, key.as_deref()),
         Command::Rebuild { dir, model } => rebuild(&dir, &model),
     };
@@ -96,6 +133,8 @@ fn main() -> ExitCode {
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
+mod cluster;
+
 const MODELS: [&str; 4] = [
     ProductSales::NAME,
     PageVisitors::NAME,
@@ -103,7 +142,7 @@ const MODELS: [&str; 4] = [
     LastSeen::NAME,
 ];
 
-fn progress(total: u64, message: &str) -> ProgressBar {
+pub(crate) fn progress(total: u64, message: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
@@ -293,13 +332,13 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
     })
 }
 
-fn check(model: &str, ok: bool, what: &str) -> bool {
+pub(crate) fn check(model: &str, ok: bool, what: &str) -> bool {
     println!("  {} {model} {what}", if ok { "✓" } else { "✗ MISMATCH:" });
     ok
 }
 
 /// The oracle: a plain left fold of the distinct events.
-fn fold<M: ReadModel>(model: &M, events: &[M::Event]) -> BTreeMap<M::Key, M::State> {
+pub(crate) fn fold<M: ReadModel>(model: &M, events: &[M::Event]) -> BTreeMap<M::Key, M::State> {
     let mut out: BTreeMap<M::Key, M::State> = BTreeMap::new();
     let mut deltas = Deltas::new();
     for e in events {

@@ -1,0 +1,395 @@
+//! The cluster against real servers: a Kafka-protocol broker and a
+//! MongoDB-protocol server (`scripts/servers.sh start`; addresses from
+//! `ACCRETE_KAFKA_BROKERS` and `ACCRETE_MONGODB_URI`). Without them the tests
+//! fail, saying so.
+//!
+//! Node processes are this test binary re-executed (`ACCRETE_CLUSTER_CHILD`
+//! names their directory); the parent submits events, kills nodes with
+//! SIGKILL or failpoints, starts others, and finally compares MongoDB with
+//! the plain left fold of the distinct events, and every surviving node's
+//! replica with MongoDB.
+#![cfg(all(feature = "kafka", feature = "mongodb"))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use accrete::cluster::{Node, NodeConfig, NodeStats};
+use accrete::model::ReadModel;
+use accrete::store::mongo::MongoStore;
+use common::{Balances, Payment, Receipts, Rng, SpendByVisitor, Visitors, oracle, payments};
+
+const CHILD: &str = "ACCRETE_CLUSTER_CHILD";
+
+/// The servers' addresses; fails loudly when one does not answer.
+fn servers() -> (String, String) {
+    let brokers = std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let uri = std::env::var("ACCRETE_MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let first = brokers.split(',').next().unwrap_or_default().to_string();
+    let addr: std::net::SocketAddr = first.parse().unwrap_or_else(|_| panic!("ACCRETE_KAFKA_BROKERS={brokers}: use ip:port"));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap_or_else(|e| {
+        panic!("no Kafka broker answers at {brokers} ({e}): start one with `scripts/servers.sh start`, or set ACCRETE_KAFKA_BROKERS")
+    });
+    (brokers, uri)
+}
+
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+fn test_config(tag: &str, partitions: u32, batch_size: usize) -> NodeConfig {
+    let (brokers, uri) = servers();
+    let name = unique(tag);
+    let mut c = NodeConfig::default();
+    c.kafka.brokers = brokers;
+    c.mongodb.uri = uri;
+    c.mongodb.database = name.replace('-', "_");
+    c.events_topic = format!("{name}.events");
+    c.group_prefix = name;
+    c.partitions = partitions;
+    c.batch_size = batch_size;
+    c.flush_interval_ms = 20;
+    c
+}
+
+fn serve_all(node: &Node) {
+    node.add_model(Balances).unwrap();
+    node.add_model(Receipts).unwrap();
+    node.add_model(Visitors).unwrap();
+    node.add_model(SpendByVisitor).unwrap();
+}
+
+fn dump<M: ReadModel>(node: &Node, dir: &Path, id: &str) {
+    let snap = node.replica_snapshot::<M>().unwrap();
+    std::fs::write(
+        dir.join(format!("replica-{id}-{}.json", M::NAME)),
+        serde_json::to_vec(&snap).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A node process: serves every model until `<dir>/stop` appears, then
+/// waits until it is caught up, writes its replicas and stats, and leaves.
+fn child(dir: &str) {
+    let dir = PathBuf::from(dir);
+    let config = NodeConfig::load(Some(&dir.join("config.toml"))).expect("child: config");
+    let id = config.node_id.clone();
+    let node = Node::start(config).expect("child: start");
+    serve_all(&node);
+    while !dir.join("stop").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Duration::from_secs(180);
+    node.wait_caught_up::<Balances>(t).unwrap();
+    node.wait_caught_up::<Receipts>(t).unwrap();
+    node.wait_caught_up::<Visitors>(t).unwrap();
+    node.wait_caught_up::<SpendByVisitor>(t).unwrap();
+    dump::<Balances>(&node, &dir, &id);
+    dump::<Receipts>(&node, &dir, &id);
+    dump::<Visitors>(&node, &dir, &id);
+    dump::<SpendByVisitor>(&node, &dir, &id);
+    let stats: Vec<(String, u64, u64, u64)> = [Balances::NAME, Receipts::NAME, Visitors::NAME, SpendByVisitor::NAME]
+        .iter()
+        .map(|m| {
+            let NodeStats { events, writes, conflicts, .. } = node.stats(m).unwrap();
+            (m.to_string(), events, writes, conflicts)
+        })
+        .collect();
+    std::fs::write(dir.join(format!("stats-{id}.json")), serde_json::to_vec(&stats).unwrap()).unwrap();
+    node.shutdown();
+}
+
+/// Node processes sharing one directory.
+struct Cluster {
+    dir: tempfile::TempDir,
+    test: &'static str,
+    children: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    fn new(test: &'static str, config: &NodeConfig) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), toml_of(config)).unwrap();
+        Cluster { dir, test, children: Vec::new() }
+    }
+
+    fn spawn(&mut self, id: &str, failpoint: Option<String>) {
+        let exe = std::env::current_exe().unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{id}.log"))).unwrap();
+        let mut cmd = Command::new(exe);
+        cmd.args([self.test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, self.dir.path())
+            .env("ACCRETE_NODE_ID", id)
+            .env_remove("ACCRETE_FAILPOINT")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(f) = failpoint {
+            cmd.env("ACCRETE_FAILPOINT", f);
+        }
+        self.children.push((id.to_string(), cmd.spawn().unwrap()));
+    }
+
+    fn kill(&mut self, id: &str) {
+        if let Some(i) = self.children.iter().position(|(c, _)| c == id) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts nodes that died (by a failpoint); returns how many.
+    fn revive(&mut self, rng: &mut Rng, fresh_id: &mut usize) -> usize {
+        let mut dead = Vec::new();
+        for (id, child) in &mut self.children {
+            if child.try_wait().unwrap().is_some() {
+                dead.push(id.clone());
+            }
+        }
+        for id in &dead {
+            self.kill(id);
+            *fresh_id += 1;
+            let f = random_failpoint(rng);
+            self.spawn(&format!("n{fresh_id}"), f);
+        }
+        dead.len()
+    }
+
+    /// Asks every node to finish; returns the ids that finished cleanly.
+    fn stop(&mut self, ctx: &str) -> Vec<String> {
+        std::fs::write(self.dir.path().join("stop"), b"").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let mut done = Vec::new();
+        for (id, child) in &mut self.children {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    if !status.success() {
+                        let log = std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default();
+                        let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                        panic!("{ctx}: node {id} failed at the end ({status}):\n{tail}");
+                    }
+                    done.push(id.clone());
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("{ctx}: node {id} did not finish within 240 s; logs in {}", self.dir.path().display());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.children.clear();
+        done
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn toml_of(c: &NodeConfig) -> String {
+    // The config's own serde form; node_id comes from each child's env.
+    let mut text = String::new();
+    text.push_str(&format!(
+        "events_topic = {:?}\npartitions = {}\ngroup_prefix = {:?}\nbatch_size = {}\nflush_interval_ms = {}\n",
+        c.events_topic, c.partitions, c.group_prefix, c.batch_size, c.flush_interval_ms
+    ));
+    text.push_str(&format!("[kafka]\nbrokers = {:?}\n", c.kafka.brokers));
+    text.push_str(&format!("[mongodb]\nuri = {:?}\ndatabase = {:?}\n", c.mongodb.uri, c.mongodb.database));
+    text
+}
+
+/// A failpoint that aborts a node at a random step, or none.
+fn random_failpoint(rng: &mut Rng) -> Option<String> {
+    if rng.chance(0.5) {
+        return None;
+    }
+    let points = ["before_store_write", "after_store_write", "after_publish", "after_commit"];
+    Some(format!("{}:{}", points[rng.below(4) as usize], 1 + rng.below(6)))
+}
+
+fn stored<M: ReadModel>(store: &MongoStore) -> BTreeMap<M::Key, M::State> {
+    let mut out = BTreeMap::new();
+    store
+        .scan::<M>(|k, v| {
+            out.insert(k, v);
+            true
+        })
+        .unwrap();
+    out.retain(|_, v| !accrete::monoids::Monoid::is_identity(v));
+    out
+}
+
+fn check_model<M: ReadModel>(model: &M, store: &MongoStore, events: &[Payment], dir: &Path, nodes: &[String], ctx: &str)
+where
+    M: ReadModel<Event = Payment>,
+{
+    let stored = stored::<M>(store);
+    assert_eq!(stored, oracle(model, events), "{ctx}: {} in MongoDB differs from the fold of the distinct events", M::NAME);
+    for id in nodes {
+        let bytes = std::fs::read(dir.join(format!("replica-{id}-{}.json", M::NAME))).unwrap();
+        let replica: Vec<(M::Key, M::State)> = serde_json::from_slice(&bytes).unwrap();
+        let mut replica: BTreeMap<M::Key, M::State> = replica.into_iter().collect();
+        replica.retain(|_, v| !accrete::monoids::Monoid::is_identity(v));
+        assert_eq!(replica, stored, "{ctx}: node {id}'s replica of {} differs from MongoDB", M::NAME);
+    }
+}
+
+fn check_all(config: &NodeConfig, events: &[Payment], dir: &Path, nodes: &[String], ctx: &str) {
+    let store = MongoStore::connect(&config.mongodb).unwrap();
+    check_model(&Balances, &store, events, dir, nodes, ctx);
+    check_model(&Receipts, &store, events, dir, nodes, ctx);
+    check_model(&Visitors, &store, events, dir, nodes, ctx);
+    check_model(&SpendByVisitor, &store, events, dir, nodes, ctx);
+    let dead = store.dead_letters::<Balances>().unwrap();
+    let zero = events.iter().filter(|p| p.cents == 0).count();
+    assert_eq!(dead.len(), zero, "{ctx}: every payment of no money is a dead letter, once");
+    store.database().drop().run().unwrap();
+}
+
+fn submit(node: &Node, events: &[Payment]) {
+    for e in events {
+        node.submit(e.from.to_le_bytes(), e.at_ms, e).unwrap();
+    }
+    node.flush().unwrap();
+}
+
+fn read_stats(dir: &Path, id: &str) -> Vec<(String, u64, u64, u64)> {
+    serde_json::from_slice(&std::fs::read(dir.join(format!("stats-{id}.json"))).unwrap()).unwrap()
+}
+
+/// Three nodes in one group on 12 partitions; one is SIGKILLed mid-stream,
+/// another joins later. The result is exact, and every surviving node's
+/// replica equals MongoDB.
+#[test]
+fn three_nodes_one_killed_one_joining() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        return child(&dir);
+    }
+    let config = test_config("multi", 12, 2_000);
+    let mut rng = Rng(0x5eed_0001);
+    let events = payments(&mut rng, 30_000, 400);
+    let submitter = Node::start(config.clone()).unwrap();
+    let mut cluster = Cluster::new("three_nodes_one_killed_one_joining", &config);
+    let (first, rest) = events.split_at(10_000);
+    submit(&submitter, first);
+    for id in ["a", "b", "c"] {
+        cluster.spawn(id, None);
+    }
+    // Mid-stream: events keep arriving while b is killed and d joins.
+    for (i, chunk) in rest.chunks(2_000).enumerate() {
+        submit(&submitter, chunk);
+        std::thread::sleep(Duration::from_millis(400));
+        if i == 3 {
+            cluster.kill("b");
+        }
+        if i == 6 {
+            cluster.spawn("d", None);
+        }
+    }
+    let nodes = cluster.stop("three nodes");
+    assert_eq!(nodes.len(), 3, "a, c and d finish");
+    let busy = nodes
+        .iter()
+        .filter(|id| read_stats(cluster.dir.path(), id).iter().any(|(_, events, _, _)| *events > 0))
+        .count();
+    assert!(busy >= 2, "the partitions were split among the nodes (busy: {busy} of {nodes:?})");
+    for id in &nodes {
+        eprintln!("node {id}: {:?}", read_stats(cluster.dir.path(), id));
+    }
+    check_all(&config, &events, cluster.dir.path(), &nodes, "three nodes, b killed, d joining");
+    submitter.shutdown();
+}
+
+/// The oracle test on Kafka + MongoDB: random partition counts, batch
+/// sizes, node counts; nodes aborted at random failpoints and SIGKILLed at
+/// random times, restarted; the result equals the fold of the distinct
+/// events. `ACCRETE_CLUSTER_SEEDS` sets how many seeds (each takes seconds:
+/// consumer groups rebalance), `ACCRETE_SEED` replays one.
+#[test]
+fn cluster_matches_the_oracle_through_kills() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        return child(&dir);
+    }
+    let count = std::env::var("ACCRETE_CLUSTER_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    for seed in common::seeds("cluster_matches_the_oracle_through_kills", count) {
+        let mut rng = Rng(seed);
+        let partitions = 1 + rng.below(8) as u32;
+        let batch = 1 + rng.below(3_000) as usize;
+        let config = test_config("oracle", partitions, batch);
+        let n = 500 + rng.below(4_000) as usize;
+        let accounts = 1 + rng.below(60) as u16;
+        let events = payments(&mut rng, n, accounts);
+        let ctx = format!("seed {seed} (replay: ACCRETE_SEED={seed}): {n} events, {partitions} partitions, batch {batch}");
+        let submitter = Node::start(config.clone()).unwrap();
+        let mut cluster = Cluster::new("cluster_matches_the_oracle_through_kills", &config);
+        let nodes = 1 + rng.below(3) as usize;
+        let mut fresh = 0;
+        for _ in 0..nodes {
+            fresh += 1;
+            let f = random_failpoint(&mut rng);
+            cluster.spawn(&format!("n{fresh}"), f);
+        }
+        let mut kills = 0;
+        for chunk in events.chunks(n / 5 + 1) {
+            submit(&submitter, chunk);
+            std::thread::sleep(Duration::from_millis(rng.below(1_500)));
+            kills += cluster.revive(&mut rng, &mut fresh);
+            if rng.chance(0.4) && !cluster.children.is_empty() {
+                let i = rng.below(cluster.children.len() as u64) as usize;
+                let id = cluster.children[i].0.clone();
+                cluster.kill(&id);
+                kills += 1;
+                fresh += 1;
+                cluster.spawn(&format!("n{fresh}"), None);
+            }
+        }
+        // Nodes still armed with a failpoint may die before the end: give
+        // the survivors a clean replacement.
+        std::thread::sleep(Duration::from_millis(500));
+        kills += cluster.revive(&mut rng, &mut fresh);
+        fresh += 1;
+        cluster.spawn(&format!("n{fresh}"), None);
+        // Only nodes without a failpoint can be trusted to finish.
+        let armed: Vec<String> = cluster.children.iter().map(|(id, _)| id.clone()).collect();
+        let ctx = format!("{ctx}, {kills} kills");
+        let finished = stop_tolerating_failpoints(&mut cluster, &armed, &ctx);
+        check_all(&config, &events, cluster.dir.path(), &finished, &ctx);
+        eprintln!("{ctx}: ok");
+        submitter.shutdown();
+    }
+}
+
+/// Stops the cluster; a node that dies at its failpoint meanwhile is
+/// dropped from the replica comparison (the others still must finish).
+fn stop_tolerating_failpoints(cluster: &mut Cluster, _ids: &[String], ctx: &str) -> Vec<String> {
+    std::fs::write(cluster.dir.path().join("stop"), b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut done = Vec::new();
+    let mut children = std::mem::take(&mut cluster.children);
+    for (id, child) in &mut children {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                if status.success() {
+                    done.push(id.clone());
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "{ctx}: node {id} did not finish; logs in {}", cluster.dir.path().display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(!done.is_empty(), "{ctx}: no node finished; logs in {}", cluster.dir.path().display());
+    done
+}
