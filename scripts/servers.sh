@@ -4,6 +4,7 @@
 #   SecantusDB a MongoDB-protocol server (crates.io `secantus-mdb`, or PyPI `SecantusDB`)
 #
 #   scripts/servers.sh install   build the binaries once, cached under $ACCRETE_SERVERS_CACHE
+#   scripts/servers.sh install-rs build the Rust SecantusDB daemon (see ACCRETE_SECANTUS)
 #   scripts/servers.sh start     start both on 127.0.0.1 with fresh data, wait until they answer
 #   scripts/servers.sh stop      stop both
 #   scripts/servers.sh status    say what is running
@@ -12,7 +13,9 @@
 # Settings (environment): ACCRETE_SERVERS_CACHE (default ~/.cache/accrete/servers),
 # ACCRETE_SERVERS_DIR (runtime data and logs, default /tmp/accrete-servers),
 # ACCRETE_KAFKA_PORT (9092), ACCRETE_MONGODB_PORT (27017),
-# ACCRETE_SECANTUS=rs|py (default rs; py installs the PyPI daemon, quick to install, slower to run).
+# ACCRETE_SECANTUS=auto|rs|py: which SecantusDB daemon. rs is the Rust build (about 20 minutes
+# to build once, fast); py is the PyPI daemon (a minute to install, slower). auto (the default)
+# uses rs when it is already built and py otherwise; `scripts/servers.sh install-rs` builds rs.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -24,7 +27,7 @@ CACHE=${ACCRETE_SERVERS_CACHE:-$HOME/.cache/accrete/servers}
 RUN=${ACCRETE_SERVERS_DIR:-/tmp/accrete-servers}
 KAFKA_PORT=${ACCRETE_KAFKA_PORT:-9092}
 MONGODB_PORT=${ACCRETE_MONGODB_PORT:-27017}
-SECANTUS=${ACCRETE_SECANTUS:-rs}
+SECANTUS=${ACCRETE_SECANTUS:-auto}
 
 TANSU_ROOT=$CACHE/tansu-$TANSU_VERSION-${TANSU_FEATURES//,/-}
 SECANTUS_ROOT=$CACHE/secantus-mdb-$SECANTUS_VERSION
@@ -74,6 +77,12 @@ install_secantus_py() {
   sed -i "s#$SECANTUS_PY_ROOT.partial#$SECANTUS_PY_ROOT#g" "$SECANTUS_PY_ROOT"/bin/* 2>/dev/null || true
 }
 
+resolve_secantus() {
+  if [ "$SECANTUS" = auto ]; then
+    if [ -x "$SECANTUS_ROOT/bin/secantusd-rs" ]; then SECANTUS=rs; else SECANTUS=py; fi
+  fi
+}
+
 secantus_bin() {
   case $SECANTUS in
     rs) echo "$SECANTUS_ROOT/bin/secantusd-rs" ;;
@@ -84,6 +93,7 @@ secantus_bin() {
 
 install() {
   mkdir -p "$CACHE"
+  resolve_secantus
   install_tansu
   case $SECANTUS in rs) install_secantus_rs ;; py) install_secantus_py ;; esac
 }
@@ -152,9 +162,10 @@ env_vars() {
 
 case ${1:-} in
   install) install ;;
+  install-rs) mkdir -p "$CACHE"; install_secantus_rs ;;
   start) start ;;
   stop) stop ;;
   status) status ;;
   env) env_vars ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -317,23 +317,38 @@ impl Node {
             .ok_or_else(|| Error::Model(model.into(), "is not served by this node".into()))
     }
 
-    /// Lag of the model's consumer group and of this node's replica.
+    /// Events of the events topic that the model's consumer group (on any
+    /// node) has not yet materialized. Works on a node that does not serve
+    /// the model.
     ///
     /// # Errors
     ///
     /// [`Error::Kafka`] when the broker cannot be asked.
-    pub fn status(&self, model: &str) -> Result<ClusterStatus> {
+    pub fn lag(&self, model: &str) -> Result<u64> {
         let config = &self.shared.config;
         let kafka = &config.kafka;
         let p = config.partitions;
         let ends = kafka.end_offsets(&config.events_topic, p)?;
         let committed =
             kafka.committed(&config.materialize_group(model), &config.events_topic, p)?;
-        let lag = ends
+        Ok(ends
             .iter()
             .zip(&committed)
             .map(|(e, c)| e.saturating_sub(*c))
-            .sum();
+            .sum())
+    }
+
+    /// Lag of the model's consumer group and of this node's replica.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not served here, [`Error::Kafka`]
+    /// when the broker cannot be asked.
+    pub fn status(&self, model: &str) -> Result<ClusterStatus> {
+        let config = &self.shared.config;
+        let kafka = &config.kafka;
+        let p = config.partitions;
+        let lag = self.lag(model)?;
         let changes_end = kafka.end_offsets(&config.changes_topic(model), p)?;
         let served = self.served.lock();
         let position = served

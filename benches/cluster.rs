@@ -1,0 +1,243 @@
+//! End to end on Kafka + MongoDB, side by side in one run:
+//!
+//! - accrete: produce → consume → pre-aggregate → one pushdown upsert per
+//!   touched key per batch → changes topic → commit, with 1 and 3 node
+//!   processes;
+//! - a naive consumer: the same events, one MongoDB upsert (`$inc`) per
+//!   event, committed per poll batch.
+//!
+//! `cargo bench --features kafka,mongodb --bench cluster` against
+//! `scripts/servers.sh start` (or `ACCRETE_KAFKA_BROKERS`,
+//! `ACCRETE_MONGODB_URI`). `ACCRETE_BENCH_EVENTS` (default 1 000 000),
+//! `ACCRETE_BENCH_KEYS` (100 000), `ACCRETE_BENCH_NAIVE_EVENTS` (the naive
+//! consumer runs on a prefix, default 20 000: at one round trip per event
+//! the whole million would take too long; its rate is per event either way).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use accrete::cluster::{Node, NodeConfig};
+use accrete::model::{Deltas, ReadModel};
+use accrete::monoids::Sum;
+use accrete::store::mongo::MongoStore;
+use mongodb::bson::doc;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Sale {
+    key: u32,
+    cents: i64,
+}
+
+struct Revenue;
+impl ReadModel for Revenue {
+    const NAME: &'static str = "revenue";
+    type Event = Sale;
+    type Key = u32;
+    type State = Sum<i64>;
+    fn project(&self, s: &Sale, out: &mut Deltas<u32, Sum<i64>>) -> Result<(), String> {
+        out.push(s.key, Sum(s.cents));
+        Ok(())
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn config(tag: &str) -> NodeConfig {
+    let mut c = NodeConfig::load(None).expect("config from the environment");
+    let id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    c.events_topic = format!("bench-{tag}-{id}");
+    c.group_prefix = format!("bench-{tag}-{id}");
+    c.mongodb.database = format!("bench_{tag}_{id}");
+    c.partitions = 12;
+    c
+}
+
+/// A node process of the 3-node run: serves until `<dir>/stop` appears.
+fn child(dir: &str) {
+    let dir = PathBuf::from(dir);
+    let config = NodeConfig::load(Some(&dir.join("config.toml"))).unwrap();
+    let node = Node::start(config).unwrap();
+    node.add_model(Revenue).unwrap();
+    while !dir.join("stop").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = node.stats(Revenue::NAME).unwrap();
+    std::fs::write(
+        dir.join(format!("stats-{}", std::process::id())),
+        format!("{} {}", s.events, s.writes),
+    )
+    .unwrap();
+    node.shutdown();
+}
+
+fn events(n: u64, keys: u64) -> Vec<Sale> {
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Sale {
+                key: (x % keys) as u32,
+                cents: 1 + (x >> 40) as i64 % 1000,
+            }
+        })
+        .collect()
+}
+
+/// accrete end to end with `nodes` node processes (1: in this process).
+fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
+    let config = config(&format!("accrete{nodes}"));
+    let submitter = Node::start(config.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut children: Vec<Child> = Vec::new();
+    let local;
+    if nodes == 1 {
+        local = Some(Node::start(config.clone()).unwrap());
+        local.as_ref().unwrap().add_model(Revenue).unwrap();
+    } else {
+        local = None;
+        let text = format!(
+            "events_topic = {:?}\npartitions = {}\ngroup_prefix = {:?}\n[kafka]\nbrokers = {:?}\n[mongodb]\nuri = {:?}\ndatabase = {:?}\n",
+            config.events_topic,
+            config.partitions,
+            config.group_prefix,
+            config.kafka.brokers,
+            config.mongodb.uri,
+            config.mongodb.database
+        );
+        std::fs::write(dir.path().join("config.toml"), text).unwrap();
+        for _ in 0..nodes {
+            children.push(
+                Command::new(std::env::current_exe().unwrap())
+                    .env("ACCRETE_BENCH_CHILD", dir.path())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+    }
+    // Let the group form before the clock starts.
+    std::thread::sleep(Duration::from_secs(if nodes == 1 { 4 } else { 8 }));
+    let started = Instant::now();
+    for s in sales {
+        submitter.submit(s.key.to_le_bytes(), 0, s).unwrap();
+    }
+    submitter.flush().unwrap();
+    loop {
+        let s = submitter.lag(Revenue::NAME).unwrap();
+        if s == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed().as_secs_f64();
+    let (events, writes) = match &local {
+        Some(node) => {
+            let s = node.stats(Revenue::NAME).unwrap();
+            (s.events, s.writes)
+        }
+        None => {
+            std::fs::write(dir.path().join("stop"), b"").unwrap();
+            for c in &mut children {
+                c.wait().unwrap();
+            }
+            let mut totals = (0, 0);
+            for entry in std::fs::read_dir(dir.path()).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_name().to_string_lossy().starts_with("stats-") {
+                    let text = std::fs::read_to_string(entry.path()).unwrap();
+                    let mut it = text.split(' ').map(|v| v.parse::<u64>().unwrap());
+                    totals.0 += it.next().unwrap();
+                    totals.1 += it.next().unwrap();
+                }
+            }
+            totals
+        }
+    };
+    // Exact, or the figure means nothing.
+    let store = MongoStore::connect(&config.mongodb).unwrap();
+    let mut total = 0i64;
+    store
+        .scan::<Revenue>(|_, v| {
+            total += v.0;
+            true
+        })
+        .unwrap();
+    assert_eq!(total, sales.iter().map(|s| s.cents).sum::<i64>(), "accrete's result is exact");
+    store.database().drop().run().unwrap();
+    if let Some(n) = local {
+        n.shutdown();
+    }
+    submitter.shutdown();
+    (sales.len() as f64 / took, writes as f64 / events.max(1) as f64)
+}
+
+/// The naive consumer: one upsert per event.
+fn naive(sales: &[Sale]) -> f64 {
+    let config = config("naive");
+    let submitter = Node::start(config.clone()).unwrap();
+    for s in sales {
+        submitter.submit(s.key.to_le_bytes(), 0, s).unwrap();
+    }
+    submitter.flush().unwrap();
+    let store = MongoStore::connect(&config.mongodb).unwrap();
+    let coll = store.database().collection::<mongodb::bson::Document>("revenue");
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", format!("{}-naive", config.group_prefix))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&config.events_topic]).unwrap();
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < sales.len() {
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let msg = msg.unwrap();
+        let sale: Sale = accrete::event::decode(msg.payload().unwrap()).unwrap();
+        coll.update_one(doc! { "_id": sale.key as i64 }, doc! { "$inc": { "s": sale.cents } })
+            .upsert(true)
+            .run()
+            .unwrap();
+        consumer.commit_message(&msg, CommitMode::Async).unwrap();
+        seen += 1;
+    }
+    let took = started.elapsed().as_secs_f64();
+    store.database().drop().run().unwrap();
+    submitter.shutdown();
+    seen as f64 / took
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var("ACCRETE_BENCH_CHILD") {
+        return child(&dir);
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env("ACCRETE_BENCH_EVENTS", 1_000_000);
+    let keys = env("ACCRETE_BENCH_KEYS", 100_000);
+    let naive_n = env("ACCRETE_BENCH_NAIVE_EVENTS", 20_000).min(n);
+    let sales = events(n, keys);
+    println!("cluster bench: {n} events over {keys} keys, 12 partitions, Sum<i64> per key");
+    let naive_rate = naive(&sales[..naive_n as usize]);
+    println!("  naive consumer (one upsert per event, {naive_n} events): {naive_rate:>10.0} events/s, 1.000 writes/event");
+    for nodes in [1, 3] {
+        let (rate, wpe) = accrete(&sales, nodes);
+        println!(
+            "  accrete, {nodes} node process(es): {rate:>10.0} events/s, {wpe:.3} writes/event, {:.1}x the naive consumer",
+            rate / naive_rate
+        );
+    }
+}
