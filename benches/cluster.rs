@@ -45,7 +45,10 @@ impl ReadModel for Revenue {
 }
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn config(tag: &str) -> NodeConfig {
@@ -173,13 +176,20 @@ fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
             true
         })
         .unwrap();
-    assert_eq!(total, sales.iter().map(|s| s.cents).sum::<i64>(), "accrete's result is exact");
+    assert_eq!(
+        total,
+        sales.iter().map(|s| s.cents).sum::<i64>(),
+        "accrete's result is exact"
+    );
     store.database().drop().run().unwrap();
     if let Some(n) = local {
         n.shutdown();
     }
     submitter.shutdown();
-    (sales.len() as f64 / took, writes as f64 / events.max(1) as f64)
+    (
+        sales.len() as f64 / took,
+        writes as f64 / events.max(1) as f64,
+    )
 }
 
 /// The naive consumer: one upsert per event.
@@ -191,7 +201,9 @@ fn naive(sales: &[Sale]) -> f64 {
     }
     submitter.flush().unwrap();
     let store = MongoStore::connect(&config.mongodb).unwrap();
-    let coll = store.database().collection::<mongodb::bson::Document>("revenue");
+    let coll = store
+        .database()
+        .collection::<mongodb::bson::Document>("revenue");
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", format!("{}-naive", config.group_prefix))
@@ -203,13 +215,18 @@ fn naive(sales: &[Sale]) -> f64 {
     let started = Instant::now();
     let mut seen = 0;
     while seen < sales.len() {
-        let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let msg = msg.unwrap();
         let sale: Sale = accrete::event::decode(msg.payload().unwrap()).unwrap();
-        coll.update_one(doc! { "_id": sale.key as i64 }, doc! { "$inc": { "s": sale.cents } })
-            .upsert(true)
-            .run()
-            .unwrap();
+        coll.update_one(
+            doc! { "_id": sale.key as i64 },
+            doc! { "$inc": { "s": sale.cents } },
+        )
+        .upsert(true)
+        .run()
+        .unwrap();
         consumer.commit_message(&msg, CommitMode::Async).unwrap();
         seen += 1;
     }
@@ -232,7 +249,9 @@ fn main() {
     let sales = events(n, keys);
     println!("cluster bench: {n} events over {keys} keys, 12 partitions, Sum<i64> per key");
     let naive_rate = naive(&sales[..naive_n as usize]);
-    println!("  naive consumer (one upsert per event, {naive_n} events): {naive_rate:>10.0} events/s, 1.000 writes/event");
+    println!(
+        "  naive consumer (one upsert per event, {naive_n} events): {naive_rate:>10.0} events/s, 1.000 writes/event"
+    );
     for nodes in [1, 3] {
         let (rate, wpe) = accrete(&sales, nodes);
         println!(

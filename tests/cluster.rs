@@ -26,10 +26,14 @@ const CHILD: &str = "ACCRETE_CLUSTER_CHILD";
 
 /// The servers' addresses; fails loudly when one does not answer.
 fn servers() -> (String, String) {
-    let brokers = std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let uri = std::env::var("ACCRETE_MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let brokers =
+        std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let uri =
+        std::env::var("ACCRETE_MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
     let first = brokers.split(',').next().unwrap_or_default().to_string();
-    let addr: std::net::SocketAddr = first.parse().unwrap_or_else(|_| panic!("ACCRETE_KAFKA_BROKERS={brokers}: use ip:port"));
+    let addr: std::net::SocketAddr = first
+        .parse()
+        .unwrap_or_else(|_| panic!("ACCRETE_KAFKA_BROKERS={brokers}: use ip:port"));
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap_or_else(|e| {
         panic!("no Kafka broker answers at {brokers} ({e}): start one with `scripts/servers.sh start`, or set ACCRETE_KAFKA_BROKERS")
     });
@@ -95,14 +99,28 @@ fn child(dir: &str) {
     dump::<Receipts>(&node, &dir, &id);
     dump::<Visitors>(&node, &dir, &id);
     dump::<SpendByVisitor>(&node, &dir, &id);
-    let stats: Vec<(String, u64, u64, u64)> = [Balances::NAME, Receipts::NAME, Visitors::NAME, SpendByVisitor::NAME]
-        .iter()
-        .map(|m| {
-            let NodeStats { events, writes, conflicts, .. } = node.stats(m).unwrap();
-            (m.to_string(), events, writes, conflicts)
-        })
-        .collect();
-    std::fs::write(dir.join(format!("stats-{id}.json")), serde_json::to_vec(&stats).unwrap()).unwrap();
+    let stats: Vec<(String, u64, u64, u64)> = [
+        Balances::NAME,
+        Receipts::NAME,
+        Visitors::NAME,
+        SpendByVisitor::NAME,
+    ]
+    .iter()
+    .map(|m| {
+        let NodeStats {
+            events,
+            writes,
+            conflicts,
+            ..
+        } = node.stats(m).unwrap();
+        (m.to_string(), events, writes, conflicts)
+    })
+    .collect();
+    std::fs::write(
+        dir.join(format!("stats-{id}.json")),
+        serde_json::to_vec(&stats).unwrap(),
+    )
+    .unwrap();
     node.shutdown();
 }
 
@@ -117,7 +135,11 @@ impl Cluster {
     fn new(test: &'static str, config: &NodeConfig) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), toml_of(config)).unwrap();
-        Cluster { dir, test, children: Vec::new() }
+        Cluster {
+            dir,
+            test,
+            children: Vec::new(),
+        }
     }
 
     fn spawn(&mut self, id: &str, failpoint: Option<String>) {
@@ -170,8 +192,18 @@ impl Cluster {
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
                     if !status.success() {
-                        let log = std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default();
-                        let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                        let log =
+                            std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log")))
+                                .unwrap_or_default();
+                        let tail: String = log
+                            .lines()
+                            .rev()
+                            .take(30)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("\n");
                         panic!("{ctx}: node {id} failed at the end ({status}):\n{tail}");
                     }
                     done.push(id.clone());
@@ -179,7 +211,10 @@ impl Cluster {
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
-                    panic!("{ctx}: node {id} did not finish within 240 s; logs in {}", self.dir.path().display());
+                    panic!(
+                        "{ctx}: node {id} did not finish within 240 s; logs in {}",
+                        self.dir.path().display()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -206,7 +241,10 @@ fn toml_of(c: &NodeConfig) -> String {
         c.events_topic, c.partitions, c.group_prefix, c.batch_size, c.flush_interval_ms
     ));
     text.push_str(&format!("[kafka]\nbrokers = {:?}\n", c.kafka.brokers));
-    text.push_str(&format!("[mongodb]\nuri = {:?}\ndatabase = {:?}\n", c.mongodb.uri, c.mongodb.database));
+    text.push_str(&format!(
+        "[mongodb]\nuri = {:?}\ndatabase = {:?}\n",
+        c.mongodb.uri, c.mongodb.database
+    ));
     text
 }
 
@@ -215,8 +253,17 @@ fn random_failpoint(rng: &mut Rng) -> Option<String> {
     if rng.chance(0.5) {
         return None;
     }
-    let points = ["before_store_write", "after_store_write", "after_publish", "after_commit"];
-    Some(format!("{}:{}", points[rng.below(4) as usize], 1 + rng.below(6)))
+    let points = [
+        "before_store_write",
+        "after_store_write",
+        "after_publish",
+        "after_commit",
+    ];
+    Some(format!(
+        "{}:{}",
+        points[rng.below(4) as usize],
+        1 + rng.below(6)
+    ))
 }
 
 fn stored<M: ReadModel>(store: &MongoStore) -> BTreeMap<M::Key, M::State> {
@@ -231,18 +278,34 @@ fn stored<M: ReadModel>(store: &MongoStore) -> BTreeMap<M::Key, M::State> {
     out
 }
 
-fn check_model<M: ReadModel>(model: &M, store: &MongoStore, events: &[Payment], dir: &Path, nodes: &[String], ctx: &str)
-where
+fn check_model<M: ReadModel>(
+    model: &M,
+    store: &MongoStore,
+    events: &[Payment],
+    dir: &Path,
+    nodes: &[String],
+    ctx: &str,
+) where
     M: ReadModel<Event = Payment>,
 {
     let stored = stored::<M>(store);
-    assert_eq!(stored, oracle(model, events), "{ctx}: {} in MongoDB differs from the fold of the distinct events", M::NAME);
+    assert_eq!(
+        stored,
+        oracle(model, events),
+        "{ctx}: {} in MongoDB differs from the fold of the distinct events",
+        M::NAME
+    );
     for id in nodes {
         let bytes = std::fs::read(dir.join(format!("replica-{id}-{}.json", M::NAME))).unwrap();
         let replica: Vec<(M::Key, M::State)> = serde_json::from_slice(&bytes).unwrap();
         let mut replica: BTreeMap<M::Key, M::State> = replica.into_iter().collect();
         replica.retain(|_, v| !accrete::monoids::Monoid::is_identity(v));
-        assert_eq!(replica, stored, "{ctx}: node {id}'s replica of {} differs from MongoDB", M::NAME);
+        assert_eq!(
+            replica,
+            stored,
+            "{ctx}: node {id}'s replica of {} differs from MongoDB",
+            M::NAME
+        );
     }
 }
 
@@ -254,7 +317,11 @@ fn check_all(config: &NodeConfig, events: &[Payment], dir: &Path, nodes: &[Strin
     check_model(&SpendByVisitor, &store, events, dir, nodes, ctx);
     let dead = store.dead_letters::<Balances>().unwrap();
     let zero = events.iter().filter(|p| p.cents == 0).count();
-    assert_eq!(dead.len(), zero, "{ctx}: every payment of no money is a dead letter, once");
+    assert_eq!(
+        dead.len(),
+        zero,
+        "{ctx}: every payment of no money is a dead letter, once"
+    );
     store.database().drop().run().unwrap();
 }
 
@@ -263,6 +330,34 @@ fn submit(node: &Node, events: &[Payment]) {
         node.submit(e.from.to_le_bytes(), e.at_ms, e).unwrap();
     }
     node.flush().unwrap();
+}
+
+/// Waits until every model has folded all `n` events (the positions kept in
+/// MongoDB; the broker's reported ends are not trusted for this).
+fn wait_folded(node: &Node, n: usize, ctx: &str) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for model in [
+        Balances::NAME,
+        Receipts::NAME,
+        Visitors::NAME,
+        SpendByVisitor::NAME,
+    ] {
+        loop {
+            let folded = node.folded(model).unwrap();
+            if folded >= n as u64 {
+                assert_eq!(
+                    folded, n as u64,
+                    "{ctx}: {model} folded more events than there are"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ctx}: {model} folded only {folded} of {n} events in 240 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 fn read_stats(dir: &Path, id: &str) -> Vec<(String, u64, u64, u64)> {
@@ -298,17 +393,41 @@ fn three_nodes_one_killed_one_joining() {
             cluster.spawn("d", None);
         }
     }
+    wait_folded(&submitter, events.len(), "three nodes");
     let nodes = cluster.stop("three nodes");
+    if std::env::var_os("ACCRETE_KEEP").is_some() {
+        let _ = std::process::Command::new("cp")
+            .args([
+                "-r",
+                &cluster.dir.path().display().to_string(),
+                "/tmp/cluster-kept",
+            ])
+            .status();
+        eprintln!("kept in /tmp/cluster-kept");
+    }
     assert_eq!(nodes.len(), 3, "a, c and d finish");
     let busy = nodes
         .iter()
-        .filter(|id| read_stats(cluster.dir.path(), id).iter().any(|(_, events, _, _)| *events > 0))
+        .filter(|id| {
+            read_stats(cluster.dir.path(), id)
+                .iter()
+                .any(|(_, events, _, _)| *events > 0)
+        })
         .count();
-    assert!(busy >= 2, "the partitions were split among the nodes (busy: {busy} of {nodes:?})");
+    assert!(
+        busy >= 2,
+        "the partitions were split among the nodes (busy: {busy} of {nodes:?})"
+    );
     for id in &nodes {
         eprintln!("node {id}: {:?}", read_stats(cluster.dir.path(), id));
     }
-    check_all(&config, &events, cluster.dir.path(), &nodes, "three nodes, b killed, d joining");
+    check_all(
+        &config,
+        &events,
+        cluster.dir.path(),
+        &nodes,
+        "three nodes, b killed, d joining",
+    );
     submitter.shutdown();
 }
 
@@ -322,7 +441,10 @@ fn cluster_matches_the_oracle_through_kills() {
     if let Ok(dir) = std::env::var(CHILD) {
         return child(&dir);
     }
-    let count = std::env::var("ACCRETE_CLUSTER_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let count = std::env::var("ACCRETE_CLUSTER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     for seed in common::seeds("cluster_matches_the_oracle_through_kills", count) {
         let mut rng = Rng(seed);
         let partitions = 1 + rng.below(8) as u32;
@@ -331,7 +453,9 @@ fn cluster_matches_the_oracle_through_kills() {
         let n = 500 + rng.below(4_000) as usize;
         let accounts = 1 + rng.below(60) as u16;
         let events = payments(&mut rng, n, accounts);
-        let ctx = format!("seed {seed} (replay: ACCRETE_SEED={seed}): {n} events, {partitions} partitions, batch {batch}");
+        let ctx = format!(
+            "seed {seed} (replay: ACCRETE_SEED={seed}): {n} events, {partitions} partitions, batch {batch}"
+        );
         let submitter = Node::start(config.clone()).unwrap();
         let mut cluster = Cluster::new("cluster_matches_the_oracle_through_kills", &config);
         let nodes = 1 + rng.below(3) as usize;
@@ -364,6 +488,29 @@ fn cluster_matches_the_oracle_through_kills() {
         // Only nodes without a failpoint can be trusted to finish.
         let armed: Vec<String> = cluster.children.iter().map(|(id, _)| id.clone()).collect();
         let ctx = format!("{ctx}, {kills} kills");
+        // Nodes may still die at their failpoints meanwhile: keep one clean
+        // node running until every event is folded.
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while [
+            Balances::NAME,
+            Receipts::NAME,
+            Visitors::NAME,
+            SpendByVisitor::NAME,
+        ]
+        .iter()
+        .any(|m| submitter.folded(m).unwrap() < n as u64)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{ctx}: not folded within 240 s; logs in {}",
+                cluster.dir.path().display()
+            );
+            if cluster.revive(&mut rng, &mut fresh) > 0 {
+                kills += 1;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        wait_folded(&submitter, n, &ctx);
         let finished = stop_tolerating_failpoints(&mut cluster, &armed, &ctx);
         check_all(&config, &events, cluster.dir.path(), &finished, &ctx);
         eprintln!("{ctx}: ok");
@@ -386,10 +533,62 @@ fn stop_tolerating_failpoints(cluster: &mut Cluster, _ids: &[String], ctx: &str)
                 }
                 break;
             }
-            assert!(Instant::now() < deadline, "{ctx}: node {id} did not finish; logs in {}", cluster.dir.path().display());
+            assert!(
+                Instant::now() < deadline,
+                "{ctx}: node {id} did not finish; logs in {}",
+                cluster.dir.path().display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    assert!(!done.is_empty(), "{ctx}: no node finished; logs in {}", cluster.dir.path().display());
+    assert!(
+        !done.is_empty(),
+        "{ctx}: no node finished; logs in {}",
+        cluster.dir.path().display()
+    );
     done
+}
+
+/// One node in this process, no faults: the baseline.
+#[test]
+fn one_node_folds_exactly() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let config = test_config("single", 4, 1_000);
+    let mut rng = Rng(0x5eed_0002);
+    let events = payments(&mut rng, 5_000, 50);
+    let node = Node::start(config.clone()).unwrap();
+    serve_all(&node);
+    submit(&node, &events);
+    wait_folded(&node, events.len(), "one node");
+    let t = Duration::from_secs(120);
+    node.wait_caught_up::<Balances>(t).unwrap();
+    node.wait_caught_up::<Receipts>(t).unwrap();
+    node.wait_caught_up::<Visitors>(t).unwrap();
+    node.wait_caught_up::<SpendByVisitor>(t).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        dump::<Balances>,
+        dump::<Receipts>,
+        dump::<Visitors>,
+        dump::<SpendByVisitor>,
+    ] {
+        f(&node, dir.path(), "local");
+    }
+    let stats = node.stats(Balances::NAME).unwrap();
+    eprintln!("one node: {stats:?}");
+    assert_eq!(
+        stats.events,
+        events.len() as u64,
+        "each event read once without faults"
+    );
+    check_all(
+        &config,
+        &events,
+        dir.path(),
+        &["local".to_string()],
+        "one node",
+    );
+    node.shutdown();
 }

@@ -131,8 +131,8 @@ struct Served {
     name: &'static str,
     replica: Arc<dyn Any + Send + Sync>,
     counters: Arc<Counters>,
-    /// The replica's consumed position per changes partition.
-    replica_position: Arc<Vec<AtomicU64>>,
+    /// The replica's position and the ends it has seen.
+    replica_position: replica::Tracked,
     /// Set once the materializer has stopped (it flushes and commits first).
     threads: Vec<JoinHandle<()>>,
 }
@@ -329,13 +329,24 @@ impl Node {
         let kafka = &config.kafka;
         let p = config.partitions;
         let ends = kafka.end_offsets(&config.events_topic, p)?;
-        let committed =
-            kafka.committed(&config.materialize_group(model), &config.events_topic, p)?;
+        let committed = self.shared.store.positions(model, p)?;
         Ok(ends
             .iter()
             .zip(&committed)
             .map(|(e, c)| e.saturating_sub(*c))
             .sum())
+    }
+
+    /// How many events of the events topic the model has folded, over all
+    /// partitions and nodes (the sum of the positions kept in MongoDB; the
+    /// topic's offsets start at 0 and have no holes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn folded(&self, model: &str) -> Result<u64> {
+        let p = self.shared.config.partitions;
+        Ok(self.shared.store.positions(model, p)?.iter().sum())
     }
 
     /// Lag of the model's consumer group and of this node's replica.
@@ -351,15 +362,18 @@ impl Node {
         let lag = self.lag(model)?;
         let changes_end = kafka.end_offsets(&config.changes_topic(model), p)?;
         let served = self.served.lock();
-        let position = served
+        let tracked = served
             .iter()
             .find(|s| s.name == model)
             .map(|s| s.replica_position.clone())
             .ok_or_else(|| Error::Model(model.into(), "is not served by this node".into()))?;
         let replica_lag = changes_end
             .iter()
-            .zip(position.iter())
-            .map(|(e, c)| e.saturating_sub(c.load(Ordering::Acquire)))
+            .zip(tracked.position.iter().zip(tracked.high.iter()))
+            .map(|(e, (c, h))| {
+                (*e).max(h.load(Ordering::Acquire))
+                    .saturating_sub(c.load(Ordering::Acquire))
+            })
             .sum();
         Ok(ClusterStatus { lag, replica_lag })
     }
@@ -372,10 +386,19 @@ impl Node {
     /// [`Error::Usage`] on timeout, saying how far behind it is.
     pub fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<ClusterStatus> {
         let deadline = Instant::now() + timeout;
+        let mut seen_at: Option<Instant> = None;
         loop {
             let status = self.status(M::NAME)?;
             if status.caught_up() {
-                return Ok(status);
+                // Caught up twice, further apart than a fetch's long poll:
+                // ends learnt from fetch responses are then fresh.
+                match seen_at {
+                    Some(t) if t.elapsed() >= Duration::from_millis(600) => return Ok(status),
+                    Some(_) => {}
+                    None => seen_at = Some(Instant::now()),
+                }
+            } else {
+                seen_at = None;
             }
             if Instant::now() >= deadline {
                 return Err(Error::Usage(format!(

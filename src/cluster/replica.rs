@@ -130,7 +130,7 @@ impl<M: ReadModel> Replica<M> {
 pub(super) fn start<M: ReadModel>(
     shared: Arc<Shared>,
     counters: Arc<Counters>,
-) -> Result<(Arc<Replica<M>>, Arc<Vec<AtomicU64>>, JoinHandle<()>)> {
+) -> Result<(Arc<Replica<M>>, Tracked, JoinHandle<()>)> {
     let config = &shared.config;
     let topic = config.changes_topic(M::NAME);
     let partitions = config.partitions;
@@ -146,7 +146,8 @@ pub(super) fn start<M: ReadModel>(
         keys = loaded,
         "replica loaded from MongoDB"
     );
-    let consumer: BaseConsumer = config
+    let high: Arc<Vec<AtomicU64>> = Arc::new(starts.iter().map(|s| AtomicU64::new(*s)).collect());
+    let consumer: BaseConsumer<Ends> = config
         .kafka
         .client_config()
         .set(
@@ -155,7 +156,11 @@ pub(super) fn start<M: ReadModel>(
         )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .create()
+        .set("statistics.interval.ms", "250")
+        .create_with_context(Ends {
+            topic: topic.clone(),
+            high: high.clone(),
+        })
         .map_err(|e| Error::kafka("create consumer", e))?;
     let mut tpl = TopicPartitionList::new();
     for (p, start) in starts.iter().enumerate() {
@@ -170,16 +175,49 @@ pub(super) fn start<M: ReadModel>(
     let thread = {
         let replica = replica.clone();
         let position = position.clone();
+
         std::thread::Builder::new()
             .name(format!("accrete-replica-{}", M::NAME))
             .spawn(move || follow(consumer, replica, position, shared, counters))
             .map_err(|e| Error::io("spawn a replica thread", ".", e))?
     };
-    Ok((replica, position, thread))
+    Ok((replica, Tracked { position, high }, thread))
 }
 
+/// Where a replica stands on the changes topic, per partition: the next
+/// offset it will graft, and the highest end the broker reported in fetch
+/// responses (some brokers under-report ends when asked directly).
+#[derive(Clone)]
+pub(crate) struct Tracked {
+    pub(crate) position: Arc<Vec<AtomicU64>>,
+    pub(crate) high: Arc<Vec<AtomicU64>>,
+}
+
+/// Learns the changes topic's ends from the consumer's statistics (the
+/// ends of fetch responses).
+struct Ends {
+    topic: String,
+    high: Arc<Vec<AtomicU64>>,
+}
+
+impl rdkafka::ClientContext for Ends {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(t) = statistics.topics.get(&self.topic) {
+            for (p, part) in &t.partitions {
+                if let (Ok(p), true) = (usize::try_from(*p), part.hi_offset > 0) {
+                    if let Some(slot) = self.high.get(p) {
+                        slot.fetch_max(part.hi_offset as u64, Ordering::AcqRel);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Ends {}
+
 fn follow<M: ReadModel>(
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Ends>,
     replica: Arc<Replica<M>>,
     position: Arc<Vec<AtomicU64>>,
     shared: Arc<Shared>,

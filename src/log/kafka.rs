@@ -179,29 +179,6 @@ impl KafkaConfig {
             .collect()
     }
 
-    /// The offsets `group` committed on `topic`, per partition (0 when none).
-    pub(crate) fn committed(&self, group: &str, topic: &str, partitions: u32) -> Result<Vec<u64>> {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("group.id", group)
-            .create()
-            .map_err(|e| Error::kafka("create client", e))?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition(topic, p);
-        }
-        let got = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .map_err(|e| Error::kafka("fetch committed offsets", e))?;
-        Ok((0..partitions as i32)
-            .map(|p| {
-                got.find_partition(topic, p)
-                    .and_then(|e| e.offset().to_raw())
-                    .map_or(0, |o| o.max(0) as u64)
-            })
-            .collect())
-    }
-
     /// A consumer in `group`: manual commits, cooperative-sticky assignment,
     /// earliest offset for a new group.
     pub(crate) fn consumer<C: ConsumerContext>(
@@ -235,6 +212,9 @@ impl KafkaConfig {
         if !self.properties.contains_key("linger.ms") {
             c.set("linger.ms", "5");
         }
+        // Consumers read a partition again from up to 1 024 records before
+        // their position (see cluster::materialize): keep batches smaller.
+        c.set("batch.num.messages", "1000");
         let inner = c
             .create_with_context(Delivery {
                 errors: errors.clone(),

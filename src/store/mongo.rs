@@ -69,6 +69,8 @@ pub struct MongoStore {
 
 /// The dead-letter collection.
 const DEAD_LETTERS: &str = "accrete.dead_letters";
+/// Per model and events partition, the next offset to fold.
+const POSITIONS: &str = "accrete.positions";
 
 impl MongoStore {
     /// Connects and checks that the server answers (within 10 s unless the
@@ -187,11 +189,83 @@ impl MongoStore {
             .drop()
             .run()
             .map_err(|e| Error::mongo("drop", e))?;
-        self.db
-            .collection::<Document>(DEAD_LETTERS)
-            .delete_many(doc! { "model": model })
+        for coll in [DEAD_LETTERS, POSITIONS] {
+            self.db
+                .collection::<Document>(coll)
+                .delete_many(doc! { "model": model })
+                .run()
+                .map_err(|e| Error::mongo("delete", e))?;
+        }
+        Ok(())
+    }
+
+    /// The next offset of `partition` that `model` must fold: every record
+    /// below it is written and its changes published. `None` before the
+    /// first batch.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn position(&self, model: &str, partition: u32) -> Result<Option<u64>> {
+        let doc = self
+            .db
+            .collection::<Document>(POSITIONS)
+            .find_one(doc! { "_id": format!("{model}/{partition}") })
             .run()
-            .map_err(|e| Error::mongo("delete", e))?;
+            .map_err(|e| Error::mongo("read position", e))?;
+        Ok(doc.and_then(|d| d.get("next").and_then(as_u64)))
+    }
+
+    /// Every partition's position for `model` (0 where none).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn positions(&self, model: &str, partitions: u32) -> Result<Vec<u64>> {
+        let mut out = vec![0; partitions as usize];
+        let cursor = self
+            .db
+            .collection::<Document>(POSITIONS)
+            .find(doc! { "model": model })
+            .run()
+            .map_err(|e| Error::mongo("read positions", e))?;
+        for d in cursor {
+            let d = d.map_err(|e| Error::mongo("read positions", e))?;
+            let p = d.get("partition").and_then(as_u64).unwrap_or(u64::MAX) as usize;
+            if let (Some(slot), Some(next)) = (out.get_mut(p), d.get("next").and_then(as_u64)) {
+                *slot = next;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Advances positions (never backwards).
+    pub(crate) fn advance_positions(&self, model: &str, ends: &[(u32, u64)]) -> Result<()> {
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let ns = self.db.collection::<Document>(POSITIONS).namespace();
+        let models: Vec<WriteModel> = ends
+            .iter()
+            .map(|(p, end)| {
+                WriteModel::UpdateOne(
+                    UpdateOneModel::builder()
+                        .namespace(ns.clone())
+                        .filter(doc! { "_id": format!("{model}/{p}") })
+                        .update(doc! {
+                            "$max": { "next": *end as i64 },
+                            "$set": { "model": model, "partition": *p as i64 },
+                        })
+                        .upsert(true)
+                        .build(),
+                )
+            })
+            .collect();
+        self.client
+            .bulk_write(models)
+            .ordered(false)
+            .run()
+            .map_err(|e| Error::mongo("write positions", e))?;
         Ok(())
     }
 
@@ -794,4 +868,102 @@ where
         keys = retry;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The guard against a real server (`ACCRETE_MONGODB_URI`).
+    use super::*;
+    use crate::monoids::Sum;
+
+    fn store(name: &str) -> MongoStore {
+        let uri = std::env::var("ACCRETE_MONGODB_URI")
+            .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+        let s = MongoStore::connect(&MongoConfig {
+            uri,
+            database: format!("accrete_unit_{name}_{}", std::process::id()),
+        })
+        .expect("these tests need a MongoDB-protocol server (scripts/servers.sh start)");
+        s.database().drop().run().unwrap();
+        s
+    }
+
+    fn kw(key: &str, delta: i64, ranges: &[(u32, u64, u64)]) -> KeyWrite<String, Sum<i64>> {
+        KeyWrite {
+            key: key.into(),
+            delta: Sum(delta),
+            ranges: ranges
+                .iter()
+                .map(|&(partition, from, end)| Range {
+                    partition,
+                    from,
+                    end,
+                })
+                .collect(),
+        }
+    }
+
+    fn get(s: &MongoStore, key: &str) -> i64 {
+        let d = s
+            .states("m")
+            .find_one(doc! { "_id": key })
+            .run()
+            .unwrap()
+            .unwrap();
+        decode_state::<Sum<i64>>(d.get("s")).unwrap().0
+    }
+
+    #[test]
+    fn a_batch_written_twice_is_applied_once() {
+        let s = store("twice");
+        let mut no_split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
+            HashMap::from([("a".to_string(), (Sum(5), Sum(0)))])
+        };
+        let w = write_batch(
+            &s,
+            "m",
+            true,
+            vec![kw("a", 5, &[(0, 0, 10)])],
+            &mut no_split,
+        )
+        .unwrap();
+        assert_eq!(w.changes.len(), 1);
+        assert_eq!(get(&s, "a"), 5);
+        let w = write_batch(
+            &s,
+            "m",
+            true,
+            vec![kw("a", 5, &[(0, 0, 10)])],
+            &mut no_split,
+        )
+        .unwrap();
+        assert_eq!(get(&s, "a"), 5, "the second write is refused by the guard");
+        assert_eq!(w.conflicts, 1);
+        // Republished: the part applied before, covering [0, 10).
+        assert_eq!(w.changes.len(), 1);
+        assert_eq!(w.changes[0].1.ranges[0].end, 10);
+        // A batch overlapping the applied one: only the part since the guard.
+        let mut split = |g: &Guards<String>| -> Split<String, Sum<i64>> {
+            assert_eq!(g["a"], vec![(0, 10)]);
+            HashMap::from([("a".to_string(), (Sum(3), Sum(4)))])
+        };
+        write_batch(&s, "m", true, vec![kw("a", 7, &[(0, 5, 15)])], &mut split).unwrap();
+        assert_eq!(get(&s, "a"), 9);
+        // Two partitions in one write; one of them already applied.
+        write_batch(&s, "m", true, vec![kw("b", 1, &[(1, 0, 4)])], &mut no_split).unwrap();
+        let mut split = |g: &Guards<String>| -> Split<String, Sum<i64>> {
+            assert_eq!(g["b"], vec![(1, 4)]);
+            HashMap::from([("b".to_string(), (Sum(1), Sum(10)))])
+        };
+        write_batch(
+            &s,
+            "m",
+            true,
+            vec![kw("b", 11, &[(1, 0, 4), (2, 0, 8)])],
+            &mut split,
+        )
+        .unwrap();
+        assert_eq!(get(&s, "b"), 11);
+        s.database().drop().run().unwrap();
+    }
 }

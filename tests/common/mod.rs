@@ -91,7 +91,10 @@ impl ReadModel for SpendByVisitor {
         p: &Payment,
         out: &mut Deltas<u16, accrete::monoids::Map<u32, Sum<i64>>>,
     ) -> Result<(), String> {
-        out.push(p.from, accrete::monoids::Map::singleton(p.visitor, Sum(p.cents)));
+        out.push(
+            p.from,
+            accrete::monoids::Map::singleton(p.visitor, Sum(p.cents)),
+        );
         Ok(())
     }
 }

@@ -174,9 +174,19 @@ mod enabled {
             top.within_bound(&expected),
             "within its error bound of the plain fold",
         );
-        let replica_ok = node.replica_snapshot::<ProductSales>()? == sales.into_iter().collect::<Vec<_>>();
-        ok &= check("product_sales", replica_ok, "in this node's replica equals MongoDB");
-        for m in [ProductSales::NAME, PageVisitors::NAME, LastSeen::NAME, TopProducts::NAME] {
+        let replica_ok =
+            node.replica_snapshot::<ProductSales>()? == sales.into_iter().collect::<Vec<_>>();
+        ok &= check(
+            "product_sales",
+            replica_ok,
+            "in this node's replica equals MongoDB",
+        );
+        for m in [
+            ProductSales::NAME,
+            PageVisitors::NAME,
+            LastSeen::NAME,
+            TopProducts::NAME,
+        ] {
             let s = node.stats(m)?;
             println!(
                 "  {m:<14} {} events, {} batches, {} MongoDB writes ({:.3} per event), {} changes",
