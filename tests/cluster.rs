@@ -278,7 +278,7 @@ fn stored<M: ReadModel>(store: &MongoStore) -> BTreeMap<M::Key, M::State> {
     out
 }
 
-fn check_model<M: ReadModel>(
+fn check_model<M>(
     model: &M,
     store: &MongoStore,
     events: &[Payment],
@@ -485,9 +485,6 @@ fn cluster_matches_the_oracle_through_kills() {
         kills += cluster.revive(&mut rng, &mut fresh);
         fresh += 1;
         cluster.spawn(&format!("n{fresh}"), None);
-        // Only nodes without a failpoint can be trusted to finish.
-        let armed: Vec<String> = cluster.children.iter().map(|(id, _)| id.clone()).collect();
-        let ctx = format!("{ctx}, {kills} kills");
         // Nodes may still die at their failpoints meanwhile: keep one clean
         // node running until every event is folded.
         let deadline = Instant::now() + Duration::from_secs(240);
@@ -510,8 +507,9 @@ fn cluster_matches_the_oracle_through_kills() {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        let ctx = format!("{ctx}, {kills} kills");
         wait_folded(&submitter, n, &ctx);
-        let finished = stop_tolerating_failpoints(&mut cluster, &armed, &ctx);
+        let finished = stop_tolerating_failpoints(&mut cluster, &ctx);
         check_all(&config, &events, cluster.dir.path(), &finished, &ctx);
         eprintln!("{ctx}: ok");
         submitter.shutdown();
@@ -520,7 +518,7 @@ fn cluster_matches_the_oracle_through_kills() {
 
 /// Stops the cluster; a node that dies at its failpoint meanwhile is
 /// dropped from the replica comparison (the others still must finish).
-fn stop_tolerating_failpoints(cluster: &mut Cluster, _ids: &[String], ctx: &str) -> Vec<String> {
+fn stop_tolerating_failpoints(cluster: &mut Cluster, ctx: &str) -> Vec<String> {
     std::fs::write(cluster.dir.path().join("stop"), b"").unwrap();
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut done = Vec::new();

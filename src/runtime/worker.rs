@@ -494,7 +494,7 @@ pub(crate) fn aggregate<M: ReadModel>(
         }
         let native = record.origin.is_none();
         let id = record.origin.unwrap_or(EventId {
-            source: source,
+            source,
             partition,
             offset: record.offset,
         });
