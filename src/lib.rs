@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod hooks;
 pub mod log;
 pub mod model;
 pub mod observability;

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use accrete::cluster::{Node, NodeConfig, NodeStats};
+use accrete::hooks::{ClusterHook, Trigger};
 use accrete::model::ReadModel;
 use accrete::store::mongo::MongoStore;
 use common::{Balances, Payment, Receipts, Rng, SpendByVisitor, Visitors, oracle, payments};
@@ -85,8 +86,22 @@ fn child(dir: &str) {
     let dir = PathBuf::from(dir);
     let config = NodeConfig::load(Some(&dir.join("config.toml"))).expect("child: config");
     let id = config.node_id.clone();
-    let node = Node::start(config).expect("child: start");
+    let node = Node::start(config.clone()).expect("child: start");
     serve_all(&node);
+    let grafts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if std::env::var_os("ACCRETE_CLUSTER_HOOKS").is_some() {
+        let report = MongoStore::connect(&config.mongodb).unwrap();
+        node.add_cluster_hook(Audit {
+            report,
+            node: id.clone(),
+        })
+        .unwrap();
+        let g = grafts.clone();
+        node.add_node_hook::<Balances>(move |_, _, _| {
+            g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+    }
     while !dir.join("stop").exists() {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -117,6 +132,13 @@ fn child(dir: &str) {
     })
     .collect();
     std::fs::write(
+        dir.join(format!("grafts-{id}")),
+        grafts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
         dir.join(format!("stats-{id}.json")),
         serde_json::to_vec(&stats).unwrap(),
     )
@@ -129,6 +151,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     test: &'static str,
     children: Vec<(String, Child)>,
+    /// Children run the audit hooks too.
+    hooks: bool,
 }
 
 impl Cluster {
@@ -139,6 +163,7 @@ impl Cluster {
             dir,
             test,
             children: Vec::new(),
+            hooks: false,
         }
     }
 
@@ -154,6 +179,9 @@ impl Cluster {
             .stderr(log);
         if let Some(f) = failpoint {
             cmd.env("ACCRETE_FAILPOINT", f);
+        }
+        if self.hooks {
+            cmd.env("ACCRETE_CLUSTER_HOOKS", "1");
         }
         self.children.push((id.to_string(), cmd.spawn().unwrap()));
     }
@@ -589,4 +617,316 @@ fn one_node_folds_exactly() {
         "one node",
     );
     node.shutdown();
+}
+
+// ---- hooks ----
+
+/// A cluster hook that records every run (with its node) in MongoDB, so the
+/// test can count runs and duplicates.
+struct Audit {
+    report: MongoStore,
+    node: String,
+}
+
+impl ClusterHook for Audit {
+    type Model = Balances;
+    const NAME: &'static str = "audit";
+    fn run(&self, t: &Trigger<'_, Balances>) -> Result<(), String> {
+        self.report
+            .database()
+            .collection::<mongodb::bson::Document>("audit_runs")
+            .insert_one(mongodb::bson::doc! {
+                "id": t.idempotency_key,
+                "key": i64::from(*t.key),
+                "version": t.version as i64,
+                "state": t.state.0,
+                "node": &self.node,
+            })
+            .run()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// Every key's runs: (highest version seen, runs, distinct idempotency keys).
+fn audit(store: &MongoStore) -> (BTreeMap<u16, u64>, usize, usize) {
+    let runs: Vec<mongodb::bson::Document> = store
+        .database()
+        .collection::<mongodb::bson::Document>("audit_runs")
+        .find(mongodb::bson::doc! {})
+        .run()
+        .unwrap()
+        .map(|d| d.unwrap())
+        .collect();
+    let mut highest = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &runs {
+        let key = r.get_i64("key").unwrap() as u16;
+        let v = r.get_i64("version").unwrap() as u64;
+        let e = highest.entry(key).or_insert(0);
+        *e = (*e).max(v);
+        ids.insert(r.get_str("id").unwrap().to_string());
+    }
+    (highest, runs.len(), ids.len())
+}
+
+/// Final versions of every key of Balances.
+fn versions(store: &MongoStore) -> BTreeMap<u16, u64> {
+    store
+        .database()
+        .collection::<mongodb::bson::Document>(Balances::NAME)
+        .find(mongodb::bson::doc! {})
+        .run()
+        .unwrap()
+        .map(|d| {
+            let d = d.unwrap();
+            (
+                d.get_i64("_id")
+                    .map(|k| k as u16)
+                    .or_else(|_| d.get_i32("_id").map(|k| k as u16))
+                    .unwrap(),
+                d.get_i64("v").unwrap() as u64,
+            )
+        })
+        .collect()
+}
+
+fn wait_hook(node: &Node, ctx: &str) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let lag = node.hook_lag("audit", Balances::NAME).unwrap();
+        if lag == 0 {
+            // Ends reported by some brokers lag behind: quiet for a while.
+            match quiet_since {
+                Some(t) if t.elapsed() > Duration::from_secs(3) => return,
+                None => quiet_since = Some(Instant::now()),
+                _ => {}
+            }
+        } else {
+            quiet_since = None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ctx}: the hook lags by {lag} after 240 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Three node processes run a cluster hook; one is SIGKILLed mid-stream and
+/// another starts later. Every key's latest change ran the hook (so every
+/// change is covered by a run that saw a state at least as new); the report
+/// counts duplicates; node hooks ran on every live node.
+#[test]
+fn cluster_hooks_run_through_a_kill() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        return child(&dir);
+    }
+    for kill in [false, true] {
+        let ctx = if kill {
+            "hooks, b killed"
+        } else {
+            "hooks, no fault"
+        };
+        let config = test_config("hooks", 12, 1_000);
+        let mut rng = Rng(0x5eed_0003);
+        let events = payments(&mut rng, 12_000, 300);
+        let submitter = Node::start(config.clone()).unwrap();
+        let mut cluster = Cluster::new("cluster_hooks_run_through_a_kill", &config);
+        cluster.hooks = true;
+        for id in ["a", "b", "c"] {
+            cluster.spawn(id, None);
+        }
+        for (i, chunk) in events.chunks(1_000).enumerate() {
+            submit(&submitter, chunk);
+            std::thread::sleep(Duration::from_millis(300));
+            if kill && i == 4 {
+                cluster.kill("b");
+            }
+            if kill && i == 8 {
+                cluster.spawn("d", None);
+            }
+        }
+        wait_folded(&submitter, events.len(), ctx);
+        let hook_store = MongoStore::connect(&config.mongodb).unwrap();
+        // The hook runs on the nodes; the submitter only watches its lag.
+        wait_hook(&submitter, ctx);
+        let nodes = cluster.stop(ctx);
+        let final_versions = versions(&hook_store);
+        let (highest, runs, distinct) = audit(&hook_store);
+        eprintln!(
+            "{ctx}: {} keys, {runs} hook runs, {} duplicates",
+            final_versions.len(),
+            runs - distinct
+        );
+        assert_eq!(
+            highest, final_versions,
+            "{ctx}: every key's latest change ran the hook"
+        );
+        if !kill {
+            assert_eq!(
+                runs, distinct,
+                "{ctx}: without faults, no trigger runs twice"
+            );
+        }
+        for id in &nodes {
+            let grafts: u64 =
+                std::fs::read_to_string(cluster.dir.path().join(format!("grafts-{id}")))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+            assert!(grafts > 0, "{ctx}: node {id}'s node hook ran");
+        }
+        check_all(&config, &events, cluster.dir.path(), &nodes, ctx);
+        submitter.shutdown();
+    }
+}
+
+/// Per account, the largest payment: a `Max`, so a smaller one changes
+/// nothing.
+struct Largest;
+impl ReadModel for Largest {
+    const NAME: &'static str = "largest";
+    type Event = Payment;
+    type Key = u16;
+    type State = accrete::monoids::Max<i64>;
+    fn project(
+        &self,
+        p: &Payment,
+        out: &mut accrete::model::Deltas<u16, accrete::monoids::Max<i64>>,
+    ) -> Result<(), String> {
+        out.push(p.to, accrete::monoids::Max(p.cents));
+        Ok(())
+    }
+}
+
+/// Fails the first attempt of every trigger; for account 7, every attempt.
+struct Flaky {
+    attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+impl ClusterHook for Flaky {
+    type Model = Largest;
+    const NAME: &'static str = "flaky";
+    fn run(&self, t: &Trigger<'_, Largest>) -> Result<(), String> {
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if *t.key == 7 {
+            return Err(format!("account {} is refused by the payment API", t.key));
+        }
+        if t.attempt == 1 {
+            return Err("503 from the payment API".into());
+        }
+        Ok(())
+    }
+    fn max_attempts(&self) -> u32 {
+        3
+    }
+    fn backoff(&self, _: u32) -> Duration {
+        Duration::from_millis(5)
+    }
+}
+
+/// Fires once per account, when its largest payment reaches 5 000.
+struct BigSpender;
+impl ClusterHook for BigSpender {
+    type Model = Largest;
+    const NAME: &'static str = "big_spender";
+    const ONCE: bool = true;
+    fn fires(&self, state: &accrete::monoids::Max<i64>) -> bool {
+        state.0 >= 5_000
+    }
+    fn run(&self, _: &Trigger<'_, Largest>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn pay(node: &Node, id: u64, to: u16, cents: i64) {
+    let p = Payment {
+        id,
+        from: 0,
+        to,
+        cents,
+        visitor: 0,
+        at_ms: id as i64,
+    };
+    node.submit(p.to.to_le_bytes(), p.at_ms, &p).unwrap();
+    node.flush().unwrap();
+}
+
+fn settle(node: &Node, hook: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = node.hook_stats(hook).unwrap();
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "{hook} did not settle");
+        std::thread::sleep(Duration::from_millis(100));
+        let now = node.hook_stats(hook).unwrap();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
+/// Retries, dead letters, threshold hooks, and no run for a write that
+/// changed nothing, on one node.
+#[test]
+fn hooks_retry_dead_letter_fire_once_and_skip_no_ops() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let config = test_config("hookunit", 3, 100);
+    let node = Node::start(config.clone()).unwrap();
+    node.add_model(Largest).unwrap();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    node.add_cluster_hook(Flaky {
+        attempts: attempts.clone(),
+    })
+    .unwrap();
+    node.add_cluster_hook(BigSpender).unwrap();
+    // Accounts 1..=9 get one payment each; 7 always fails.
+    for to in 1..=9u16 {
+        pay(&node, u64::from(to), to, 100 * i64::from(to));
+    }
+    settle(&node, "flaky");
+    let s = node.hook_stats("flaky").unwrap();
+    assert_eq!(
+        s.runs, 8,
+        "a transient failure is retried and succeeds: {s:?}"
+    );
+    assert_eq!(s.dead_letters, 1, "{s:?}");
+    assert!(s.retries >= 8 + 2, "{s:?}");
+    let dead = node.store().hook_dead_letters("flaky").unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("account 7 is refused"), "{dead:?}");
+    assert_eq!(dead[0].attempts, 3);
+    // A smaller payment into a Max changes nothing: no change, no run.
+    pay(&node, 100, 3, 50);
+    settle(&node, "flaky");
+    assert_eq!(
+        node.hook_stats("flaky").unwrap().runs,
+        8,
+        "no run for a write that changed nothing"
+    );
+    assert_eq!(
+        node.store().get::<Largest>(&3).unwrap(),
+        Some(accrete::monoids::Max(300))
+    );
+    // A larger one is a change: one more run.
+    pay(&node, 101, 3, 900);
+    settle(&node, "flaky");
+    assert_eq!(node.hook_stats("flaky").unwrap().runs, 9);
+    // The threshold: crossed once per account, however many changes follow.
+    settle(&node, "big_spender");
+    assert_eq!(node.hook_stats("big_spender").unwrap().runs, 0);
+    for (i, cents) in [6_000, 7_000, 8_000].into_iter().enumerate() {
+        pay(&node, 200 + i as u64, 4, cents);
+    }
+    pay(&node, 300, 5, 5_000);
+    settle(&node, "big_spender");
+    let s = node.hook_stats("big_spender").unwrap();
+    assert_eq!(s.runs, 2, "fires once per account that crossed: {s:?}");
+    node.shutdown();
+    node.store().database().drop().run().unwrap();
 }

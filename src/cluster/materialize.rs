@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::Mutex;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::placement::Placement;
 use super::{CHANGE_FORMAT, Counters, Shared};
 use crate::log::RecordBatch;
 use crate::log::kafka::Producer;
@@ -43,28 +42,11 @@ struct Batcher<M: ReadModel> {
     buffers: HashMap<u32, Buffer>,
     buffered: usize,
     oldest: Option<Instant>,
-    /// Per owned partition, the next offset this node must fold: the group's
-    /// committed offset when the partition was assigned, then the end of
-    /// what is buffered. Records below it are skipped (already folded here);
-    /// a record beyond it means the consumer skipped ahead, and the node
-    /// seeks back.
-    next: HashMap<u32, Position>,
-}
-
-/// Where a partition's consumption stands.
-#[derive(Clone, Copy, Debug)]
-enum Position {
-    /// Expect this offset next.
-    At(u64),
-    /// Placed before `at` (by `back` records) and waiting for it: records
-    /// below it are re-reads, records beyond it arrived from before the
-    /// seek. The events topic has no holes in its offsets: accrete creates
-    /// it non-compacted and writes it without transactions.
-    Sought { at: u64, back: u64, since: Instant },
 }
 
 struct Ctx<M: ReadModel> {
     batcher: Arc<Mutex<Batcher<M>>>,
+    placement: Arc<Placement>,
     topic: String,
 }
 
@@ -74,47 +56,17 @@ impl<M: ReadModel> ConsumerContext for Ctx<M>
 where
     M::State: Pushdown,
 {
-    /// Places newly assigned partitions itself (see [`Ctx::place`]), then
-    /// assigns and revokes as rdkafka's default does.
+    /// Places newly assigned partitions (see [`placement`](super::placement)).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        let result = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.place(consumer, tpl);
-                if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
-                if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                }
-            }
-            other => {
-                tracing::error!(model = M::NAME, error = ?other, "rebalance error");
-                if cooperative {
-                    Ok(())
-                } else {
-                    consumer.unassign()
-                }
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(model = M::NAME, error = %e, "could not apply a rebalance");
-        }
+        let placement = self.placement.clone();
+        super::placement::rebalance(consumer, err, tpl, &placement, |tpl| {
+            self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+        });
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -148,59 +100,6 @@ where
             if let Some(buf) = b.buffers.remove(&p) {
                 b.buffered -= buf.batch.len();
             }
-            b.next.remove(&p);
-        }
-    }
-}
-
-/// How far before its position a partition is read again when assigned:
-/// some brokers (tansu 0.6) answer a fetch that starts inside a producer's
-/// record batch with the *next* batch, silently skipping records. Starting
-/// at least a batch earlier and dropping what is below the position avoids
-/// that; accrete's producers cap batches below this.
-const READ_BACK: u64 = 1_024;
-
-impl<M: ReadModel> Ctx<M>
-where
-    M::State: Pushdown,
-{
-    /// Sets where each newly assigned partition starts: a little before the
-    /// position kept in MongoDB (the authority; the group's committed offset
-    /// is only a hint), or the partition's first record.
-    fn place(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let partitions: Vec<i32> = tpl
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        let store = self.batcher.lock().shared.store.clone();
-        for p in partitions {
-            let low = consumer
-                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                .map_or(0, |(low, _)| low.max(0) as u64);
-            let at = match store.position(M::NAME, p as u32) {
-                Ok(Some(next)) => next.max(low),
-                Ok(None) => low,
-                Err(e) => {
-                    // Unknown: start from the beginning; the guard makes
-                    // re-reading harmless.
-                    tracing::warn!(model = M::NAME, partition = p, error = %e, "cannot read the stored position");
-                    low
-                }
-            };
-            let back = if at > low { READ_BACK } else { 0 };
-            let start = at.saturating_sub(back).max(low);
-            if let Err(e) = tpl.set_partition_offset(&self.topic, p, Offset::Offset(start as i64)) {
-                tracing::warn!(model = M::NAME, partition = p, error = %e, "cannot place the partition");
-            }
-            self.batcher.lock().next.insert(
-                p as u32,
-                Position::Sought {
-                    at,
-                    back,
-                    since: Instant::now(),
-                },
-            );
         }
     }
 }
@@ -423,12 +322,17 @@ where
         buffers: HashMap::new(),
         buffered: 0,
         oldest: None,
-        next: HashMap::new(),
     }));
+    let placement = Arc::new(Placement::new(
+        shared.store.clone(),
+        M::NAME.to_string(),
+        topic.clone(),
+    ));
     let consumer = config.kafka.consumer(
         &config.materialize_group(M::NAME),
         Ctx {
             batcher: batcher.clone(),
+            placement: placement.clone(),
             topic: topic.clone(),
         },
     )?;
@@ -439,100 +343,14 @@ where
     let interval = config.flush_interval();
     std::thread::Builder::new()
         .name(format!("accrete-materialize-{}", M::NAME))
-        .spawn(move || run(consumer, batcher, shared, batch_size, interval))
+        .spawn(move || run(consumer, batcher, placement, shared, batch_size, interval))
         .map_err(|e| Error::io("spawn a materializer thread", ".", e))
-}
-
-/// Whether the record at `offset` of `partition` is the next one to fold.
-fn in_order<M: ReadModel>(batcher: &Mutex<Batcher<M>>, partition: u32, offset: u64) -> bool
-where
-    M::State: Pushdown,
-{
-    let mut b = batcher.lock();
-    let Some(position) = b.next.get(&partition).copied() else {
-        // Not placed: the partition is being revoked.
-        return false;
-    };
-    let expected = match position {
-        Position::At(e) => e,
-        Position::Sought { at, .. } => at,
-    };
-    if offset == expected {
-        b.next.insert(partition, Position::At(offset + 1));
-        return true;
-    }
-    if offset > expected {
-        if let Position::At(at) = position {
-            // The consumer skipped ahead: place it again.
-            tracing::warn!(
-                model = M::NAME,
-                partition,
-                expected,
-                got = offset,
-                "the consumer skipped records; reading them again"
-            );
-            b.next.insert(
-                partition,
-                Position::Sought {
-                    at,
-                    back: READ_BACK / 2,
-                    since: Instant::now() - RESEEK_AFTER,
-                },
-            );
-        }
-    }
-    // Below: read again after a placement. Beyond: fetched before a seek.
-    false
-}
-
-/// How long a placed partition may go without reaching its position before
-/// it is placed again, further back.
-const RESEEK_AFTER: Duration = Duration::from_secs(2);
-
-/// Places again, further back, partitions that have not reached their
-/// position in time (the broker answered with a later batch, or nothing).
-fn reseek<M: ReadModel>(consumer: &BaseConsumer<Ctx<M>>, batcher: &Mutex<Batcher<M>>, topic: &str)
-where
-    M::State: Pushdown,
-{
-    let due: Vec<(u32, u64, u64)> = batcher
-        .lock()
-        .next
-        .iter()
-        .filter_map(|(p, pos)| match pos {
-            Position::Sought { at, back, since } if since.elapsed() >= RESEEK_AFTER => {
-                Some((*p, *at, (*back * 4).max(READ_BACK)))
-            }
-            _ => None,
-        })
-        .collect();
-    for (p, at, back) in due {
-        let start = at.saturating_sub(back);
-        if std::env::var_os("ACCRETE_DEBUG_BATCHES").is_some() {
-            eprintln!("DEBUG {} reseek p{p} to {start} waiting for {at}", M::NAME);
-        }
-        if let Err(e) = consumer.seek(
-            topic,
-            p as i32,
-            Offset::Offset(start as i64),
-            Duration::from_secs(10),
-        ) {
-            tracing::warn!(model = M::NAME, partition = p, error = %e, "seek failed; will retry");
-        }
-        batcher.lock().next.insert(
-            p,
-            Position::Sought {
-                at,
-                back,
-                since: Instant::now(),
-            },
-        );
-    }
 }
 
 fn run<M: ReadModel>(
     consumer: BaseConsumer<Ctx<M>>,
     batcher: Arc<Mutex<Batcher<M>>>,
+    placement: Arc<Placement>,
     shared: Arc<Shared>,
     batch_size: usize,
     interval: Duration,
@@ -550,7 +368,7 @@ fn run<M: ReadModel>(
                 Some(Ok(msg)) => {
                     let p = msg.partition() as u32;
                     let offset = msg.offset() as u64;
-                    if !in_order(&batcher, p, offset) {
+                    if !placement.accept(p, offset) {
                         continue;
                     }
                     let mut b = batcher.lock();
@@ -573,7 +391,7 @@ fn run<M: ReadModel>(
                 None => {}
             }
         }
-        reseek(&consumer, &batcher, &shared.config.events_topic);
+        placement.reseek(&consumer);
         let due = {
             let b = batcher.lock();
             b.buffered > 0

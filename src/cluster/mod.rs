@@ -48,7 +48,9 @@
 //! ```
 
 mod config;
+mod hooks;
 mod materialize;
+mod placement;
 mod replica;
 
 use std::any::Any;
@@ -142,6 +144,13 @@ pub struct Node {
     shared: Arc<Shared>,
     producer: Producer,
     served: Mutex<Vec<Served>>,
+    hooks: Mutex<
+        Vec<(
+            &'static str,
+            Arc<hooks::HookCounters>,
+            Option<JoinHandle<()>>,
+        )>,
+    >,
 }
 
 /// Where a model stands on the cluster, from this node's point of view.
@@ -186,6 +195,7 @@ impl Node {
             }),
             producer,
             served: Mutex::new(Vec::new()),
+            hooks: Mutex::new(Vec::new()),
         })
     }
 
@@ -237,6 +247,81 @@ impl Node {
             threads: vec![materializer, replica_thread],
         });
         Ok(())
+    }
+
+    /// Runs a cluster hook on this node's share of the model's changes (see
+    /// [`hooks`](crate::hooks)). Start it on every node that should take part:
+    /// the hook's consumer group spreads the keys over them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if a hook of that name runs here already, or the
+    /// errors of creating the changes topic.
+    pub fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
+        crate::log::validate_name("group", H::NAME, 150)?;
+        let mut hooks = self.hooks.lock();
+        if hooks.iter().any(|(n, _, _)| *n == H::NAME) {
+            return Err(Error::Model(
+                H::NAME.into(),
+                "hook already runs on this node".into(),
+            ));
+        }
+        let config = &self.shared.config;
+        let model = <H::Model as ReadModel>::NAME;
+        config
+            .kafka
+            .create_topic(&config.changes_topic(model), config.partitions)?;
+        let counters = Arc::new(hooks::HookCounters::default());
+        let thread = hooks::start(hook, self.shared.clone(), counters.clone())?;
+        hooks.push((H::NAME, counters, Some(thread)));
+        Ok(())
+    }
+
+    /// Runs `f(key, delta, state)` on this node whenever its replica of the
+    /// model is grafted with a change: `delta` is the change, `state` the
+    /// replica's state after it. Every node serving the model runs its own
+    /// node hooks. Keep `f` quick: it runs on the replica's thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not served here.
+    pub fn add_node_hook<M: ReadModel>(
+        &self,
+        f: impl Fn(&M::Key, &M::State, &M::State) + Send + Sync + 'static,
+    ) -> Result<()> {
+        self.replica::<M>()?.add_hook(Box::new(f));
+        Ok(())
+    }
+
+    /// What a cluster hook did on this node.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the hook does not run here.
+    pub fn hook_stats(&self, hook: &str) -> Result<crate::hooks::HookStats> {
+        self.hooks
+            .lock()
+            .iter()
+            .find(|(n, _, _)| *n == hook)
+            .map(|(_, c, _)| c.snapshot())
+            .ok_or_else(|| Error::Model(hook.into(), "no such hook runs on this node".into()))
+    }
+
+    /// Triggers a cluster hook has not yet taken (over all nodes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Kafka`] or [`Error::Mongo`].
+    pub fn hook_lag(&self, hook: &str, model: &str) -> Result<u64> {
+        let config = &self.shared.config;
+        let p = config.partitions;
+        let ends = config.kafka.end_offsets(&config.changes_topic(model), p)?;
+        let done = self.shared.store.positions(&format!("hook:{hook}"), p)?;
+        Ok(ends
+            .iter()
+            .zip(&done)
+            .map(|(e, d)| e.saturating_sub(*d))
+            .sum())
     }
 
     /// Submits an event, partitioned by `key` as Kafka's Java client does.
@@ -418,6 +503,11 @@ impl Node {
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.producer.flush(Duration::from_secs(30));
+        for (_, _, t) in self.hooks.lock().iter_mut() {
+            if let Some(t) = t.take() {
+                let _ = t.join();
+            }
+        }
         let mut served = self.served.lock();
         for s in served.iter_mut() {
             for t in s.threads.drain(..) {

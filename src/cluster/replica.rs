@@ -48,12 +48,41 @@ impl<S> Entry<S> {
     }
 }
 
+/// A node hook: `(key, delta, state after)`.
+pub(crate) type NodeHook<M> = Box<
+    dyn Fn(&<M as ReadModel>::Key, &<M as ReadModel>::State, &<M as ReadModel>::State)
+        + Send
+        + Sync,
+>;
+
 /// The in-memory copy of a model on one node.
 pub(crate) struct Replica<M: ReadModel> {
     entries: RwLock<HashMap<M::Key, Entry<M::State>>>,
+    hooks: RwLock<Vec<NodeHook<M>>>,
 }
 
 impl<M: ReadModel> Replica<M> {
+    pub(crate) fn add_hook(&self, hook: NodeHook<M>) {
+        self.hooks.write().push(hook);
+    }
+
+    /// Runs the node hooks for a grafted change.
+    fn run_hooks(&self, key: &M::Key, delta: &M::State) {
+        let hooks = self.hooks.read();
+        if hooks.is_empty() {
+            return;
+        }
+        let Some(state) = self.get(key) else { return };
+        for h in hooks.iter() {
+            // A panicking node hook must not stop the replica.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(key, delta, &state)))
+                .is_err()
+            {
+                tracing::error!(model = M::NAME, "a node hook panicked");
+            }
+        }
+    }
+
     pub(crate) fn get(&self, key: &M::Key) -> Option<M::State> {
         self.entries.read().get(key).map(|e| e.state.clone())
     }
@@ -139,6 +168,7 @@ pub(super) fn start<M: ReadModel>(
     let starts = config.kafka.end_offsets(&topic, partitions)?;
     let replica = Arc::new(Replica::<M> {
         entries: RwLock::new(HashMap::new()),
+        hooks: RwLock::new(Vec::new()),
     });
     let loaded = replica.load(&shared, doc! {})?;
     tracing::info!(
@@ -223,7 +253,7 @@ fn follow<M: ReadModel>(
     shared: Arc<Shared>,
     counters: Arc<Counters>,
 ) {
-    let mut refetch: Vec<M::Key> = Vec::new();
+    let mut refetch: Vec<(M::Key, M::State)> = Vec::new();
     let mut advanced: Vec<(usize, u64)> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         // Take what has arrived (up to a bound), then re-read the keys that
@@ -249,8 +279,11 @@ fn follow<M: ReadModel>(
             match decoded {
                 Ok((key, change)) => {
                     counters.grafted.fetch_add(1, Ordering::Relaxed);
-                    if !replica.graft(key.clone(), change) {
-                        refetch.push(key);
+                    let delta = change.delta.clone();
+                    if replica.graft(key.clone(), change) {
+                        replica.run_hooks(&key, &delta);
+                    } else {
+                        refetch.push((key, delta));
                     }
                 }
                 Err(e) => {

@@ -71,6 +71,23 @@ pub struct MongoStore {
 const DEAD_LETTERS: &str = "accrete.dead_letters";
 /// Per model and events partition, the next offset to fold.
 const POSITIONS: &str = "accrete.positions";
+/// The recorded outcome of every hook run, by idempotency key.
+const HOOK_OUTCOMES: &str = "accrete.hook_outcomes";
+/// Hook triggers that failed every attempt.
+const HOOK_DEAD_LETTERS: &str = "accrete.hook_dead_letters";
+
+/// A hook trigger that failed every attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookDeadLetter {
+    /// The hook.
+    pub hook: String,
+    /// The idempotency key of the trigger.
+    pub idempotency_key: String,
+    /// The last attempt's error.
+    pub reason: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+}
 
 impl MongoStore {
     /// Connects and checks that the server answers (within 10 s unless the
@@ -267,6 +284,120 @@ impl MongoStore {
             .run()
             .map_err(|e| Error::mongo("write positions", e))?;
         Ok(())
+    }
+
+    /// The states and versions of `keys` (missing keys are absent).
+    pub(crate) fn get_many<K, S>(
+        &self,
+        model: &str,
+        keys: &[K],
+    ) -> Result<HashMap<String, (S, u64)>>
+    where
+        K: Serialize,
+        S: Monoid + Serialize + DeserializeOwned,
+    {
+        let mut out = HashMap::new();
+        let ids: Vec<Bson> = keys.iter().map(key_id).collect::<Result<_>>()?;
+        for chunk in ids.chunks(10_000) {
+            let cursor = self
+                .states(model)
+                .find(doc! { "_id": { "$in": chunk.to_vec() } })
+                .run()
+                .map_err(|e| Error::mongo("find", e))?;
+            for d in cursor {
+                let d = d.map_err(|e| Error::mongo("find", e))?;
+                let id = d.get("_id").cloned().unwrap_or(Bson::Null).to_string();
+                let v = d.get("v").and_then(as_u64).unwrap_or(0);
+                out.insert(id, (decode_state::<S>(d.get("s"))?, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of these idempotency keys have a recorded outcome.
+    pub(crate) fn outcomes_recorded(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in ids.chunks(10_000) {
+            let cursor = self
+                .db
+                .collection::<Document>(HOOK_OUTCOMES)
+                .find(doc! { "_id": { "$in": chunk.to_vec() } })
+                .projection(doc! { "_id": 1 })
+                .run()
+                .map_err(|e| Error::mongo("read hook outcomes", e))?;
+            for d in cursor {
+                let d = d.map_err(|e| Error::mongo("read hook outcomes", e))?;
+                if let Ok(id) = d.get_str("_id") {
+                    out.insert(id.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a run's outcome (and, for a failure, its dead letter).
+    pub(crate) fn record_outcome(
+        &self,
+        hook: &str,
+        id: &str,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let outcome = doc! {
+            "$setOnInsert": {
+                "hook": hook,
+                "ok": error.is_none(),
+                "attempts": attempts as i64,
+                "at": bson::DateTime::now(),
+            }
+        };
+        if let Some(reason) = error {
+            self.db
+                .collection::<Document>(HOOK_DEAD_LETTERS)
+                .update_one(
+                    doc! { "_id": id },
+                    doc! { "$setOnInsert": { "hook": hook, "reason": reason, "attempts": attempts as i64, "at": bson::DateTime::now() } },
+                )
+                .upsert(true)
+                .run()
+                .map_err(|e| Error::mongo("write hook dead letter", e))?;
+        }
+        self.db
+            .collection::<Document>(HOOK_OUTCOMES)
+            .update_one(doc! { "_id": id }, outcome)
+            .upsert(true)
+            .run()
+            .map_err(|e| Error::mongo("write hook outcome", e))?;
+        Ok(())
+    }
+
+    /// A hook's dead letters, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn hook_dead_letters(&self, hook: &str) -> Result<Vec<HookDeadLetter>> {
+        let cursor = self
+            .db
+            .collection::<Document>(HOOK_DEAD_LETTERS)
+            .find(doc! { "hook": hook })
+            .sort(doc! { "at": 1, "_id": 1 })
+            .run()
+            .map_err(|e| Error::mongo("read hook dead letters", e))?;
+        let mut out = Vec::new();
+        for d in cursor {
+            let d = d.map_err(|e| Error::mongo("read hook dead letters", e))?;
+            out.push(HookDeadLetter {
+                hook: hook.to_string(),
+                idempotency_key: d.get_str("_id").unwrap_or_default().to_string(),
+                reason: d.get_str("reason").unwrap_or_default().to_string(),
+                attempts: d.get("attempts").and_then(as_u64).unwrap_or(0) as u32,
+            });
+        }
+        Ok(out)
     }
 
     /// Keeps dead letters, idempotently (one per model and event id).

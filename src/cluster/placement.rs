@@ -1,0 +1,226 @@
+//! Where a consumer group member reads each of its partitions, kept in
+//! MongoDB rather than trusted to the broker.
+//!
+//! A reader (a materializer, a cluster hook) keeps its position per
+//! partition in MongoDB, written after its effects. When a partition is
+//! assigned, the reader places the consumer a little *before* that
+//! position and drops records below it: some brokers (tansu 0.6) answer a
+//! fetch that starts inside a producer's record batch with the next batch,
+//! silently skipping records, or with nothing when it is the last batch.
+//! Records beyond the position mean the consumer skipped ahead: it is
+//! placed again, further back. The topic has no holes in its offsets
+//! (accrete creates it non-compacted and writes it without transactions).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::store::mongo::MongoStore;
+
+/// How far before its position a partition is read again when placed;
+/// accrete's producers keep record batches below this.
+pub(crate) const READ_BACK: u64 = 1_024;
+
+/// How long a placed partition may go without reaching its position before
+/// it is placed again, further back.
+const RESEEK_AFTER: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug)]
+enum Position {
+    /// Expect this offset next.
+    At(u64),
+    /// Placed `back` records before `at`, waiting for it.
+    Sought { at: u64, back: u64, since: Instant },
+}
+
+/// The positions of one reader on one topic.
+pub(crate) struct Placement {
+    store: MongoStore,
+    /// The name positions are kept under (a model, or `hook:<name>`).
+    reader: String,
+    topic: String,
+    next: Mutex<HashMap<u32, Position>>,
+}
+
+impl Placement {
+    pub(crate) fn new(store: MongoStore, reader: String, topic: String) -> Self {
+        Placement {
+            store,
+            reader,
+            topic,
+            next: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Sets where each newly assigned partition starts.
+    pub(crate) fn place<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        for p in partitions {
+            let low = consumer
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                .map_or(0, |(low, _)| low.max(0) as u64);
+            let at = match self.store.position(&self.reader, p as u32) {
+                Ok(Some(next)) => next.max(low),
+                Ok(None) => low,
+                Err(e) => {
+                    // Unknown: from the beginning; re-reading is harmless.
+                    tracing::warn!(reader = %self.reader, partition = p, error = %e,
+                        "cannot read the stored position");
+                    low
+                }
+            };
+            let back = if at > low { READ_BACK } else { 0 };
+            let start = at.saturating_sub(back).max(low);
+            if let Err(e) = tpl.set_partition_offset(&self.topic, p, Offset::Offset(start as i64)) {
+                tracing::warn!(reader = %self.reader, partition = p, error = %e,
+                    "cannot place the partition");
+            }
+            self.next.lock().insert(
+                p as u32,
+                Position::Sought {
+                    at,
+                    back,
+                    since: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// The partition left this member.
+    pub(crate) fn forget(&self, partition: u32) {
+        self.next.lock().remove(&partition);
+    }
+
+    /// Whether the record at `offset` is the partition's next one.
+    pub(crate) fn accept(&self, partition: u32, offset: u64) -> bool {
+        let mut next = self.next.lock();
+        let Some(position) = next.get(&partition).copied() else {
+            // Not placed: the partition is being revoked.
+            return false;
+        };
+        let expected = match position {
+            Position::At(e) => e,
+            Position::Sought { at, .. } => at,
+        };
+        if offset == expected {
+            next.insert(partition, Position::At(offset + 1));
+            return true;
+        }
+        if offset > expected {
+            if let Position::At(at) = position {
+                tracing::warn!(reader = %self.reader, partition, expected, got = offset,
+                    "the consumer skipped records; reading them again");
+                next.insert(
+                    partition,
+                    Position::Sought {
+                        at,
+                        back: READ_BACK / 4,
+                        since: Instant::now() - RESEEK_AFTER,
+                    },
+                );
+            }
+        }
+        // Below: read again after a placement. Beyond: fetched before a
+        // seek, or skipped to.
+        false
+    }
+
+    /// Places again, further back, partitions that have not reached their
+    /// position in time.
+    pub(crate) fn reseek<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let due: Vec<(u32, u64, u64)> = self
+            .next
+            .lock()
+            .iter()
+            .filter_map(|(p, pos)| match pos {
+                Position::Sought { at, back, since } if since.elapsed() >= RESEEK_AFTER => {
+                    Some((*p, *at, (*back * 4).max(READ_BACK)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (p, at, back) in due {
+            let start = at.saturating_sub(back);
+            if let Err(e) = consumer.seek(
+                &self.topic,
+                p as i32,
+                Offset::Offset(start as i64),
+                Duration::from_secs(10),
+            ) {
+                tracing::warn!(reader = %self.reader, partition = p, error = %e,
+                    "seek failed; will retry");
+            }
+            self.next.lock().insert(
+                p,
+                Position::Sought {
+                    at,
+                    back,
+                    since: Instant::now(),
+                },
+            );
+        }
+    }
+}
+
+/// rdkafka's rebalance, with partitions placed on assignment and `revoke`
+/// called before they leave.
+pub(crate) fn rebalance<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    err: RDKafkaRespErr,
+    tpl: &mut TopicPartitionList,
+    placement: &Placement,
+    revoke: impl FnOnce(&TopicPartitionList),
+) {
+    let cooperative = matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    );
+    let result = match err {
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+            placement.place(consumer, tpl);
+            if cooperative {
+                consumer.incremental_assign(tpl)
+            } else {
+                consumer.assign(tpl)
+            }
+        }
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+            revoke(tpl);
+            for e in tpl.elements_for_topic(placement.topic()) {
+                placement.forget(e.partition() as u32);
+            }
+            if cooperative {
+                consumer.incremental_unassign(tpl)
+            } else {
+                consumer.unassign()
+            }
+        }
+        other => {
+            tracing::error!(error = ?other, "rebalance error");
+            if cooperative {
+                Ok(())
+            } else {
+                consumer.unassign()
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not apply a rebalance");
+    }
+}
