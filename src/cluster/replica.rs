@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use accrete_monoids::Semigroup;
 use bson::doc;
@@ -22,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::placement::READ_BACK;
 use super::{CHANGE_FORMAT, Counters, Shared};
 use crate::model::ReadModel;
 use crate::store::mongo::{Written, decode_doc, key_id, positions};
@@ -122,7 +123,7 @@ impl<M: ReadModel> Replica<M> {
     }
 
     /// Grafts one change; returns `false` when the key must be read again.
-    fn graft(&self, key: M::Key, change: Written<M::State>) -> bool {
+    fn graft(&self, key: M::Key, change: Written<M::State>) -> Graft {
         let mut entries = self.entries.write();
         let entry = entries.entry(key).or_insert_with(|| Entry {
             state: <M::State as accrete_monoids::Monoid>::identity(),
@@ -130,7 +131,7 @@ impl<M: ReadModel> Replica<M> {
         });
         if change.idempotent {
             entry.state.combine_owned(change.delta);
-            return true;
+            return Graft::Applied;
         }
         let fresh = change
             .ranges
@@ -141,17 +142,26 @@ impl<M: ReadModel> Replica<M> {
             .iter()
             .all(|r| r.end <= entry.position(r.partition));
         if seen {
-            return true;
+            return Graft::Seen;
         }
         if !fresh {
-            return false;
+            return Graft::Refetch;
         }
         entry.state.combine_owned(change.delta);
         for r in &change.ranges {
             entry.advance(r.partition, r.end);
         }
-        true
+        Graft::Applied
     }
+}
+
+/// What grafting a change did.
+enum Graft {
+    Applied,
+    /// The replica has it already.
+    Seen,
+    /// It overlaps what the replica has: read the key again.
+    Refetch,
 }
 
 /// Loads the replica and starts following the changes topic from the end
@@ -192,6 +202,10 @@ pub(super) fn start<M: ReadModel>(
             high: high.clone(),
         })
         .map_err(|e| Error::kafka("create consumer", e))?;
+    // A little before: some brokers skip records when a fetch starts inside
+    // a record batch (see placement). Changes read again are dropped as
+    // seen.
+    let starts: Vec<u64> = starts.iter().map(|s| s.saturating_sub(READ_BACK)).collect();
     let mut tpl = TopicPartitionList::new();
     for (p, start) in starts.iter().enumerate() {
         tpl.add_partition_offset(&topic, p as i32, Offset::Offset(*start as i64))
@@ -208,7 +222,11 @@ pub(super) fn start<M: ReadModel>(
 
         std::thread::Builder::new()
             .name(format!("accrete-replica-{}", M::NAME))
-            .spawn(move || follow(consumer, replica, position, shared, counters))
+            .spawn(move || {
+                follow(
+                    consumer, replica, position, starts, &topic, shared, counters,
+                )
+            })
             .map_err(|e| Error::io("spawn a replica thread", ".", e))?
     };
     Ok((replica, Tracked { position, high }, thread))
@@ -246,13 +264,19 @@ impl rdkafka::ClientContext for Ends {
 
 impl rdkafka::consumer::ConsumerContext for Ends {}
 
+#[allow(clippy::too_many_arguments)]
 fn follow<M: ReadModel>(
     consumer: BaseConsumer<Ends>,
     replica: Arc<Replica<M>>,
     position: Arc<Vec<AtomicU64>>,
+    starts: Vec<u64>,
+    topic: &str,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
 ) {
+    // Per partition: the next offset expected, and a seek back in progress.
+    let mut expected = starts;
+    let mut sought: Vec<Option<(Instant, u64)>> = vec![None; expected.len()];
     let mut refetch: Vec<(M::Key, M::State)> = Vec::new();
     let mut advanced: Vec<(usize, u64)> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
@@ -271,7 +295,30 @@ fn follow<M: ReadModel>(
                     continue;
                 }
             };
-            advanced.push((msg.partition() as usize, msg.offset() as u64 + 1));
+            let (p, offset) = (msg.partition() as usize, msg.offset() as u64);
+            let Some(next) = expected.get_mut(p) else {
+                continue;
+            };
+            if offset > *next {
+                // Skipped ahead: seek back (once per 2 s; records arriving
+                // meanwhile were fetched before the seek).
+                let back = match sought[p] {
+                    Some((at, _)) if at.elapsed() < Duration::from_secs(2) => continue,
+                    Some((_, back)) => back * 4,
+                    None => READ_BACK,
+                };
+                let _ = consumer.seek(
+                    topic,
+                    p as i32,
+                    Offset::Offset(next.saturating_sub(back) as i64),
+                    Duration::from_secs(10),
+                );
+                sought[p] = Some((Instant::now(), back));
+                continue;
+            }
+            sought[p] = None;
+            *next = (*next).max(offset + 1);
+            advanced.push((p, offset + 1));
             let decoded = decode::<M>(
                 msg.key().unwrap_or_default(),
                 msg.payload().unwrap_or_default(),
@@ -280,10 +327,10 @@ fn follow<M: ReadModel>(
                 Ok((key, change)) => {
                     counters.grafted.fetch_add(1, Ordering::Relaxed);
                     let delta = change.delta.clone();
-                    if replica.graft(key.clone(), change) {
-                        replica.run_hooks(&key, &delta);
-                    } else {
-                        refetch.push((key, delta));
+                    match replica.graft(key.clone(), change) {
+                        Graft::Applied => replica.run_hooks(&key, &delta),
+                        Graft::Seen => {}
+                        Graft::Refetch => refetch.push((key, delta)),
                     }
                 }
                 Err(e) => {
