@@ -192,6 +192,47 @@ fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
     )
 }
 
+/// A no-op cluster hook on every change: hooks/s and change-to-hook
+/// latency.
+struct Count;
+impl accrete::hooks::ClusterHook for Count {
+    type Model = Revenue;
+    const NAME: &'static str = "count";
+    fn run(&self, _: &accrete::hooks::Trigger<'_, Revenue>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn hooks(sales: &[Sale]) -> (f64, (f64, f64), u64, u64) {
+    let config = config("hooks");
+    let node = Node::start(config.clone()).unwrap();
+    node.add_model(Revenue).unwrap();
+    node.add_cluster_hook(Count).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let started = Instant::now();
+    for s in sales {
+        node.submit(s.key.to_le_bytes(), 0, s).unwrap();
+    }
+    node.flush().unwrap();
+    while node.folded(Revenue::NAME).unwrap() < sales.len() as u64 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let changes = node.stats(Revenue::NAME).unwrap().changes;
+    // Every change taken: runs + coalesced reach the changes published.
+    loop {
+        let h = node.hook_stats(Count::NAME).unwrap();
+        if h.runs + h.coalesced + h.duplicates_suppressed >= changes {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed().as_secs_f64();
+    let h = node.hook_stats(Count::NAME).unwrap();
+    node.shutdown();
+    MongoStore::connect(&config.mongodb).unwrap().database().drop().run().unwrap();
+    (h.runs as f64 / took, h.latency_ms, h.runs, changes)
+}
+
 /// The naive consumer: one upsert per event.
 fn naive(sales: &[Sale]) -> f64 {
     let config = config("naive");
@@ -251,6 +292,11 @@ fn main() {
     let naive_rate = naive(&sales[..naive_n as usize]);
     println!(
         "  naive consumer (one upsert per event, {naive_n} events): {naive_rate:>10.0} events/s, 1.000 writes/event"
+    );
+    let hook_events = env("ACCRETE_BENCH_HOOK_EVENTS", 200_000).min(n) as usize;
+    let (rate, (median, p99), runs, changes) = hooks(&sales[..hook_events]);
+    println!(
+        "  cluster hook (no-op) over {hook_events} events: {runs} runs for {changes} changes, {rate:>8.0} hooks/s end to end, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
     );
     for nodes in [1, 3] {
         let (rate, wpe) = accrete(&sales, nodes);

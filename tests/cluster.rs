@@ -25,6 +25,13 @@ use common::{Balances, Payment, Receipts, Rng, SpendByVisitor, Visitors, oracle,
 
 const CHILD: &str = "ACCRETE_CLUSTER_CHILD";
 
+/// The tests of this file run one at a time: each starts a cluster of node
+/// processes against the one broker and server, on two cores.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The servers' addresses; fails loudly when one does not answer.
 fn servers() -> (String, String) {
     let brokers =
@@ -400,6 +407,7 @@ fn three_nodes_one_killed_one_joining() {
     if let Ok(dir) = std::env::var(CHILD) {
         return child(&dir);
     }
+    let _serial = one_at_a_time();
     let config = test_config("multi", 12, 2_000);
     let mut rng = Rng(0x5eed_0001);
     let events = payments(&mut rng, 30_000, 400);
@@ -469,6 +477,7 @@ fn cluster_matches_the_oracle_through_kills() {
     if let Ok(dir) = std::env::var(CHILD) {
         return child(&dir);
     }
+    let _serial = one_at_a_time();
     let count = std::env::var("ACCRETE_CLUSTER_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -581,6 +590,7 @@ fn one_node_folds_exactly() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
+    let _serial = one_at_a_time();
     let config = test_config("single", 4, 1_000);
     let mut rng = Rng(0x5eed_0002);
     let events = payments(&mut rng, 5_000, 50);
@@ -723,6 +733,7 @@ fn cluster_hooks_run_through_a_kill() {
     if let Ok(dir) = std::env::var(CHILD) {
         return child(&dir);
     }
+    let _serial = one_at_a_time();
     for kill in [false, true] {
         let ctx = if kill {
             "hooks, b killed"
@@ -876,6 +887,7 @@ fn hooks_retry_dead_letter_fire_once_and_skip_no_ops() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
+    let _serial = one_at_a_time();
     let config = test_config("hookunit", 3, 100);
     let node = Node::start(config.clone()).unwrap();
     node.add_model(Largest).unwrap();

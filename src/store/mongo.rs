@@ -751,6 +751,7 @@ where
         conflicts: 0,
     };
     let mut blind: Vec<(KeyWrite<K, S>, bool)> = Vec::new();
+    let mut unchanged: Vec<KeyWrite<K, S>> = Vec::new();
     let mut rmw: Vec<KeyWrite<K, S>> = Vec::new();
     let mut models = Vec::new();
     for kw in keys {
@@ -776,6 +777,15 @@ where
                 set.insert(guard_field(r.partition), r.end as i64);
             }
             ops.insert("$set", set);
+        } else {
+            // No guard in the filter (applying twice is applying once), but
+            // the positions still record that a write changed the state, so
+            // that a refused copy can tell it may not have been published.
+            let mut positions = Update::default();
+            for r in &kw.ranges {
+                positions.push("$max", &guard_field(r.partition), Bson::Int64(r.end as i64));
+            }
+            positions.merge_into(&mut ops);
         }
         update.merge_into(&mut ops);
         models.push(WriteModel::UpdateOne(
@@ -802,15 +812,68 @@ where
                         delta: kw.delta,
                     },
                 )),
-                // An idempotent delta that would change nothing.
-                (true, true) => {}
+                // An idempotent delta that would change nothing: perhaps
+                // because an earlier attempt at these events applied it and
+                // died before publishing. Checked below.
+                (true, true) => unchanged.push(kw),
                 // The guard refused: this batch was partly applied.
                 (true, false) => rmw.push(kw),
             }
         }
     }
+    republish_unchanged(&coll, unchanged, &mut out)?;
     read_modify_write(store, &coll, rmw, split, &mut out)?;
     Ok(out)
+}
+
+/// Idempotent deltas that changed nothing: if a write covering part of
+/// their events changed the document (its positions are beyond the batch
+/// start), that write's change may never have been published (its node died
+/// in between): publish the delta again, as idempotent. Replicas apply it
+/// harmlessly; hooks see it as a duplicate of that version.
+fn republish_unchanged<K, S>(
+    coll: &Collection<Document>,
+    keys: Vec<KeyWrite<K, S>>,
+    out: &mut BatchWrite<K, S>,
+) -> Result<()>
+where
+    K: Serialize,
+{
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Bson> = keys.iter().map(|k| key_id(&k.key)).collect::<Result<_>>()?;
+    let mut docs: HashMap<String, HashMap<u32, u64>> = HashMap::new();
+    for chunk in ids.chunks(10_000) {
+        let cursor = coll
+            .find(doc! { "_id": { "$in": chunk.to_vec() } })
+            .projection(doc! { "p": 1 })
+            .run()
+            .map_err(|e| Error::mongo("find", e))?;
+        for d in cursor {
+            let d = d.map_err(|e| Error::mongo("find", e))?;
+            let id = d.get("_id").cloned().unwrap_or(Bson::Null).to_string();
+            docs.insert(id, positions(&d));
+        }
+    }
+    for (kw, id) in keys.into_iter().zip(ids) {
+        let Some(pos) = docs.get(&id.to_string()) else { continue };
+        let touched = kw
+            .ranges
+            .iter()
+            .any(|r| pos.get(&r.partition).is_some_and(|g| *g > r.from));
+        if touched {
+            out.changes.push((
+                kw.key,
+                Written {
+                    ranges: kw.ranges,
+                    idempotent: true,
+                    delta: kw.delta,
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the documents, keeps each key's events at or beyond its guards,
