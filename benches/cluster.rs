@@ -229,7 +229,12 @@ fn hooks(sales: &[Sale]) -> (f64, (f64, f64), u64, u64) {
     let took = started.elapsed().as_secs_f64();
     let h = node.hook_stats(Count::NAME).unwrap();
     node.shutdown();
-    MongoStore::connect(&config.mongodb).unwrap().database().drop().run().unwrap();
+    MongoStore::connect(&config.mongodb)
+        .unwrap()
+        .database()
+        .drop()
+        .run()
+        .unwrap();
     (h.runs as f64 / took, h.latency_ms, h.runs, changes)
 }
 

@@ -77,7 +77,9 @@ fn post(addr: &str, path: &str, key: &str, body: &str) -> Result<u16, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).map_err(|e| e.to_string())?;
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     line.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
@@ -133,7 +135,10 @@ fn serve(listener: TcpListener, api: Arc<Mutex<Api>>) {
                 "200 OK"
             }
         };
-        let _ = write!(reader.get_mut(), "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        let _ = write!(
+            reader.get_mut(),
+            "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n"
+        );
     }
 }
 
@@ -147,7 +152,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = NodeConfig::load(None)?;
     if std::env::var_os("ACCRETE_EVENTS_TOPIC").is_none() {
         // A fresh topic and database per run.
-        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
         config.events_topic = format!("hook-example-{run}");
         config.group_prefix = format!("hook-example-{run}");
         config.mongodb.database = format!("hook_example_{run}");
@@ -186,7 +193,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.runs, stats.retries, stats.dead_letters, stats.coalesced, stats.latency_ms.0
     );
     for customer in ["ana", "bo", "cy"] {
-        println!("  {customer} owes {:?}", node.store().get::<Owed>(&customer.to_string())?);
+        println!(
+            "  {customer} owes {:?}",
+            node.store().get::<Owed>(&customer.to_string())?
+        );
     }
     node.shutdown();
     Ok(())

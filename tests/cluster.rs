@@ -335,11 +335,28 @@ fn check_model<M>(
         let replica: Vec<(M::Key, M::State)> = serde_json::from_slice(&bytes).unwrap();
         let mut replica: BTreeMap<M::Key, M::State> = replica.into_iter().collect();
         replica.retain(|_, v| !accrete::monoids::Monoid::is_identity(v));
-        assert_eq!(
-            replica,
-            stored,
-            "{ctx}: node {id}'s replica of {} differs from MongoDB",
-            M::NAME
+        let differing: Vec<String> = stored
+            .iter()
+            .filter(|(k, v)| replica.get(k) != Some(v))
+            .map(|(k, v)| format!("{k:?}: mongodb {v:?}, replica {:?}", replica.get(k)))
+            .chain(
+                replica
+                    .keys()
+                    .filter(|k| !stored.contains_key(k))
+                    .map(|k| format!("{k:?} only in the replica")),
+            )
+            .collect();
+        if !differing.is_empty() && std::env::var_os("ACCRETE_KEEP").is_some() {
+            let _ = std::process::Command::new("cp")
+                .args(["-r", &dir.display().to_string(), "/tmp/cluster-kept"])
+                .status();
+        }
+        assert!(
+            differing.is_empty(),
+            "{ctx}: node {id}'s replica of {} differs from MongoDB at {} keys, e.g. {:?}",
+            M::NAME,
+            differing.len(),
+            &differing[..differing.len().min(4)]
         );
     }
 }

@@ -29,10 +29,15 @@ pub(crate) const READ_BACK: u64 = 1_024;
 /// it is placed again, further back.
 const RESEEK_AFTER: Duration = Duration::from_secs(2);
 
+/// How long a partition may go without a record before it is read again
+/// from a little earlier: a consumer stopped inside the last record batch
+/// gets nothing from such a broker until more records arrive.
+const IDLE_RESEEK: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Copy, Debug)]
 enum Position {
-    /// Expect this offset next.
-    At(u64),
+    /// Expect this offset next (the last record came at the instant).
+    At(u64, Instant),
     /// Placed `back` records before `at`, waiting for it.
     Sought { at: u64, back: u64, since: Instant },
 }
@@ -102,6 +107,19 @@ impl Placement {
         }
     }
 
+    /// Starts a partition the caller assigned itself: expects `at`, the
+    /// consumer having been placed `READ_BACK` records before it.
+    pub(crate) fn start_at(&self, partition: u32, at: u64) {
+        self.next.lock().insert(
+            partition,
+            Position::Sought {
+                at,
+                back: READ_BACK,
+                since: Instant::now(),
+            },
+        );
+    }
+
     /// The partition left this member.
     pub(crate) fn forget(&self, partition: u32) {
         self.next.lock().remove(&partition);
@@ -115,15 +133,23 @@ impl Placement {
             return false;
         };
         let expected = match position {
-            Position::At(e) => e,
+            Position::At(e, _) => e,
             Position::Sought { at, .. } => at,
         };
         if offset == expected {
-            next.insert(partition, Position::At(offset + 1));
+            next.insert(partition, Position::At(offset + 1, Instant::now()));
             return true;
         }
+        if offset < expected {
+            if let Position::Sought { at, .. } = position {
+                // Reading again from before the position works: wait for it
+                // as for any record (and read again if the partition idles).
+                next.insert(partition, Position::At(at, Instant::now()));
+            }
+            return false;
+        }
         if offset > expected {
-            if let Position::At(at) = position {
+            if let Position::At(at, _) = position {
                 tracing::warn!(reader = %self.reader, partition, expected, got = offset,
                     "the consumer skipped records; reading them again");
                 next.insert(
@@ -152,6 +178,9 @@ impl Placement {
                 Position::Sought { at, back, since } if since.elapsed() >= RESEEK_AFTER => {
                     Some((*p, *at, (*back * 4).max(READ_BACK)))
                 }
+                Position::At(at, last) if last.elapsed() >= IDLE_RESEEK => {
+                    Some((*p, *at, READ_BACK))
+                }
                 _ => None,
             })
             .collect();
@@ -177,7 +206,6 @@ impl Placement {
         }
     }
 }
-
 /// rdkafka's rebalance, with partitions placed on assignment and `revoke`
 /// called before they leave.
 pub(crate) fn rebalance<C: ConsumerContext>(

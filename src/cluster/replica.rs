@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use accrete_monoids::Semigroup;
 use bson::doc;
@@ -22,7 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::placement::READ_BACK;
+use super::placement::{Placement, READ_BACK};
 use super::{CHANGE_FORMAT, Counters, Shared};
 use crate::model::ReadModel;
 use crate::store::mongo::{Written, decode_doc, key_id, positions};
@@ -205,11 +205,16 @@ pub(super) fn start<M: ReadModel>(
     // A little before: some brokers skip records when a fetch starts inside
     // a record batch (see placement). Changes read again are dropped as
     // seen.
-    let starts: Vec<u64> = starts.iter().map(|s| s.saturating_sub(READ_BACK)).collect();
+    let placement = Placement::new(shared.store.clone(), String::new(), topic.clone());
     let mut tpl = TopicPartitionList::new();
-    for (p, start) in starts.iter().enumerate() {
-        tpl.add_partition_offset(&topic, p as i32, Offset::Offset(*start as i64))
-            .map_err(|e| Error::kafka("assign", e))?;
+    for (p, at) in starts.iter().enumerate() {
+        placement.start_at(p as u32, *at);
+        tpl.add_partition_offset(
+            &topic,
+            p as i32,
+            Offset::Offset(at.saturating_sub(READ_BACK) as i64),
+        )
+        .map_err(|e| Error::kafka("assign", e))?;
     }
     consumer
         .assign(&tpl)
@@ -222,11 +227,7 @@ pub(super) fn start<M: ReadModel>(
 
         std::thread::Builder::new()
             .name(format!("accrete-replica-{}", M::NAME))
-            .spawn(move || {
-                follow(
-                    consumer, replica, position, starts, &topic, shared, counters,
-                )
-            })
+            .spawn(move || follow(consumer, replica, position, placement, shared, counters))
             .map_err(|e| Error::io("spawn a replica thread", ".", e))?
     };
     Ok((replica, Tracked { position, high }, thread))
@@ -264,19 +265,14 @@ impl rdkafka::ClientContext for Ends {
 
 impl rdkafka::consumer::ConsumerContext for Ends {}
 
-#[allow(clippy::too_many_arguments)]
 fn follow<M: ReadModel>(
     consumer: BaseConsumer<Ends>,
     replica: Arc<Replica<M>>,
     position: Arc<Vec<AtomicU64>>,
-    starts: Vec<u64>,
-    topic: &str,
+    placement: Placement,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
 ) {
-    // Per partition: the next offset expected, and a seek back in progress.
-    let mut expected = starts;
-    let mut sought: Vec<Option<(Instant, u64)>> = vec![None; expected.len()];
     let mut refetch: Vec<(M::Key, M::State)> = Vec::new();
     let mut advanced: Vec<(usize, u64)> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
@@ -296,28 +292,12 @@ fn follow<M: ReadModel>(
                 }
             };
             let (p, offset) = (msg.partition() as usize, msg.offset() as u64);
-            let Some(next) = expected.get_mut(p) else {
-                continue;
-            };
-            if offset > *next {
-                // Skipped ahead: seek back (once per 2 s; records arriving
-                // meanwhile were fetched before the seek).
-                let back = match sought[p] {
-                    Some((at, _)) if at.elapsed() < Duration::from_secs(2) => continue,
-                    Some((_, back)) => back * 4,
-                    None => READ_BACK,
-                };
-                let _ = consumer.seek(
-                    topic,
-                    p as i32,
-                    Offset::Offset(next.saturating_sub(back) as i64),
-                    Duration::from_secs(10),
-                );
-                sought[p] = Some((Instant::now(), back));
+            // Only the next record of each partition: earlier ones are read
+            // again after a placement, later ones mean a skip (placement
+            // seeks back).
+            if !placement.accept(p as u32, offset) {
                 continue;
             }
-            sought[p] = None;
-            *next = (*next).max(offset + 1);
             advanced.push((p, offset + 1));
             let decoded = decode::<M>(
                 msg.key().unwrap_or_default(),
@@ -327,7 +307,30 @@ fn follow<M: ReadModel>(
                 Ok((key, change)) => {
                     counters.grafted.fetch_add(1, Ordering::Relaxed);
                     let delta = change.delta.clone();
-                    match replica.graft(key.clone(), change) {
+                    let debug = debug_grafts().then(|| {
+                        format!(
+                            "{key:?} p{p}@{offset} {:?} idem={}",
+                            change
+                                .ranges
+                                .iter()
+                                .map(|r| (r.partition, r.from, r.end))
+                                .collect::<Vec<_>>(),
+                            change.idempotent
+                        )
+                    });
+                    let outcome = replica.graft(key.clone(), change);
+                    if let Some(d) = debug {
+                        eprintln!(
+                            "GRAFT {} {d} {}",
+                            M::NAME,
+                            match outcome {
+                                Graft::Applied => "applied",
+                                Graft::Seen => "seen",
+                                Graft::Refetch => "refetch",
+                            }
+                        );
+                    }
+                    match outcome {
                         Graft::Applied => replica.run_hooks(&key, &delta),
                         Graft::Seen => {}
                         Graft::Refetch => refetch.push((key, delta)),
@@ -357,12 +360,18 @@ fn follow<M: ReadModel>(
                 }
             }
         }
+        placement.reseek(&consumer);
         for (p, next) in advanced.drain(..) {
             if let Some(slot) = position.get(p) {
                 slot.fetch_max(next, Ordering::AcqRel);
             }
         }
     }
+}
+
+fn debug_grafts() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("ACCRETE_DEBUG_GRAFTS").is_some())
 }
 
 fn decode<M: ReadModel>(key: &[u8], payload: &[u8]) -> Result<(M::Key, Written<M::State>)> {

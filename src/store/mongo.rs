@@ -857,7 +857,9 @@ where
         }
     }
     for (kw, id) in keys.into_iter().zip(ids) {
-        let Some(pos) = docs.get(&id.to_string()) else { continue };
+        let Some(pos) = docs.get(&id.to_string()) else {
+            continue;
+        };
         let touched = kw
             .ranges
             .iter()
