@@ -229,6 +229,12 @@ where
                 .send(&self.changes_topic, None, &key, &payload, None)?;
         }
         self.producer.flush(Duration::from_secs(60))?;
+        // Where the changes topic ends, as delivered: brokers have been seen
+        // to under-report it, and replicas measure their lag against it.
+        let published = self.producer.take_ends();
+        self.shared
+            .store
+            .advance_positions(&super::published_key(M::NAME), &published)?;
         failpoint::hit("after_publish");
         let ends: Vec<(u32, u64)> = partitions
             .iter()

@@ -445,7 +445,13 @@ impl Node {
         let kafka = &config.kafka;
         let p = config.partitions;
         let lag = self.lag(model)?;
-        let changes_end = kafka.end_offsets(&config.changes_topic(model), p)?;
+        let reported = kafka.end_offsets(&config.changes_topic(model), p)?;
+        let delivered = self.shared.store.positions(&published_key(model), p)?;
+        let changes_end: Vec<u64> = reported
+            .iter()
+            .zip(&delivered)
+            .map(|(r, d)| (*r).max(*d))
+            .collect();
         let served = self.served.lock();
         let tracked = served
             .iter()
@@ -521,6 +527,12 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Under which name the ends of a model's changes topic, as delivered to
+/// its materializers' producers, are kept with the positions.
+pub(crate) fn published_key(model: &str) -> String {
+    format!("changes:{model}")
 }
 
 /// What the changes topic carries for one key, after a format byte.

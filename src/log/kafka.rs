@@ -206,6 +206,7 @@ impl KafkaConfig {
     /// [`Producer::flush`].
     pub(crate) fn producer(&self) -> Result<Producer> {
         let errors = Arc::new(Mutex::new(None));
+        let ends = Arc::new(Mutex::new(std::collections::HashMap::new()));
         let mut c = self.client_config();
         c.set("enable.idempotence", "true")
             .set("partitioner", "murmur2_random");
@@ -218,14 +219,21 @@ impl KafkaConfig {
         let inner = c
             .create_with_context(Delivery {
                 errors: errors.clone(),
+                ends: ends.clone(),
             })
             .map_err(|e| Error::kafka("create producer", e))?;
-        Ok(Producer { inner, errors })
+        Ok(Producer {
+            inner,
+            errors,
+            ends,
+        })
     }
 }
 
 pub(crate) struct Delivery {
     errors: Arc<Mutex<Option<String>>>,
+    /// The end (last offset + 1) of what was delivered, per partition.
+    ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
 }
 
 impl ClientContext for Delivery {}
@@ -233,10 +241,18 @@ impl ClientContext for Delivery {}
 impl ProducerContext for Delivery {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            let mut slot = self.errors.lock();
-            if slot.is_none() {
-                *slot = Some(e.to_string());
+        match result {
+            Ok(m) => {
+                use rdkafka::Message;
+                let mut ends = self.ends.lock();
+                let end = ends.entry(m.partition()).or_insert(0);
+                *end = (*end).max(m.offset() + 1);
+            }
+            Err((e, _)) => {
+                let mut slot = self.errors.lock();
+                if slot.is_none() {
+                    *slot = Some(e.to_string());
+                }
             }
         }
     }
@@ -247,6 +263,7 @@ impl ProducerContext for Delivery {
 pub(crate) struct Producer {
     inner: ThreadedProducer<Delivery>,
     errors: Arc<Mutex<Option<String>>>,
+    ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
 }
 
 impl Producer {
@@ -276,6 +293,16 @@ impl Producer {
                 Err((e, _)) => return Err(Error::kafka("produce", format!("{topic}: {e}"))),
             }
         }
+    }
+
+    /// The ends of what was delivered since the last call, per partition
+    /// (for a producer that writes one topic).
+    pub(crate) fn take_ends(&self) -> Vec<(u32, u64)> {
+        self.ends
+            .lock()
+            .drain()
+            .map(|(p, e)| (p as u32, e.max(0) as u64))
+            .collect()
     }
 
     /// Waits until everything sent is acknowledged; the first failure since
