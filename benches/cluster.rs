@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use accrete::cluster::{Node, NodeConfig};
+use accrete::hooks::ClusterHook;
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::Sum;
 use accrete::store::mongo::MongoStore;

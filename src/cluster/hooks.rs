@@ -2,6 +2,18 @@
 //! changes topic; per poll, pending changes coalesce per key, each key's
 //! hook runs against the state read from MongoDB, the outcome is recorded,
 //! and only then is the input position advanced.
+//!
+//! Besides [`HookStats`] (`Node::hook_stats`), through the `metrics` facade:
+//!
+//! | metric | kind | labels |
+//! | --- | --- | --- |
+//! | `accrete_hook_runs_total` | counter | hook |
+//! | `accrete_hook_retries_total` | counter | hook |
+//! | `accrete_hook_failures_total` | counter | hook |
+//! | `accrete_hook_dead_letters_total` | counter | hook |
+//! | `accrete_hook_duplicates_suppressed_total` | counter | hook |
+//! | `accrete_hook_coalesced_total` | counter | hook |
+//! | `accrete_hook_latency_seconds` | histogram (change published → run) | hook |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +43,18 @@ type Key<H> = <<H as ClusterHook>::Model as ReadModel>::Key;
 pub(crate) struct HookCounters {
     stats: Mutex<HookStats>,
     latencies: Mutex<Vec<u32>>,
+}
+
+fn count(hook: &'static str, what: &'static str, n: u64) {
+    let name = match what {
+        "runs" => "accrete_hook_runs_total",
+        "retries" => "accrete_hook_retries_total",
+        "failures" => "accrete_hook_failures_total",
+        "dead_letters" => "accrete_hook_dead_letters_total",
+        "duplicates" => "accrete_hook_duplicates_suppressed_total",
+        _ => "accrete_hook_coalesced_total",
+    };
+    metrics::counter!(name, "hook" => hook).increment(n);
 }
 
 impl HookCounters {
@@ -147,6 +171,7 @@ fn run<H: ClusterHook>(
                     p.delta.combine_owned(change.delta);
                     p.published_ms = p.published_ms.min(published_ms);
                     counters.stats.lock().coalesced += 1;
+                    count(H::NAME, "coalesced", 1);
                 }
                 None => {
                     pending.insert(
@@ -204,7 +229,8 @@ fn run_batch<H: ClusterHook>(
     pending: &HashMap<Vec<u8>, Pending<State<H>>>,
 ) -> Result<()> {
     let model = <H::Model as ReadModel>::NAME;
-    let mut keys: Vec<(Key<H>, &Vec<u8>, &Pending<State<H>>)> = Vec::with_capacity(pending.len());
+    type Item<'a, H> = (Key<H>, &'a Vec<u8>, &'a Pending<State<H>>);
+    let mut keys: Vec<Item<'_, H>> = Vec::with_capacity(pending.len());
     for (bytes, p) in pending {
         let key: Key<H> = postcard::from_bytes(bytes).map_err(|e| Error::Corrupt {
             what: "change key",
@@ -234,6 +260,7 @@ fn run_batch<H: ClusterHook>(
     for (key, p, state, version, id) in runs {
         if recorded.contains(&id) {
             counters.stats.lock().duplicates_suppressed += 1;
+            count(H::NAME, "duplicates", 1);
             continue;
         }
         let latency = (crate::runtime::worker::now_ms() - p.published_ms).max(0);
@@ -269,10 +296,12 @@ fn run_batch<H: ClusterHook>(
                 Err(reason) => {
                     let mut s = counters.stats.lock();
                     s.failures += 1;
+                    count(H::NAME, "failures", 1);
                     if attempt >= hook.max_attempts() {
                         break Some(reason);
                     }
                     s.retries += 1;
+                    count(H::NAME, "retries", 1);
                     drop(s);
                     std::thread::sleep(hook.backoff(attempt));
                     attempt += 1;
@@ -284,9 +313,13 @@ fn run_batch<H: ClusterHook>(
             .record_outcome(H::NAME, &id, attempt, error.as_deref())?;
         let mut s = counters.stats.lock();
         match error {
-            None => s.runs += 1,
+            None => {
+                s.runs += 1;
+                count(H::NAME, "runs", 1);
+            }
             Some(reason) => {
                 s.dead_letters += 1;
+                count(H::NAME, "dead_letters", 1);
                 tracing::warn!(hook = H::NAME, idempotency_key = %id, %reason, attempts = attempt,
                     "hook trigger sent to the dead letters");
             }

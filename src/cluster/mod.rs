@@ -139,18 +139,19 @@ struct Served {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// A cluster hook running on this node: its name, counters and thread.
+type RunningHook = (
+    &'static str,
+    Arc<hooks::HookCounters>,
+    Option<JoinHandle<()>>,
+);
+
 /// One process of a cluster. See the [module docs](self).
 pub struct Node {
     shared: Arc<Shared>,
     producer: Producer,
     served: Mutex<Vec<Served>>,
-    hooks: Mutex<
-        Vec<(
-            &'static str,
-            Arc<hooks::HookCounters>,
-            Option<JoinHandle<()>>,
-        )>,
-    >,
+    hooks: Mutex<Vec<RunningHook>>,
 }
 
 /// Where a model stands on the cluster, from this node's point of view.

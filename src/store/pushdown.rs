@@ -399,7 +399,10 @@ read_modify_write! { [] crate::monoids::AutomergeDoc }
 /// #[derive(Clone, PartialEq, Debug, Default, serde::Serialize, serde::Deserialize)]
 /// struct Latest(u64);
 /// impl Semigroup for Latest { fn combine(&mut self, o: &Self) { self.0 = self.0.max(o.0) } }
-/// impl Monoid for Latest { fn identity() -> Self { Latest(0) } }
+/// impl Monoid for Latest {
+///     fn identity() -> Self { Latest(0) }
+///     fn is_identity(&self) -> bool { self.0 == 0 }
+/// }
 /// impl Commutative for Latest {}
 /// accrete::no_pushdown!(Latest);
 /// ```
