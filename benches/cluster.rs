@@ -98,10 +98,19 @@ fn events(n: u64, keys: u64) -> Vec<Sale> {
         .collect()
 }
 
-/// accrete end to end with `nodes` node processes (1: in this process).
+/// accrete with `nodes` node processes (1: in this process), on events
+/// already in the topic, as the naive consumer: returns events/s from the
+/// nodes' start until every event is folded, and writes per event.
 fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
-    let config = config(&format!("accrete{nodes}"));
+    let mut config = config(&format!("accrete{nodes}"));
+    // A backfill: large batches, few writes per event.
+    config.batch_size = env("ACCRETE_BENCH_BATCH", 500_000) as usize;
     let submitter = Node::start(config.clone()).unwrap();
+    for s in sales {
+        submitter.submit(s.key.to_le_bytes(), 0, s).unwrap();
+    }
+    submitter.flush().unwrap();
+    let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut children: Vec<Child> = Vec::new();
     let local;
@@ -111,10 +120,11 @@ fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
     } else {
         local = None;
         let text = format!(
-            "events_topic = {:?}\npartitions = {}\ngroup_prefix = {:?}\n[kafka]\nbrokers = {:?}\n[mongodb]\nuri = {:?}\ndatabase = {:?}\n",
+            "events_topic = {:?}\npartitions = {}\ngroup_prefix = {:?}\nbatch_size = {}\n[kafka]\nbrokers = {:?}\n[mongodb]\nuri = {:?}\ndatabase = {:?}\n",
             config.events_topic,
             config.partitions,
             config.group_prefix,
+            config.batch_size,
             config.kafka.brokers,
             config.mongodb.uri,
             config.mongodb.database
@@ -130,18 +140,7 @@ fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
             );
         }
     }
-    // Let the group form before the clock starts.
-    std::thread::sleep(Duration::from_secs(if nodes == 1 { 4 } else { 8 }));
-    let started = Instant::now();
-    for s in sales {
-        submitter.submit(s.key.to_le_bytes(), 0, s).unwrap();
-    }
-    submitter.flush().unwrap();
-    loop {
-        let s = submitter.lag(Revenue::NAME).unwrap();
-        if s == 0 {
-            break;
-        }
+    while submitter.folded(Revenue::NAME).unwrap() < sales.len() as u64 {
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = started.elapsed().as_secs_f64();
@@ -283,6 +282,20 @@ fn naive(sales: &[Sale]) -> f64 {
     seen as f64 / took
 }
 
+/// How fast the producer puts events into the topic (the node's `submit`).
+fn produce(sales: &[Sale]) -> f64 {
+    let config = config("produce");
+    let node = Node::start(config.clone()).unwrap();
+    let started = Instant::now();
+    for s in sales {
+        node.submit(s.key.to_le_bytes(), 0, s).unwrap();
+    }
+    node.flush().unwrap();
+    let rate = sales.len() as f64 / started.elapsed().as_secs_f64();
+    node.shutdown();
+    rate
+}
+
 fn main() {
     if let Ok(dir) = std::env::var("ACCRETE_BENCH_CHILD") {
         return child(&dir);
@@ -295,6 +308,10 @@ fn main() {
     let naive_n = env("ACCRETE_BENCH_NAIVE_EVENTS", 20_000).min(n);
     let sales = events(n, keys);
     println!("cluster bench: {n} events over {keys} keys, 12 partitions, Sum<i64> per key");
+    let produced = produce(&sales);
+    println!(
+        "  producing the events (Node::submit, idempotent producer): {produced:>10.0} events/s"
+    );
     let naive_rate = naive(&sales[..naive_n as usize]);
     println!(
         "  naive consumer (one upsert per event, {naive_n} events): {naive_rate:>10.0} events/s, 1.000 writes/event"

@@ -257,6 +257,8 @@ fn run_batch<H: ClusterHook>(
     }
     let ids: Vec<String> = runs.iter().map(|r| r.4.clone()).collect();
     let recorded = shared.store.outcomes_recorded(&ids)?;
+    // Recorded together after the batch's runs, before the position moves.
+    let mut outcomes = Vec::with_capacity(runs.len());
     for (key, p, state, version, id) in runs {
         if recorded.contains(&id) {
             counters.stats.lock().duplicates_suppressed += 1;
@@ -308,24 +310,22 @@ fn run_batch<H: ClusterHook>(
                 }
             }
         };
-        shared
-            .store
-            .record_outcome(H::NAME, &id, attempt, error.as_deref())?;
         let mut s = counters.stats.lock();
         match error {
             None => {
                 s.runs += 1;
                 count(H::NAME, "runs", 1);
             }
-            Some(reason) => {
+            Some(ref reason) => {
                 s.dead_letters += 1;
                 count(H::NAME, "dead_letters", 1);
                 tracing::warn!(hook = H::NAME, idempotency_key = %id, %reason, attempts = attempt,
                     "hook trigger sent to the dead letters");
             }
         }
+        outcomes.push((id, attempt, error));
     }
-    Ok(())
+    shared.store.record_outcomes(H::NAME, &outcomes)
 }
 
 fn decode<S: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Written<S>> {

@@ -338,39 +338,52 @@ impl MongoStore {
         Ok(out)
     }
 
-    /// Records a run's outcome (and, for a failure, its dead letter).
-    pub(crate) fn record_outcome(
+    /// Records runs' outcomes (and, for failures, their dead letters):
+    /// `(idempotency key, attempts, error)`, in one bulk write.
+    pub(crate) fn record_outcomes(
         &self,
         hook: &str,
-        id: &str,
-        attempts: u32,
-        error: Option<&str>,
+        outcomes: &[(String, u32, Option<String>)],
     ) -> Result<()> {
-        let outcome = doc! {
-            "$setOnInsert": {
-                "hook": hook,
-                "ok": error.is_none(),
-                "attempts": attempts as i64,
-                "at": bson::DateTime::now(),
-            }
-        };
-        if let Some(reason) = error {
-            self.db
-                .collection::<Document>(HOOK_DEAD_LETTERS)
-                .update_one(
-                    doc! { "_id": id },
-                    doc! { "$setOnInsert": { "hook": hook, "reason": reason, "attempts": attempts as i64, "at": bson::DateTime::now() } },
-                )
-                .upsert(true)
-                .run()
-                .map_err(|e| Error::mongo("write hook dead letter", e))?;
+        if outcomes.is_empty() {
+            return Ok(());
         }
-        self.db
-            .collection::<Document>(HOOK_OUTCOMES)
-            .update_one(doc! { "_id": id }, outcome)
-            .upsert(true)
+        let outcomes_ns = self.db.collection::<Document>(HOOK_OUTCOMES).namespace();
+        let dead_ns = self
+            .db
+            .collection::<Document>(HOOK_DEAD_LETTERS)
+            .namespace();
+        let now = bson::DateTime::now();
+        let mut models = Vec::with_capacity(outcomes.len());
+        for (id, attempts, error) in outcomes {
+            if let Some(reason) = error {
+                models.push(WriteModel::UpdateOne(
+                    UpdateOneModel::builder()
+                        .namespace(dead_ns.clone())
+                        .filter(doc! { "_id": id })
+                        .update(doc! { "$setOnInsert": {
+                            "hook": hook, "reason": reason, "attempts": *attempts as i64, "at": now,
+                        }})
+                        .upsert(true)
+                        .build(),
+                ));
+            }
+            models.push(WriteModel::UpdateOne(
+                UpdateOneModel::builder()
+                    .namespace(outcomes_ns.clone())
+                    .filter(doc! { "_id": id })
+                    .update(doc! { "$setOnInsert": {
+                        "hook": hook, "ok": error.is_none(), "attempts": *attempts as i64, "at": now,
+                    }})
+                    .upsert(true)
+                    .build(),
+            ));
+        }
+        self.client
+            .bulk_write(models)
+            .ordered(false)
             .run()
-            .map_err(|e| Error::mongo("write hook outcome", e))?;
+            .map_err(|e| Error::mongo("write hook outcomes", e))?;
         Ok(())
     }
 

@@ -124,25 +124,26 @@ mod enabled {
         node.flush()?;
         bar.finish();
         let bar = progress(n as u64, "folding");
+        let models = [
+            ProductSales::NAME,
+            PageVisitors::NAME,
+            LastSeen::NAME,
+            TopProducts::NAME,
+        ];
         loop {
-            let s = node.status(ProductSales::NAME)?;
-            bar.set_position((n as u64).saturating_sub(s.lag));
-            let all_caught_up = [
-                ProductSales::NAME,
-                PageVisitors::NAME,
-                LastSeen::NAME,
-                TopProducts::NAME,
-            ]
-            .iter()
-            .map(|m| node.status(m).map(|s| s.caught_up()))
-            .collect::<Result<Vec<bool>, _>>()?
-            .into_iter()
-            .all(|c| c);
-            if all_caught_up {
+            // Folded: the positions kept in MongoDB (the broker's reported
+            // ends are not trusted); then the replica has every change.
+            let folded = models
+                .iter()
+                .map(|m| node.folded(m))
+                .collect::<Result<Vec<u64>, _>>()?;
+            bar.set_position(folded.iter().copied().min().unwrap_or(0));
+            if folded.iter().all(|f| *f >= n as u64) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        node.wait_caught_up::<ProductSales>(Duration::from_secs(120))?;
         bar.finish();
         let took = started.elapsed();
         println!(
