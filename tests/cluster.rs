@@ -495,11 +495,7 @@ fn cluster_matches_the_oracle_through_kills() {
         return child(&dir);
     }
     let _serial = one_at_a_time();
-    let count = std::env::var("ACCRETE_CLUSTER_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    for seed in common::seeds("cluster_matches_the_oracle_through_kills", count) {
+    for seed in common::seeds_with("cluster_matches_the_oracle_through_kills", "ACCRETE_CLUSTER_SEEDS", 3) {
         let mut rng = Rng(seed);
         let partitions = 1 + rng.below(8) as u32;
         let batch = 1 + rng.below(3_000) as usize;

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use accrete::monoids::{All, Any, BitOr, Count, GSet, Max, Min, Monoid, Sum};
 use accrete::store::mongo::{MongoConfig, MongoStore};
 use accrete::store::pushdown::Pushdown;
-use common::{Rng, seeds};
+use common::{Rng, seeds_with};
 
 /// A database of its own per law: the tests run in parallel.
 fn store(law: &str) -> MongoStore {
@@ -80,7 +80,7 @@ where
         + std::fmt::Debug,
 {
     let store = store(name);
-    for seed in seeds(name, 3) {
+    for seed in seeds_with(name, "ACCRETE_PUSHDOWN_SEEDS", 3) {
         let mut rng = Rng(seed);
         let cases: Vec<(S, S)> = (0..60)
             .map(|_| {

@@ -161,13 +161,19 @@ impl Rng {
 /// The seeds to run: `ACCRETE_SEED` runs one; otherwise `count` fresh ones
 /// (`ACCRETE_SEEDS` overrides the count). Each is printed.
 pub fn seeds(test: &str, count: u64) -> Vec<u64> {
+    seeds_with(test, "ACCRETE_SEEDS", count)
+}
+
+/// As [`seeds`], with the count from the variable `var` (tests whose seeds
+/// take seconds each have their own).
+pub fn seeds_with(test: &str, var: &str, count: u64) -> Vec<u64> {
     if let Some(seed) = std::env::var("ACCRETE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
     {
         return vec![seed];
     }
-    let count = std::env::var("ACCRETE_SEEDS")
+    let count = std::env::var(var)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(count);
@@ -175,7 +181,7 @@ pub fn seeds(test: &str, count: u64) -> Vec<u64> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    eprintln!("{test}: {count} seeds from base {base}; replay one with ACCRETE_SEED=<seed>");
+    eprintln!("{test}: {count} seeds from base {base} ({var} sets how many); replay one with ACCRETE_SEED=<seed>");
     (0..count)
         .map(|i| Rng(base ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d)).next())
         .collect()
