@@ -495,7 +495,11 @@ fn cluster_matches_the_oracle_through_kills() {
         return child(&dir);
     }
     let _serial = one_at_a_time();
-    for seed in common::seeds_with("cluster_matches_the_oracle_through_kills", "ACCRETE_CLUSTER_SEEDS", 3) {
+    for seed in common::seeds_with(
+        "cluster_matches_the_oracle_through_kills",
+        "ACCRETE_CLUSTER_SEEDS",
+        3,
+    ) {
         let mut rng = Rng(seed);
         let partitions = 1 + rng.below(8) as u32;
         let batch = 1 + rng.below(3_000) as usize;

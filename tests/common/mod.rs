@@ -181,7 +181,9 @@ pub fn seeds_with(test: &str, var: &str, count: u64) -> Vec<u64> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    eprintln!("{test}: {count} seeds from base {base} ({var} sets how many); replay one with ACCRETE_SEED=<seed>");
+    eprintln!(
+        "{test}: {count} seeds from base {base} ({var} sets how many); replay one with ACCRETE_SEED=<seed>"
+    );
     (0..count)
         .map(|i| Rng(base ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d)).next())
         .collect()
