@@ -138,23 +138,11 @@ fn run<H: ClusterHook>(
     while !shared.stop.load(Ordering::Acquire) {
         let mut pending: HashMap<Vec<u8>, Pending<State<H>>> = HashMap::new();
         let mut ends: HashMap<u32, u64> = HashMap::new();
-        let mut timeout = Duration::from_millis(50);
-        for _ in 0..10_000 {
-            let Some(msg) = consumer.poll(timeout) else {
-                break;
-            };
-            timeout = Duration::ZERO;
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(hook = H::NAME, error = %e, "consumer error");
-                    continue;
-                }
-            };
+        super::placement::drain(&consumer, 10_000, H::NAME, |msg| {
             let p = msg.partition() as u32;
             let offset = msg.offset() as u64;
             if !placement.accept(p, offset) {
-                continue;
+                return;
             }
             ends.insert(p, offset + 1);
             let published_ms = msg.timestamp().to_millis().unwrap_or(0);
@@ -162,7 +150,7 @@ fn run<H: ClusterHook>(
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(hook = H::NAME, error = %e, "undecodable change skipped");
-                    continue;
+                    return;
                 }
             };
             let key = msg.key().unwrap_or_default().to_vec();
@@ -183,7 +171,7 @@ fn run<H: ClusterHook>(
                     );
                 }
             }
-        }
+        });
         placement.reseek(&consumer);
         if ends.is_empty() {
             continue;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -206,6 +207,27 @@ impl Placement {
         }
     }
 }
+/// Takes what has arrived, up to `max` records: waits up to 50 ms for the
+/// first, then not at all. Consumer errors are logged and skipped.
+pub(crate) fn drain<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    max: usize,
+    reader: &str,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) {
+    let mut timeout = Duration::from_millis(50);
+    for _ in 0..max {
+        let Some(msg) = consumer.poll(timeout) else {
+            break;
+        };
+        timeout = Duration::ZERO;
+        match msg {
+            Ok(m) => f(&m),
+            Err(e) => tracing::warn!(reader, error = %e, "consumer error"),
+        }
+    }
+}
+
 /// rdkafka's rebalance, with partitions placed on assignment and `revoke`
 /// called before they leave.
 pub(crate) fn rebalance<C: ConsumerContext>(

@@ -278,25 +278,13 @@ fn follow<M: ReadModel>(
     while !shared.stop.load(Ordering::Acquire) {
         // Take what has arrived (up to a bound), then re-read the keys that
         // need it in one query, then publish the new positions.
-        let mut timeout = Duration::from_millis(50);
-        for _ in 0..10_000 {
-            let Some(msg) = consumer.poll(timeout) else {
-                break;
-            };
-            timeout = Duration::ZERO;
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(model = M::NAME, error = %e, "replica consumer error");
-                    continue;
-                }
-            };
+        super::placement::drain(&consumer, 10_000, M::NAME, |msg| {
             let (p, offset) = (msg.partition() as usize, msg.offset() as u64);
             // Only the next record of each partition: earlier ones are read
             // again after a placement, later ones mean a skip (placement
             // seeks back).
             if !placement.accept(p as u32, offset) {
-                continue;
+                return;
             }
             advanced.push((p, offset + 1));
             let decoded = decode::<M>(
@@ -340,7 +328,7 @@ fn follow<M: ReadModel>(
                     tracing::error!(model = M::NAME, error = %e, "undecodable change skipped")
                 }
             }
-        }
+        });
         if !refetch.is_empty() {
             let ids: Result<Vec<_>> = refetch.iter().map(key_id).collect();
             let result = ids.and_then(|ids| replica.load(&shared, doc! { "_id": { "$in": ids } }));

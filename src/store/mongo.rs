@@ -256,34 +256,52 @@ impl MongoStore {
         Ok(out)
     }
 
-    /// Advances positions (never backwards).
-    pub(crate) fn advance_positions(&self, model: &str, ends: &[(u32, u64)]) -> Result<()> {
-        if ends.is_empty() {
-            return Ok(());
-        }
-        let ns = self.db.collection::<Document>(POSITIONS).namespace();
-        let models: Vec<WriteModel> = ends
-            .iter()
-            .map(|(p, end)| {
+    /// Upserts `(collection, filter, update)` triples in one unordered bulk
+    /// write.
+    fn upsert_all(
+        &self,
+        what: &'static str,
+        ops: impl IntoIterator<Item = (&'static str, Document, Document)>,
+    ) -> Result<()> {
+        let models: Vec<WriteModel> = ops
+            .into_iter()
+            .map(|(coll, filter, update)| {
                 WriteModel::UpdateOne(
                     UpdateOneModel::builder()
-                        .namespace(ns.clone())
-                        .filter(doc! { "_id": format!("{model}/{p}") })
-                        .update(doc! {
-                            "$max": { "next": *end as i64 },
-                            "$set": { "model": model, "partition": *p as i64 },
-                        })
+                        .namespace(self.db.collection::<Document>(coll).namespace())
+                        .filter(filter)
+                        .update(update)
                         .upsert(true)
                         .build(),
                 )
             })
             .collect();
+        if models.is_empty() {
+            return Ok(());
+        }
         self.client
             .bulk_write(models)
             .ordered(false)
             .run()
-            .map_err(|e| Error::mongo("write positions", e))?;
+            .map_err(|e| Error::mongo(what, e))?;
         Ok(())
+    }
+
+    /// Advances positions (never backwards).
+    pub(crate) fn advance_positions(&self, model: &str, ends: &[(u32, u64)]) -> Result<()> {
+        self.upsert_all(
+            "write positions",
+            ends.iter().map(|(p, end)| {
+                (
+                    POSITIONS,
+                    doc! { "_id": format!("{model}/{p}") },
+                    doc! {
+                        "$max": { "next": *end as i64 },
+                        "$set": { "model": model, "partition": *p as i64 },
+                    },
+                )
+            }),
+        )
     }
 
     /// The states and versions of `keys` (missing keys are absent).
@@ -345,46 +363,27 @@ impl MongoStore {
         hook: &str,
         outcomes: &[(String, u32, Option<String>)],
     ) -> Result<()> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
-        let outcomes_ns = self.db.collection::<Document>(HOOK_OUTCOMES).namespace();
-        let dead_ns = self
-            .db
-            .collection::<Document>(HOOK_DEAD_LETTERS)
-            .namespace();
         let now = bson::DateTime::now();
-        let mut models = Vec::with_capacity(outcomes.len());
+        let mut ops = Vec::with_capacity(outcomes.len());
         for (id, attempts, error) in outcomes {
             if let Some(reason) = error {
-                models.push(WriteModel::UpdateOne(
-                    UpdateOneModel::builder()
-                        .namespace(dead_ns.clone())
-                        .filter(doc! { "_id": id })
-                        .update(doc! { "$setOnInsert": {
-                            "hook": hook, "reason": reason, "attempts": *attempts as i64, "at": now,
-                        }})
-                        .upsert(true)
-                        .build(),
+                ops.push((
+                    HOOK_DEAD_LETTERS,
+                    doc! { "_id": id },
+                    doc! { "$setOnInsert": {
+                        "hook": hook, "reason": reason, "attempts": *attempts as i64, "at": now,
+                    }},
                 ));
             }
-            models.push(WriteModel::UpdateOne(
-                UpdateOneModel::builder()
-                    .namespace(outcomes_ns.clone())
-                    .filter(doc! { "_id": id })
-                    .update(doc! { "$setOnInsert": {
-                        "hook": hook, "ok": error.is_none(), "attempts": *attempts as i64, "at": now,
-                    }})
-                    .upsert(true)
-                    .build(),
+            ops.push((
+                HOOK_OUTCOMES,
+                doc! { "_id": id },
+                doc! { "$setOnInsert": {
+                    "hook": hook, "ok": error.is_none(), "attempts": *attempts as i64, "at": now,
+                }},
             ));
         }
-        self.client
-            .bulk_write(models)
-            .ordered(false)
-            .run()
-            .map_err(|e| Error::mongo("write hook outcomes", e))?;
-        Ok(())
+        self.upsert_all("write hook outcomes", ops)
     }
 
     /// A hook's dead letters, oldest first.
@@ -415,41 +414,28 @@ impl MongoStore {
 
     /// Keeps dead letters, idempotently (one per model and event id).
     pub(crate) fn dead_letters_put(&self, model: &str, letters: &[DeadLetter]) -> Result<()> {
-        if letters.is_empty() {
-            return Ok(());
-        }
-        let ns = self.db.collection::<Document>(DEAD_LETTERS).namespace();
-        let models: Vec<WriteModel> = letters
-            .iter()
-            .map(|l| {
+        self.upsert_all(
+            "write dead letters",
+            letters.iter().map(|l| {
                 let id = format!(
                     "{model}/{}/{}/{}",
                     l.event.source, l.event.partition, l.event.offset
                 );
-                WriteModel::UpdateOne(
-                    UpdateOneModel::builder()
-                        .namespace(ns.clone())
-                        .filter(doc! { "_id": id })
-                        .update(doc! { "$setOnInsert": {
-                            "model": model,
-                            "source": l.event.source as i64,
-                            "partition": l.event.partition as i64,
-                            "offset": l.event.offset as i64,
-                            "reason": &l.reason,
-                            "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: l.payload.clone() },
-                            "at": bson::DateTime::now(),
-                        }})
-                        .upsert(true)
-                        .build(),
+                (
+                    DEAD_LETTERS,
+                    doc! { "_id": id },
+                    doc! { "$setOnInsert": {
+                        "model": model,
+                        "source": l.event.source as i64,
+                        "partition": l.event.partition as i64,
+                        "offset": l.event.offset as i64,
+                        "reason": &l.reason,
+                        "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: l.payload.clone() },
+                        "at": bson::DateTime::now(),
+                    }},
                 )
-            })
-            .collect();
-        self.client
-            .bulk_write(models)
-            .ordered(false)
-            .run()
-            .map_err(|e| Error::mongo("write dead letters", e))?;
-        Ok(())
+            }),
+        )
     }
 
     /// The model's dead letters, oldest first.
