@@ -181,25 +181,6 @@ where
             .filter(|(_, (d, _))| !d.is_identity())
             .map(|(key, (delta, ranges))| KeyWrite { key, delta, ranges })
             .collect();
-        if std::env::var_os("ACCRETE_DEBUG_BATCHES").is_some() {
-            let ranges: Vec<String> = partitions
-                .iter()
-                .map(|p| {
-                    let b = &self.buffers[p].batch;
-                    format!(
-                        "{p}:[{},{})",
-                        b.iter().next().map_or(0, |r| r.offset),
-                        b.next_offset().unwrap_or(0)
-                    )
-                })
-                .collect();
-            eprintln!(
-                "DEBUG {} {} flush {}",
-                self.shared.config.node_id,
-                M::NAME,
-                ranges.join(" ")
-            );
-        }
         failpoint::hit("before_store_write");
         let buffers = &self.buffers;
         let model = &self.model;

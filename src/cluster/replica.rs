@@ -295,29 +295,7 @@ fn follow<M: ReadModel>(
                 Ok((key, change)) => {
                     counters.grafted.fetch_add(1, Ordering::Relaxed);
                     let delta = change.delta.clone();
-                    let debug = debug_grafts().then(|| {
-                        format!(
-                            "{key:?} p{p}@{offset} {:?} idem={}",
-                            change
-                                .ranges
-                                .iter()
-                                .map(|r| (r.partition, r.from, r.end))
-                                .collect::<Vec<_>>(),
-                            change.idempotent
-                        )
-                    });
                     let outcome = replica.graft(key.clone(), change);
-                    if let Some(d) = debug {
-                        eprintln!(
-                            "GRAFT {} {d} {}",
-                            M::NAME,
-                            match outcome {
-                                Graft::Applied => "applied",
-                                Graft::Seen => "seen",
-                                Graft::Refetch => "refetch",
-                            }
-                        );
-                    }
                     match outcome {
                         Graft::Applied => replica.run_hooks(&key, &delta),
                         Graft::Seen => {}
@@ -355,11 +333,6 @@ fn follow<M: ReadModel>(
             }
         }
     }
-}
-
-fn debug_grafts() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("ACCRETE_DEBUG_GRAFTS").is_some())
 }
 
 fn decode<M: ReadModel>(key: &[u8], payload: &[u8]) -> Result<(M::Key, Written<M::State>)> {
