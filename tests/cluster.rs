@@ -90,6 +90,12 @@ fn dump<M: ReadModel>(node: &Node, dir: &Path, id: &str) {
 /// A node process: serves every model until `<dir>/stop` appears, then
 /// waits until it is caught up, writes its replicas and stats, and leaves.
 fn child(dir: &str) {
+    // The node's log (its stderr goes to `node-<id>.log`).
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
     let dir = PathBuf::from(dir);
     let config = NodeConfig::load(Some(&dir.join("config.toml"))).expect("child: config");
     let id = config.node_id.clone();
@@ -265,6 +271,14 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A failed test names this directory (node logs, replicas): keep it.
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "kept the cluster's directory: {}",
+                self.dir.path().display()
+            );
+        }
     }
 }
 
@@ -346,11 +360,6 @@ fn check_model<M>(
                     .map(|k| format!("{k:?} only in the replica")),
             )
             .collect();
-        if !differing.is_empty() && std::env::var_os("ACCRETE_KEEP").is_some() {
-            let _ = std::process::Command::new("cp")
-                .args(["-r", &dir.display().to_string(), "/tmp/cluster-kept"])
-                .status();
-        }
         assert!(
             differing.is_empty(),
             "{ctx}: node {id}'s replica of {} differs from MongoDB at {} keys, e.g. {:?}",
@@ -448,16 +457,6 @@ fn three_nodes_one_killed_one_joining() {
     }
     wait_folded(&submitter, events.len(), "three nodes");
     let nodes = cluster.stop("three nodes");
-    if std::env::var_os("ACCRETE_KEEP").is_some() {
-        let _ = std::process::Command::new("cp")
-            .args([
-                "-r",
-                &cluster.dir.path().display().to_string(),
-                "/tmp/cluster-kept",
-            ])
-            .status();
-        eprintln!("kept in /tmp/cluster-kept");
-    }
     assert_eq!(nodes.len(), 3, "a, c and d finish");
     let busy = nodes
         .iter()

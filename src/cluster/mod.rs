@@ -142,7 +142,7 @@ struct Served {
 /// A cluster hook running on this node: its name, counters and thread.
 type RunningHook = (
     &'static str,
-    Arc<hooks::HookCounters>,
+    Arc<crate::hooks::runner::HookCounters>,
     Option<JoinHandle<()>>,
 );
 
@@ -272,7 +272,7 @@ impl Node {
         config
             .kafka
             .create_topic(&config.changes_topic(model), config.partitions)?;
-        let counters = Arc::new(hooks::HookCounters::default());
+        let counters = Arc::new(crate::hooks::runner::HookCounters::default());
         let thread = hooks::start(hook, self.shared.clone(), counters.clone())?;
         hooks.push((H::NAME, counters, Some(thread)));
         Ok(())

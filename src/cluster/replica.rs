@@ -308,14 +308,32 @@ fn follow<M: ReadModel>(
             }
         });
         if !refetch.is_empty() {
-            let ids: Result<Vec<_>> = refetch.iter().map(key_id).collect();
+            let ids: Result<Vec<_>> = refetch.iter().map(|(key, _)| key_id(key)).collect();
             let result = ids.and_then(|ids| replica.load(&shared, doc! { "_id": { "$in": ids } }));
             match result {
-                Ok(_) => {
+                Ok(found) => {
+                    let distinct = refetch
+                        .iter()
+                        .map(|(k, _)| k)
+                        .collect::<std::collections::HashSet<_>>()
+                        .len();
+                    if found < distinct {
+                        // Published changes are written first: only a
+                        // rebuild (which drops the documents) explains this.
+                        tracing::warn!(
+                            model = M::NAME,
+                            keys = distinct,
+                            found,
+                            "keys to re-read are missing from MongoDB"
+                        );
+                    }
                     counters
                         .refetched
                         .fetch_add(refetch.len() as u64, Ordering::Relaxed);
-                    refetch.clear();
+                    // The replica now holds these changes: node hooks run.
+                    for (key, delta) in refetch.drain(..) {
+                        replica.run_hooks(&key, &delta);
+                    }
                 }
                 Err(e) => {
                     // Positions are not advanced: the replica is not yet as

@@ -207,6 +207,7 @@ impl KafkaConfig {
     pub(crate) fn producer(&self) -> Result<Producer> {
         let errors = Arc::new(Mutex::new(None));
         let ends = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let reported = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut c = self.client_config();
         c.set("enable.idempotence", "true")
             .set("partitioner", "murmur2_random");
@@ -220,12 +221,15 @@ impl KafkaConfig {
             .create_with_context(Delivery {
                 errors: errors.clone(),
                 ends: ends.clone(),
+                reported: reported.clone(),
             })
             .map_err(|e| Error::kafka("create producer", e))?;
         Ok(Producer {
             inner,
             errors,
             ends,
+            sent: std::sync::atomic::AtomicU64::new(0),
+            reported,
         })
     }
 }
@@ -234,6 +238,8 @@ pub(crate) struct Delivery {
     errors: Arc<Mutex<Option<String>>>,
     /// The end (last offset + 1) of what was delivered, per partition.
     ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
+    /// How many delivery reports were handled (counted after their effect).
+    reported: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ClientContext for Delivery {}
@@ -255,6 +261,8 @@ impl ProducerContext for Delivery {
                 }
             }
         }
+        self.reported
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -264,6 +272,12 @@ pub(crate) struct Producer {
     inner: ThreadedProducer<Delivery>,
     errors: Arc<Mutex<Option<String>>>,
     ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
+    /// Records queued, and delivery reports handled: librdkafka's flush
+    /// returns once the broker acknowledged everything, possibly before the
+    /// last reports reached [`Delivery`], so [`Producer::flush`] waits for
+    /// these to meet.
+    sent: std::sync::atomic::AtomicU64,
+    reported: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Producer {
@@ -285,7 +299,10 @@ impl Producer {
         }
         loop {
             match self.inner.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.sent.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.inner.poll(Duration::from_millis(5));
@@ -308,9 +325,22 @@ impl Producer {
     /// Waits until everything sent is acknowledged; the first failure since
     /// the last flush is the error.
     pub(crate) fn flush(&self, timeout: Duration) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + timeout;
         self.inner
             .flush(timeout)
             .map_err(|e| Error::kafka("flush", format!("{e}{}", hint(&e))))?;
+        // Acknowledged is not yet reported: wait for every report, so that
+        // the errors and ends read next are complete.
+        while self.reported.load(Ordering::Acquire) < self.sent.load(Ordering::Acquire) {
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::kafka(
+                    "flush",
+                    "delivery reports did not arrive in time".to_string(),
+                ));
+            }
+            self.inner.poll(Duration::from_millis(1));
+        }
         match self.errors.lock().take() {
             Some(e) => Err(Error::kafka("produce", e)),
             None => Ok(()),

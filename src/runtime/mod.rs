@@ -32,6 +32,7 @@
 
 mod absorbed;
 pub mod failpoint;
+mod hooks;
 pub(crate) mod metrics;
 pub(crate) mod worker;
 
@@ -46,6 +47,7 @@ use accrete_monoids::Monoid;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+pub use hooks::hook_group;
 pub use worker::{Change, changes_topic, group_name};
 use worker::{Pipeline, Runner, decode_record};
 
@@ -136,11 +138,22 @@ struct Running {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// A running hook: a cluster hook's members, or a node hook's follower.
+struct RunningHook {
+    /// The hook's name (`None` for a node hook).
+    name: Option<&'static str>,
+    model: &'static str,
+    counters: Arc<crate::hooks::runner::HookCounters>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
 struct Inner {
     log: Arc<dyn Log>,
     store: Arc<EmbeddedStore>,
     config: Config,
     models: Mutex<BTreeMap<&'static str, Running>>,
+    hooks: Mutex<Vec<RunningHook>>,
 }
 
 /// The runtime on one machine: a log, a store, and the read models folding
@@ -202,6 +215,7 @@ impl Runtime {
                 store,
                 config,
                 models: Mutex::new(BTreeMap::new()),
+                hooks: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -559,19 +573,235 @@ impl Runtime {
         })
     }
 
-    /// Stops every model's workers and waits for them.
+    /// Runs a cluster hook on the model's changes: at least once per change
+    /// (usually once), through crashes and restarts, on `workers` local
+    /// threads that split the changes topic's partitions (one key's runs are
+    /// in order). The hook's position is its consumer group
+    /// ([`hook_group`]) in the log, committed after the outcomes of a batch
+    /// are recorded in the store; a redelivered trigger whose outcome is
+    /// recorded is skipped. See [`crate::hooks`].
+    ///
+    /// A new hook starts from the first change still in the log: it runs
+    /// for every key changed so far (the outcomes of a hook of the same name
+    /// run before are kept, and skip their triggers).
+    ///
+    /// ```
+    /// use accrete::hooks::{ClusterHook, Trigger};
+    /// use accrete::model::{Deltas, ReadModel};
+    /// use accrete::monoids::Count;
+    /// use accrete::runtime::Runtime;
+    ///
+    /// struct Views;
+    /// impl ReadModel for Views {
+    ///     const NAME: &'static str = "views";
+    ///     type Event = String;
+    ///     type Key = String;
+    ///     type State = Count;
+    ///     fn project(&self, page: &String, out: &mut Deltas<String, Count>) -> Result<(), String> {
+    ///         out.push(page.clone(), Count::one());
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// /// Says when a page reaches 3 views, once per page.
+    /// struct Popular(std::sync::mpsc::Sender<String>);
+    /// impl ClusterHook for Popular {
+    ///     type Model = Views;
+    ///     const NAME: &'static str = "popular";
+    ///     const ONCE: bool = true;
+    ///     fn fires(&self, views: &Count) -> bool {
+    ///         views.0 >= 3
+    ///     }
+    ///     fn run(&self, t: &Trigger<'_, Views>) -> Result<(), String> {
+    ///         self.0.send(t.key.clone()).map_err(|e| e.to_string())
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> accrete::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let runtime = Runtime::open(dir.path())?;
+    /// runtime.add_model(Views)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// runtime.add_cluster_hook(Popular(tx))?;
+    /// for _ in 0..5 {
+    ///     runtime.submit("/pricing", 0, &"/pricing".to_string())?;
+    /// }
+    /// let page = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    /// assert_eq!(page, "/pricing");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A hook of that name is already running; invalid name; I/O errors.
+    pub fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
+        validate_name("hook", H::NAME, 180)?;
+        let model = <H::Model as ReadModel>::NAME;
+        let mut running = self.inner.hooks.lock();
+        if running.iter().any(|h| h.name == Some(H::NAME)) {
+            return Err(Error::Usage(format!(
+                "a cluster hook named `{}` is already running",
+                H::NAME
+            )));
+        }
+        let c = &self.inner.config;
+        let topic = changes_topic(model);
+        self.inner.log.create_topic(&topic, c.partitions)?;
+        let members = c.workers.min(c.partitions as usize).max(1);
+        let hook = Arc::new(hook);
+        let counters = Arc::new(crate::hooks::runner::HookCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(members);
+        for member in 0..members {
+            let member_of = hooks::Member {
+                hook: Arc::clone(&hook),
+                log: Arc::clone(&self.inner.log),
+                store: Arc::clone(&self.inner.store),
+                counters: Arc::clone(&counters),
+                stop: Arc::clone(&stop),
+                partitions: (0..c.partitions)
+                    .filter(|p| *p as usize % members == member)
+                    .collect(),
+                idle: c.flush_interval,
+            };
+            match member_of.spawn(member) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop.store(true, Ordering::Release);
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        running.push(RunningHook {
+            name: Some(H::NAME),
+            model,
+            counters,
+            stop,
+            threads,
+        });
+        Ok(())
+    }
+
+    /// Runs `f(key, delta, state)` for each change of the model from now
+    /// on, in this process (a node hook: on the embedded default, the
+    /// machine is the only node). Not durable: a change published while the
+    /// process is down is not seen; for work that must happen, use
+    /// [`add_cluster_hook`](Self::add_cluster_hook). `state` is read from
+    /// the store after the change, so it is at least as new.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn add_node_hook<M: ReadModel>(
+        &self,
+        f: impl Fn(&M::Key, &M::State, &M::State) + Send + Sync + 'static,
+    ) -> Result<()> {
+        let c = &self.inner.config;
+        let topic = changes_topic(M::NAME);
+        self.inner.log.create_topic(&topic, c.partitions)?;
+        let starts = (0..c.partitions)
+            .map(|p| self.inner.log.end_offset(&topic, p))
+            .collect::<Result<Vec<_>>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = hooks::spawn_node_hook::<M>(
+            Arc::clone(&self.inner.log),
+            Arc::clone(&self.inner.store),
+            starts,
+            Arc::clone(&stop),
+            c.flush_interval,
+            Box::new(f),
+        )?;
+        self.inner.hooks.lock().push(RunningHook {
+            name: None,
+            model: M::NAME,
+            counters: Arc::default(),
+            stop,
+            threads: vec![thread],
+        });
+        Ok(())
+    }
+
+    /// What a cluster hook did since it was added to this runtime: runs,
+    /// retries, failures, dead letters, duplicates suppressed, coalesced
+    /// changes, and change-to-run latency. (Recorded outcomes and dead
+    /// letters survive restarts: [`EmbeddedStore::hook_outcome_counts`],
+    /// [`EmbeddedStore::hook_dead_letters`].)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if no hook of that name runs here.
+    pub fn hook_stats(&self, hook: &str) -> Result<crate::hooks::HookStats> {
+        self.inner
+            .hooks
+            .lock()
+            .iter()
+            .find(|h| h.name == Some(hook))
+            .map(|h| h.counters.snapshot())
+            .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))
+    }
+
+    /// Changes of the hook's model not yet handled by the hook.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if no hook of that name runs here; I/O errors.
+    pub fn hook_lag(&self, hook: &str) -> Result<u64> {
+        let model = self
+            .inner
+            .hooks
+            .lock()
+            .iter()
+            .find(|h| h.name == Some(hook))
+            .map(|h| h.model)
+            .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))?;
+        hook_lag(&*self.inner.log, hook, model)
+    }
+
+    /// Stops every model's workers and every hook, and waits for them.
     pub fn shutdown(&self) {
         let names: Vec<&'static str> = self.inner.models.lock().keys().copied().collect();
         for name in names {
             let _ = self.stop_model(name);
         }
+        let hooks = std::mem::take(&mut *self.inner.hooks.lock());
+        for h in &hooks {
+            h.stop.store(true, Ordering::Release);
+        }
+        for h in hooks {
+            for t in h.threads {
+                let _ = t.join();
+            }
+        }
     }
+}
+
+/// Changes of `model` the hook's consumer group has not committed.
+pub fn hook_lag(log: &dyn Log, hook: &str, model: &str) -> Result<u64> {
+    let topic = changes_topic(model);
+    let group = hook_group(hook);
+    let mut lag = 0;
+    for p in 0..log.partitions(&topic)? {
+        let end = log.end_offset(&topic, p)?;
+        lag += end.saturating_sub(log.committed(&group, &topic, p)?);
+    }
+    Ok(lag)
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         for running in self.models.get_mut().values() {
             running.stop.store(true, Ordering::Relaxed);
+        }
+        for h in self.hooks.get_mut().iter() {
+            h.stop.store(true, Ordering::Release);
+        }
+        for h in std::mem::take(self.hooks.get_mut()) {
+            for t in h.threads {
+                let _ = t.join();
+            }
         }
         for (_, running) in std::mem::take(self.models.get_mut()) {
             for t in running.threads {

@@ -24,6 +24,12 @@ fn dead_table(model: &str) -> String {
 const WRITTEN_TABLE: &str = "written_end";
 const WRITTEN: TableDefinition<'static, &str, u64> = TableDefinition::new(WRITTEN_TABLE);
 
+/// Hook outcomes, by idempotency key: `(ok, attempts)`.
+const HOOK_OUTCOMES: TableDefinition<'static, &str, (bool, u32)> =
+    TableDefinition::new("hook_outcomes");
+/// Hook dead letters, by idempotency key (which starts with the hook's name).
+const HOOK_DEAD: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hook_dead");
+
 fn written_key(model: &str, partition: u32) -> String {
     format!("{model}/{partition}")
 }
@@ -217,6 +223,131 @@ impl EmbeddedStore {
             })?);
         }
         Ok(out)
+    }
+
+    /// Which of these idempotency keys have a recorded hook outcome.
+    pub(crate) fn hook_outcomes_recorded(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        let Some(table) = self.read_table::<&str, (bool, u32)>("hook_outcomes")? else {
+            return Ok(out);
+        };
+        for id in ids {
+            if table
+                .get(id.as_str())
+                .map_err(|e| Error::store("read hook outcomes", e))?
+                .is_some()
+            {
+                out.insert(id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records hook runs' outcomes `(idempotency key, attempts, error)` and
+    /// the dead letters of the failed ones, in one transaction; an outcome
+    /// recorded earlier is kept.
+    pub(crate) fn record_hook_outcomes(
+        &self,
+        hook: &str,
+        outcomes: &[(String, u32, Option<String>)],
+    ) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let mut recorded = txn
+                .open_table(HOOK_OUTCOMES)
+                .map_err(|e| Error::store("open table", e))?;
+            let mut dead = txn
+                .open_table(HOOK_DEAD)
+                .map_err(|e| Error::store("open table", e))?;
+            for (id, attempts, error) in outcomes {
+                let known = recorded
+                    .get(id.as_str())
+                    .map_err(|e| Error::store("read hook outcomes", e))?
+                    .is_some();
+                if known {
+                    continue;
+                }
+                recorded
+                    .insert(id.as_str(), (error.is_none(), *attempts))
+                    .map_err(|e| Error::store("write hook outcomes", e))?;
+                if let Some(reason) = error {
+                    let letter = crate::hooks::HookDeadLetter {
+                        hook: hook.to_string(),
+                        idempotency_key: id.clone(),
+                        reason: reason.clone(),
+                        attempts: *attempts,
+                    };
+                    let bytes = postcard::to_stdvec(&letter).map_err(|e| Error::Encode {
+                        what: "hook dead letter",
+                        detail: e.to_string(),
+                    })?;
+                    dead.insert(id.as_str(), bytes.as_slice())
+                        .map_err(|e| Error::store("write hook dead letters", e))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// A hook's dead letters, in idempotency-key order.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; a record that does not decode.
+    pub fn hook_dead_letters(&self, hook: &str) -> Result<Vec<crate::hooks::HookDeadLetter>> {
+        let Some(table) = self.read_table::<&str, &[u8]>("hook_dead")? else {
+            return Ok(Vec::new());
+        };
+        let from = format!("{hook}/");
+        let mut out = Vec::new();
+        for item in table
+            .range::<&str>(from.as_str()..)
+            .map_err(|e| Error::store("scan hook dead letters", e))?
+        {
+            let (k, v) = item.map_err(|e| Error::store("scan hook dead letters", e))?;
+            if !k.value().starts_with(&from) {
+                break;
+            }
+            out.push(postcard::from_bytes(v.value()).map_err(|e| Error::Corrupt {
+                what: "hook dead letter",
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// How many runs of a hook have a recorded outcome: `(succeeded,
+    /// dead-lettered)`.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn hook_outcome_counts(&self, hook: &str) -> Result<(u64, u64)> {
+        let Some(table) = self.read_table::<&str, (bool, u32)>("hook_outcomes")? else {
+            return Ok((0, 0));
+        };
+        let from = format!("{hook}/");
+        let (mut ok, mut failed) = (0, 0);
+        for item in table
+            .range::<&str>(from.as_str()..)
+            .map_err(|e| Error::store("scan hook outcomes", e))?
+        {
+            let (k, v) = item.map_err(|e| Error::store("scan hook outcomes", e))?;
+            if !k.value().starts_with(&from) {
+                break;
+            }
+            if v.value().0 {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        Ok((ok, failed))
     }
 
     /// Deletes everything a model has stored: state, outbox, dead letters,

@@ -76,18 +76,7 @@ const HOOK_OUTCOMES: &str = "accrete.hook_outcomes";
 /// Hook triggers that failed every attempt.
 const HOOK_DEAD_LETTERS: &str = "accrete.hook_dead_letters";
 
-/// A hook trigger that failed every attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookDeadLetter {
-    /// The hook.
-    pub hook: String,
-    /// The idempotency key of the trigger.
-    pub idempotency_key: String,
-    /// The last attempt's error.
-    pub reason: String,
-    /// How many attempts were made.
-    pub attempts: u32,
-}
+pub use crate::hooks::HookDeadLetter;
 
 impl MongoStore {
     /// Connects and checks that the server answers (within 10 s unless the

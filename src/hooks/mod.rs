@@ -32,6 +32,8 @@
 //!
 //! [`Node::add_node_hook`]: crate::cluster::Node::add_node_hook
 
+pub(crate) mod runner;
+
 use std::time::Duration;
 
 use crate::model::ReadModel;
@@ -127,6 +129,20 @@ pub trait ClusterHook: Send + Sync + 'static {
     }
 }
 
+/// A hook trigger that failed every attempt, kept with the reason (the
+/// hook's input moved on).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HookDeadLetter {
+    /// The hook.
+    pub hook: String,
+    /// The idempotency key of the trigger.
+    pub idempotency_key: String,
+    /// The last attempt's error.
+    pub reason: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+}
+
 /// What a cluster hook did on one node since it started.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct HookStats {
@@ -148,7 +164,6 @@ pub struct HookStats {
 }
 
 /// The idempotency key of a run.
-#[cfg_attr(not(all(feature = "kafka", feature = "mongodb")), allow(dead_code))]
 pub(crate) fn idempotency_key(hook: &str, model: &str, key: &[u8], version: Option<u64>) -> String {
     let mut hex = String::with_capacity(key.len() * 2);
     for b in key {

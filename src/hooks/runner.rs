@@ -1,0 +1,273 @@
+//! What every backend's cluster-hook runner shares: per-key coalescing of
+//! pending changes, the run with retries and dead letters, the recorded
+//! outcomes that skip redelivered triggers, and the counters.
+//!
+//! Besides [`HookStats`], through the `metrics` facade:
+//!
+//! | metric | kind | labels |
+//! | --- | --- | --- |
+//! | `accrete_hook_runs_total` | counter | hook |
+//! | `accrete_hook_retries_total` | counter | hook |
+//! | `accrete_hook_failures_total` | counter | hook |
+//! | `accrete_hook_dead_letters_total` | counter | hook |
+//! | `accrete_hook_duplicates_suppressed_total` | counter | hook |
+//! | `accrete_hook_coalesced_total` | counter | hook |
+//! | `accrete_hook_latency_seconds` | histogram (change published → run) | hook |
+
+use std::collections::{HashMap, HashSet};
+
+use accrete_monoids::Semigroup;
+use parking_lot::Mutex;
+
+use super::{ClusterHook, HookStats, Trigger, idempotency_key};
+use crate::model::ReadModel;
+use crate::{Error, Result};
+
+pub(crate) type State<H> = <<H as ClusterHook>::Model as ReadModel>::State;
+pub(crate) type Key<H> = <<H as ClusterHook>::Model as ReadModel>::Key;
+
+/// The outcome of one trigger: `(idempotency key, attempts, error)`.
+pub(crate) type Outcome = (String, u32, Option<String>);
+
+/// What a backend gives a hook runner: the states, and the outcome records.
+pub(crate) trait HookBackend<M: ReadModel> {
+    /// Each key's state and version (`None`: no state stored).
+    fn states(&self, keys: &[&M::Key]) -> Result<Vec<Option<(M::State, u64)>>>;
+    /// Which of these idempotency keys have a recorded outcome.
+    fn recorded(&self, ids: &[String]) -> Result<HashSet<String>>;
+    /// Records outcomes (and, for failures, dead letters), all or none.
+    fn record(&self, hook: &str, outcomes: &[Outcome]) -> Result<()>;
+}
+
+/// Counters and latencies of one hook in this process.
+#[derive(Default)]
+pub(crate) struct HookCounters {
+    stats: Mutex<HookStats>,
+    /// Change-to-run latencies (ms), and where the next one goes once full.
+    latencies: Mutex<(Vec<u32>, usize)>,
+}
+
+/// The most latencies kept for the percentiles (beyond, the newest replace
+/// the oldest).
+const LATENCIES_KEPT: usize = 1 << 20;
+
+fn count(hook: &'static str, what: &'static str, n: u64) {
+    let name = match what {
+        "runs" => "accrete_hook_runs_total",
+        "retries" => "accrete_hook_retries_total",
+        "failures" => "accrete_hook_failures_total",
+        "dead_letters" => "accrete_hook_dead_letters_total",
+        "duplicates" => "accrete_hook_duplicates_suppressed_total",
+        _ => "accrete_hook_coalesced_total",
+    };
+    metrics::counter!(name, "hook" => hook).increment(n);
+}
+
+impl HookCounters {
+    pub(crate) fn snapshot(&self) -> HookStats {
+        let mut s = self.stats.lock().clone();
+        let mut l = self.latencies.lock().0.clone();
+        if !l.is_empty() {
+            l.sort_unstable();
+            let at = |q: f64| f64::from(l[((l.len() - 1) as f64 * q).round() as usize]);
+            s.latency_ms = (at(0.5), at(0.99));
+        }
+        s
+    }
+
+    fn latency(&self, hook: &'static str, ms: i64) {
+        let ms = ms.clamp(0, i64::from(u32::MAX)) as u32;
+        metrics::histogram!("accrete_hook_latency_seconds", "hook" => hook)
+            .record(f64::from(ms) / 1000.0);
+        let mut guard = self.latencies.lock();
+        let (l, next) = &mut *guard;
+        if l.len() < LATENCIES_KEPT {
+            l.push(ms);
+        } else {
+            l[*next] = ms;
+            *next = (*next + 1) % LATENCIES_KEPT;
+        }
+    }
+}
+
+/// One key's pending triggers.
+pub(crate) struct Pending<S> {
+    /// The combined delta.
+    pub(crate) delta: S,
+    /// The earliest publication time among them (ms since the epoch).
+    pub(crate) published_ms: i64,
+}
+
+/// The triggers taken in one poll, per encoded key: changes of one key
+/// combine (the deltas form a monoid), so a burst runs the hook once.
+pub(crate) struct Batch<S> {
+    pub(crate) pending: HashMap<Vec<u8>, Pending<S>>,
+}
+
+impl<S: Semigroup> Batch<S> {
+    pub(crate) fn new() -> Self {
+        Batch {
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Adds a change of the key (its postcard bytes).
+    pub(crate) fn add(
+        &mut self,
+        hook: &'static str,
+        counters: &HookCounters,
+        key: &[u8],
+        delta: S,
+        published_ms: i64,
+    ) {
+        match self.pending.get_mut(key) {
+            Some(p) => {
+                p.delta.combine_owned(delta);
+                p.published_ms = p.published_ms.min(published_ms);
+                counters.stats.lock().coalesced += 1;
+                count(hook, "coalesced", 1);
+            }
+            None => {
+                self.pending.insert(
+                    key.to_vec(),
+                    Pending {
+                        delta,
+                        published_ms,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The message of a panic, for the dead letter.
+fn panic_reason(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .map_or_else(
+            || "the hook panicked".into(),
+            |m| format!("the hook panicked: {m}"),
+        )
+}
+
+/// Runs the hook for every key of the batch that fires and whose outcome is
+/// not recorded yet, retrying with backoff; records the outcomes together.
+/// On `Err` nothing was recorded: run the batch again (the outcomes recorded
+/// by an earlier attempt make that cheap).
+pub(crate) fn run_batch<H: ClusterHook>(
+    hook: &H,
+    backend: &dyn HookBackend<H::Model>,
+    counters: &HookCounters,
+    batch: &Batch<State<H>>,
+) -> Result<()> {
+    let model = <H::Model as ReadModel>::NAME;
+    type Item<'a, H> = (Key<H>, &'a Vec<u8>, &'a Pending<State<H>>);
+    let mut keys: Vec<Item<'_, H>> = Vec::with_capacity(batch.pending.len());
+    for (bytes, p) in &batch.pending {
+        let key: Key<H> = postcard::from_bytes(bytes).map_err(|e| Error::Corrupt {
+            what: "change key",
+            detail: e.to_string(),
+        })?;
+        keys.push((key, bytes, p));
+    }
+    let just_keys: Vec<&Key<H>> = keys.iter().map(|(k, _, _)| k).collect();
+    let states = backend.states(&just_keys)?;
+    let mut runs = Vec::new();
+    for ((key, bytes, p), state) in keys.iter().zip(states) {
+        let Some((state, version)) = state else {
+            // The change is durable before it is published: the state
+            // exists. A missing one was deleted (a rebuild): nothing to do.
+            continue;
+        };
+        if !hook.fires(&state) {
+            continue;
+        }
+        let id = idempotency_key(H::NAME, model, bytes, (!H::ONCE).then_some(version));
+        runs.push((key, *p, state, version, id));
+    }
+    let ids: Vec<String> = runs.iter().map(|r| r.4.clone()).collect();
+    let recorded = backend.recorded(&ids)?;
+    // Recorded together after the batch's runs, before the position moves.
+    let mut outcomes = Vec::with_capacity(runs.len());
+    for (key, p, state, version, id) in runs {
+        if recorded.contains(&id) {
+            counters.stats.lock().duplicates_suppressed += 1;
+            count(H::NAME, "duplicates", 1);
+            continue;
+        }
+        counters.latency(H::NAME, crate::runtime::worker::now_ms() - p.published_ms);
+        let mut attempt = 1;
+        let error = loop {
+            let trigger = Trigger {
+                key,
+                delta: &p.delta,
+                state: &state,
+                version,
+                idempotency_key: &id,
+                attempt,
+            };
+            // A panicking hook is a failed attempt, not a dead node.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.run(&trigger)))
+                    .unwrap_or_else(|panic| Err(panic_reason(panic.as_ref())));
+            match result {
+                Ok(()) => break None,
+                Err(reason) => {
+                    let mut s = counters.stats.lock();
+                    s.failures += 1;
+                    count(H::NAME, "failures", 1);
+                    if attempt >= hook.max_attempts() {
+                        break Some(reason);
+                    }
+                    s.retries += 1;
+                    count(H::NAME, "retries", 1);
+                    drop(s);
+                    std::thread::sleep(hook.backoff(attempt));
+                    attempt += 1;
+                }
+            }
+        };
+        let mut s = counters.stats.lock();
+        match error {
+            None => {
+                s.runs += 1;
+                count(H::NAME, "runs", 1);
+            }
+            Some(ref reason) => {
+                s.dead_letters += 1;
+                count(H::NAME, "dead_letters", 1);
+                tracing::warn!(hook = H::NAME, idempotency_key = %id, %reason, attempts = attempt,
+                    "hook trigger sent to the dead letters");
+            }
+        }
+        outcomes.push((id, attempt, error));
+    }
+    backend.record(H::NAME, &outcomes)
+}
+
+/// Runs the batch until its outcomes are recorded, backing off between
+/// tries; gives up (returns `false`) only when `stopping` says so.
+pub(crate) fn run_until_recorded<H: ClusterHook>(
+    hook: &H,
+    backend: &dyn HookBackend<H::Model>,
+    counters: &HookCounters,
+    batch: &Batch<State<H>>,
+    stopping: &dyn Fn() -> bool,
+) -> bool {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match run_batch(hook, backend, counters, batch) {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::error!(hook = H::NAME, error = %e, retry_in = ?backoff, "hook batch failed");
+                if stopping() {
+                    return false;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Hooks on the embedded default. One machine is the whole cluster: a
+//! cluster hook's "nodes" are local worker threads splitting the changes
+//! topic's partitions (a key's changes stay on one partition, so one key's
+//! runs are in order), reading from the hook's consumer group in the log
+//! and committing only after the batch's outcomes are recorded in the store.
+//! Node hooks follow the changes topic from when they were added.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use accrete_monoids::Monoid;
+
+use super::worker::decode_record;
+use crate::hooks::ClusterHook;
+use crate::hooks::runner::{Batch, HookBackend, HookCounters, Outcome, State, run_until_recorded};
+use crate::log::{Log, RecordBatch};
+use crate::model::ReadModel;
+use crate::store::EmbeddedStore;
+use crate::{Error, Result};
+
+/// The consumer group of a cluster hook on the embedded log.
+pub fn hook_group(hook: &str) -> String {
+    format!("hook-{hook}")
+}
+
+impl<M: ReadModel> HookBackend<M> for EmbeddedStore {
+    fn states(&self, keys: &[&M::Key]) -> Result<Vec<Option<(M::State, u64)>>> {
+        keys.iter()
+            .map(|key| {
+                let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
+                    what: "key",
+                    detail: e.to_string(),
+                })?;
+                self.get_raw(M::NAME, &key)?
+                    .map(|bytes| {
+                        let rec = decode_record::<M::State>(&bytes)?;
+                        Ok((rec.state, rec.version))
+                    })
+                    .transpose()
+            })
+            .collect()
+    }
+
+    fn recorded(&self, ids: &[String]) -> Result<HashSet<String>> {
+        self.hook_outcomes_recorded(ids)
+    }
+
+    fn record(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
+        self.record_hook_outcomes(hook, outcomes)
+    }
+}
+
+/// Decodes a change record of the embedded changes topic: `(version,
+/// delta)`.
+pub(crate) fn decode_change<S: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<(u64, S)> {
+    postcard::from_bytes(payload).map_err(|e| Error::Corrupt {
+        what: "change",
+        detail: e.to_string(),
+    })
+}
+
+/// What one hook member needs.
+pub(crate) struct Member<H> {
+    pub(crate) hook: Arc<H>,
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) store: Arc<EmbeddedStore>,
+    pub(crate) counters: Arc<HookCounters>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) partitions: Vec<u32>,
+    pub(crate) idle: Duration,
+}
+
+/// The most changes one member takes per partition and round.
+const MAX_PER_READ: usize = 4_096;
+
+impl<H: ClusterHook> Member<H> {
+    pub(crate) fn spawn(self, member: usize) -> Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("accrete-hook-{}-{member}", H::NAME))
+            .spawn(move || self.run())
+            .map_err(|e| Error::io("spawn a hook thread", ".", e))
+    }
+
+    fn run(self) {
+        let model = <H::Model as ReadModel>::NAME;
+        let topic = super::changes_topic(model);
+        let group = hook_group(H::NAME);
+        let stopping = || self.stop.load(Ordering::Acquire);
+        let mut positions: Vec<Option<u64>> = vec![None; self.partitions.len()];
+        let mut records = RecordBatch::new();
+        while !stopping() {
+            let mut batch = Batch::<State<H>>::new();
+            let mut ends = Vec::new();
+            let result = (|| -> Result<()> {
+                for (i, &p) in self.partitions.iter().enumerate() {
+                    let from = match positions[i] {
+                        Some(at) => at,
+                        None => *positions[i].insert(self.log.committed(&group, &topic, p)?),
+                    };
+                    self.log.read(&topic, p, from, MAX_PER_READ, &mut records)?;
+                    for r in records.iter() {
+                        let (_version, delta) = decode_change::<State<H>>(r.payload)?;
+                        batch.add(H::NAME, &self.counters, r.key, delta, r.timestamp);
+                    }
+                    if let Some(end) = records.next_offset() {
+                        ends.push((i, p, end));
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                tracing::error!(hook = H::NAME, error = %e, "reading changes failed; retrying");
+                std::thread::sleep(self.idle.max(Duration::from_millis(100)));
+                continue;
+            }
+            if ends.is_empty() {
+                std::thread::sleep(self.idle);
+                continue;
+            }
+            if !run_until_recorded(&*self.hook, &*self.store, &self.counters, &batch, &stopping) {
+                return;
+            }
+            super::failpoint::hit("hook_before_commit");
+            for (i, p, end) in ends {
+                match self.log.commit(&group, &topic, p, end) {
+                    Ok(()) => positions[i] = Some(end),
+                    Err(e) => {
+                        // Read again from the committed position: the
+                        // recorded outcomes skip what already ran.
+                        tracing::error!(hook = H::NAME, error = %e, "could not commit the hook's position");
+                        positions[i] = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A node hook: `(key, delta, state after)`.
+pub(crate) type NodeHookFn<M> = Box<
+    dyn Fn(&<M as ReadModel>::Key, &<M as ReadModel>::State, &<M as ReadModel>::State)
+        + Send
+        + Sync,
+>;
+
+/// Follows a model's changes from `starts` and calls `f` for each, with the
+/// state read from the store (at least as new as the change).
+pub(crate) fn spawn_node_hook<M: ReadModel>(
+    log: Arc<dyn Log>,
+    store: Arc<EmbeddedStore>,
+    starts: Vec<u64>,
+    stop: Arc<AtomicBool>,
+    idle: Duration,
+    f: NodeHookFn<M>,
+) -> Result<JoinHandle<()>> {
+    let topic = super::changes_topic(M::NAME);
+    std::thread::Builder::new()
+        .name(format!("accrete-node-hook-{}", M::NAME))
+        .spawn(move || {
+            let mut positions = starts;
+            let mut records = RecordBatch::new();
+            while !stop.load(Ordering::Acquire) {
+                let mut any = false;
+                for (p, at) in positions.iter_mut().enumerate() {
+                    if let Err(e) = log.read(&topic, p as u32, *at, MAX_PER_READ, &mut records) {
+                        tracing::error!(model = M::NAME, error = %e, "node hook: reading changes failed");
+                        continue;
+                    }
+                    for r in records.iter() {
+                        let decoded = postcard::from_bytes::<M::Key>(r.key)
+                            .map_err(|e| Error::Corrupt {
+                                what: "change key",
+                                detail: e.to_string(),
+                            })
+                            .and_then(|k| Ok((k, decode_change::<M::State>(r.payload)?.1)));
+                        let (key, delta) = match decoded {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::error!(model = M::NAME, error = %e, "node hook: undecodable change skipped");
+                                continue;
+                            }
+                        };
+                        let state = <EmbeddedStore as HookBackend<M>>::states(&store, &[&key])
+                            .ok()
+                            .and_then(|mut v| v.pop().flatten())
+                            .map_or_else(M::State::identity, |(s, _)| s);
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            f(&key, &delta, &state)
+                        }))
+                        .is_err()
+                        {
+                            tracing::error!(model = M::NAME, "a node hook panicked");
+                        }
+                    }
+                    if let Some(end) = records.next_offset() {
+                        *at = end;
+                        any = true;
+                    }
+                }
+                if !any {
+                    std::thread::sleep(idle);
+                }
+            }
+        })
+        .map_err(|e| Error::io("spawn a node hook thread", ".", e))
+}
