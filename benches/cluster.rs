@@ -11,7 +11,10 @@
 //! `ACCRETE_MONGODB_URI`). `ACCRETE_BENCH_EVENTS` (default 1 000 000),
 //! `ACCRETE_BENCH_KEYS` (100 000), `ACCRETE_BENCH_NAIVE_EVENTS` (the naive
 //! consumer runs on a prefix, default 20 000: at one round trip per event
-//! the whole million would take too long; its rate is per event either way).
+//! the whole million would take too long; its rate is per event either way),
+//! `ACCRETE_BENCH_HOOK_EVENTS` (the hook burst, 200 000),
+//! `ACCRETE_BENCH_HOOK_RATE` and `ACCRETE_BENCH_SECONDS` (the hook's steady
+//! state: 500 events/s for 20 s).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -203,6 +206,37 @@ impl accrete::hooks::ClusterHook for Count {
     }
 }
 
+/// Waits until `events` are folded and the hook has taken every change
+/// (runs, coalesced and suppressed reach the changes published); returns
+/// the changes.
+fn wait_hooked(node: &Node, events: u64) -> u64 {
+    node.flush().unwrap();
+    while node.folded(Revenue::NAME).unwrap() < events {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let changes = node.stats(Revenue::NAME).unwrap().changes;
+    loop {
+        let h = node.hook_stats(Count::NAME).unwrap();
+        if h.runs + h.coalesced + h.duplicates_suppressed >= changes {
+            return changes;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The hook's figures; stops the node and drops its database.
+fn finish(node: Node, config: &NodeConfig) -> accrete::hooks::HookStats {
+    let h = node.hook_stats(Count::NAME).unwrap();
+    node.shutdown();
+    MongoStore::connect(&config.mongodb)
+        .unwrap()
+        .database()
+        .drop()
+        .run()
+        .unwrap();
+    h
+}
+
 fn hooks(sales: &[Sale]) -> (f64, (f64, f64), u64, u64) {
     let config = config("hooks");
     let node = Node::start(config.clone()).unwrap();
@@ -213,29 +247,45 @@ fn hooks(sales: &[Sale]) -> (f64, (f64, f64), u64, u64) {
     for s in sales {
         node.submit(s.key.to_le_bytes(), 0, s).unwrap();
     }
-    node.flush().unwrap();
-    while node.folded(Revenue::NAME).unwrap() < sales.len() as u64 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let changes = node.stats(Revenue::NAME).unwrap().changes;
-    // Every change taken: runs + coalesced reach the changes published.
-    loop {
-        let h = node.hook_stats(Count::NAME).unwrap();
-        if h.runs + h.coalesced + h.duplicates_suppressed >= changes {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let changes = wait_hooked(&node, sales.len() as u64);
     let took = started.elapsed().as_secs_f64();
-    let h = node.hook_stats(Count::NAME).unwrap();
-    node.shutdown();
-    MongoStore::connect(&config.mongodb)
-        .unwrap()
-        .database()
-        .drop()
-        .run()
-        .unwrap();
+    let h = finish(node, &config);
     (h.runs as f64 / took, h.latency_ms, h.runs, changes)
+}
+
+/// Steady state: events at a fixed rate for a while, the no-op hook
+/// keeping up: change-to-hook latency (median, p99) and the runs.
+fn hooks_steady(rate: u64, seconds: u64, keys: u64) -> ((f64, f64), u64) {
+    let config = config("steady");
+    let node = Node::start(config.clone()).unwrap();
+    node.add_model(Revenue).unwrap();
+    node.add_cluster_hook(Count).unwrap();
+    // Let the consumer groups form before the clock starts.
+    std::thread::sleep(Duration::from_secs(6));
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate / 100).max(1);
+    let started = Instant::now();
+    let mut next = started;
+    let mut key = 0_u64;
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        for _ in 0..per_tick {
+            key = (key + 7_919) % keys;
+            let sale = Sale {
+                key: key as u32,
+                cents: 1,
+            };
+            node.submit(sale.key.to_le_bytes(), 0, &sale).unwrap();
+            sent += 1;
+        }
+        next += tick;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    wait_hooked(&node, sent);
+    let h = finish(node, &config);
+    (h.latency_ms, h.runs)
 }
 
 /// The naive consumer: one upsert per event.
@@ -320,6 +370,12 @@ fn main() {
     let (rate, (median, p99), runs, changes) = hooks(&sales[..hook_events]);
     println!(
         "  cluster hook (no-op) over {hook_events} events: {runs} runs for {changes} changes, {rate:>8.0} hooks/s end to end, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
+    );
+    let steady_rate = env("ACCRETE_BENCH_HOOK_RATE", 500);
+    let steady_secs = env("ACCRETE_BENCH_SECONDS", 20);
+    let ((median, p99), runs) = hooks_steady(steady_rate, steady_secs, keys);
+    println!(
+        "  cluster hook (no-op), steady {steady_rate} events/s for {steady_secs} s: {runs} runs, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
     );
     for nodes in [1, 3] {
         let (rate, wpe) = accrete(&sales, nodes);

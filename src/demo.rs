@@ -9,6 +9,9 @@
 //! | [`PageVisitors`] | page | distinct visitors ([`HyperLogLog`]) | idempotent: duplicates harmless |
 //! | [`TopProducts`] | `()` | best sellers by units ([`TopK`]) | commutative, within its error bound |
 //! | [`LastSeen`] | visitor | latest page by event time ([`Last`]) | idempotent |
+//!
+//! And a cluster hook, [`BestSeller`]: a threshold hook that announces a
+//! product once when its units sold pass a mark.
 
 use serde::{Deserialize, Serialize};
 
@@ -276,4 +279,41 @@ pub fn at_least_once(
         }
     }
     out
+}
+
+/// A threshold hook on [`ProductSales`]: announces a product once, when its
+/// units sold reach `units` (a monotone predicate: units only grow, so it
+/// flips once whatever the delivery order). The announcements go to a
+/// list here; a real one would call a notification service with the
+/// trigger's idempotency key.
+#[derive(Debug, Default)]
+pub struct BestSeller {
+    /// The mark.
+    pub units: u64,
+    /// The products announced, with their idempotency keys (shared: keep a
+    /// clone to read them while the runtime owns the hook).
+    pub announced: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl BestSeller {
+    /// The hook's name.
+    pub const HOOK: &'static str = "best_seller";
+}
+
+impl crate::hooks::ClusterHook for BestSeller {
+    type Model = ProductSales;
+    const NAME: &'static str = BestSeller::HOOK;
+    const ONCE: bool = true;
+
+    fn fires(&self, sales: &Sales) -> bool {
+        sales.units.0 >= self.units
+    }
+
+    fn run(&self, t: &crate::hooks::Trigger<'_, ProductSales>) -> Result<(), String> {
+        self.announced
+            .lock()
+            .map_err(|_| "the announcement list is poisoned".to_string())?
+            .push((t.key.clone(), t.idempotency_key.to_string()));
+        Ok(())
+    }
 }

@@ -17,13 +17,15 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::placement::Placement;
 use super::{CHANGE_FORMAT, Shared};
 use crate::hooks::ClusterHook;
-use crate::hooks::runner::{Batch, HookBackend, HookCounters, Outcome, State, run_until_recorded};
+use crate::hooks::runner::{
+    Batch, HookBackend, HookCounters, Outcome, State, Versioned, run_until_recorded,
+};
 use crate::model::ReadModel;
 use crate::store::mongo::{MongoStore, Written, key_id};
 use crate::{Error, Result};
 
 impl<M: ReadModel> HookBackend<M> for MongoStore {
-    fn states(&self, keys: &[&M::Key]) -> Result<Vec<Option<(M::State, u64)>>> {
+    fn states(&self, keys: &[&M::Key]) -> Result<Vec<Versioned<M::State>>> {
         let mut found = self.get_many::<&M::Key, M::State>(M::NAME, keys)?;
         keys.iter()
             .map(|k| Ok(found.remove(&key_id(k)?.to_string())))

@@ -29,10 +29,13 @@ pub(crate) type Key<H> = <<H as ClusterHook>::Model as ReadModel>::Key;
 /// The outcome of one trigger: `(idempotency key, attempts, error)`.
 pub(crate) type Outcome = (String, u32, Option<String>);
 
+/// A key's state and version, as a hook reads it (`None`: none stored).
+pub(crate) type Versioned<S> = Option<(S, u64)>;
+
 /// What a backend gives a hook runner: the states, and the outcome records.
 pub(crate) trait HookBackend<M: ReadModel> {
-    /// Each key's state and version (`None`: no state stored).
-    fn states(&self, keys: &[&M::Key]) -> Result<Vec<Option<(M::State, u64)>>>;
+    /// Each key's state and version.
+    fn states(&self, keys: &[&M::Key]) -> Result<Vec<Versioned<M::State>>>;
     /// Which of these idempotency keys have a recorded outcome.
     fn recorded(&self, ids: &[String]) -> Result<HashSet<String>>;
     /// Records outcomes (and, for failures, dead letters), all or none.

@@ -16,6 +16,10 @@ pub const FAILPOINTS: [&str; 4] = [
     "after_commit",
 ];
 
+/// The places an embedded cluster hook can be crashed at: after a batch's
+/// runs and recorded outcomes, before its position is committed.
+pub const HOOK_FAILPOINTS: [&str; 1] = ["hook_before_commit"];
+
 struct Plan {
     name: String,
     remaining: AtomicU64,

@@ -15,7 +15,9 @@ use accrete_monoids::Monoid;
 
 use super::worker::decode_record;
 use crate::hooks::ClusterHook;
-use crate::hooks::runner::{Batch, HookBackend, HookCounters, Outcome, State, run_until_recorded};
+use crate::hooks::runner::{
+    Batch, HookBackend, HookCounters, Outcome, State, Versioned, run_until_recorded,
+};
 use crate::log::{Log, RecordBatch};
 use crate::model::ReadModel;
 use crate::store::EmbeddedStore;
@@ -27,7 +29,7 @@ pub fn hook_group(hook: &str) -> String {
 }
 
 impl<M: ReadModel> HookBackend<M> for EmbeddedStore {
-    fn states(&self, keys: &[&M::Key]) -> Result<Vec<Option<(M::State, u64)>>> {
+    fn states(&self, keys: &[&M::Key]) -> Result<Vec<Versioned<M::State>>> {
         keys.iter()
             .map(|key| {
                 let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {

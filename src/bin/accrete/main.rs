@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use accrete::demo::{
-    LastSeen, PageVisitors, ProductSales, Sales, TopProducts, at_least_once, shop_events,
+    BestSeller, LastSeen, PageVisitors, ProductSales, Sales, TopProducts, at_least_once,
+    shop_events,
 };
 use accrete::log::NewRecord;
 use accrete::model::{Deltas, ReadModel};
@@ -135,6 +136,9 @@ type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
 mod cluster;
 
+/// The demo's best_seller hook announces products at this many units.
+const BEST_SELLER_UNITS: u64 = 1_000;
+
 const MODELS: [&str; 4] = [
     ProductSales::NAME,
     PageVisitors::NAME,
@@ -202,6 +206,13 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
     rt.add_model(ProductSales)?;
     rt.add_model(PageVisitors)?;
     rt.add_model(LastSeen)?;
+    // A cluster hook: announce each product once when it passes a mark.
+    let best_seller = BestSeller {
+        units: BEST_SELLER_UNITS,
+        ..BestSeller::default()
+    };
+    let announced = best_seller.announced.clone();
+    rt.add_cluster_hook(best_seller)?;
     let topic = config.events_topic.clone();
     let mut garbage = 0;
     let mut backfilled = false;
@@ -306,6 +317,41 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
         "last_seen",
         last == expected,
         "equals the plain fold, exactly (latest by event time, not arrival)",
+    );
+
+    // The hook: once per product that passed the mark, no more, no less.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accrete::runtime::hook_lag(&**rt.log(), BestSeller::HOOK, ProductSales::NAME)? > 0 {
+        if Instant::now() > deadline {
+            return Err("the best_seller hook did not catch up within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let announced = announced.lock().map_err(|_| "poisoned")?.clone();
+    let mut passed: Vec<&String> = sales
+        .iter()
+        .filter(|(_, s)| s.units.0 >= BEST_SELLER_UNITS)
+        .map(|(p, _)| p)
+        .collect();
+    passed.sort();
+    let mut fired: Vec<&String> = announced.iter().map(|(p, _)| p).collect();
+    fired.sort();
+    let stats = rt.hook_stats(BestSeller::HOOK)?;
+    println!(
+        "\nbest_seller hook (fires once per product at {BEST_SELLER_UNITS} units): {} announcements, \
+         {} changes coalesced, change-to-hook latency median {:.0} ms, p99 {:.0} ms",
+        announced.len(),
+        stats.coalesced,
+        stats.latency_ms.0,
+        stats.latency_ms.1
+    );
+    if let Some((product, key)) = announced.first() {
+        println!("  e.g. {product} (idempotency key {key})");
+    }
+    ok &= check(
+        "best_seller",
+        fired == passed,
+        "announced exactly the products past the mark, each once",
     );
 
     let dead = rt.store().dead_letters(ProductSales::NAME)?;
@@ -417,6 +463,20 @@ fn inspect(dir: &Path, model: &str, key: Option<&str>) -> Fallible<ExitCode> {
     println!("dead letters: {}", dead.len());
     for d in dead.iter().take(10) {
         println!("  {}: {}", d.event, d.reason);
+    }
+    if model == ProductSales::NAME {
+        let hook = BestSeller::HOOK;
+        let lag = accrete::runtime::hook_lag(&**rt.log(), hook, model)?;
+        let (ok, failed) = rt.store().hook_outcome_counts(hook)?;
+        println!(
+            "cluster hook `{hook}`: {ok} runs recorded, {failed} dead letters, {lag} changes not yet handled"
+        );
+        for d in rt.store().hook_dead_letters(hook)?.iter().take(10) {
+            println!(
+                "  {}: {} ({} attempts)",
+                d.idempotency_key, d.reason, d.attempts
+            );
+        }
     }
     if let Some(key) = key {
         let shown = match model {
