@@ -271,13 +271,40 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // A failed test names this directory (node logs, replicas): keep it.
+        // A failed test names this directory (node logs, replicas): keep it,
+        // and show the end of each node's log (CI keeps only the output).
         if std::thread::panicking() {
             self.dir.disable_cleanup(true);
             eprintln!(
                 "kept the cluster's directory: {}",
                 self.dir.path().display()
             );
+            let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+            logs.sort();
+            for path in logs {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let notable: Vec<&str> = lines
+                    .iter()
+                    .copied()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked"))
+                    .collect();
+                eprintln!(
+                    "--- {} ({} lines; its last warnings and errors, then its last lines)",
+                    path.display(),
+                    lines.len()
+                );
+                for l in notable.iter().skip(notable.len().saturating_sub(12)) {
+                    eprintln!("  {l}");
+                }
+                eprintln!("  ...");
+                for l in lines.iter().skip(lines.len().saturating_sub(6)) {
+                    eprintln!("  {l}");
+                }
+            }
         }
     }
 }

@@ -569,3 +569,43 @@ fn cluster_hooks_run_at_least_once_through_kills() {
         );
     }
 }
+
+/// A rebuild re-publishes every key with versions above the old ones: the
+/// hook runs again for each (new idempotency keys), none is suppressed.
+#[test]
+fn after_a_rebuild_versions_keep_growing_and_hooks_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::open_with(dir.path(), config()).unwrap();
+    rt.add_model(Totals).unwrap();
+    let runs: Runs<Sum<i64>> = Arc::default();
+    rt.add_cluster_hook(Audit(runs.clone())).unwrap();
+    for round in 0..5 {
+        let hits: Vec<Hit> = (0..4)
+            .map(|key| Hit {
+                key,
+                value: round + 1,
+            })
+            .collect();
+        submit(&rt, &hits);
+        settle::<Totals>(&rt, "audit");
+    }
+    let before: BTreeMap<u16, u64> = runs.lock().iter().map(|r| (r.key, r.version)).collect();
+    assert_eq!(before.values().copied().collect::<Vec<_>>(), vec![5; 4]);
+    rt.rebuild::<Totals>().unwrap();
+    settle::<Totals>(&rt, "audit");
+    let runs = runs.lock();
+    for key in 0..4 {
+        let (version, state) = rt.get_versioned::<Totals>(&key).unwrap().unwrap();
+        assert_eq!(state, Sum(15));
+        assert!(
+            version > before[&key],
+            "key {key}: version {version} after a rebuild"
+        );
+        assert!(
+            runs.iter()
+                .any(|r| r.key == key && r.version == version && r.state == state),
+            "key {key} ran again after the rebuild"
+        );
+    }
+    assert_eq!(rt.hook_stats("audit").unwrap().duplicates_suppressed, 0);
+}

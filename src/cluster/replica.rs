@@ -98,26 +98,45 @@ impl<M: ReadModel> Replica<M> {
             .collect()
     }
 
-    fn load(&self, shared: &Shared, filter: bson::Document) -> Result<usize> {
+    /// Reads documents (from the primary: at least as new as every
+    /// published change) and replaces their entries. With `requested`,
+    /// those keys are being re-read: one without a document (its model was
+    /// dropped) leaves the replica. Returns how many documents were read.
+    fn load(
+        &self,
+        shared: &Shared,
+        filter: bson::Document,
+        requested: &[&M::Key],
+    ) -> Result<usize> {
         let cursor = shared
             .store
             .states(M::NAME)
             .find(filter)
+            .selection_criteria(mongodb::options::SelectionCriteria::ReadPreference(
+                mongodb::options::ReadPreference::Primary,
+            ))
             .run()
             .map_err(|e| Error::mongo("load replica", e))?;
-        let mut n = 0;
-        let mut entries = self.entries.write();
+        // Read everything first: reads of the replica wait only for the swap.
+        let mut found = Vec::new();
         for doc in cursor {
             let doc = doc.map_err(|e| Error::mongo("load replica", e))?;
             let (key, state) = decode_doc::<M::Key, M::State>(&doc)?;
+            found.push((key, state, positions(&doc)));
+        }
+        let n = found.len();
+        let mut entries = self.entries.write();
+        for key in requested {
+            entries.remove(*key);
+        }
+        for (key, state, positions) in found {
             entries.insert(
                 key,
                 Entry {
                     state,
-                    positions: positions(&doc).into_iter().collect(),
+                    positions: positions.into_iter().collect(),
                 },
             );
-            n += 1;
         }
         Ok(n)
     }
@@ -131,6 +150,10 @@ impl<M: ReadModel> Replica<M> {
         });
         if change.idempotent {
             entry.state.combine_owned(change.delta);
+            // As the document's positions do (`$max`).
+            for r in &change.ranges {
+                entry.advance(r.partition, r.end);
+            }
             return Graft::Applied;
         }
         let fresh = change
@@ -180,7 +203,7 @@ pub(super) fn start<M: ReadModel>(
         entries: RwLock::new(HashMap::new()),
         hooks: RwLock::new(Vec::new()),
     });
-    let loaded = replica.load(&shared, doc! {})?;
+    let loaded = replica.load(&shared, doc! {}, &[])?;
     tracing::info!(
         model = M::NAME,
         keys = loaded,
@@ -309,7 +332,9 @@ fn follow<M: ReadModel>(
         });
         if !refetch.is_empty() {
             let ids: Result<Vec<_>> = refetch.iter().map(|(key, _)| key_id(key)).collect();
-            let result = ids.and_then(|ids| replica.load(&shared, doc! { "_id": { "$in": ids } }));
+            let keys: Vec<&M::Key> = refetch.iter().map(|(key, _)| key).collect();
+            let result =
+                ids.and_then(|ids| replica.load(&shared, doc! { "_id": { "$in": ids } }, &keys));
             match result {
                 Ok(found) => {
                     let distinct = refetch
@@ -319,7 +344,7 @@ fn follow<M: ReadModel>(
                         .len();
                     if found < distinct {
                         // Published changes are written first: only a
-                        // rebuild (which drops the documents) explains this.
+                        // dropped model explains this.
                         tracing::warn!(
                             model = M::NAME,
                             keys = distinct,

@@ -156,24 +156,26 @@ fn panic_reason(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs the hook for every key of the batch that fires and whose outcome is
-/// not recorded yet, retrying with backoff; records the outcomes together.
-/// On `Err` nothing was recorded: run the batch again (the outcomes recorded
-/// by an earlier attempt make that cheap).
-pub(crate) fn run_batch<H: ClusterHook>(
+/// not recorded yet, retrying with backoff; returns the outcomes to record,
+/// and whether every key was handled (`false`: stopped early). On `Err`
+/// nothing ran.
+fn run_batch<H: ClusterHook>(
     hook: &H,
     backend: &dyn HookBackend<H::Model>,
     counters: &HookCounters,
     batch: &Batch<State<H>>,
-) -> Result<()> {
+    stopping: &dyn Fn() -> bool,
+) -> Result<(Vec<Outcome>, bool)> {
     let model = <H::Model as ReadModel>::NAME;
     type Item<'a, H> = (Key<H>, &'a Vec<u8>, &'a Pending<State<H>>);
     let mut keys: Vec<Item<'_, H>> = Vec::with_capacity(batch.pending.len());
     for (bytes, p) in &batch.pending {
-        let key: Key<H> = postcard::from_bytes(bytes).map_err(|e| Error::Corrupt {
-            what: "change key",
-            detail: e.to_string(),
-        })?;
-        keys.push((key, bytes, p));
+        match postcard::from_bytes::<Key<H>>(bytes) {
+            Ok(key) => keys.push((key, bytes, p)),
+            // Not this build's key type (a change from before the model's
+            // key type changed): nothing to run it for.
+            Err(e) => tracing::error!(hook = H::NAME, error = %e, "undecodable change key skipped"),
+        }
     }
     let just_keys: Vec<&Key<H>> = keys.iter().map(|(k, _, _)| k).collect();
     let states = backend.states(&just_keys)?;
@@ -192,13 +194,16 @@ pub(crate) fn run_batch<H: ClusterHook>(
     }
     let ids: Vec<String> = runs.iter().map(|r| r.4.clone()).collect();
     let recorded = backend.recorded(&ids)?;
-    // Recorded together after the batch's runs, before the position moves.
     let mut outcomes = Vec::with_capacity(runs.len());
     for (key, p, state, version, id) in runs {
         if recorded.contains(&id) {
             counters.stats.lock().duplicates_suppressed += 1;
             count(H::NAME, "duplicates", 1);
             continue;
+        }
+        if stopping() {
+            // What ran is recorded; the rest is delivered again.
+            return Ok((outcomes, false));
         }
         counters.latency(H::NAME, crate::runtime::worker::now_ms() - p.published_ms);
         let mut attempt = 1;
@@ -221,7 +226,7 @@ pub(crate) fn run_batch<H: ClusterHook>(
                     let mut s = counters.stats.lock();
                     s.failures += 1;
                     count(H::NAME, "failures", 1);
-                    if attempt >= hook.max_attempts() {
+                    if attempt >= hook.max_attempts() || stopping() {
                         break Some(reason);
                     }
                     s.retries += 1;
@@ -232,6 +237,10 @@ pub(crate) fn run_batch<H: ClusterHook>(
                 }
             }
         };
+        if error.is_some() && attempt < hook.max_attempts() {
+            // Stopped while retrying: not a dead letter; delivered again.
+            return Ok((outcomes, false));
+        }
         let mut s = counters.stats.lock();
         match error {
             None => {
@@ -247,11 +256,14 @@ pub(crate) fn run_batch<H: ClusterHook>(
         }
         outcomes.push((id, attempt, error));
     }
-    backend.record(H::NAME, &outcomes)
+    Ok((outcomes, true))
 }
 
-/// Runs the batch until its outcomes are recorded, backing off between
-/// tries; gives up (returns `false`) only when `stopping` says so.
+/// Runs the batch and records its outcomes (all together, before the
+/// caller moves its position). Reading the states or the recorded outcomes
+/// is retried with backoff; so is recording, without running the hooks
+/// again. Returns `true` when every trigger of the batch was handled and
+/// recorded: the caller may move its position. `false` means stopping.
 pub(crate) fn run_until_recorded<H: ClusterHook>(
     hook: &H,
     backend: &dyn HookBackend<H::Model>,
@@ -260,16 +272,34 @@ pub(crate) fn run_until_recorded<H: ClusterHook>(
     stopping: &dyn Fn() -> bool,
 ) -> bool {
     let mut backoff = std::time::Duration::from_millis(100);
-    loop {
-        match run_batch(hook, backend, counters, batch) {
-            Ok(()) => return true,
+    let mut wait = |what: &str, e: &Error| -> bool {
+        tracing::error!(hook = H::NAME, error = %e, retry_in = ?backoff, "{what} failed");
+        if stopping() {
+            return false;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+        true
+    };
+    let (outcomes, complete) = loop {
+        match run_batch(hook, backend, counters, batch, stopping) {
+            Ok(done) => break done,
             Err(e) => {
-                tracing::error!(hook = H::NAME, error = %e, retry_in = ?backoff, "hook batch failed");
-                if stopping() {
+                if !wait("reading the hook's states", &e) {
                     return false;
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    };
+    loop {
+        match backend.record(H::NAME, &outcomes) {
+            Ok(()) => return complete,
+            Err(e) => {
+                // The runs happened: only their record is retried. Given up
+                // when stopping, they run again after the restart.
+                if !wait("recording the hook's outcomes", &e) {
+                    return false;
+                }
             }
         }
     }

@@ -104,8 +104,15 @@ impl<H: ClusterHook> Member<H> {
                     };
                     self.log.read(&topic, p, from, MAX_PER_READ, &mut records)?;
                     for r in records.iter() {
-                        let (_version, delta) = decode_change::<State<H>>(r.payload)?;
-                        batch.add(H::NAME, &self.counters, r.key, delta, r.timestamp);
+                        match decode_change::<State<H>>(r.payload) {
+                            Ok((_version, delta)) => {
+                                batch.add(H::NAME, &self.counters, r.key, delta, r.timestamp);
+                            }
+                            // A change from before the state type changed
+                            // (then the model was rebuilt): nothing to run.
+                            Err(e) => tracing::error!(hook = H::NAME, partition = p,
+                                offset = r.offset, error = %e, "undecodable change skipped"),
+                        }
                     }
                     if let Some(end) = records.next_offset() {
                         ends.push((i, p, end));

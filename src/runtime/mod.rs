@@ -631,6 +631,13 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     ///
+    /// The hook's threads own it: a hook that holds a clone of this
+    /// `Runtime` (to read other models) keeps the runtime alive, so call
+    /// [`shutdown`](Self::shutdown) to stop it. A [`rebuild`](Self::rebuild)
+    /// of the model publishes every key again, with versions above the old
+    /// ones: the hook runs again for each key, under new idempotency keys
+    /// (a `ONCE` hook does not).
+    ///
     /// # Errors
     ///
     /// A hook of that name is already running; invalid name; I/O errors.
@@ -876,7 +883,9 @@ impl<M: ReadModel> Subscription<M> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut out = Vec::new();
-            for (p, pos) in self.positions.iter_mut().enumerate() {
+            // Moved only when the whole poll succeeds: an error loses nothing.
+            let mut positions = self.positions.clone();
+            for (p, pos) in positions.iter_mut().enumerate() {
                 self.log
                     .read(&self.topic, p as u32, *pos, 4096, &mut self.batch)?;
                 for record in self.batch.iter() {
@@ -900,6 +909,7 @@ impl<M: ReadModel> Subscription<M> {
                     *pos = next;
                 }
             }
+            self.positions = positions;
             if !out.is_empty() || Instant::now() >= deadline {
                 return Ok(out);
             }

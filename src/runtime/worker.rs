@@ -51,6 +51,17 @@ fn encode_key<K: Serialize>(key: &K) -> Result<Vec<u8>> {
     })
 }
 
+/// The version of a stored record, read without knowing its state type (0
+/// for a record that does not decode).
+pub(crate) fn record_version(bytes: &[u8]) -> u64 {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, rest)) => {
+            postcard::take_from_bytes::<u64>(rest).map_or(0, |(v, _)| v)
+        }
+        _ => 0,
+    }
+}
+
 pub(crate) fn decode_record<S: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<StoredRecord<S>> {
@@ -244,7 +255,7 @@ impl<M: ReadModel> Runner<M> {
                     })??;
                     let existed = stored.is_some();
                     let mut rec = stored.unwrap_or_else(|| StoredRecord {
-                        version: 0,
+                        version: w.version_floor(),
                         absorbed: Absorbed::default(),
                         state: M::State::identity(),
                     });

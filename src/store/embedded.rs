@@ -24,6 +24,11 @@ fn dead_table(model: &str) -> String {
 const WRITTEN_TABLE: &str = "written_end";
 const WRITTEN: TableDefinition<'static, &str, u64> = TableDefinition::new(WRITTEN_TABLE);
 
+/// Per model: the highest version any key had before the model was last
+/// cleared (a rebuild). New keys start above it, so versions, and the hook
+/// idempotency keys made of them, never repeat across a rebuild.
+const VERSION_FLOOR: TableDefinition<'static, &str, u64> = TableDefinition::new("version_floor");
+
 /// Hook outcomes, by idempotency key: `(ok, attempts)`.
 const HOOK_OUTCOMES: TableDefinition<'static, &str, (bool, u32)> =
     TableDefinition::new("hook_outcomes");
@@ -363,6 +368,33 @@ impl EmbeddedStore {
                     .retain(|k, _| !k.starts_with(&prefix))
                     .map_err(|e| Error::store("clear written ends", e))?;
             }
+            // Versions continue above every version the model had.
+            let highest = match txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&state_table(model)))
+            {
+                Ok(table) => {
+                    let mut highest = 0;
+                    for item in table.iter().map_err(|e| Error::store("scan state", e))? {
+                        let (_, v) = item.map_err(|e| Error::store("scan state", e))?;
+                        highest = highest.max(crate::runtime::worker::record_version(v.value()));
+                    }
+                    highest
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(Error::store("open state table", e)),
+            };
+            {
+                let mut floors = txn
+                    .open_table(VERSION_FLOOR)
+                    .map_err(|e| Error::store("open table", e))?;
+                let floor = floors
+                    .get(model)
+                    .map_err(|e| Error::store("read version floor", e))?
+                    .map_or(0, |v| v.value());
+                floors
+                    .insert(model, floor.max(highest))
+                    .map_err(|e| Error::store("write version floor", e))?;
+            }
             for name in [state_table(model), outbox_table(model), dead_table(model)] {
                 let deleted = if !name.starts_with("outbox/") {
                     txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
@@ -384,6 +416,7 @@ pub struct ModelWrite<'txn> {
     outbox: redb::Table<'txn, u64, &'static [u8]>,
     dead: redb::Table<'txn, &'static [u8], &'static [u8]>,
     next_outbox: u64,
+    version_floor: u64,
 }
 
 impl<'txn> ModelWrite<'txn> {
@@ -406,6 +439,13 @@ impl<'txn> ModelWrite<'txn> {
         let written = txn
             .open_table(WRITTEN)
             .map_err(|e| Error::store("open written ends", e))?;
+        let version_floor = match txn.open_table(VERSION_FLOOR) {
+            Ok(t) => t
+                .get(model)
+                .map_err(|e| Error::store("read version floor", e))?
+                .map_or(0, |v| v.value()),
+            Err(e) => return Err(Error::store("open version floors", e)),
+        };
         Ok(ModelWrite {
             model: model.to_string(),
             written,
@@ -413,7 +453,14 @@ impl<'txn> ModelWrite<'txn> {
             outbox,
             dead,
             next_outbox,
+            version_floor,
         })
+    }
+
+    /// The version a key without a record starts from (0 until the model is
+    /// first cleared).
+    pub(crate) fn version_floor(&self) -> u64 {
+        self.version_floor
     }
 
     /// Records the end offset of the batch of `partition` being written.

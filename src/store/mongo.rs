@@ -306,9 +306,13 @@ impl MongoStore {
         let mut out = HashMap::new();
         let ids: Vec<Bson> = keys.iter().map(key_id).collect::<Result<_>>()?;
         for chunk in ids.chunks(10_000) {
+            // From the primary: at least as new as every published change.
             let cursor = self
                 .states(model)
                 .find(doc! { "_id": { "$in": chunk.to_vec() } })
+                .selection_criteria(mongodb::options::SelectionCriteria::ReadPreference(
+                    mongodb::options::ReadPreference::Primary,
+                ))
                 .run()
                 .map_err(|e| Error::mongo("find", e))?;
             for d in cursor {
@@ -995,23 +999,25 @@ where
                 what: "state",
                 detail: format!("{e} (the state must have a BSON form)"),
             })?;
-            let mut set = Document::new();
+            let mut guards = Document::new();
             for r in &ranges {
-                set.insert(guard_field(r.partition), r.end as i64);
+                guards.insert(guard_field(r.partition), r.end as i64);
             }
             let (filter, update) = match version {
                 Some(v) => {
-                    let mut update = doc! {};
+                    // Guards only grow: a deposed writer's write that changed
+                    // nothing must not move them back.
+                    let mut update = doc! { "$max": guards };
                     if changed {
-                        set.insert("s", s);
+                        update.insert("$set", doc! { "s": s });
                         update.insert("$inc", doc! { "v": 1_i64 });
                     }
-                    update.insert("$set", set);
                     (doc! { "_id": id.clone(), "v": v as i64 }, update)
                 }
                 // No document yet: the upsert inserts, or answers "duplicate
                 // key" if another writer inserted first.
                 None => {
+                    let mut set = guards;
                     set.insert("s", s);
                     set.insert("v", 1_i64);
                     (
