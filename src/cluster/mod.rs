@@ -314,9 +314,8 @@ impl Node {
     ///
     /// [`Error::Kafka`] or [`Error::Mongo`].
     pub fn hook_lag(&self, hook: &str, model: &str) -> Result<u64> {
-        let config = &self.shared.config;
-        let p = config.partitions;
-        let ends = config.kafka.end_offsets(&config.changes_topic(model), p)?;
+        let p = self.shared.config.partitions;
+        let ends = self.changes_end(model)?;
         let done = self.shared.store.positions(&format!("hook:{hook}"), p)?;
         Ok(ends
             .iter()
@@ -435,6 +434,21 @@ impl Node {
         Ok(self.shared.store.positions(model, p)?.iter().sum())
     }
 
+    /// Where the model's changes topic ends, per partition: the higher of
+    /// what the broker reports and what the materializers' producers had
+    /// delivered (kept in MongoDB; some brokers under-report ends).
+    fn changes_end(&self, model: &str) -> Result<Vec<u64>> {
+        let config = &self.shared.config;
+        let p = config.partitions;
+        let reported = config.kafka.end_offsets(&config.changes_topic(model), p)?;
+        let delivered = self.shared.store.positions(&published_key(model), p)?;
+        Ok(reported
+            .iter()
+            .zip(&delivered)
+            .map(|(r, d)| (*r).max(*d))
+            .collect())
+    }
+
     /// Lag of the model's consumer group and of this node's replica.
     ///
     /// # Errors
@@ -442,17 +456,8 @@ impl Node {
     /// [`Error::Model`] if the model is not served here, [`Error::Kafka`]
     /// when the broker cannot be asked.
     pub fn status(&self, model: &str) -> Result<ClusterStatus> {
-        let config = &self.shared.config;
-        let kafka = &config.kafka;
-        let p = config.partitions;
         let lag = self.lag(model)?;
-        let reported = kafka.end_offsets(&config.changes_topic(model), p)?;
-        let delivered = self.shared.store.positions(&published_key(model), p)?;
-        let changes_end: Vec<u64> = reported
-            .iter()
-            .zip(&delivered)
-            .map(|(r, d)| (*r).max(*d))
-            .collect();
+        let changes_end = self.changes_end(model)?;
         let served = self.served.lock();
         let tracked = served
             .iter()

@@ -9,6 +9,11 @@
 //! - A **node hook** runs on every node, when that node's replica of the
 //!   model is grafted with a change ([`Node::add_node_hook`]).
 //!
+//! Both backends run them: [`Runtime::add_cluster_hook`] on the embedded
+//! default (local worker threads are the "nodes"; positions in the embedded
+//! log, outcomes in the store), [`Node::add_cluster_hook`] on Kafka +
+//! MongoDB.
+//!
 //! Triggers are level-based: the changes of one key that are pending
 //! together combine (the deltas form a monoid), so a burst of changes runs
 //! the hook once, against the latest state. A hook reads the state from the
@@ -31,6 +36,8 @@
 //! [`fires`](ClusterHook::fires) and set [`ONCE`](ClusterHook::ONCE).
 //!
 //! [`Node::add_node_hook`]: crate::cluster::Node::add_node_hook
+//! [`Node::add_cluster_hook`]: crate::cluster::Node::add_cluster_hook
+//! [`Runtime::add_cluster_hook`]: crate::runtime::Runtime::add_cluster_hook
 
 pub(crate) mod runner;
 

@@ -269,15 +269,15 @@ macro_rules! bit_pushdown {
 bit_pushdown!(u8, u16, u32, i32, i64);
 
 /// Pushes each entry down at `path.key`; `None` if a key cannot be a path.
+/// Entries holding the identity are pushed too: combining a standard map
+/// inserts them (`{"fr": Sum(0)}` into `{}` gives `{"fr": Sum(0)}`), and the
+/// operators create the field with that value.
 fn map_push_down<'a, V: Pushdown + 'a>(
     entries: impl Iterator<Item = (&'a String, &'a V)>,
     path: &str,
     update: &mut Update,
 ) -> bool {
     for (key, value) in entries {
-        if value.is_identity() {
-            continue;
-        }
         if !usable_key(key) || !value.push_down(&format!("{path}.{key}"), update) {
             return false;
         }
@@ -313,9 +313,9 @@ macro_rules! map_impls {
                 map_push_down(self.iter(), path, update)
             }
             fn changes_when(&self, path: &str) -> Option<Document> {
+                // An identity entry changes a map that lacks its key.
                 any_changes(
                     self.iter()
-                        .filter(|(_, v)| !v.is_identity())
                         .map(|(k, v)| v.changes_when(&format!("{path}.{k}"))),
                 )
             }

@@ -40,11 +40,13 @@ mod enabled {
     use std::time::{Duration, Instant};
 
     use accrete::cluster::{Node, NodeConfig};
-    use accrete::demo::{LastSeen, PageVisitors, ProductSales, TopProducts, shop_events};
+    use accrete::demo::{
+        BestSeller, LastSeen, PageVisitors, ProductSales, TopProducts, shop_events,
+    };
     use accrete::model::ReadModel;
     use accrete::store::mongo::MongoStore;
 
-    use crate::{Fallible, check, fold, progress};
+    use crate::{BEST_SELLER_UNITS, Fallible, check, fold, progress};
 
     pub(crate) fn demo(
         file: Option<&Path>,
@@ -116,6 +118,14 @@ mod enabled {
         let events = shop_events(n, seed);
         let started = Instant::now();
         serve(&node)?;
+        // The quickstart's cluster hook: each product announced once when it
+        // passes the mark, by one node of the cluster.
+        let best_seller = BestSeller {
+            units: BEST_SELLER_UNITS,
+            ..BestSeller::default()
+        };
+        let announced = best_seller.announced.clone();
+        node.add_cluster_hook(best_seller)?;
         let bar = progress(n as u64, "submitting");
         for e in &events {
             node.submit(e.routing_key(), e.at_ms(), e)?;
@@ -174,6 +184,38 @@ mod enabled {
             "top_products",
             top.within_bound(&expected),
             "within its error bound of the plain fold",
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while node.hook_lag(BestSeller::HOOK, ProductSales::NAME)? > 0 {
+            if Instant::now() > deadline {
+                return Err("the best_seller hook did not catch up within 120 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut fired: Vec<String> = announced
+            .lock()
+            .map_err(|_| "poisoned")?
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
+        fired.sort();
+        let mut passed: Vec<String> = sales
+            .iter()
+            .filter(|(_, s)| s.units.0 >= BEST_SELLER_UNITS)
+            .map(|(p, _)| p.clone())
+            .collect();
+        passed.sort();
+        let stats = node.hook_stats(BestSeller::HOOK)?;
+        ok &= check(
+            "best_seller",
+            fired == passed,
+            &format!(
+                "hook announced exactly the {} products past {BEST_SELLER_UNITS} units, each once \
+                 (change-to-hook latency median {:.0} ms, p99 {:.0} ms)",
+                passed.len(),
+                stats.latency_ms.0,
+                stats.latency_ms.1
+            ),
         );
         let replica_ok =
             node.replica_snapshot::<ProductSales>()? == sales.into_iter().collect::<Vec<_>>();

@@ -137,7 +137,7 @@ type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 mod cluster;
 
 /// The demo's best_seller hook announces products at this many units.
-const BEST_SELLER_UNITS: u64 = 1_000;
+pub(crate) const BEST_SELLER_UNITS: u64 = 1_000;
 
 const MODELS: [&str; 4] = [
     ProductSales::NAME,
