@@ -46,7 +46,7 @@ mod enabled {
     use accrete::model::ReadModel;
     use accrete::store::mongo::MongoStore;
 
-    use crate::{BEST_SELLER_UNITS, Fallible, check, fold, progress};
+    use crate::{Fallible, best_seller_units, check, fold, progress};
 
     pub(crate) fn demo(
         file: Option<&Path>,
@@ -121,7 +121,7 @@ mod enabled {
         // The quickstart's cluster hook: each product announced once when it
         // passes the mark, by one node of the cluster.
         let best_seller = BestSeller {
-            units: BEST_SELLER_UNITS,
+            units: best_seller_units(n),
             ..BestSeller::default()
         };
         let announced = best_seller.announced.clone();
@@ -201,7 +201,7 @@ mod enabled {
         fired.sort();
         let mut passed: Vec<String> = sales
             .iter()
-            .filter(|(_, s)| s.units.0 >= BEST_SELLER_UNITS)
+            .filter(|(_, s)| s.units.0 >= best_seller_units(n))
             .map(|(p, _)| p.clone())
             .collect();
         passed.sort();
@@ -210,9 +210,10 @@ mod enabled {
             "best_seller",
             fired == passed,
             &format!(
-                "hook announced exactly the {} products past {BEST_SELLER_UNITS} units, each once \
+                "hook announced exactly the {} products past {} units, each once \
                  (change-to-hook latency median {:.0} ms, p99 {:.0} ms)",
                 passed.len(),
+                best_seller_units(n),
                 stats.latency_ms.0,
                 stats.latency_ms.1
             ),

@@ -136,8 +136,11 @@ type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
 mod cluster;
 
-/// The demo's best_seller hook announces products at this many units.
-pub(crate) const BEST_SELLER_UNITS: u64 = 1_000;
+/// The demo's best_seller hook announces products at this many units: 1 000
+/// for the default 300 000 events, so that about ten products pass it.
+pub(crate) fn best_seller_units(events: usize) -> u64 {
+    (events as u64 / 300).max(1)
+}
 
 const MODELS: [&str; 4] = [
     ProductSales::NAME,
@@ -208,7 +211,7 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
     rt.add_model(LastSeen)?;
     // A cluster hook: announce each product once when it passes a mark.
     let best_seller = BestSeller {
-        units: BEST_SELLER_UNITS,
+        units: best_seller_units(n),
         ..BestSeller::default()
     };
     let announced = best_seller.announced.clone();
@@ -330,7 +333,7 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
     let announced = announced.lock().map_err(|_| "poisoned")?.clone();
     let mut passed: Vec<&String> = sales
         .iter()
-        .filter(|(_, s)| s.units.0 >= BEST_SELLER_UNITS)
+        .filter(|(_, s)| s.units.0 >= best_seller_units(n))
         .map(|(p, _)| p)
         .collect();
     passed.sort();
@@ -338,8 +341,9 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
     fired.sort();
     let stats = rt.hook_stats(BestSeller::HOOK)?;
     println!(
-        "\nbest_seller hook (fires once per product at {BEST_SELLER_UNITS} units): {} announcements, \
+        "\nbest_seller hook (fires once per product at {} units): {} announcements, \
          {} changes coalesced, change-to-hook latency median {:.0} ms, p99 {:.0} ms",
+        best_seller_units(n),
         announced.len(),
         stats.coalesced,
         stats.latency_ms.0,
