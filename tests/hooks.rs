@@ -233,8 +233,8 @@ fn a_burst_coalesces_and_the_hook_sees_the_state_that_triggered_it() {
     }
     assert_eq!(seen, sums(&all), "every change ran once, none twice");
     assert_eq!(rt.hook_stats("audit").unwrap().duplicates_suppressed, 0);
-    let (ok, failed) = rt.store().hook_outcome_counts("audit").unwrap();
-    assert_eq!((ok, failed), (runs.len() as u64, 0));
+    let history = rt.store().hook_history("audit").unwrap();
+    assert_eq!((history.runs, history.dead_letters), (runs.len() as u64, 0));
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -293,6 +293,12 @@ fn failing_hooks_retry_then_dead_letter_while_other_keys_flow() {
     assert!(dead[0].idempotency_key.starts_with("flaky/totals/02/"));
     let stats = rt.hook_stats("flaky").unwrap();
     assert_eq!(stats.dead_letters, 1);
+    let history = rt.store().hook_history("flaky").unwrap();
+    assert_eq!(
+        (history.runs, history.retries, history.dead_letters),
+        (10, 2 + 3 + 1, 1),
+        "the recorded outcomes say the same"
+    );
     assert_eq!(stats.failures, 2 + 4 + 1);
     assert_eq!(stats.retries, 2 + 3 + 1);
     assert_eq!(stats.runs, 10, "keys 1, 3..=10 and key 9 again");

@@ -118,6 +118,8 @@ fn run<H: ClusterHook>(
                     msg.key().unwrap_or_default(),
                     change.delta,
                     published_ms,
+                    // Blind writes do not learn the version they made.
+                    None,
                 ),
                 Err(e) => {
                     tracing::error!(hook = H::NAME, error = %e, "undecodable change skipped");

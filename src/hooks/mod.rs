@@ -54,7 +54,9 @@ pub struct Trigger<'a, M: ReadModel> {
     pub delta: &'a M::State,
     /// The key's state, at least as new as every change this run covers.
     pub state: &'a M::State,
-    /// The state's version (its count of changing writes).
+    /// The version this run is for: on the embedded default, the version
+    /// the newest change it covers produced (`state` may be newer still: it
+    /// is read when the hook runs); on Kafka + MongoDB, the state's.
     pub version: u64,
     /// `<hook>/<model>/<key>/<version>` (or `…/once` for a hook that fires
     /// once per key): stable across redeliveries of the same trigger. Give it
@@ -148,6 +150,21 @@ pub struct HookDeadLetter {
     pub reason: String,
     /// How many attempts were made.
     pub attempts: u32,
+}
+
+/// What a hook's recorded outcomes say: unlike [`HookStats`], this
+/// survives restarts (`accrete inspect` shows it).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct HookHistory {
+    /// Runs that succeeded.
+    pub runs: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    /// Triggers sent to the dead letters.
+    pub dead_letters: u64,
+    /// Milliseconds from a change's publication to the start of its run:
+    /// median, 99th percentile (0 without runs).
+    pub latency_ms: (f64, f64),
 }
 
 /// What a cluster hook did on one node since it started.

@@ -26,8 +26,18 @@ use crate::{Error, Result};
 pub(crate) type State<H> = <<H as ClusterHook>::Model as ReadModel>::State;
 pub(crate) type Key<H> = <<H as ClusterHook>::Model as ReadModel>::Key;
 
-/// The outcome of one trigger: `(idempotency key, attempts, error)`.
-pub(crate) type Outcome = (String, u32, Option<String>);
+/// The outcome of one trigger, as recorded.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// The idempotency key.
+    pub(crate) id: String,
+    /// Attempts made (1: the first succeeded).
+    pub(crate) attempts: u32,
+    /// The last attempt's error, for a dead letter.
+    pub(crate) error: Option<String>,
+    /// From the change's publication to the start of the run.
+    pub(crate) latency_ms: u32,
+}
 
 /// A key's state and version, as a hook reads it (`None`: none stored).
 pub(crate) type Versioned<S> = Option<(S, u64)>;
@@ -69,17 +79,11 @@ fn count(hook: &'static str, what: &'static str, n: u64) {
 impl HookCounters {
     pub(crate) fn snapshot(&self) -> HookStats {
         let mut s = self.stats.lock().clone();
-        let mut l = self.latencies.lock().0.clone();
-        if !l.is_empty() {
-            l.sort_unstable();
-            let at = |q: f64| f64::from(l[((l.len() - 1) as f64 * q).round() as usize]);
-            s.latency_ms = (at(0.5), at(0.99));
-        }
+        s.latency_ms = median_p99(self.latencies.lock().0.clone());
         s
     }
 
-    fn latency(&self, hook: &'static str, ms: i64) {
-        let ms = ms.clamp(0, i64::from(u32::MAX)) as u32;
+    fn latency(&self, hook: &'static str, ms: u32) {
         metrics::histogram!("accrete_hook_latency_seconds", "hook" => hook)
             .record(f64::from(ms) / 1000.0);
         let mut guard = self.latencies.lock();
@@ -93,12 +97,24 @@ impl HookCounters {
     }
 }
 
+/// The median and 99th percentile of latencies in ms (0 without any).
+pub(crate) fn median_p99(mut l: Vec<u32>) -> (f64, f64) {
+    if l.is_empty() {
+        return (0.0, 0.0);
+    }
+    l.sort_unstable();
+    let at = |q: f64| f64::from(l[((l.len() - 1) as f64 * q).round() as usize]);
+    (at(0.5), at(0.99))
+}
+
 /// One key's pending triggers.
 pub(crate) struct Pending<S> {
     /// The combined delta.
     pub(crate) delta: S,
     /// The earliest publication time among them (ms since the epoch).
     pub(crate) published_ms: i64,
+    /// The newest version among them, when changes carry their version.
+    pub(crate) version: Option<u64>,
 }
 
 /// The triggers taken in one poll, per encoded key: changes of one key
@@ -114,7 +130,8 @@ impl<S: Semigroup> Batch<S> {
         }
     }
 
-    /// Adds a change of the key (its postcard bytes).
+    /// Adds a change of the key (its postcard bytes), with the version it
+    /// produced if the backend knows it.
     pub(crate) fn add(
         &mut self,
         hook: &'static str,
@@ -122,11 +139,13 @@ impl<S: Semigroup> Batch<S> {
         key: &[u8],
         delta: S,
         published_ms: i64,
+        version: Option<u64>,
     ) {
         match self.pending.get_mut(key) {
             Some(p) => {
                 p.delta.combine_owned(delta);
                 p.published_ms = p.published_ms.min(published_ms);
+                p.version = p.version.max(version);
                 counters.stats.lock().coalesced += 1;
                 count(hook, "coalesced", 1);
             }
@@ -136,6 +155,7 @@ impl<S: Semigroup> Batch<S> {
                     Pending {
                         delta,
                         published_ms,
+                        version,
                     },
                 );
             }
@@ -189,6 +209,10 @@ fn run_batch<H: ClusterHook>(
         if !hook.fires(&state) {
             continue;
         }
+        // The run is keyed by the newest change it covers when changes carry
+        // versions: a later change, even one already visible in this state,
+        // gets a run of its own with its delta. Otherwise by the state's.
+        let version = p.version.unwrap_or(version);
         let id = idempotency_key(H::NAME, model, bytes, (!H::ONCE).then_some(version));
         runs.push((key, *p, state, version, id));
     }
@@ -205,7 +229,9 @@ fn run_batch<H: ClusterHook>(
             // What ran is recorded; the rest is delivered again.
             return Ok((outcomes, false));
         }
-        counters.latency(H::NAME, crate::runtime::worker::now_ms() - p.published_ms);
+        let latency_ms = (crate::runtime::worker::now_ms() - p.published_ms)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        counters.latency(H::NAME, latency_ms);
         let mut attempt = 1;
         let error = loop {
             let trigger = Trigger {
@@ -254,7 +280,12 @@ fn run_batch<H: ClusterHook>(
                     "hook trigger sent to the dead letters");
             }
         }
-        outcomes.push((id, attempt, error));
+        outcomes.push(Outcome {
+            id,
+            attempts: attempt,
+            error,
+            latency_ms,
+        });
     }
     Ok((outcomes, true))
 }

@@ -105,9 +105,14 @@ impl<H: ClusterHook> Member<H> {
                     self.log.read(&topic, p, from, MAX_PER_READ, &mut records)?;
                     for r in records.iter() {
                         match decode_change::<State<H>>(r.payload) {
-                            Ok((_version, delta)) => {
-                                batch.add(H::NAME, &self.counters, r.key, delta, r.timestamp);
-                            }
+                            Ok((version, delta)) => batch.add(
+                                H::NAME,
+                                &self.counters,
+                                r.key,
+                                delta,
+                                r.timestamp,
+                                Some(version),
+                            ),
                             // A change from before the state type changed
                             // (then the model was rebuilt): nothing to run.
                             Err(e) => tracing::error!(hook = H::NAME, partition = p,

@@ -734,7 +734,7 @@ impl Runtime {
     /// What a cluster hook did since it was added to this runtime: runs,
     /// retries, failures, dead letters, duplicates suppressed, coalesced
     /// changes, and change-to-run latency. (Recorded outcomes and dead
-    /// letters survive restarts: [`EmbeddedStore::hook_outcome_counts`],
+    /// letters survive restarts: [`EmbeddedStore::hook_history`],
     /// [`EmbeddedStore::hook_dead_letters`].)
     ///
     /// # Errors

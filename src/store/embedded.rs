@@ -29,8 +29,8 @@ const WRITTEN: TableDefinition<'static, &str, u64> = TableDefinition::new(WRITTE
 /// idempotency keys made of them, never repeat across a rebuild.
 const VERSION_FLOOR: TableDefinition<'static, &str, u64> = TableDefinition::new("version_floor");
 
-/// Hook outcomes, by idempotency key: `(ok, attempts)`.
-const HOOK_OUTCOMES: TableDefinition<'static, &str, (bool, u32)> =
+/// Hook outcomes, by idempotency key: `(ok, attempts, latency in ms)`.
+const HOOK_OUTCOMES: TableDefinition<'static, &str, (bool, u32, u32)> =
     TableDefinition::new("hook_outcomes");
 /// Hook dead letters, by idempotency key (which starts with the hook's name).
 const HOOK_DEAD: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hook_dead");
@@ -236,7 +236,7 @@ impl EmbeddedStore {
         ids: &[String],
     ) -> Result<std::collections::HashSet<String>> {
         let mut out = std::collections::HashSet::new();
-        let Some(table) = self.read_table::<&str, (bool, u32)>("hook_outcomes")? else {
+        let Some(table) = self.read_table::<&str, (bool, u32, u32)>("hook_outcomes")? else {
             return Ok(out);
         };
         for id in ids {
@@ -257,7 +257,7 @@ impl EmbeddedStore {
     pub(crate) fn record_hook_outcomes(
         &self,
         hook: &str,
-        outcomes: &[(String, u32, Option<String>)],
+        outcomes: &[crate::hooks::runner::Outcome],
     ) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
@@ -269,7 +269,8 @@ impl EmbeddedStore {
             let mut dead = txn
                 .open_table(HOOK_DEAD)
                 .map_err(|e| Error::store("open table", e))?;
-            for (id, attempts, error) in outcomes {
+            for o in outcomes {
+                let (id, attempts, error) = (&o.id, &o.attempts, &o.error);
                 let known = recorded
                     .get(id.as_str())
                     .map_err(|e| Error::store("read hook outcomes", e))?
@@ -278,7 +279,7 @@ impl EmbeddedStore {
                     continue;
                 }
                 recorded
-                    .insert(id.as_str(), (error.is_none(), *attempts))
+                    .insert(id.as_str(), (error.is_none(), *attempts, o.latency_ms))
                     .map_err(|e| Error::store("write hook outcomes", e))?;
                 if let Some(reason) = error {
                     let letter = crate::hooks::HookDeadLetter {
@@ -326,18 +327,19 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    /// How many runs of a hook have a recorded outcome: `(succeeded,
-    /// dead-lettered)`.
+    /// What a hook's recorded outcomes say: runs, retries, dead letters,
+    /// and the change-to-run latency.
     ///
     /// # Errors
     ///
     /// Store errors.
-    pub fn hook_outcome_counts(&self, hook: &str) -> Result<(u64, u64)> {
-        let Some(table) = self.read_table::<&str, (bool, u32)>("hook_outcomes")? else {
-            return Ok((0, 0));
+    pub fn hook_history(&self, hook: &str) -> Result<crate::hooks::HookHistory> {
+        let mut history = crate::hooks::HookHistory::default();
+        let Some(table) = self.read_table::<&str, (bool, u32, u32)>("hook_outcomes")? else {
+            return Ok(history);
         };
         let from = format!("{hook}/");
-        let (mut ok, mut failed) = (0, 0);
+        let mut latencies = Vec::new();
         for item in table
             .range::<&str>(from.as_str()..)
             .map_err(|e| Error::store("scan hook outcomes", e))?
@@ -346,13 +348,17 @@ impl EmbeddedStore {
             if !k.value().starts_with(&from) {
                 break;
             }
-            if v.value().0 {
-                ok += 1;
+            let (ok, attempts, latency) = v.value();
+            if ok {
+                history.runs += 1;
             } else {
-                failed += 1;
+                history.dead_letters += 1;
             }
+            history.retries += u64::from(attempts.saturating_sub(1));
+            latencies.push(latency);
         }
-        Ok((ok, failed))
+        history.latency_ms = crate::hooks::runner::median_p99(latencies);
+        Ok(history)
     }
 
     /// Deletes everything a model has stored: state, outbox, dead letters,

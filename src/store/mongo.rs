@@ -354,11 +354,12 @@ impl MongoStore {
     pub(crate) fn record_outcomes(
         &self,
         hook: &str,
-        outcomes: &[(String, u32, Option<String>)],
+        outcomes: &[crate::hooks::runner::Outcome],
     ) -> Result<()> {
         let now = bson::DateTime::now();
         let mut ops = Vec::with_capacity(outcomes.len());
-        for (id, attempts, error) in outcomes {
+        for o in outcomes {
+            let (id, attempts, error) = (&o.id, &o.attempts, &o.error);
             if let Some(reason) = error {
                 ops.push((
                     HOOK_DEAD_LETTERS,
@@ -373,6 +374,7 @@ impl MongoStore {
                 doc! { "_id": id },
                 doc! { "$setOnInsert": {
                     "hook": hook, "ok": error.is_none(), "attempts": *attempts as i64, "at": now,
+                    "latency_ms": o.latency_ms as i64,
                 }},
             ));
         }

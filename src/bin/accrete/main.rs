@@ -471,9 +471,11 @@ fn inspect(dir: &Path, model: &str, key: Option<&str>) -> Fallible<ExitCode> {
     if model == ProductSales::NAME {
         let hook = BestSeller::HOOK;
         let lag = accrete::runtime::hook_lag(&**rt.log(), hook, model)?;
-        let (ok, failed) = rt.store().hook_outcome_counts(hook)?;
+        let h = rt.store().hook_history(hook)?;
         println!(
-            "cluster hook `{hook}`: {ok} runs recorded, {failed} dead letters, {lag} changes not yet handled"
+            "cluster hook `{hook}`: {} runs, {} retries, {} dead letters, {lag} changes not yet handled; \
+             change-to-hook latency median {:.0} ms, p99 {:.0} ms",
+            h.runs, h.retries, h.dead_letters, h.latency_ms.0, h.latency_ms.1
         );
         for d in rt.store().hook_dead_letters(hook)?.iter().take(10) {
             println!(
