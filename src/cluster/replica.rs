@@ -210,9 +210,9 @@ pub(super) fn start<M: ReadModel>(
         "replica loaded from MongoDB"
     );
     let high: Arc<Vec<AtomicU64>> = Arc::new(starts.iter().map(|s| AtomicU64::new(*s)).collect());
-    let consumer: BaseConsumer<Ends> = config
-        .kafka
-        .client_config()
+    let mut client = config.kafka.client_config();
+    config.kafka.fetch_defaults(&mut client);
+    let consumer: BaseConsumer<Ends> = client
         .set(
             "group.id",
             format!("{}.replica.{}", config.group_prefix, config.node_id),

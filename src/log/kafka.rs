@@ -93,6 +93,16 @@ impl KafkaConfig {
         c
     }
 
+    /// How long a fetch may wait for records, unless the properties say: 100
+    /// ms rather than librdkafka's 500, since some brokers (tansu 0.6) hold
+    /// a fetch for the whole wait even when records arrive, and hooks and
+    /// replicas wait on it.
+    pub(crate) fn fetch_defaults(&self, c: &mut ClientConfig) {
+        if !self.properties.contains_key("fetch.wait.max.ms") {
+            c.set("fetch.wait.max.ms", "100");
+        }
+    }
+
     /// Creates `topic` with `partitions`, or checks that it exists with
     /// that many.
     ///
@@ -198,6 +208,7 @@ impl KafkaConfig {
         if !self.properties.contains_key("heartbeat.interval.ms") {
             c.set("heartbeat.interval.ms", "1000");
         }
+        self.fetch_defaults(&mut c);
         c.create_with_context(context)
             .map_err(|e| Error::kafka("create consumer", e))
     }
