@@ -634,7 +634,9 @@ fn one_node_folds_exactly() {
         return;
     }
     let _serial = one_at_a_time();
-    let config = test_config("single", 4, 1_000);
+    let mut config = test_config("single", 4, 1_000);
+    // Collections under a prefix (checked below).
+    config.mongodb.collection_prefix = "shop_".into();
     let mut rng = Rng(0x5eed_0002);
     let events = payments(&mut rng, 5_000, 50);
     let node = Node::start(config.clone()).unwrap();
@@ -661,6 +663,25 @@ fn one_node_folds_exactly() {
         stats.events,
         events.len() as u64,
         "each event read once without faults"
+    );
+    let names = MongoStore::connect(&config.mongodb)
+        .unwrap()
+        .database()
+        .list_collection_names()
+        .run()
+        .unwrap();
+    for name in [
+        "shop_balances",
+        "shop_spend_by_visitor",
+        "shop_accrete.positions",
+    ] {
+        assert!(names.iter().any(|n| n == name), "no {name} in {names:?}");
+    }
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "balances" || n == "accrete.positions"),
+        "an unprefixed collection: {names:?}"
     );
     check_all(
         &config,

@@ -25,6 +25,7 @@ fn store(law: &str) -> MongoStore {
     MongoStore::connect(&MongoConfig {
         uri: uri.clone(),
         database,
+        ..MongoConfig::default()
     })
     .unwrap_or_else(|e| {
         panic!(
@@ -163,6 +164,7 @@ fn an_unreachable_server_is_a_clear_error() {
     let e = MongoStore::connect(&MongoConfig {
         uri: "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300".into(),
         database: "x".into(),
+        ..MongoConfig::default()
     })
     .err()
     .expect("nothing listens on port 1");

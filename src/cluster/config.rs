@@ -136,6 +136,7 @@ impl NodeConfig {
     /// | `ACCRETE_KAFKA_PROPERTY_<NAME>` | `kafka.properties`: `<NAME>` lowercased, `_` read as `.` (`ACCRETE_KAFKA_PROPERTY_SASL_USERNAME` sets `sasl.username`) |
     /// | `ACCRETE_MONGODB_URI` | `mongodb.uri` |
     /// | `ACCRETE_MONGODB_DATABASE` | `mongodb.database` |
+    /// | `ACCRETE_MONGODB_COLLECTION_PREFIX` | `mongodb.collection_prefix` |
     /// | `ACCRETE_EVENTS_TOPIC` | `events_topic` |
     /// | `ACCRETE_PARTITIONS` | `partitions` |
     /// | `ACCRETE_GROUP_PREFIX` | `group_prefix` |
@@ -171,6 +172,7 @@ impl NodeConfig {
                 "ACCRETE_KAFKA_BROKERS" => self.kafka.brokers = value,
                 "ACCRETE_MONGODB_URI" => self.mongodb.uri = value,
                 "ACCRETE_MONGODB_DATABASE" => self.mongodb.database = value,
+                "ACCRETE_MONGODB_COLLECTION_PREFIX" => self.mongodb.collection_prefix = value,
                 "ACCRETE_EVENTS_TOPIC" => self.events_topic = value,
                 "ACCRETE_PARTITIONS" => self.partitions = number(&name, &value)?,
                 "ACCRETE_GROUP_PREFIX" => self.group_prefix = value,
@@ -206,6 +208,13 @@ impl NodeConfig {
         }
         if self.batch_size == 0 {
             return Err(bad("batch_size", "must be at least 1"));
+        }
+        let prefix = &self.mongodb.collection_prefix;
+        if prefix.contains(['$', '\0']) || prefix.starts_with("system.") {
+            return Err(bad(
+                "mongodb.collection_prefix",
+                "cannot hold `$` or NUL or start with `system.` (MongoDB collection names)",
+            ));
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(bad(
@@ -246,6 +255,7 @@ mod tests {
             ("ACCRETE_KAFKA_BROKERS".to_string(), "b:2".to_string()),
             ("ACCRETE_KAFKA_PROPERTY_SASL_USERNAME".into(), "me".into()),
             ("ACCRETE_PARTITIONS".into(), "5".into()),
+            ("ACCRETE_MONGODB_COLLECTION_PREFIX".into(), "shop_".into()),
             ("UNRELATED".into(), "x".into()),
         ])
         .unwrap();
@@ -253,6 +263,11 @@ mod tests {
         assert_eq!(c.partitions, 5);
         assert_eq!(c.kafka.properties["sasl.username"], "me");
         assert_eq!(c.kafka.properties["linger.ms"], "7");
+        assert_eq!(c.mongodb.collection_prefix, "shop_");
+        c.validate().unwrap();
+        c.mongodb.collection_prefix = "a$b".into();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("collection_prefix"), "{e}");
     }
 
     #[test]

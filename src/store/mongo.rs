@@ -48,6 +48,12 @@ pub struct MongoConfig {
     pub uri: String,
     /// The database holding the read models' collections.
     pub database: String,
+    /// Put in front of every collection name accrete uses: each read
+    /// model's (named after the model), `accrete.positions`,
+    /// `accrete.dead_letters`, `accrete.hook_outcomes` and
+    /// `accrete.hook_dead_letters`. Empty by default; e.g. `"shop_"` to
+    /// share a database with other applications.
+    pub collection_prefix: String,
 }
 
 impl Default for MongoConfig {
@@ -55,16 +61,21 @@ impl Default for MongoConfig {
         MongoConfig {
             uri: "mongodb://127.0.0.1:27017".into(),
             database: "accrete".into(),
+            collection_prefix: String::new(),
         }
     }
 }
 
 /// The MongoDB store: one collection per read model (named after it), and
-/// `accrete.dead_letters`.
+/// `accrete.positions`, `accrete.dead_letters`, `accrete.hook_outcomes`,
+/// `accrete.hook_dead_letters`; all under
+/// [`MongoConfig::collection_prefix`].
 #[derive(Clone)]
 pub struct MongoStore {
     client: Client,
     db: Database,
+    /// In front of every collection name.
+    prefix: String,
 }
 
 /// The dead-letter collection.
@@ -107,7 +118,11 @@ impl MongoStore {
                 ),
             )
         })?;
-        Ok(MongoStore { client, db })
+        Ok(MongoStore {
+            client,
+            db,
+            prefix: config.collection_prefix.clone(),
+        })
     }
 
     /// The driver's client, to share its connection pool.
@@ -121,7 +136,12 @@ impl MongoStore {
     }
 
     pub(crate) fn states(&self, model: &str) -> Collection<Document> {
-        self.db.collection(model)
+        self.coll(model)
+    }
+
+    /// A collection of accrete's, under the configured prefix.
+    fn coll(&self, name: &str) -> Collection<Document> {
+        self.db.collection(&format!("{}{name}", self.prefix))
     }
 
     /// Creates what the model's collections need. The state collection is
@@ -134,8 +154,7 @@ impl MongoStore {
         let index = mongodb::IndexModel::builder()
             .keys(doc! { "model": 1, "at": 1 })
             .build();
-        self.db
-            .collection::<Document>(DEAD_LETTERS)
+        self.coll(DEAD_LETTERS)
             .create_index(index)
             .run()
             .map_err(|e| Error::mongo("create index", e))?;
@@ -196,8 +215,7 @@ impl MongoStore {
             .run()
             .map_err(|e| Error::mongo("drop", e))?;
         for coll in [DEAD_LETTERS, POSITIONS] {
-            self.db
-                .collection::<Document>(coll)
+            self.coll(coll)
                 .delete_many(doc! { "model": model })
                 .run()
                 .map_err(|e| Error::mongo("delete", e))?;
@@ -214,8 +232,7 @@ impl MongoStore {
     /// [`Error::Mongo`].
     pub fn position(&self, model: &str, partition: u32) -> Result<Option<u64>> {
         let doc = self
-            .db
-            .collection::<Document>(POSITIONS)
+            .coll(POSITIONS)
             .find_one(doc! { "_id": format!("{model}/{partition}") })
             .run()
             .map_err(|e| Error::mongo("read position", e))?;
@@ -230,8 +247,7 @@ impl MongoStore {
     pub fn positions(&self, model: &str, partitions: u32) -> Result<Vec<u64>> {
         let mut out = vec![0; partitions as usize];
         let cursor = self
-            .db
-            .collection::<Document>(POSITIONS)
+            .coll(POSITIONS)
             .find(doc! { "model": model })
             .run()
             .map_err(|e| Error::mongo("read positions", e))?;
@@ -257,7 +273,7 @@ impl MongoStore {
             .map(|(coll, filter, update)| {
                 WriteModel::UpdateOne(
                     UpdateOneModel::builder()
-                        .namespace(self.db.collection::<Document>(coll).namespace())
+                        .namespace(self.coll(coll).namespace())
                         .filter(filter)
                         .update(update)
                         .upsert(true)
@@ -333,8 +349,7 @@ impl MongoStore {
         let mut out = std::collections::HashSet::new();
         for chunk in ids.chunks(10_000) {
             let cursor = self
-                .db
-                .collection::<Document>(HOOK_OUTCOMES)
+                .coll(HOOK_OUTCOMES)
                 .find(doc! { "_id": { "$in": chunk.to_vec() } })
                 .projection(doc! { "_id": 1 })
                 .run()
@@ -388,8 +403,7 @@ impl MongoStore {
     /// [`Error::Mongo`].
     pub fn hook_dead_letters(&self, hook: &str) -> Result<Vec<HookDeadLetter>> {
         let cursor = self
-            .db
-            .collection::<Document>(HOOK_DEAD_LETTERS)
+            .coll(HOOK_DEAD_LETTERS)
             .find(doc! { "hook": hook })
             .sort(doc! { "at": 1, "_id": 1 })
             .run()
@@ -440,8 +454,7 @@ impl MongoStore {
     /// [`Error::Mongo`], or [`Error::Corrupt`] for a malformed record.
     pub fn dead_letters<M: ReadModel>(&self) -> Result<Vec<DeadLetter>> {
         let cursor = self
-            .db
-            .collection::<Document>(DEAD_LETTERS)
+            .coll(DEAD_LETTERS)
             .find(doc! { "model": M::NAME })
             .sort(doc! { "at": 1, "_id": 1 })
             .run()
@@ -1074,6 +1087,7 @@ mod tests {
         let s = MongoStore::connect(&MongoConfig {
             uri,
             database: format!("accrete_unit_{name}_{}", std::process::id()),
+            ..MongoConfig::default()
         })
         .expect("these tests need a MongoDB-protocol server (scripts/servers.sh start)");
         s.database().drop().run().unwrap();
