@@ -64,16 +64,8 @@ pub(crate) struct HookCounters {
 /// the oldest).
 const LATENCIES_KEPT: usize = 1 << 20;
 
-fn count(hook: &'static str, what: &'static str, n: u64) {
-    let name = match what {
-        "runs" => "accrete_hook_runs_total",
-        "retries" => "accrete_hook_retries_total",
-        "failures" => "accrete_hook_failures_total",
-        "dead_letters" => "accrete_hook_dead_letters_total",
-        "duplicates" => "accrete_hook_duplicates_suppressed_total",
-        _ => "accrete_hook_coalesced_total",
-    };
-    metrics::counter!(name, "hook" => hook).increment(n);
+fn count(hook: &'static str, metric: &'static str, n: u64) {
+    metrics::counter!(metric, "hook" => hook).increment(n);
 }
 
 impl HookCounters {
@@ -147,7 +139,7 @@ impl<S: Semigroup> Batch<S> {
                 p.published_ms = p.published_ms.min(published_ms);
                 p.version = p.version.max(version);
                 counters.stats.lock().coalesced += 1;
-                count(hook, "coalesced", 1);
+                count(hook, "accrete_hook_coalesced_total", 1);
             }
             None => {
                 self.pending.insert(
@@ -222,7 +214,7 @@ fn run_batch<H: ClusterHook>(
     for (key, p, state, version, id) in runs {
         if recorded.contains(&id) {
             counters.stats.lock().duplicates_suppressed += 1;
-            count(H::NAME, "duplicates", 1);
+            count(H::NAME, "accrete_hook_duplicates_suppressed_total", 1);
             continue;
         }
         if stopping() {
@@ -251,12 +243,12 @@ fn run_batch<H: ClusterHook>(
                 Err(reason) => {
                     let mut s = counters.stats.lock();
                     s.failures += 1;
-                    count(H::NAME, "failures", 1);
+                    count(H::NAME, "accrete_hook_failures_total", 1);
                     if attempt >= hook.max_attempts() || stopping() {
                         break Some(reason);
                     }
                     s.retries += 1;
-                    count(H::NAME, "retries", 1);
+                    count(H::NAME, "accrete_hook_retries_total", 1);
                     drop(s);
                     std::thread::sleep(hook.backoff(attempt));
                     attempt += 1;
@@ -271,11 +263,11 @@ fn run_batch<H: ClusterHook>(
         match error {
             None => {
                 s.runs += 1;
-                count(H::NAME, "runs", 1);
+                count(H::NAME, "accrete_hook_runs_total", 1);
             }
             Some(ref reason) => {
                 s.dead_letters += 1;
-                count(H::NAME, "dead_letters", 1);
+                count(H::NAME, "accrete_hook_dead_letters_total", 1);
                 tracing::warn!(hook = H::NAME, idempotency_key = %id, %reason, attempts = attempt,
                     "hook trigger sent to the dead letters");
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use accrete_monoids::Monoid;
 
-use super::worker::decode_record;
+use super::worker::{decode_change, decode_change_payload, read_records};
 use crate::hooks::ClusterHook;
 use crate::hooks::runner::{
     Batch, HookBackend, HookCounters, Outcome, State, Versioned, run_until_recorded,
@@ -30,20 +30,20 @@ pub fn hook_group(hook: &str) -> String {
 
 impl<M: ReadModel> HookBackend<M> for EmbeddedStore {
     fn states(&self, keys: &[&M::Key]) -> Result<Vec<Versioned<M::State>>> {
-        keys.iter()
+        let encoded = keys
+            .iter()
             .map(|key| {
-                let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
+                postcard::to_stdvec(key).map_err(|e| Error::Encode {
                     what: "key",
                     detail: e.to_string(),
-                })?;
-                self.get_raw(M::NAME, &key)?
-                    .map(|bytes| {
-                        let rec = decode_record::<M::State>(&bytes)?;
-                        Ok((rec.state, rec.version))
-                    })
-                    .transpose()
+                })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let encoded: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        Ok(read_records::<M::State>(self, M::NAME, &encoded)?
+            .into_iter()
+            .map(|rec| rec.map(|rec| (rec.state, rec.version)))
+            .collect())
     }
 
     fn recorded(&self, ids: &[String]) -> Result<HashSet<String>> {
@@ -53,15 +53,6 @@ impl<M: ReadModel> HookBackend<M> for EmbeddedStore {
     fn record(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
         self.record_hook_outcomes(hook, outcomes)
     }
-}
-
-/// Decodes a change record of the embedded changes topic: `(version,
-/// delta)`.
-pub(crate) fn decode_change<S: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<(u64, S)> {
-    postcard::from_bytes(payload).map_err(|e| Error::Corrupt {
-        what: "change",
-        detail: e.to_string(),
-    })
 }
 
 /// What one hook member needs.
@@ -104,7 +95,9 @@ impl<H: ClusterHook> Member<H> {
                     };
                     self.log.read(&topic, p, from, MAX_PER_READ, &mut records)?;
                     for r in records.iter() {
-                        match decode_change::<State<H>>(r.payload) {
+                        // The key stays encoded: the runner decodes each
+                        // key once per batch.
+                        match decode_change_payload::<State<H>>(r.payload) {
                             Ok((version, delta)) => batch.add(
                                 H::NAME,
                                 &self.counters,
@@ -184,23 +177,17 @@ pub(crate) fn spawn_node_hook<M: ReadModel>(
                         continue;
                     }
                     for r in records.iter() {
-                        let decoded = postcard::from_bytes::<M::Key>(r.key)
-                            .map_err(|e| Error::Corrupt {
-                                what: "change key",
-                                detail: e.to_string(),
-                            })
-                            .and_then(|k| Ok((k, decode_change::<M::State>(r.payload)?.1)));
-                        let (key, delta) = match decoded {
+                        let (key, _, delta) = match decode_change::<M::Key, M::State>(r.key, r.payload) {
                             Ok(d) => d,
                             Err(e) => {
                                 tracing::error!(model = M::NAME, error = %e, "node hook: undecodable change skipped");
                                 continue;
                             }
                         };
-                        let state = <EmbeddedStore as HookBackend<M>>::states(&store, &[&key])
+                        let state = read_records::<M::State>(&store, M::NAME, &[r.key])
                             .ok()
                             .and_then(|mut v| v.pop().flatten())
-                            .map_or_else(M::State::identity, |(s, _)| s);
+                            .map_or_else(M::State::identity, |rec| rec.state);
                         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             f(&key, &delta, &state)
                         }))

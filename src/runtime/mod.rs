@@ -49,7 +49,7 @@ use serde::Serialize;
 
 pub use hooks::hook_group;
 pub use worker::{Change, changes_topic, group_name};
-use worker::{Pipeline, Runner, decode_record};
+use worker::{Pipeline, Runner, decode_change, decode_record, read_records};
 
 use crate::event::EventId;
 use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for, validate_name};
@@ -468,13 +468,12 @@ impl Runtime {
             what: "key",
             detail: e.to_string(),
         })?;
-        match self.inner.store.get_raw(M::NAME, &key)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let rec = decode_record::<M::State>(&bytes)?;
-                Ok((!rec.state.is_identity()).then_some((rec.version, rec.state)))
-            }
-        }
+        let rec = read_records::<M::State>(&self.inner.store, M::NAME, &[&key])?
+            .pop()
+            .flatten();
+        Ok(rec
+            .filter(|rec| !rec.state.is_identity())
+            .map(|rec| (rec.version, rec.state)))
     }
 
     /// Every key's state, in key-byte order, skipping identity states. `f`
@@ -889,16 +888,7 @@ impl<M: ReadModel> Subscription<M> {
                 self.log
                     .read(&self.topic, p as u32, *pos, 4096, &mut self.batch)?;
                 for record in self.batch.iter() {
-                    let key: M::Key =
-                        postcard::from_bytes(record.key).map_err(|e| Error::Corrupt {
-                            what: "change key",
-                            detail: e.to_string(),
-                        })?;
-                    let (version, delta): (u64, M::State) = postcard::from_bytes(record.payload)
-                        .map_err(|e| Error::Corrupt {
-                            what: "change",
-                            detail: e.to_string(),
-                        })?;
+                    let (key, version, delta) = decode_change(record.key, record.payload)?;
                     out.push(Change {
                         key,
                         delta,

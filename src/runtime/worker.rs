@@ -51,6 +51,44 @@ fn encode_key<K: Serialize>(key: &K) -> Result<Vec<u8>> {
     })
 }
 
+/// The records of encoded keys, decoded (`None`: nothing stored), read in
+/// one transaction.
+pub(crate) fn read_records<S: serde::de::DeserializeOwned>(
+    store: &EmbeddedStore,
+    model: &str,
+    keys: &[&[u8]],
+) -> Result<Vec<Option<StoredRecord<S>>>> {
+    store
+        .get_raw_many(model, keys)?
+        .into_iter()
+        .map(|bytes| bytes.as_deref().map(decode_record).transpose())
+        .collect()
+}
+
+/// Decodes the payload of a changes topic's record: `(version, delta)`.
+pub(crate) fn decode_change_payload<S: serde::de::DeserializeOwned>(
+    payload: &[u8],
+) -> Result<(u64, S)> {
+    postcard::from_bytes(payload).map_err(|e| Error::Corrupt {
+        what: "change",
+        detail: e.to_string(),
+    })
+}
+
+/// Decodes a record of a changes topic: the key, and `(version, delta)`.
+pub(crate) fn decode_change<K, S>(key: &[u8], payload: &[u8]) -> Result<(K, u64, S)>
+where
+    K: serde::de::DeserializeOwned,
+    S: serde::de::DeserializeOwned,
+{
+    let key = postcard::from_bytes(key).map_err(|e| Error::Corrupt {
+        what: "change key",
+        detail: e.to_string(),
+    })?;
+    let (version, delta) = decode_change_payload(payload)?;
+    Ok((key, version, delta))
+}
+
 /// The version of a stored record, read without knowing its state type (0
 /// for a record that does not decode).
 pub(crate) fn record_version(bytes: &[u8]) -> u64 {

@@ -143,13 +143,17 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    /// The stored record of a key, as bytes.
-    pub(crate) fn get_raw(&self, model: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// The stored records of several keys, in one read transaction.
+    pub(crate) fn get_raw_many(&self, model: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         let Some(table) = self.read_table::<&[u8], &[u8]>(&state_table(model))? else {
-            return Ok(None);
+            return Ok(vec![None; keys.len()]);
         };
-        let value = table.get(key).map_err(|e| Error::store("get", e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        keys.iter()
+            .map(|key| {
+                let value = table.get(*key).map_err(|e| Error::store("get", e))?;
+                Ok(value.map(|v| v.value().to_vec()))
+            })
+            .collect()
     }
 
     /// Visits every key's record in key-byte order, from `start` (inclusive).
