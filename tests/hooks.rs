@@ -455,7 +455,10 @@ impl ClusterHook for Journal {
     fn run(&self, t: &Trigger<'_, Totals>) -> Result<(), String> {
         use std::io::Write;
         let mut f = self.0.lock().unwrap();
-        writeln!(f, "{} {} {}", t.key, t.version, t.state.0).map_err(|e| e.to_string())?;
+        // One write per line: a kill cannot tear it (`writeln!` may issue
+        // several writes, and a torn line would merge with the next run's).
+        let line = format!("{} {} {}\n", t.key, t.version, t.state.0);
+        f.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
         f.sync_data().map_err(|e| e.to_string())
     }
 }
