@@ -14,7 +14,11 @@
 //! the whole million would take too long; its rate is per event either way),
 //! `ACCRETE_BENCH_HOOK_EVENTS` (the hook burst, 200 000),
 //! `ACCRETE_BENCH_HOOK_RATE` and `ACCRETE_BENCH_SECONDS` (the hook's steady
-//! state: 500 events/s for 20 s).
+//! state: 500 events/s for 20 s), `ACCRETE_BENCH_ROUNDS` (rounds of the naive
+//! consumer then accrete, 3; the median ratio is reported),
+//! `ACCRETE_BENCH_ONLY` (a comma list of `produce`, `hooks`, `steady`,
+//! `naive`, `accrete1`, `accrete3`) and `ACCRETE_BENCH_LOG` (the nodes' debug
+//! log on stderr).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -70,6 +74,7 @@ fn config(tag: &str) -> NodeConfig {
 
 /// A node process of the 3-node run: serves until `<dir>/stop` appears.
 fn child(dir: &str) {
+    log_if_asked();
     let dir = PathBuf::from(dir);
     let config = NodeConfig::load(Some(&dir.join("config.toml"))).unwrap();
     let node = Node::start(config).unwrap();
@@ -346,6 +351,17 @@ fn produce(sales: &[Sale]) -> f64 {
     rate
 }
 
+/// The debug log on stderr, with `ACCRETE_BENCH_LOG`.
+fn log_if_asked() {
+    if std::env::var_os("ACCRETE_BENCH_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 fn main() {
     if let Ok(dir) = std::env::var("ACCRETE_BENCH_CHILD") {
         return child(&dir);
@@ -353,35 +369,86 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    log_if_asked();
+    let only = std::env::var("ACCRETE_BENCH_ONLY").ok();
+    let runs = |part: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|p| p == part))
+    };
     let n = env("ACCRETE_BENCH_EVENTS", 1_000_000);
     let keys = env("ACCRETE_BENCH_KEYS", 100_000);
     let naive_n = env("ACCRETE_BENCH_NAIVE_EVENTS", 20_000).min(n);
     let sales = events(n, keys);
     println!("cluster bench: {n} events over {keys} keys, 12 partitions, Sum<i64> per key");
-    let produced = produce(&sales);
-    println!(
-        "  producing the events (Node::submit, idempotent producer): {produced:>10.0} events/s"
-    );
-    let naive_rate = naive(&sales[..naive_n as usize]);
-    println!(
-        "  naive consumer (one upsert per event, {naive_n} events): {naive_rate:>10.0} events/s, 1.000 writes/event"
-    );
-    let hook_events = env("ACCRETE_BENCH_HOOK_EVENTS", 200_000).min(n) as usize;
-    let (rate, (median, p99), runs, changes) = hooks(&sales[..hook_events]);
-    println!(
-        "  cluster hook (no-op) over {hook_events} events: {runs} runs for {changes} changes, {rate:>8.0} hooks/s end to end, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
-    );
-    let steady_rate = env("ACCRETE_BENCH_HOOK_RATE", 500);
-    let steady_secs = env("ACCRETE_BENCH_SECONDS", 20);
-    let ((median, p99), runs) = hooks_steady(steady_rate, steady_secs, keys);
-    println!(
-        "  cluster hook (no-op), steady {steady_rate} events/s for {steady_secs} s: {runs} runs, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
-    );
-    for nodes in [1, 3] {
-        let (rate, wpe) = accrete(&sales, nodes);
+    if runs("produce") {
+        let produced = produce(&sales);
         println!(
-            "  accrete, {nodes} node process(es): {rate:>10.0} events/s, {wpe:.3} writes/event, {:.1}x the naive consumer",
-            rate / naive_rate
+            "  producing the events (Node::submit, idempotent producer): {produced:>10.0} events/s"
+        );
+    }
+    if runs("hooks") {
+        let hook_events = env("ACCRETE_BENCH_HOOK_EVENTS", 200_000).min(n) as usize;
+        let (rate, (median, p99), runs, changes) = hooks(&sales[..hook_events]);
+        println!(
+            "  cluster hook (no-op) over {hook_events} events: {runs} runs for {changes} changes, {rate:>8.0} hooks/s end to end, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
+        );
+    }
+    if runs("steady") {
+        let steady_rate = env("ACCRETE_BENCH_HOOK_RATE", 500);
+        let steady_secs = env("ACCRETE_BENCH_SECONDS", 20);
+        let ((median, p99), runs) = hooks_steady(steady_rate, steady_secs, keys);
+        println!(
+            "  cluster hook (no-op), steady {steady_rate} events/s for {steady_secs} s: {runs} runs, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
+        );
+    }
+    // The ratio: the naive consumer and accrete alternate, each round
+    // measuring both, so that a slow spell of the shared machine lands on
+    // both sides of one round's ratio; the median round is reported.
+    let rounds = env("ACCRETE_BENCH_ROUNDS", 3).max(1);
+    let node_counts: Vec<usize> = [1, 3]
+        .into_iter()
+        .filter(|n| runs(&format!("accrete{n}")))
+        .collect();
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); node_counts.len()];
+    for round in 1..=rounds {
+        let naive_rate = if runs("naive") {
+            let rate = naive(&sales[..naive_n as usize]);
+            println!(
+                "  round {round}: naive consumer (one upsert per event, {naive_n} events): {rate:>10.0} events/s, 1.000 writes/event"
+            );
+            Some(rate)
+        } else {
+            None
+        };
+        for (i, &nodes) in node_counts.iter().enumerate() {
+            let (rate, wpe) = accrete(&sales, nodes);
+            match naive_rate {
+                Some(naive_rate) => {
+                    ratios[i].push(rate / naive_rate);
+                    println!(
+                        "  round {round}: accrete, {nodes} node process(es): {rate:>10.0} events/s, {wpe:.3} writes/event, {:.1}x the naive consumer",
+                        rate / naive_rate
+                    );
+                }
+                None => println!(
+                    "  round {round}: accrete, {nodes} node process(es): {rate:>10.0} events/s, {wpe:.3} writes/event"
+                ),
+            }
+        }
+    }
+    for (i, &nodes) in node_counts.iter().enumerate() {
+        let r = &mut ratios[i];
+        if r.is_empty() {
+            continue;
+        }
+        r.sort_by(f64::total_cmp);
+        let shown: Vec<String> = r.iter().map(|x| format!("{x:.1}x")).collect();
+        println!(
+            "  accrete, {nodes} node process(es) vs the naive consumer over {} round(s): median {:.1}x (min {:.1}x; all: {})",
+            r.len(),
+            r[r.len() / 2],
+            r[0],
+            shown.join(", ")
         );
     }
 }

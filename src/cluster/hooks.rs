@@ -79,6 +79,7 @@ pub(super) fn start<H: ClusterHook>(
         Ctx {
             placement: placement.clone(),
         },
+        false,
     )?;
     consumer
         .subscribe(&[&topic])

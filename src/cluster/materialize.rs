@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::placement::Placement;
+use super::replica::Replica;
 use super::{CHANGE_FORMAT, Counters, Shared};
 use crate::log::RecordBatch;
 use crate::log::kafka::Producer;
@@ -39,6 +40,8 @@ struct Batcher<M: ReadModel> {
     producer: Producer,
     changes_topic: String,
     source: u32,
+    /// The node's replica of the model: which keys have a document already.
+    replica: Arc<Replica<M>>,
     buffers: HashMap<u32, Buffer>,
     buffered: usize,
     oldest: Option<Instant>,
@@ -48,9 +51,16 @@ struct Ctx<M: ReadModel> {
     batcher: Arc<Mutex<Batcher<M>>>,
     placement: Arc<Placement>,
     topic: String,
+    /// The events topic's ends, per partition, as fetch responses report
+    /// them: how far behind the consumer is.
+    high: Arc<Vec<AtomicU64>>,
 }
 
-impl<M: ReadModel> ClientContext for Ctx<M> {}
+impl<M: ReadModel> ClientContext for Ctx<M> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        super::replica::record_ends(&statistics, &self.topic, &self.high);
+    }
+}
 
 impl<M: ReadModel> ConsumerContext for Ctx<M>
 where
@@ -123,6 +133,7 @@ where
             return Ok(());
         }
         let started = Instant::now();
+        let gathered = self.oldest.map(|t| started.duration_since(t));
         let mut outcome = BatchOutcome::default();
         let mut dead: Vec<DeadLetter> = Vec::new();
         // Pre-aggregate each partition, then merge them per key: a key
@@ -176,11 +187,24 @@ where
             .map_err(|e| Error::kafka("commit", e))?;
         }
         self.shared.store.dead_letters_put(M::NAME, &dead)?;
-        let keys: Vec<KeyWrite<M::Key, M::State>> = merged
+        let aggregated = started.elapsed();
+        let mut keys: Vec<KeyWrite<M::Key, M::State>> = merged
             .into_iter()
             .filter(|(_, (d, _))| !d.is_identity())
-            .map(|(key, (delta, ranges))| KeyWrite { key, delta, ranges })
+            .map(|(key, (delta, ranges))| KeyWrite {
+                key,
+                delta,
+                ranges,
+                maybe_new: true,
+            })
             .collect();
+        // Keys the replica has not seen are tried as inserts first (cheap for
+        // the server; an existing document refuses it and the key is updated
+        // as usual). A replica behind only costs a refused insert.
+        let known = self.replica.has_each(keys.iter().map(|kw| &kw.key));
+        for (kw, known) in keys.iter_mut().zip(known) {
+            kw.maybe_new = !known;
+        }
         failpoint::hit("before_store_write");
         let buffers = &self.buffers;
         let model = &self.model;
@@ -194,6 +218,7 @@ where
             &mut split,
         )?;
         failpoint::hit("after_store_write");
+        let stored = started.elapsed();
         let mut payload = Vec::new();
         for (key, change) in &written.changes {
             let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
@@ -213,6 +238,7 @@ where
         // Where the changes topic ends, as delivered: brokers have been seen
         // to under-report it, and replicas measure their lag against it.
         let published = self.producer.take_ends();
+        let sent = started.elapsed();
         self.shared
             .store
             .advance_positions(&super::published_key(M::NAME), &published)?;
@@ -238,7 +264,8 @@ where
         c.dead_letters
             .fetch_add(dead.len() as u64, Ordering::Relaxed);
         tracing::debug!(model = M::NAME, events = outcome.events, writes = written.writes,
-            changes = written.changes.len(), elapsed = ?started.elapsed(), "batch written");
+            changes = written.changes.len(), ?gathered, ?aggregated, ?stored, ?sent, elapsed = ?started.elapsed(),
+            "batch written");
         for p in partitions {
             if let Some(buf) = self.buffers.get_mut(&p) {
                 self.buffered -= buf.batch.len();
@@ -293,6 +320,7 @@ pub(super) fn start<M: ReadModel>(
     model: M,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
+    replica: Arc<Replica<M>>,
 ) -> Result<JoinHandle<()>>
 where
     M::State: Pushdown,
@@ -304,6 +332,7 @@ where
         producer: config.kafka.producer()?,
         changes_topic: config.changes_topic(M::NAME),
         source: crate::event::source_id(&topic),
+        replica,
         shared: shared.clone(),
         counters,
         buffers: HashMap::new(),
@@ -315,13 +344,17 @@ where
         M::NAME.to_string(),
         topic.clone(),
     ));
+    let high: Arc<Vec<AtomicU64>> =
+        Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
     let consumer = config.kafka.consumer(
         &config.materialize_group(M::NAME),
         Ctx {
             batcher: batcher.clone(),
             placement: placement.clone(),
             topic: topic.clone(),
+            high,
         },
+        true,
     )?;
     consumer
         .subscribe(&[&topic])
@@ -332,6 +365,30 @@ where
         .name(format!("accrete-materialize-{}", M::NAME))
         .spawn(move || run(consumer, batcher, placement, shared, batch_size, interval))
         .map_err(|e| Error::io("spawn a materializer thread", ".", e))
+}
+
+/// The longest a batch waits to fill while its consumer is behind (or
+/// `flush_interval`, if longer).
+const BEHIND_HOLD: Duration = Duration::from_secs(5);
+
+/// Whether the consumer has read less than the broker holds on a partition
+/// it owns, by the ends its fetch responses reported (which, stale, only
+/// understate it): more events are there to be read now.
+fn behind<M: ReadModel>(consumer: &BaseConsumer<Ctx<M>>) -> bool
+where
+    M::State: Pushdown,
+{
+    let high = &consumer.context().high;
+    let Ok(read) = consumer.position() else {
+        return false;
+    };
+    read.elements().iter().any(|e| match e.offset() {
+        Offset::Offset(next) => usize::try_from(e.partition())
+            .ok()
+            .and_then(|p| high.get(p))
+            .is_some_and(|h| h.load(Ordering::Acquire) > next as u64),
+        _ => false,
+    })
 }
 
 fn run<M: ReadModel>(
@@ -345,6 +402,7 @@ fn run<M: ReadModel>(
     M::State: Pushdown,
 {
     let commit = |tpl: &TopicPartitionList| consumer.commit(tpl, CommitMode::Sync);
+    let hold = interval.max(BEHIND_HOLD);
     let mut backoff = Duration::from_millis(50);
     let mut failing_until: Option<Instant> = None;
     loop {
@@ -384,7 +442,14 @@ fn run<M: ReadModel>(
             b.buffered > 0
                 && (b.buffered >= batch_size
                     || stopping
-                    || b.oldest.is_some_and(|t| t.elapsed() >= interval))
+                    || b.oldest.is_some_and(|t| {
+                        let waited = t.elapsed();
+                        // Behind (a backfill, a restart), the next events
+                        // are on the broker already: fill the batch rather
+                        // than write a part of it at each pause of the
+                        // fetches, for at most `hold`.
+                        waited >= interval && (waited >= hold || !behind(&consumer))
+                    }))
         };
         if due && failing_until.is_none_or(|t| Instant::now() >= t) {
             match batcher.lock().flush(None, &commit) {

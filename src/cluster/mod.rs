@@ -239,7 +239,12 @@ impl Node {
         let counters = Arc::new(Counters::default());
         let (replica, position, replica_thread) =
             replica::start::<M>(self.shared.clone(), counters.clone())?;
-        let materializer = materialize::start::<M>(model, self.shared.clone(), counters.clone())?;
+        let materializer = materialize::start::<M>(
+            model,
+            self.shared.clone(),
+            counters.clone(),
+            replica.clone(),
+        )?;
         served.push(Served {
             name: M::NAME,
             replica,

@@ -84,6 +84,13 @@ impl<M: ReadModel> Replica<M> {
         }
     }
 
+    /// Whether the replica has each key (under one lock): a key it has not
+    /// seen may have no document yet.
+    pub(crate) fn has_each<'a>(&self, keys: impl Iterator<Item = &'a M::Key>) -> Vec<bool> {
+        let entries = self.entries.read();
+        keys.map(|k| entries.contains_key(k)).collect()
+    }
+
     pub(crate) fn get(&self, key: &M::Key) -> Option<M::State> {
         self.entries.read().get(key).map(|e| e.state.clone())
     }
@@ -274,12 +281,19 @@ struct Ends {
 
 impl rdkafka::ClientContext for Ends {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        if let Some(t) = statistics.topics.get(&self.topic) {
-            for (p, part) in &t.partitions {
-                if let (Ok(p), true) = (usize::try_from(*p), part.hi_offset > 0) {
-                    if let Some(slot) = self.high.get(p) {
-                        slot.fetch_max(part.hi_offset as u64, Ordering::AcqRel);
-                    }
+        record_ends(&statistics, &self.topic, &self.high);
+    }
+}
+
+/// Raises `high` to the ends of `topic`'s partitions reported in a
+/// consumer's statistics (the high watermarks of its fetch responses: never
+/// beyond the true ends, so a stale one only understates them).
+pub(super) fn record_ends(statistics: &rdkafka::Statistics, topic: &str, high: &[AtomicU64]) {
+    if let Some(t) = statistics.topics.get(topic) {
+        for (p, part) in &t.partitions {
+            if let (Ok(p), true) = (usize::try_from(*p), part.hi_offset > 0) {
+                if let Some(slot) = high.get(p) {
+                    slot.fetch_max(part.hi_offset as u64, Ordering::AcqRel);
                 }
             }
         }

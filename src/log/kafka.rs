@@ -190,13 +190,19 @@ impl KafkaConfig {
     }
 
     /// A consumer in `group`: manual commits, cooperative-sticky assignment,
-    /// earliest offset for a new group.
+    /// earliest offset for a new group; with `statistics`, its context's
+    /// `stats` receives librdkafka's statistics every 250 ms (unless
+    /// `statistics.interval.ms` is configured).
     pub(crate) fn consumer<C: ConsumerContext>(
         &self,
         group: &str,
         context: C,
+        statistics: bool,
     ) -> Result<BaseConsumer<C>> {
         let mut c = self.client_config();
+        if statistics && !self.properties.contains_key("statistics.interval.ms") {
+            c.set("statistics.interval.ms", "250");
+        }
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

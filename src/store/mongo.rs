@@ -680,6 +680,9 @@ pub(crate) struct KeyWrite<K, S> {
     pub(crate) key: K,
     pub(crate) delta: S,
     pub(crate) ranges: Vec<Range>,
+    /// The key may have no document yet (the writer's replica does not
+    /// know it): the write tries an insert first.
+    pub(crate) maybe_new: bool,
 }
 
 /// A write that changed a key's state, to publish.
@@ -757,6 +760,7 @@ where
         writes: 0,
         conflicts: 0,
     };
+    let keys = insert_new(&coll, keys, &mut out)?;
     let mut blind: Vec<(KeyWrite<K, S>, bool)> = Vec::new();
     let mut unchanged: Vec<KeyWrite<K, S>> = Vec::new();
     let mut rmw: Vec<KeyWrite<K, S>> = Vec::new();
@@ -767,8 +771,8 @@ where
             rmw.push(kw);
             continue;
         }
+        let idempotent = idempotent(&kw.delta, exactly_once);
         let condition = kw.delta.changes_when("s");
-        let idempotent = condition.is_some() || !exactly_once;
         let mut filter = doc! { "_id": key_id(&kw.key)? };
         let mut ops = doc! { "$inc": { "v": 1_i64 } };
         if let Some(c) = condition {
@@ -831,6 +835,81 @@ where
     republish_unchanged(&coll, unchanged, &mut out)?;
     read_modify_write(store, &coll, rmw, split, &mut out)?;
     Ok(out)
+}
+
+/// Whether a pushdown write of `delta` may be applied twice harmlessly, so
+/// needs no guard: a conditional delta (`$max` and the like), or a model that
+/// does not ask for exactly once.
+fn idempotent<S: Pushdown>(delta: &S, exactly_once: bool) -> bool {
+    !exactly_once || delta.changes_when("s").is_some()
+}
+
+/// Inserts the documents of the keys that may be new, as the write of a
+/// missing document would leave them (`s` the delta, `v` 1, the guards at
+/// the batch's ends); returns the keys to write the usual way: those known
+/// to exist and those whose insert found a document already.
+///
+/// An insert cannot apply anything twice (it fails on any document), and
+/// the server does it for a fraction of an update's cost: a backfill's
+/// first write of each key is one. The pushdown law covers the result, as
+/// it checks pushdown on a state stored in its serialized form.
+fn insert_new<K, S>(
+    coll: &Collection<Document>,
+    keys: Vec<KeyWrite<K, S>>,
+    out: &mut BatchWrite<K, S>,
+) -> Result<Vec<KeyWrite<K, S>>>
+where
+    K: Serialize,
+    S: Serialize,
+{
+    let (new, mut rest): (Vec<_>, Vec<_>) = keys.into_iter().partition(|kw| kw.maybe_new);
+    if new.is_empty() {
+        return Ok(rest);
+    }
+    let mut docs = Vec::with_capacity(new.len());
+    for kw in &new {
+        let s = bson::serialize_to_bson(&kw.delta).map_err(|e| Error::Encode {
+            what: "state",
+            detail: format!("{e} (the state must have a BSON form)"),
+        })?;
+        let mut guards = Document::new();
+        for r in &kw.ranges {
+            guards.insert(r.partition.to_string(), r.end as i64);
+        }
+        docs.push(doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards });
+    }
+    out.writes += docs.len() as u64;
+    let mut refused = std::collections::HashSet::new();
+    if let Err(e) = coll.insert_many(docs).ordered(false).run() {
+        match *e.kind {
+            mongodb::error::ErrorKind::InsertMany(ref im) if im.write_concern_error.is_none() => {
+                for err in im.write_errors.iter().flatten() {
+                    if err.code != 11000 {
+                        return Err(Error::mongo("insert", &err.message));
+                    }
+                    refused.insert(err.index);
+                }
+            }
+            _ => return Err(Error::mongo("insert", e)),
+        }
+    }
+    for (i, kw) in new.into_iter().enumerate() {
+        if refused.contains(&i) {
+            rest.push(kw);
+            continue;
+        }
+        // The key's first change: published guarded, as read-modify-write
+        // does (replicas apply it once by its ranges whatever the state).
+        out.changes.push((
+            kw.key,
+            Written {
+                ranges: kw.ranges,
+                idempotent: false,
+                delta: kw.delta,
+            },
+        ));
+    }
+    Ok(rest)
 }
 
 /// Idempotent deltas that changed nothing: if a write covering part of
@@ -1094,8 +1173,14 @@ mod tests {
         s
     }
 
-    fn kw(key: &str, delta: i64, ranges: &[(u32, u64, u64)]) -> KeyWrite<String, Sum<i64>> {
+    fn kw(
+        key: &str,
+        delta: i64,
+        ranges: &[(u32, u64, u64)],
+        maybe_new: bool,
+    ) -> KeyWrite<String, Sum<i64>> {
         KeyWrite {
+            maybe_new,
             key: key.into(),
             delta: Sum(delta),
             ranges: ranges
@@ -1121,7 +1206,20 @@ mod tests {
 
     #[test]
     fn a_batch_written_twice_is_applied_once() {
-        let s = store("twice");
+        written_twice("twice", false);
+    }
+
+    /// The same through the insert-first path: every key is tried as new,
+    /// the inserts of existing keys are refused and go on to the guard.
+    #[test]
+    fn a_batch_written_twice_is_applied_once_when_inserts_go_first() {
+        written_twice("twice_new", true);
+    }
+
+    fn written_twice(name: &str, maybe_new: bool) {
+        let kw =
+            |key: &str, delta: i64, ranges: &[(u32, u64, u64)]| kw(key, delta, ranges, maybe_new);
+        let s = store(name);
         let mut no_split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
             HashMap::from([("a".to_string(), (Sum(5), Sum(0)))])
         };
