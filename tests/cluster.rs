@@ -91,8 +91,9 @@ fn dump<M: ReadModel>(node: &Node, dir: &Path, id: &str) {
 /// waits until it is caught up, writes its replicas and stats, and leaves.
 fn child(dir: &str) {
     // The node's log (its stderr goes to `node-<id>.log`).
+    // Debug: each batch a materializer writes is a line.
     let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(tracing::Level::DEBUG)
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .try_init();
@@ -267,6 +268,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Where each living node stands, before it is killed: a node
+            // that stopped making progress shows where it waits.
+            for (id, c) in &mut self.children {
+                if c.try_wait().ok().flatten().is_none() {
+                    print_stacks(id, c.id(), self.dir.path());
+                }
+            }
+        }
         for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
@@ -305,6 +315,62 @@ impl Drop for Cluster {
                     eprintln!("  {l}");
                 }
             }
+        }
+    }
+}
+
+/// How many times nodes rejoined a consumer group whose members disagreed
+/// on who holds what (see `cluster::placement::Audit`), for the report.
+fn rejoins(dir: &Path) -> String {
+    let n: usize = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .map(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .matches("disagree on who holds")
+                        .count()
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} rejoins after members disagreed on who holds what)")
+    }
+}
+
+/// The threads of a living node and where accrete's code is in each, with
+/// gdb (when installed; the whole dump goes to `stacks-<id>.txt`).
+fn print_stacks(id: &str, pid: u32, dir: &Path) {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        eprintln!("--- node {id} (pid {pid}) is alive; no gdb to show its threads");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::write(dir.join(format!("stacks-{id}.txt")), text.as_bytes());
+    eprintln!("--- node {id} (pid {pid}) is alive; its threads (accrete frames, innermost first):");
+    let mut frames = 0;
+    for line in text.lines() {
+        if line.starts_with("Thread ") {
+            eprintln!("  {line}");
+            frames = 0;
+        } else if line.contains("accrete::") && frames < 4 {
+            frames += 1;
+            let at = line.find(" in ").map_or(line, |i| &line[i + 4..]);
+            eprintln!("      {}", at.chars().take(160).collect::<String>());
         }
     }
 }
@@ -591,7 +657,7 @@ fn cluster_matches_the_oracle_through_kills() {
         wait_folded(&submitter, n, &ctx);
         let finished = stop_tolerating_failpoints(&mut cluster, &ctx);
         check_all(&config, &events, cluster.dir.path(), &finished, &ctx);
-        eprintln!("{ctx}: ok");
+        eprintln!("{ctx}: ok{}", rejoins(cluster.dir.path()));
         submitter.shutdown();
     }
 }

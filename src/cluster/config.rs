@@ -65,7 +65,9 @@ pub struct NodeConfig {
     /// Events pre-aggregated before a write, per node and model.
     pub batch_size: usize,
     /// The longest a received event waits before its batch is written, in
-    /// milliseconds.
+    /// milliseconds, once the node has read everything the broker holds.
+    /// While it is behind (a backfill, a restart), a batch waits to fill up
+    /// to `batch_size`, for at most 5 s or this, if longer.
     pub flush_interval_ms: u64,
 }
 

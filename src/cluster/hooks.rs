@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::placement::Placement;
+use super::placement::{Audit, Placement};
 use super::{CHANGE_FORMAT, Shared};
 use crate::hooks::ClusterHook;
 use crate::hooks::runner::{
@@ -45,7 +45,14 @@ struct Ctx {
     placement: Arc<Placement>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::log::kafka::librdkafka_log(level, fac, message);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::log::kafka::librdkafka_error(&error, reason);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(
@@ -84,9 +91,20 @@ pub(super) fn start<H: ClusterHook>(
     consumer
         .subscribe(&[&topic])
         .map_err(|e| Error::kafka("subscribe", e))?;
+    let audit = Audit::new(
+        shared.store.clone(),
+        reader.clone(),
+        config.node_id.clone(),
+        topic.clone(),
+        config.partitions,
+    );
     std::thread::Builder::new()
         .name(format!("accrete-hook-{}", H::NAME))
-        .spawn(move || run(hook, consumer, placement, reader, topic, shared, counters))
+        .spawn(move || {
+            run(
+                hook, consumer, placement, audit, reader, topic, shared, counters,
+            )
+        })
         .map_err(|e| Error::io("spawn a hook thread", ".", e))
 }
 
@@ -95,6 +113,7 @@ fn run<H: ClusterHook>(
     hook: H,
     consumer: BaseConsumer<Ctx>,
     placement: Arc<Placement>,
+    mut audit: Audit,
     reader: String,
     topic: String,
     shared: Arc<Shared>,
@@ -128,11 +147,12 @@ fn run<H: ClusterHook>(
             }
         });
         placement.reseek(&consumer);
+        audit.check(&consumer);
         if ends.is_empty() {
             continue;
         }
         if !run_until_recorded(&hook, &shared.store, &counters, &batch, &stopping) {
-            return;
+            break;
         }
         let ends: Vec<(u32, u64)> = ends.into_iter().collect();
         if let Err(e) = shared.store.advance_positions(&reader, &ends) {
@@ -150,6 +170,7 @@ fn run<H: ClusterHook>(
         }
     }
     consumer.unsubscribe();
+    audit.release();
 }
 
 fn decode<S: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Written<S>> {

@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::placement::Placement;
+use super::placement::{Audit, Placement};
 use super::replica::Replica;
 use super::{CHANGE_FORMAT, Counters, Shared};
 use crate::log::RecordBatch;
@@ -57,6 +57,12 @@ struct Ctx<M: ReadModel> {
 }
 
 impl<M: ReadModel> ClientContext for Ctx<M> {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::log::kafka::librdkafka_log(level, fac, message);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::log::kafka::librdkafka_error(&error, reason);
+    }
     fn stats(&self, statistics: rdkafka::Statistics) {
         super::replica::record_ends(&statistics, &self.topic, &self.high);
     }
@@ -359,11 +365,22 @@ where
     consumer
         .subscribe(&[&topic])
         .map_err(|e| Error::kafka("subscribe", e))?;
+    let audit = Audit::new(
+        shared.store.clone(),
+        M::NAME.to_string(),
+        config.node_id.clone(),
+        topic.clone(),
+        config.partitions,
+    );
     let batch_size = config.batch_size;
     let interval = config.flush_interval();
     std::thread::Builder::new()
         .name(format!("accrete-materialize-{}", M::NAME))
-        .spawn(move || run(consumer, batcher, placement, shared, batch_size, interval))
+        .spawn(move || {
+            run(
+                consumer, batcher, placement, audit, shared, batch_size, interval,
+            )
+        })
         .map_err(|e| Error::io("spawn a materializer thread", ".", e))
 }
 
@@ -395,6 +412,7 @@ fn run<M: ReadModel>(
     consumer: BaseConsumer<Ctx<M>>,
     batcher: Arc<Mutex<Batcher<M>>>,
     placement: Arc<Placement>,
+    mut audit: Audit,
     shared: Arc<Shared>,
     batch_size: usize,
     interval: Duration,
@@ -437,6 +455,7 @@ fn run<M: ReadModel>(
             }
         }
         placement.reseek(&consumer);
+        audit.check(&consumer);
         let due = {
             let b = batcher.lock();
             b.buffered > 0
@@ -477,4 +496,5 @@ fn run<M: ReadModel>(
     while Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
         let _ = consumer.poll(Duration::from_millis(50));
     }
+    audit.release();
 }

@@ -177,7 +177,13 @@ impl Placement {
             .iter()
             .filter_map(|(p, pos)| match pos {
                 Position::Sought { at, back, since } if since.elapsed() >= RESEEK_AFTER => {
-                    Some((*p, *at, (*back * 4).max(READ_BACK)))
+                    // Further back each time, never before the start (a
+                    // partition with nothing to read is sought again and
+                    // again: the factor must not overflow).
+                    let back = back
+                        .saturating_mul(4)
+                        .clamp(READ_BACK, (*at).max(READ_BACK));
+                    Some((*p, *at, back))
                 }
                 Position::At(at, last) if last.elapsed() >= IDLE_RESEEK => {
                     Some((*p, *at, READ_BACK))
@@ -272,5 +278,160 @@ pub(crate) fn rebalance<C: ConsumerContext>(
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "could not apply a rebalance");
+    }
+}
+
+/// How often a member records what it holds and compares with the others.
+const AUDIT_EVERY: Duration = Duration::from_secs(2);
+/// A claim older than this is a member's that is gone (longer than the
+/// session timeout, after which the group reassigns a dead member's share).
+const CLAIM_FRESH: Duration = Duration::from_secs(8);
+/// How long the members may disagree before they rejoin: a rebalance in
+/// progress, or a dead member's claim not yet stale, looks the same for a
+/// few seconds.
+const DISAGREE_FOR: Duration = Duration::from_secs(15);
+
+/// Checks, across the nodes, that a consumer group's members hold every
+/// partition exactly once, and rejoins when they have disagreed for a while.
+///
+/// Each member records the partitions its consumer holds in MongoDB every
+/// few seconds. A broker's group coordinator can leave members with
+/// assignments from different generations: tansu 0.6, when a dead leader is
+/// replaced twice in quick succession, lets two members each run the
+/// assignor and never tells the first that the second one's assignment
+/// superseded its own, so some partitions are read by two members and
+/// others by none until something else triggers a rebalance (minutes). A
+/// member that sees partitions held by none or by two for
+/// [`DISAGREE_FOR`] leaves the group and subscribes again: its partitions
+/// are written and revoked first, as in any rebalance, and every member
+/// sees the same disagreement, so all of them rejoin. Claims are stamped
+/// with each node's clock: nodes' clocks must agree within a few seconds.
+pub(crate) struct Audit {
+    store: MongoStore,
+    reader: String,
+    node: String,
+    topic: String,
+    partitions: u32,
+    next: Instant,
+    disagree_since: Option<Instant>,
+}
+
+impl Audit {
+    pub(crate) fn new(
+        store: MongoStore,
+        reader: String,
+        node: String,
+        topic: String,
+        partitions: u32,
+    ) -> Self {
+        Audit {
+            store,
+            reader,
+            node,
+            topic,
+            partitions,
+            next: Instant::now(),
+            disagree_since: None,
+        }
+    }
+
+    /// Records what `consumer` holds and compares with the other members;
+    /// every [`AUDIT_EVERY`], a no-op in between.
+    pub(crate) fn check<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + AUDIT_EVERY;
+        let held: Vec<u32> = match consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition() as u32)
+                .collect(),
+            Err(_) => return,
+        };
+        let now = now_ms();
+        let fresh = now - CLAIM_FRESH.as_millis() as i64;
+        let claims = self
+            .store
+            .claim(&self.reader, &self.node, &held, now)
+            .and_then(|()| self.store.claims(&self.reader, fresh));
+        let claims = match claims {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(reader = %self.reader, error = %e, "could not compare held partitions");
+                return;
+            }
+        };
+        let (missing, doubled) = disagreement(&claims, self.partitions);
+        if missing.is_empty() && doubled.is_empty() {
+            self.disagree_since = None;
+            return;
+        }
+        let since = *self.disagree_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < DISAGREE_FOR {
+            return;
+        }
+        tracing::warn!(reader = %self.reader, node = %self.node, ?missing, ?doubled, ?claims,
+            "the consumer group's members disagree on who holds which partitions: rejoining");
+        self.disagree_since = None;
+        consumer.unsubscribe();
+        if let Err(e) = consumer.subscribe(&[&self.topic]) {
+            tracing::error!(reader = %self.reader, error = %e, "could not subscribe again");
+        }
+    }
+
+    /// Withdraws this member's claim (it leaves the group).
+    pub(crate) fn release(&self) {
+        if let Err(e) = self.store.release(&self.reader, &self.node) {
+            tracing::debug!(reader = %self.reader, error = %e, "could not withdraw the held partitions");
+        }
+    }
+}
+
+/// The partitions no member holds, and those two or more hold.
+fn disagreement(claims: &[(String, Vec<u32>)], partitions: u32) -> (Vec<u32>, Vec<u32>) {
+    let mut count = vec![0_u32; partitions as usize];
+    for (_, held) in claims {
+        for p in held {
+            if let Some(c) = count.get_mut(*p as usize) {
+                *c += 1;
+            }
+        }
+    }
+    let missing = (0..partitions)
+        .filter(|p| count[*p as usize] == 0)
+        .collect();
+    let doubled = (0..partitions).filter(|p| count[*p as usize] > 1).collect();
+    (missing, doubled)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disagreement;
+
+    #[test]
+    fn disagreement_finds_partitions_held_by_none_or_by_two() {
+        let claims = vec![
+            ("n4".to_string(), vec![2, 5]),
+            ("n5".to_string(), vec![0, 2, 4]),
+        ];
+        assert_eq!(disagreement(&claims, 6), (vec![1, 3], vec![2]));
+        let agree = vec![
+            ("a".to_string(), vec![0, 1, 2]),
+            ("b".to_string(), vec![3, 4, 5]),
+        ];
+        assert_eq!(disagreement(&agree, 6), (vec![], vec![]));
+        // Partitions beyond the count (a stale claim) are ignored.
+        assert_eq!(
+            disagreement(&[("a".to_string(), vec![0, 9])], 1),
+            (vec![], vec![])
+        );
     }
 }

@@ -21,6 +21,7 @@ use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{
@@ -90,6 +91,16 @@ impl KafkaConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
+        // librdkafka drops lines below its level before they reach
+        // `librdkafka_log`: let through what the subscriber wants.
+        let level = if tracing::enabled!(target: "librdkafka", tracing::Level::DEBUG) {
+            RDKafkaLogLevel::Debug
+        } else if tracing::enabled!(target: "librdkafka", tracing::Level::INFO) {
+            RDKafkaLogLevel::Info
+        } else {
+            RDKafkaLogLevel::Warning
+        };
+        c.set_log_level(level);
         c
     }
 
@@ -259,7 +270,36 @@ pub(crate) struct Delivery {
     reported: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl ClientContext for Delivery {}
+impl ClientContext for Delivery {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        librdkafka_log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        librdkafka_error(&error, reason);
+    }
+}
+
+/// librdkafka's log lines, through `tracing` (target `librdkafka`) like the
+/// rest of accrete's, rather than the `log` crate. Its debug contexts (the
+/// `debug` property, e.g. `ACCRETE_KAFKA_PROPERTY_DEBUG=cgrp`) arrive at
+/// the debug level.
+pub(crate) fn librdkafka_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => {
+            tracing::error!(target: "librdkafka", fac, "{message}")
+        }
+        Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        Notice | Info => tracing::info!(target: "librdkafka", fac, "{message}"),
+        Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
+/// librdkafka's client errors (a broker down, a failed connection), through
+/// `tracing`. It retries them itself.
+pub(crate) fn librdkafka_error(error: &KafkaError, reason: &str) {
+    tracing::warn!(target: "librdkafka", %error, "{reason}");
+}
 
 impl ProducerContext for Delivery {
     type DeliveryOpaque = ();

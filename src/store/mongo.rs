@@ -86,6 +86,9 @@ const POSITIONS: &str = "accrete.positions";
 const HOOK_OUTCOMES: &str = "accrete.hook_outcomes";
 /// Hook triggers that failed every attempt.
 const HOOK_DEAD_LETTERS: &str = "accrete.hook_dead_letters";
+/// Which partitions each node's consumer holds, per reader (see
+/// `cluster::placement::Audit`).
+const MEMBERS: &str = "accrete.members";
 
 pub use crate::hooks::HookDeadLetter;
 
@@ -307,6 +310,57 @@ impl MongoStore {
                 )
             }),
         )
+    }
+
+    /// Records that `node`'s consumer for `reader` holds `partitions`, as of
+    /// `at_ms` (its clock).
+    pub(crate) fn claim(
+        &self,
+        reader: &str,
+        node: &str,
+        partitions: &[u32],
+        at_ms: i64,
+    ) -> Result<()> {
+        let held: Vec<i64> = partitions.iter().map(|p| i64::from(*p)).collect();
+        self.coll(MEMBERS)
+            .update_one(
+                doc! { "_id": format!("{reader}/{node}") },
+                doc! { "$set": { "reader": reader, "node": node, "partitions": held, "at": at_ms } },
+            )
+            .upsert(true)
+            .run()
+            .map_err(|e| Error::mongo("record the held partitions", e))?;
+        Ok(())
+    }
+
+    /// The partitions each node holds for `reader`, from claims made at or
+    /// after `since_ms`: `(node, partitions)`.
+    pub(crate) fn claims(&self, reader: &str, since_ms: i64) -> Result<Vec<(String, Vec<u32>)>> {
+        let cursor = self
+            .coll(MEMBERS)
+            .find(doc! { "reader": reader, "at": { "$gte": since_ms } })
+            .run()
+            .map_err(|e| Error::mongo("read the held partitions", e))?;
+        let mut out = Vec::new();
+        for d in cursor {
+            let d = d.map_err(|e| Error::mongo("read the held partitions", e))?;
+            let node = d.get_str("node").unwrap_or_default().to_string();
+            let partitions = d
+                .get_array("partitions")
+                .map(|a| a.iter().filter_map(as_u64).map(|p| p as u32).collect())
+                .unwrap_or_default();
+            out.push((node, partitions));
+        }
+        Ok(out)
+    }
+
+    /// Withdraws `node`'s claim for `reader` (it is leaving).
+    pub(crate) fn release(&self, reader: &str, node: &str) -> Result<()> {
+        self.coll(MEMBERS)
+            .delete_one(doc! { "_id": format!("{reader}/{node}") })
+            .run()
+            .map_err(|e| Error::mongo("release the held partitions", e))?;
+        Ok(())
     }
 
     /// The states and versions of `keys` (missing keys are absent).
