@@ -388,26 +388,6 @@ where
 /// `flush_interval`, if longer).
 const BEHIND_HOLD: Duration = Duration::from_secs(5);
 
-/// Whether the consumer has read less than the broker holds on a partition
-/// it owns, by the ends its fetch responses reported (which, stale, only
-/// understate it): more events are there to be read now.
-fn behind<M: ReadModel>(consumer: &BaseConsumer<Ctx<M>>) -> bool
-where
-    M::State: Pushdown,
-{
-    let high = &consumer.context().high;
-    let Ok(read) = consumer.position() else {
-        return false;
-    };
-    read.elements().iter().any(|e| match e.offset() {
-        Offset::Offset(next) => usize::try_from(e.partition())
-            .ok()
-            .and_then(|p| high.get(p))
-            .is_some_and(|h| h.load(Ordering::Acquire) > next as u64),
-        _ => false,
-    })
-}
-
 fn run<M: ReadModel>(
     consumer: BaseConsumer<Ctx<M>>,
     batcher: Arc<Mutex<Batcher<M>>>,
@@ -467,7 +447,8 @@ fn run<M: ReadModel>(
                         // are on the broker already: fill the batch rather
                         // than write a part of it at each pause of the
                         // fetches, for at most `hold`.
-                        waited >= interval && (waited >= hold || !behind(&consumer))
+                        waited >= interval
+                            && (waited >= hold || !placement.behind(&consumer.context().high))
                     }))
         };
         if due && failing_until.is_none_or(|t| Instant::now() >= t) {

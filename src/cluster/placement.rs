@@ -168,6 +168,21 @@ impl Placement {
         false
     }
 
+    /// Whether a partition this reader holds has records at or beyond its
+    /// next expected offset, by the `ends` (per partition) that fetch
+    /// responses reported; stale ends only understate it. The consumer's own
+    /// position is no guide: placement seeks it back to read again.
+    pub(crate) fn behind(&self, ends: &[std::sync::atomic::AtomicU64]) -> bool {
+        self.next.lock().iter().any(|(p, pos)| {
+            let expected = match pos {
+                Position::At(e, _) => *e,
+                Position::Sought { at, .. } => *at,
+            };
+            ends.get(*p as usize)
+                .is_some_and(|end| end.load(std::sync::atomic::Ordering::Acquire) > expected)
+        })
+    }
+
     /// Places again, further back, partitions that have not reached their
     /// position in time.
     pub(crate) fn reseek<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
