@@ -50,8 +50,8 @@ pub struct MongoConfig {
     pub database: String,
     /// Put in front of every collection name accrete uses: each read
     /// model's (named after the model), `accrete.positions`,
-    /// `accrete.dead_letters`, `accrete.hook_outcomes` and
-    /// `accrete.hook_dead_letters`. Empty by default; e.g. `"shop_"` to
+    /// `accrete.dead_letters`, `accrete.hook_outcomes`,
+    /// `accrete.hook_dead_letters` and `accrete.members`. Empty by default; e.g. `"shop_"` to
     /// share a database with other applications.
     pub collection_prefix: String,
 }
@@ -68,7 +68,7 @@ impl Default for MongoConfig {
 
 /// The MongoDB store: one collection per read model (named after it), and
 /// `accrete.positions`, `accrete.dead_letters`, `accrete.hook_outcomes`,
-/// `accrete.hook_dead_letters`; all under
+/// `accrete.hook_dead_letters`, `accrete.members`; all under
 /// [`MongoConfig::collection_prefix`].
 #[derive(Clone)]
 pub struct MongoStore {
