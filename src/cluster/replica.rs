@@ -67,6 +67,10 @@ impl<M: ReadModel> Replica<M> {
         self.hooks.write().push(hook);
     }
 
+    fn has_hooks(&self) -> bool {
+        !self.hooks.read().is_empty()
+    }
+
     /// Runs the node hooks for a grafted change.
     fn run_hooks(&self, key: &M::Key, delta: &M::State) {
         let hooks = self.hooks.read();
@@ -316,7 +320,7 @@ fn follow<M: ReadModel>(
     shared: Arc<Shared>,
     counters: Arc<Counters>,
 ) {
-    let mut refetch: Vec<(M::Key, M::State)> = Vec::new();
+    let mut refetch: Vec<(M::Key, Option<M::State>)> = Vec::new();
     let mut advanced: Vec<(usize, u64)> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         // Take what has arrived (up to a bound), then re-read the keys that
@@ -337,12 +341,13 @@ fn follow<M: ReadModel>(
             match decoded {
                 Ok((key, change)) => {
                     counters.grafted.fetch_add(1, Ordering::Relaxed);
-                    let delta = change.delta.clone();
+                    // The delta is kept only for node hooks to see.
+                    let delta = replica.has_hooks().then(|| change.delta.clone());
                     let outcome = replica.graft(key.clone(), change);
-                    match outcome {
-                        Graft::Applied => replica.run_hooks(&key, &delta),
-                        Graft::Seen => {}
-                        Graft::Refetch => refetch.push((key, delta)),
+                    match (outcome, delta) {
+                        (Graft::Applied, Some(delta)) => replica.run_hooks(&key, &delta),
+                        (Graft::Applied | Graft::Seen, _) => {}
+                        (Graft::Refetch, delta) => refetch.push((key, delta)),
                     }
                 }
                 Err(e) => {
@@ -377,7 +382,9 @@ fn follow<M: ReadModel>(
                         .fetch_add(refetch.len() as u64, Ordering::Relaxed);
                     // The replica now holds these changes: node hooks run.
                     for (key, delta) in refetch.drain(..) {
-                        replica.run_hooks(&key, &delta);
+                        if let Some(delta) = delta {
+                            replica.run_hooks(&key, &delta);
+                        }
                     }
                 }
                 Err(e) => {
