@@ -46,12 +46,7 @@ struct Ctx {
 }
 
 impl ClientContext for Ctx {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::log::kafka::librdkafka_log(level, fac, message);
-    }
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        crate::log::kafka::librdkafka_error(&error, reason);
-    }
+    crate::log::kafka::log_through_tracing!();
 }
 
 impl ConsumerContext for Ctx {

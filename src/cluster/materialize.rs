@@ -57,12 +57,7 @@ struct Ctx<M: ReadModel> {
 }
 
 impl<M: ReadModel> ClientContext for Ctx<M> {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::log::kafka::librdkafka_log(level, fac, message);
-    }
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        crate::log::kafka::librdkafka_error(&error, reason);
-    }
+    crate::log::kafka::log_through_tracing!();
     fn stats(&self, statistics: rdkafka::Statistics) {
         super::replica::record_ends(&statistics, &self.topic, &self.high);
     }
@@ -194,23 +189,24 @@ where
         }
         self.shared.store.dead_letters_put(M::NAME, &dead)?;
         let aggregated = started.elapsed();
-        let mut keys: Vec<KeyWrite<M::Key, M::State>> = merged
+        let merged: Vec<_> = merged
             .into_iter()
             .filter(|(_, (d, _))| !d.is_identity())
-            .map(|(key, (delta, ranges))| KeyWrite {
-                key,
-                delta,
-                ranges,
-                maybe_new: true,
-            })
             .collect();
         // Keys the replica has not seen are tried as inserts first (cheap for
         // the server; an existing document refuses it and the key is updated
         // as usual). A replica behind only costs a refused insert.
-        let known = self.replica.has_each(keys.iter().map(|kw| &kw.key));
-        for (kw, known) in keys.iter_mut().zip(known) {
-            kw.maybe_new = !known;
-        }
+        let known = self.replica.has_each(merged.iter().map(|(key, _)| key));
+        let keys: Vec<KeyWrite<M::Key, M::State>> = merged
+            .into_iter()
+            .zip(known)
+            .map(|((key, (delta, ranges)), known)| KeyWrite {
+                key,
+                delta,
+                ranges,
+                maybe_new: !known,
+            })
+            .collect();
         failpoint::hit("before_store_write");
         let buffers = &self.buffers;
         let model = &self.model;

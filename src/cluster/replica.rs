@@ -284,12 +284,7 @@ struct Ends {
 }
 
 impl rdkafka::ClientContext for Ends {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::log::kafka::librdkafka_log(level, fac, message);
-    }
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        crate::log::kafka::librdkafka_error(&error, reason);
-    }
+    crate::log::kafka::log_through_tracing!();
     fn stats(&self, statistics: rdkafka::Statistics) {
         record_ends(&statistics, &self.topic, &self.high);
     }

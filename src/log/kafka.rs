@@ -271,13 +271,22 @@ pub(crate) struct Delivery {
 }
 
 impl ClientContext for Delivery {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        librdkafka_log(level, fac, message);
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        librdkafka_error(&error, reason);
-    }
+    log_through_tracing!();
 }
+
+/// The `log` and `error` methods of an rdkafka `ClientContext`, sending
+/// librdkafka's lines through `tracing` (every context of accrete's uses it).
+macro_rules! log_through_tracing {
+    () => {
+        fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+            $crate::log::kafka::librdkafka_log(level, fac, message);
+        }
+        fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+            $crate::log::kafka::librdkafka_error(&error, reason);
+        }
+    };
+}
+pub(crate) use log_through_tracing;
 
 /// librdkafka's log lines, through `tracing` (target `librdkafka`) like the
 /// rest of accrete's, rather than the `log` crate. Its debug contexts (the

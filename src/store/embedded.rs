@@ -8,6 +8,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventId;
+use crate::hooks::runner::Outcome;
 use crate::{Error, Result};
 
 fn state_table(model: &str) -> String {
@@ -29,9 +30,12 @@ const WRITTEN: TableDefinition<'static, &str, u64> = TableDefinition::new(WRITTE
 /// idempotency keys made of them, never repeat across a rebuild.
 const VERSION_FLOOR: TableDefinition<'static, &str, u64> = TableDefinition::new("version_floor");
 
-/// Hook outcomes, by idempotency key: `(ok, attempts, latency in ms)`.
-const HOOK_OUTCOMES: TableDefinition<'static, &str, (bool, u32, u32)> =
-    TableDefinition::new("hook_outcomes");
+/// A recorded hook outcome: `(ok, attempts, latency in ms)`.
+type OutcomeRow = (bool, u32, u32);
+/// Hook outcomes, by idempotency key.
+const HOOK_OUTCOMES_NAME: &str = "hook_outcomes";
+const HOOK_OUTCOMES: TableDefinition<'static, &str, OutcomeRow> =
+    TableDefinition::new(HOOK_OUTCOMES_NAME);
 /// Hook dead letters, by idempotency key (which starts with the hook's name).
 const HOOK_DEAD: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hook_dead");
 
@@ -240,7 +244,7 @@ impl EmbeddedStore {
         ids: &[String],
     ) -> Result<std::collections::HashSet<String>> {
         let mut out = std::collections::HashSet::new();
-        let Some(table) = self.read_table::<&str, (bool, u32, u32)>("hook_outcomes")? else {
+        let Some(table) = self.read_table::<&str, OutcomeRow>(HOOK_OUTCOMES_NAME)? else {
             return Ok(out);
         };
         for id in ids {
@@ -258,11 +262,7 @@ impl EmbeddedStore {
     /// Records hook runs' outcomes `(idempotency key, attempts, error)` and
     /// the dead letters of the failed ones, in one transaction; an outcome
     /// recorded earlier is kept.
-    pub(crate) fn record_hook_outcomes(
-        &self,
-        hook: &str,
-        outcomes: &[crate::hooks::runner::Outcome],
-    ) -> Result<()> {
+    pub(crate) fn record_hook_outcomes(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -273,8 +273,13 @@ impl EmbeddedStore {
             let mut dead = txn
                 .open_table(HOOK_DEAD)
                 .map_err(|e| Error::store("open table", e))?;
-            for o in outcomes {
-                let (id, attempts, error) = (&o.id, &o.attempts, &o.error);
+            for Outcome {
+                id,
+                attempts,
+                error,
+                latency_ms,
+            } in outcomes
+            {
                 let known = recorded
                     .get(id.as_str())
                     .map_err(|e| Error::store("read hook outcomes", e))?
@@ -283,7 +288,7 @@ impl EmbeddedStore {
                     continue;
                 }
                 recorded
-                    .insert(id.as_str(), (error.is_none(), *attempts, o.latency_ms))
+                    .insert(id.as_str(), (error.is_none(), *attempts, *latency_ms))
                     .map_err(|e| Error::store("write hook outcomes", e))?;
                 if let Some(reason) = error {
                     let letter = crate::hooks::HookDeadLetter {
@@ -339,7 +344,7 @@ impl EmbeddedStore {
     /// Store errors.
     pub fn hook_history(&self, hook: &str) -> Result<crate::hooks::HookHistory> {
         let mut history = crate::hooks::HookHistory::default();
-        let Some(table) = self.read_table::<&str, (bool, u32, u32)>("hook_outcomes")? else {
+        let Some(table) = self.read_table::<&str, OutcomeRow>(HOOK_OUTCOMES_NAME)? else {
             return Ok(history);
         };
         let from = format!("{hook}/");

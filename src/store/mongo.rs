@@ -91,6 +91,7 @@ const HOOK_DEAD_LETTERS: &str = "accrete.hook_dead_letters";
 const MEMBERS: &str = "accrete.members";
 
 pub use crate::hooks::HookDeadLetter;
+use crate::hooks::runner::Outcome;
 
 impl MongoStore {
     /// Connects and checks that the server answers (within 10 s unless the
@@ -420,15 +421,16 @@ impl MongoStore {
 
     /// Records runs' outcomes (and, for failures, their dead letters):
     /// `(idempotency key, attempts, error)`, in one bulk write.
-    pub(crate) fn record_outcomes(
-        &self,
-        hook: &str,
-        outcomes: &[crate::hooks::runner::Outcome],
-    ) -> Result<()> {
+    pub(crate) fn record_outcomes(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
         let now = bson::DateTime::now();
         let mut ops = Vec::with_capacity(outcomes.len());
-        for o in outcomes {
-            let (id, attempts, error) = (&o.id, &o.attempts, &o.error);
+        for Outcome {
+            id,
+            attempts,
+            error,
+            latency_ms,
+        } in outcomes
+        {
             if let Some(reason) = error {
                 ops.push((
                     HOOK_DEAD_LETTERS,
@@ -443,7 +445,7 @@ impl MongoStore {
                 doc! { "_id": id },
                 doc! { "$setOnInsert": {
                     "hook": hook, "ok": error.is_none(), "attempts": *attempts as i64, "at": now,
-                    "latency_ms": o.latency_ms as i64,
+                    "latency_ms": *latency_ms as i64,
                 }},
             ));
         }
@@ -570,10 +572,7 @@ impl MongoStore {
         for (i, (state, delta)) in cases.into_iter().enumerate() {
             let id = i as i64;
             if !state.is_identity() {
-                let s = bson::serialize_to_bson(&state).map_err(|e| Error::Encode {
-                    what: "state",
-                    detail: e.to_string(),
-                })?;
+                let s = state_bson(&state)?;
                 coll.insert_one(doc! { "_id": id, "s": s, "v": 1_i64 })
                     .run()
                     .map_err(|e| Error::mongo("insert", e))?;
@@ -775,22 +774,44 @@ fn guard_field(partition: u32) -> String {
 fn refused(
     result: mongodb::error::Result<mongodb::results::SummaryBulkWriteResult>,
 ) -> Result<std::collections::HashSet<usize>> {
-    match result {
-        Ok(_) => Ok(Default::default()),
-        Err(e) => match *e.kind {
-            mongodb::error::ErrorKind::BulkWrite(ref bw) if bw.write_concern_errors.is_empty() => {
-                let mut out = std::collections::HashSet::new();
-                for (index, err) in &bw.write_errors {
-                    if err.code != 11000 {
-                        return Err(Error::mongo("bulk write", &err.message));
-                    }
-                    out.insert(*index);
-                }
-                Ok(out)
-            }
-            _ => Err(Error::mongo("bulk write", e)),
-        },
+    let Err(e) = result else {
+        return Ok(Default::default());
+    };
+    match *e.kind {
+        mongodb::error::ErrorKind::BulkWrite(ref bw) if bw.write_concern_errors.is_empty() => {
+            only_duplicates(
+                "bulk write",
+                bw.write_errors
+                    .iter()
+                    .map(|(i, w)| (*i, w.code, &w.message)),
+            )
+        }
+        _ => Err(Error::mongo("bulk write", e)),
     }
+}
+
+/// The indexes of write errors that are all "duplicate key" (E11000); any
+/// other error is the error.
+fn only_duplicates<'a>(
+    what: &'static str,
+    errors: impl Iterator<Item = (usize, i32, &'a String)>,
+) -> Result<std::collections::HashSet<usize>> {
+    let mut out = std::collections::HashSet::new();
+    for (index, code, message) in errors {
+        if code != 11000 {
+            return Err(Error::mongo(what, message));
+        }
+        out.insert(index);
+    }
+    Ok(out)
+}
+
+/// A state's stored (BSON) form.
+fn state_bson<S: Serialize>(state: &S) -> Result<Bson> {
+    bson::serialize_to_bson(state).map_err(|e| Error::Encode {
+        what: "state",
+        detail: format!("{e} (the state must have a BSON form)"),
+    })
 }
 
 /// Writes one batch: one update per key, pushdown where the state has one,
@@ -825,8 +846,8 @@ where
             rmw.push(kw);
             continue;
         }
-        let idempotent = idempotent(&kw.delta, exactly_once);
         let condition = kw.delta.changes_when("s");
+        let idempotent = condition.is_some() || !exactly_once;
         let mut filter = doc! { "_id": key_id(&kw.key)? };
         let mut ops = doc! { "$inc": { "v": 1_i64 } };
         if let Some(c) = condition {
@@ -891,13 +912,6 @@ where
     Ok(out)
 }
 
-/// Whether a pushdown write of `delta` may be applied twice harmlessly, so
-/// needs no guard: a conditional delta (`$max` and the like), or a model that
-/// does not ask for exactly once.
-fn idempotent<S: Pushdown>(delta: &S, exactly_once: bool) -> bool {
-    !exactly_once || delta.changes_when("s").is_some()
-}
-
 /// Inserts the documents of the keys that may be new, as the write of a
 /// missing document would leave them (`s` the delta, `v` 1, the guards at
 /// the batch's ends); returns the keys to write the usual way: those known
@@ -922,10 +936,7 @@ where
     }
     let mut docs = Vec::with_capacity(new.len());
     for kw in &new {
-        let s = bson::serialize_to_bson(&kw.delta).map_err(|e| Error::Encode {
-            what: "state",
-            detail: format!("{e} (the state must have a BSON form)"),
-        })?;
+        let s = state_bson(&kw.delta)?;
         let mut guards = Document::new();
         for r in &kw.ranges {
             guards.insert(r.partition.to_string(), r.end as i64);
@@ -933,20 +944,21 @@ where
         docs.push(doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards });
     }
     out.writes += docs.len() as u64;
-    let mut refused = std::collections::HashSet::new();
-    if let Err(e) = coll.insert_many(docs).ordered(false).run() {
-        match *e.kind {
+    let refused = match coll.insert_many(docs).ordered(false).run() {
+        Ok(_) => Default::default(),
+        Err(e) => match *e.kind {
             mongodb::error::ErrorKind::InsertMany(ref im) if im.write_concern_error.is_none() => {
-                for err in im.write_errors.iter().flatten() {
-                    if err.code != 11000 {
-                        return Err(Error::mongo("insert", &err.message));
-                    }
-                    refused.insert(err.index);
-                }
+                only_duplicates(
+                    "insert",
+                    im.write_errors
+                        .iter()
+                        .flatten()
+                        .map(|w| (w.index, w.code, &w.message)),
+                )?
             }
             _ => return Err(Error::mongo("insert", e)),
-        }
-    }
+        },
+    };
     for (i, kw) in new.into_iter().enumerate() {
         if refused.contains(&i) {
             rest.push(kw);
@@ -1143,10 +1155,7 @@ where
             let mut next = state.clone();
             next.combine(&delta);
             let changed = next != state;
-            let s = bson::serialize_to_bson(&next).map_err(|e| Error::Encode {
-                what: "state",
-                detail: format!("{e} (the state must have a BSON form)"),
-            })?;
+            let s = state_bson(&next)?;
             let mut guards = Document::new();
             for r in &ranges {
                 guards.insert(guard_field(r.partition), r.end as i64);
