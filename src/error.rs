@@ -84,6 +84,21 @@ pub enum Error {
     /// The runtime was asked to do something in a state that does not allow it.
     #[error("{0}")]
     Usage(String),
+    /// Another process has the data directory open.
+    #[error(
+        "{} is in use by another process ({holder}); stop it first, or open the directory read-only \
+         (`Runtime::open_read_only`, `accrete inspect`) to look at it while it runs",
+        path.display()
+    )]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// Who holds it, as the lock file says (a process id), if known.
+        holder: String,
+    },
+    /// Something did not happen within the time allowed.
+    #[error("{0}")]
+    Timeout(String),
     /// The Kafka log failed (feature `kafka`).
     #[error("kafka {op} failed: {detail}")]
     Kafka {

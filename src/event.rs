@@ -57,7 +57,7 @@ pub fn encode<E: Serialize>(event: &E) -> crate::Result<Vec<u8>> {
 pub fn decode<E: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<E, String> {
     let what = std::any::type_name::<E>();
     match payload.split_first() {
-        Some((&EVENT_FORMAT, body)) => match postcard::take_from_bytes::<E>(body) {
+        Some((&EVENT_FORMAT, body)) => match take_from_bytes::<E>(body) {
             Ok((event, [])) => Ok(event),
             Ok((_, rest)) => Err(format!("{} trailing bytes after a `{what}`", rest.len())),
             Err(e) => Err(format!("{} bytes are not a `{what}` ({e})", body.len())),
@@ -67,5 +67,103 @@ pub fn decode<E: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<E, Strin
              `Runtime::submit`/`forward` or `accrete::event::encode`)"
         )),
         None => Err("empty payload".into()),
+    }
+}
+
+/// How much stack one decode may use. Every level of a recursive type reads
+/// at least one byte, so the budget is checked on every byte read: a hostile
+/// payload nested a million levels deep is refused, not a stack overflow
+/// that aborts the process (on every restart, since the event stays in the
+/// log).
+const STACK_BUDGET: usize = 256 << 10;
+
+/// A postcard byte source that refuses to go deeper than [`STACK_BUDGET`]
+/// of stack below where the decode started.
+struct Limited<'de> {
+    bytes: &'de [u8],
+    base: usize,
+    too_deep: bool,
+}
+
+/// An approximation of the stack pointer: the address of a local.
+#[inline(always)]
+fn stack_address() -> usize {
+    let here = 0_u8;
+    std::ptr::addr_of!(here) as usize
+}
+
+impl<'de> Limited<'de> {
+    fn check(&mut self) -> postcard::Result<()> {
+        if stack_address().abs_diff(self.base) > STACK_BUDGET {
+            self.too_deep = true;
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        Ok(())
+    }
+}
+
+impl<'de> postcard::de_flavors::Flavor<'de> for Limited<'de> {
+    type Remainder = (&'de [u8], bool);
+    type Source = &'de [u8];
+
+    fn pop(&mut self) -> postcard::Result<u8> {
+        self.check()?;
+        let (&first, rest) = self
+            .bytes
+            .split_first()
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.bytes = rest;
+        Ok(first)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.bytes.len())
+    }
+
+    fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
+        self.check()?;
+        if ct > self.bytes.len() {
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        let (taken, rest) = self.bytes.split_at(ct);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn finalize(self) -> postcard::Result<Self::Remainder> {
+        Ok((self.bytes, self.too_deep))
+    }
+}
+
+/// Decodes a postcard value from the front of `bytes`, returning it and the
+/// bytes after it: like `postcard::take_from_bytes`, but a value nested too
+/// deeply for the stack is an error (every decoder of bytes from outside the
+/// process goes through here).
+pub(crate) fn take_from_bytes<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, &[u8]), String> {
+    let mut de = postcard::Deserializer::from_flavor(Limited {
+        bytes,
+        base: stack_address(),
+        too_deep: false,
+    });
+    let value = T::deserialize(&mut de);
+    let (rest, too_deep) = de.finalize().unwrap_or((&[], false));
+    match value {
+        Ok(v) => Ok((v, rest)),
+        Err(_) if too_deep => Err(format!(
+            "nested too deeply to decode (more than {} KiB of stack)",
+            STACK_BUDGET >> 10
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Decodes a whole postcard value (trailing bytes are an error), with the
+/// nesting limit of [`take_from_bytes`].
+pub(crate) fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match take_from_bytes(bytes)? {
+        (v, []) => Ok(v),
+        (_, rest) => Err(format!("{} trailing bytes", rest.len())),
     }
 }

@@ -151,7 +151,7 @@ where
                 partition: p,
                 end,
                 pending: FoldMap::default(),
-                maybe: Vec::new(),
+                copies: Vec::new(),
             };
             aggregate(
                 &self.model,

@@ -149,19 +149,19 @@ impl Placement {
             }
             return false;
         }
-        if offset > expected {
-            if let Position::At(at, _) = position {
-                tracing::warn!(reader = %self.reader, partition, expected, got = offset,
+        if offset > expected
+            && let Position::At(at, _) = position
+        {
+            tracing::warn!(reader = %self.reader, partition, expected, got = offset,
                     "the consumer skipped records; reading them again");
-                next.insert(
-                    partition,
-                    Position::Sought {
-                        at,
-                        back: READ_BACK / 4,
-                        since: Instant::now() - RESEEK_AFTER,
-                    },
-                );
-            }
+            next.insert(
+                partition,
+                Position::Sought {
+                    at,
+                    back: READ_BACK / 4,
+                    since: Instant::now() - RESEEK_AFTER,
+                },
+            );
         }
         // Below: read again after a placement. Beyond: fetched before a
         // seek, or skipped to.

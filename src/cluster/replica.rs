@@ -296,10 +296,10 @@ impl rdkafka::ClientContext for Ends {
 pub(super) fn record_ends(statistics: &rdkafka::Statistics, topic: &str, high: &[AtomicU64]) {
     if let Some(t) = statistics.topics.get(topic) {
         for (p, part) in &t.partitions {
-            if let (Ok(p), true) = (usize::try_from(*p), part.hi_offset > 0) {
-                if let Some(slot) = high.get(p) {
-                    slot.fetch_max(part.hi_offset as u64, Ordering::AcqRel);
-                }
+            if let (Ok(p), true) = (usize::try_from(*p), part.hi_offset > 0)
+                && let Some(slot) = high.get(p)
+            {
+                slot.fetch_max(part.hi_offset as u64, Ordering::AcqRel);
             }
         }
     }

@@ -140,6 +140,9 @@ pub enum SyncPolicy {
 pub struct EmbeddedLog {
     dir: PathBuf,
     sync: SyncPolicy,
+    /// Opened to inspect a log another process may be writing: nothing is
+    /// written, repaired or created.
+    read_only: bool,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation.
     creating: Mutex<()>,
@@ -217,18 +220,48 @@ impl EmbeddedLog {
     ///
     /// As [`open`](Self::open).
     pub fn open_with(dir: impl AsRef<Path>, sync: SyncPolicy) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_mode(dir.as_ref(), sync, false)
+    }
+
+    /// Opens the log in `dir` to look at it, while another process may be
+    /// appending to it: nothing is written, and a torn tail (or an append in
+    /// flight) is left alone, not cut off. It shows the log as it was when
+    /// opened. Appends, commits, topic creation and group resets fail with
+    /// [`Error::Usage`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); a missing directory is an I/O error.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_mode(dir.as_ref(), SyncPolicy::Never, true)
+    }
+
+    fn refuse_write(&self, what: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::Usage(format!(
+                "cannot {what}: the log at {} was opened read-only",
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn open_mode(dir: &Path, sync: SyncPolicy, read_only: bool) -> Result<Self> {
+        let dir = dir.to_path_buf();
         let topics_dir = dir.join("topics");
         let groups_dir = dir.join("groups");
-        for d in [&topics_dir, &groups_dir] {
-            fs::create_dir_all(d).map_err(|e| Error::io("creating the log directory", d, e))?;
-        }
-        if sync == SyncPolicy::EveryAppend {
-            sync_dir(&dir)?;
+        if !read_only {
+            for d in [&topics_dir, &groups_dir] {
+                fs::create_dir_all(d).map_err(|e| Error::io("creating the log directory", d, e))?;
+            }
+            if sync == SyncPolicy::EveryAppend {
+                sync_dir(&dir)?;
+            }
         }
         let log = EmbeddedLog {
             dir,
             sync,
+            read_only,
             topics: RwLock::new(HashMap::new()),
             creating: Mutex::new(()),
             groups: Mutex::new(HashMap::new()),
@@ -284,7 +317,7 @@ impl EmbeddedLog {
             let path = dir.join(format!("{p}.log"));
             let file = OpenOptions::new()
                 .read(true)
-                .write(true)
+                .write(!self.read_only)
                 .create(create)
                 .truncate(false)
                 .open(&path)
@@ -295,7 +328,13 @@ impl EmbeddedLog {
                     },
                     _ => Error::io("opening a log partition", &path, e),
                 })?;
-            parts.push(Partition::recover(path, file, self.synced(), &mut scratch)?);
+            parts.push(Partition::recover(
+                path,
+                file,
+                self.synced(),
+                !self.read_only,
+                &mut scratch,
+            )?);
         }
         Ok(Topic { partitions: parts })
     }
@@ -382,6 +421,7 @@ impl Log for EmbeddedLog {
         if let Ok(t) = self.topic(topic) {
             return existing(&t);
         }
+        self.refuse_write("create a topic")?;
         let _creating = lock(&self.creating);
         if let Ok(t) = self.topic(topic) {
             return existing(&t);
@@ -406,6 +446,7 @@ impl Log for EmbeddedLog {
     }
 
     fn append(&self, topic: &str, partition: u32, records: &[NewRecord<'_>]) -> Result<u64> {
+        self.refuse_write("append")?;
         self.with_partition(topic, partition, |p| p.append(records, self.synced()))
     }
 
@@ -433,6 +474,7 @@ impl Log for EmbeddedLog {
     }
 
     fn commit(&self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<()> {
+        self.refuse_write("commit")?;
         let state = self.group_offsets(group, topic, partition)?;
         let mut state = lock(&state);
         self.load_group(&mut state, group, topic)?;
@@ -461,6 +503,7 @@ impl Log for EmbeddedLog {
     }
 
     fn reset_group(&self, group: &str, topic: &str) -> Result<()> {
+        self.refuse_write("reset a group")?;
         validate_name("group", group, MAX_NAME)?;
         validate_name("topic", topic, MAX_NAME)?;
         let state = self.group_state(group, topic);
@@ -483,7 +526,14 @@ impl Log for EmbeddedLog {
 
 impl Partition {
     /// Scans the file: finds the end, builds the index, cuts a torn tail.
-    fn recover(path: PathBuf, file: File, sync: bool, scratch: &mut Vec<u8>) -> Result<Self> {
+    /// Without `repair` (a read-only open), a torn tail is left in place.
+    fn recover(
+        path: PathBuf,
+        file: File,
+        sync: bool,
+        repair: bool,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Self> {
         let file_len = file
             .metadata()
             .map_err(|e| Error::io("reading log partition metadata", &path, e))?
@@ -497,7 +547,7 @@ impl Partition {
                 .map_err(|e| Error::io("scanning a log partition", &path, e))?;
             let (pos, why) = match next {
                 Next::Frame(_, pos) => {
-                    if count % INDEX_EVERY == 0 {
+                    if count.is_multiple_of(INDEX_EVERY) {
                         index.push(pos);
                     }
                     count += 1;
@@ -518,6 +568,9 @@ impl Partition {
                         path.display()
                     ),
                 });
+            }
+            if !repair {
+                break pos;
             }
             tracing::warn!(
                 path = %path.display(),
@@ -568,7 +621,7 @@ impl Partition {
         w.buf.clear();
         w.marks.clear();
         for (i, r) in records.iter().enumerate() {
-            if (first + i as u64) % INDEX_EVERY == 0 {
+            if (first + i as u64).is_multiple_of(INDEX_EVERY) {
                 w.marks.push(start + w.buf.len() as u64);
             }
             encode(&mut w.buf, r)?;
@@ -580,13 +633,11 @@ impl Partition {
             }
             return Err(Error::io("appending to a log partition", &self.path, e));
         }
-        if sync {
-            if let Err(e) = self.file.sync_data() {
-                // After a failed fsync the page cache cannot be trusted.
-                w.broken = Some(e.kind());
-                let _ = self.file.set_len(start);
-                return Err(Error::io("syncing a log partition", &self.path, e));
-            }
+        if sync && let Err(e) = self.file.sync_data() {
+            // After a failed fsync the page cache cannot be trusted.
+            w.broken = Some(e.kind());
+            let _ = self.file.set_len(start);
+            return Err(Error::io("syncing a log partition", &self.path, e));
         }
         if !w.marks.is_empty() {
             write(&self.index).extend_from_slice(&w.marks);

@@ -171,10 +171,11 @@ impl KafkaConfig {
             let md = consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
                 .map_err(|e| Error::kafka("fetch metadata", format!("{e}{}", hint(&e))))?;
-            if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
-                if t.error().is_none() && !t.partitions().is_empty() {
-                    return Ok(t.partitions().len() as u32);
-                }
+            if let Some(t) = md.topics().iter().find(|t| t.name() == topic)
+                && t.error().is_none()
+                && !t.partitions().is_empty()
+            {
+                return Ok(t.partitions().len() as u32);
             }
             // A topic just created may take a moment to show up.
             if attempt < 49 {

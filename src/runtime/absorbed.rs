@@ -1,5 +1,11 @@
-//! Which events a key's state has absorbed: the exactly-once bookkeeping,
-//! stored with the state and written in the same atomic write.
+//! Which events a state has absorbed: the exactly-once bookkeeping, written
+//! in the same atomic write as the state.
+//!
+//! [`Forwarded`] is what the runtime keeps now: per model and upstream
+//! partition, the forwarded ids applied. [`Absorbed`] is the per-key form
+//! records written before kept (and the MongoDB backend's guard still
+//! keeps): it is read, and checked for forwarded copies, but no longer
+//! grown. The rest of this paragraph describes it.
 //!
 //! Per `(source, partition)` a sorted list of disjoint half-open offset
 //! ranges. In the common case it is one range per partition, whatever the
@@ -48,6 +54,7 @@ impl Absorbed {
     }
 
     /// Records one event; false if it was already absorbed.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, id: EventId) -> bool {
         if self.contains(id) {
             return false;
@@ -57,6 +64,7 @@ impl Absorbed {
     }
 
     /// Records every offset below `end` of a partition as absorbed.
+    #[cfg(test)]
     pub(crate) fn absorb_prefix(&mut self, source: u32, partition: u32, end: u64) {
         if end > 0 {
             self.insert_range(source, partition, 0, end);
@@ -64,6 +72,7 @@ impl Absorbed {
     }
 
     /// The end of the absorbed prefix `[0, n)` of a partition (0 if none).
+    #[cfg(test)]
     pub(crate) fn prefix(&self, source: u32, partition: u32) -> u64 {
         let span = self.span(source, partition);
         self.ranges[span]
@@ -79,6 +88,7 @@ impl Absorbed {
     }
 
     /// Inserts `[start, end)`, merging overlapping and adjacent ranges.
+    #[cfg(test)]
     fn insert_range(&mut self, source: u32, partition: u32, start: u64, end: u64) {
         let span = self.span(source, partition);
         let part = &self.ranges[span.clone()];
@@ -103,9 +113,131 @@ impl Absorbed {
     }
 }
 
+/// The forwarded event ids of one upstream `(source, partition)` that a
+/// model has applied: the exactly-once bookkeeping of
+/// [`Runtime::forward`](crate::runtime::Runtime::forward), kept once per
+/// model (the embedded store writes a batch's keys in one transaction, so
+/// one set serves every key) instead of once per key.
+///
+/// Exact above a horizon: sorted, disjoint, non-adjacent inclusive ranges.
+/// Upstream delivery that is roughly in order keeps them few (gaps close as
+/// late ids arrive). So that nothing grows without bound, when more than
+/// [`Forwarded::MAX_RANGES`] are kept the lowest half are folded into the
+/// horizon: below it the set can no longer tell an applied id from one that
+/// never came, and such an id goes to the dead letters (never applied twice,
+/// never silently dropped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Forwarded {
+    /// Ids at or below it (when set) are unknown.
+    horizon: Option<u64>,
+    /// Inclusive `(first, last)` ranges above the horizon.
+    ranges: Vec<(u64, u64)>,
+}
+
+/// What [`Forwarded::insert`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Not applied before: recorded now.
+    New,
+    /// Applied before.
+    Duplicate,
+    /// At or below the horizon: cannot tell.
+    BelowHorizon(u64),
+}
+
+impl Forwarded {
+    /// The most ranges kept before the lowest half fold into the horizon.
+    pub(crate) const MAX_RANGES: usize = 1024;
+
+    /// Records `offset`; says whether it was new.
+    pub(crate) fn insert(&mut self, offset: u64) -> Seen {
+        if let Some(h) = self.horizon
+            && offset <= h
+        {
+            return Seen::BelowHorizon(h);
+        }
+        let i = self.ranges.partition_point(|&(_, last)| last < offset);
+        if self
+            .ranges
+            .get(i)
+            .is_some_and(|&(first, _)| first <= offset)
+        {
+            return Seen::Duplicate;
+        }
+        // Joins the range before (ending at offset - 1) and/or after
+        // (starting at offset + 1); no arithmetic overflows at the extremes.
+        let joins_before = i > 0 && self.ranges[i - 1].1.checked_add(1) == Some(offset);
+        let joins_after = self
+            .ranges
+            .get(i)
+            .is_some_and(|&(first, _)| offset.checked_add(1) == Some(first));
+        match (joins_before, joins_after) {
+            (true, true) => {
+                self.ranges[i - 1].1 = self.ranges[i].1;
+                self.ranges.remove(i);
+            }
+            (true, false) => self.ranges[i - 1].1 = offset,
+            (false, true) => self.ranges[i].0 = offset,
+            (false, false) => self.ranges.insert(i, (offset, offset)),
+        }
+        if self.ranges.len() > Self::MAX_RANGES {
+            let fold = self.ranges.len() / 2;
+            self.horizon = Some(self.ranges[fold - 1].1);
+            self.ranges.drain(..fold);
+        }
+        Seen::New
+    }
+
+    /// The ranges kept: the size of the bookkeeping.
+    #[cfg(test)]
+    pub(crate) fn ranges(&self) -> usize {
+        self.ranges.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_ids_in_any_order_stay_exact_and_bounded() {
+        let mut f = Forwarded::default();
+        assert_eq!(f.insert(u64::MAX), Seen::New);
+        assert_eq!(f.insert(u64::MAX), Seen::Duplicate);
+        assert_eq!(f.insert(0), Seen::New);
+        assert_eq!(f.insert(u64::MAX - 1), Seen::New);
+        assert_eq!(f.ranges(), 2);
+        // A shuffled window closes its gaps: one range per gap-free prefix.
+        let mut f = Forwarded::default();
+        let mut x = 7_u64;
+        let mut ids: Vec<u64> = (0..100_000).collect();
+        for w in ids.chunks_mut(512) {
+            for i in (1..w.len()).rev() {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                w.swap(i, (x >> 33) as usize % (i + 1));
+            }
+        }
+        for &id in &ids {
+            assert_eq!(f.insert(id), Seen::New);
+            assert!(f.ranges() <= 512);
+        }
+        assert_eq!(f.ranges(), 1);
+        for id in (0..100_000).step_by(997) {
+            assert_eq!(f.insert(id), Seen::Duplicate);
+        }
+        // Ids that never close their gaps: bounded by the horizon, and an
+        // id below it is reported, not applied and not dropped silently.
+        let mut f = Forwarded::default();
+        for id in (0..10_000).map(|i| i * 2) {
+            assert_eq!(f.insert(id), Seen::New);
+            assert!(f.ranges() <= Forwarded::MAX_RANGES);
+        }
+        assert!(matches!(f.insert(1), Seen::BelowHorizon(_)));
+        assert_eq!(f.insert(19_998), Seen::Duplicate);
+        assert_eq!(f.insert(19_997), Seen::New);
+    }
 
     fn id(offset: u64) -> EventId {
         EventId {
@@ -156,7 +288,7 @@ mod tests {
                 partition,
                 offset,
             };
-            if x % 17 == 0 {
+            if x.is_multiple_of(17) {
                 a.absorb_prefix(source, partition, offset);
                 model.extend((0..offset).map(|o| (source, partition, o)));
             } else {

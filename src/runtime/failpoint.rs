@@ -16,6 +16,10 @@ pub const FAILPOINTS: [&str; 4] = [
     "after_commit",
 ];
 
+/// The places a rebuild can be crashed at: before the state is cleared, and
+/// between clearing it and resetting the model's consumer group.
+pub const REBUILD_FAILPOINTS: [&str; 2] = ["rebuild_before_clear", "rebuild_after_clear"];
+
 /// The places an embedded cluster hook can be crashed at: after a batch's
 /// runs and recorded outcomes, before its position is committed.
 pub const HOOK_FAILPOINTS: [&str; 1] = ["hook_before_commit"];

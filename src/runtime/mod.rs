@@ -30,7 +30,7 @@
 //! # Ok(()) }
 //! ```
 
-mod absorbed;
+pub(crate) mod absorbed;
 pub mod failpoint;
 mod hooks;
 pub(crate) mod metrics;
@@ -117,6 +117,59 @@ pub struct Status {
     pub model: String,
     /// Per partition.
     pub partitions: Vec<PartitionStatus>,
+    /// Set while the model cannot make progress: its batches fail (and are
+    /// retried with backoff). `None` when the last batch succeeded.
+    pub error: Option<Failing>,
+}
+
+/// Why a read model is not making progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failing {
+    /// The last batch's error.
+    pub last_error: String,
+    /// Batches failed in a row.
+    pub failures: u64,
+    /// How long it has been failing, in milliseconds.
+    pub for_ms: u64,
+}
+
+/// The health of a running model's workers, shared with them.
+#[derive(Default)]
+struct Health {
+    failing: Mutex<Option<(String, u64, Instant)>>,
+}
+
+impl Health {
+    fn failed(&self, model: &'static str, error: &Error) {
+        let mut f = self.failing.lock();
+        let first = f.is_none();
+        let (message, failures, _) = f.get_or_insert_with(|| (String::new(), 0, Instant::now()));
+        *message = error.to_string();
+        *failures += 1;
+        if first && !tracing::dispatcher::has_been_set() {
+            // Not silent without a tracing subscriber: one line when a model
+            // starts failing (status() and the metrics say the rest).
+            eprintln!(
+                "accrete: read model `{model}` cannot make progress, retrying: {error} \
+                 (install a tracing subscriber for details; Runtime::status shows the state)"
+            );
+        }
+    }
+
+    fn ok(&self) {
+        let mut f = self.failing.lock();
+        if f.is_some() {
+            *f = None;
+        }
+    }
+
+    fn snapshot(&self) -> Option<Failing> {
+        self.failing.lock().as_ref().map(|(m, n, since)| Failing {
+            last_error: m.clone(),
+            failures: *n,
+            for_ms: since.elapsed().as_millis() as u64,
+        })
+    }
 }
 
 impl Status {
@@ -134,6 +187,7 @@ impl Status {
 
 struct Running {
     pipeline: Arc<dyn Pipeline>,
+    health: Arc<Health>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -152,8 +206,18 @@ struct Inner {
     log: Arc<dyn Log>,
     store: Arc<EmbeddedStore>,
     config: Config,
+    /// The source number of events submitted here (see
+    /// [`EmbeddedStore::source_id`]).
+    source: u32,
     models: Mutex<BTreeMap<&'static str, Running>>,
     hooks: Mutex<Vec<RunningHook>>,
+    /// Serializes the operations that start and stop pipelines (add, stop,
+    /// rebuild, shutdown), so that two of them racing never run two
+    /// pipelines of one model.
+    ops: Mutex<()>,
+    /// The data directory's lock, held while the runtime lives.
+    _lock: Option<std::fs::File>,
+    read_only: bool,
 }
 
 /// The runtime on one machine: a log, a store, and the read models folding
@@ -190,11 +254,46 @@ impl Runtime {
     /// # Errors
     ///
     /// As [`Runtime::open`].
+    ///
+    /// The directory is locked first (`dir/LOCK`): a second process opening
+    /// it fails with [`Error::Locked`] before touching the log or the store.
+    /// To look at a directory a service is using, see
+    /// [`Runtime::open_read_only`].
     pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
         let dir = dir.as_ref();
-        let log = EmbeddedLog::open(dir.join("log"))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("creating the data directory", dir, e))?;
+        let lock = lock_dir(dir)?;
         let store = EmbeddedStore::open(dir.join("state.redb"))?;
-        Self::new(Arc::new(log), Arc::new(store), config)
+        let log = EmbeddedLog::open(dir.join("log"))?;
+        let mut rt = Self::build(Arc::new(log), Arc::new(store), config, false)?;
+        Arc::get_mut(&mut rt.inner)
+            .expect("a new runtime is not shared")
+            ._lock = Some(lock);
+        Ok(rt)
+    }
+
+    /// Opens a data directory to look at it, while a service may be using
+    /// it: the log as it was when opened, the store as of its latest commit
+    /// on every read. Reads (`get`, `scan`, `status`, dead letters, hook
+    /// history) work; everything that writes (`submit`, `add_model`,
+    /// hooks, `rebuild`) fails with [`Error::Usage`].
+    ///
+    /// # Errors
+    ///
+    /// The directory holds no accrete data; I/O and store errors.
+    pub fn open_read_only(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+        let dir = dir.as_ref();
+        let state = dir.join("state.redb");
+        if !state.exists() {
+            return Err(Error::Usage(format!(
+                "{} holds no accrete data (no state.redb)",
+                dir.display()
+            )));
+        }
+        let store = EmbeddedStore::open_read_only(state)?;
+        let log = EmbeddedLog::open_read_only(dir.join("log"))?;
+        Self::build(Arc::new(log), Arc::new(store), config, true)
     }
 
     /// A runtime over any log and the embedded store.
@@ -203,21 +302,47 @@ impl Runtime {
     ///
     /// Creating the events topic failed.
     pub fn new(log: Arc<dyn Log>, store: Arc<EmbeddedStore>, config: Config) -> Result<Self> {
+        let read_only = store.is_read_only();
+        Self::build(log, store, config, read_only)
+    }
+
+    fn build(
+        log: Arc<dyn Log>,
+        store: Arc<EmbeddedStore>,
+        config: Config,
+        read_only: bool,
+    ) -> Result<Self> {
         if config.partitions == 0 || config.batch_size == 0 || config.workers == 0 {
             return Err(Error::Usage(
                 "partitions, batch_size and workers must be at least 1".into(),
             ));
         }
-        log.create_topic(&config.events_topic, config.partitions)?;
+        if !read_only {
+            log.create_topic(&config.events_topic, config.partitions)?;
+        }
+        let source = store.source_id(&config.events_topic)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 log,
                 store,
                 config,
+                source,
                 models: Mutex::new(BTreeMap::new()),
                 hooks: Mutex::new(Vec::new()),
+                ops: Mutex::new(()),
+                _lock: None,
+                read_only,
             }),
         })
+    }
+
+    fn writable(&self, what: &str) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::Usage(format!(
+                "cannot {what}: the runtime was opened read-only (Runtime::open_read_only)"
+            )));
+        }
+        Ok(())
     }
 
     /// The log.
@@ -247,6 +372,7 @@ impl Runtime {
         event_time_ms: i64,
         event: &E,
     ) -> Result<crate::event::EventId> {
+        self.writable("submit")?;
         let payload = crate::event::encode(event)?;
         let key = key.as_ref();
         let topic = &self.inner.config.events_topic;
@@ -262,7 +388,7 @@ impl Runtime {
             }],
         )?;
         Ok(crate::event::EventId {
-            source: crate::event::source_id(topic),
+            source: self.inner.source,
             partition,
             offset,
         })
@@ -312,6 +438,7 @@ impl Runtime {
         E: Serialize + 'a,
         K: AsRef<[u8]>,
     {
+        self.writable("submit")?;
         struct Encoded {
             key: Vec<u8>,
             time: i64,
@@ -363,8 +490,9 @@ impl Runtime {
     pub fn add_model<M: ReadModel>(&self, model: M) -> Result<()> {
         // 180, so that `materialize-<name>` and `changes.<name>` fit the log's 200.
         validate_name("read model", M::NAME, 180)?;
-        let mut models = self.inner.models.lock();
-        if models.contains_key(M::NAME) {
+        self.writable("add a read model")?;
+        let _ops = self.inner.ops.lock();
+        if self.inner.models.lock().contains_key(M::NAME) {
             return Err(Error::Model(M::NAME.into(), "is already running".into()));
         }
         let c = &self.inner.config;
@@ -373,32 +501,94 @@ impl Runtime {
             Arc::clone(&self.inner.log),
             Arc::clone(&self.inner.store),
             &c.events_topic,
+            self.inner.source,
             c.partitions,
         )?;
+        self.finish_rebuild(M::NAME)?;
+        self.repair_lost_tail(M::NAME)?;
         runner.recover()?;
         let pipeline: Arc<dyn Pipeline> = Arc::new(runner);
         let running = self.spawn(pipeline);
-        models.insert(M::NAME, running);
+        self.inner.models.lock().insert(M::NAME, running);
+        Ok(())
+    }
+
+    /// Finishes a rebuild a crash interrupted: the state was cleared (with
+    /// a mark, in the same transaction) but the consumer group may not have
+    /// been reset. Resetting it now makes the model fold the log from the
+    /// beginning, as the rebuild meant.
+    fn finish_rebuild(&self, model: &str) -> Result<()> {
+        if self.inner.store.rebuilding(model)? {
+            tracing::warn!(
+                model,
+                "finishing a rebuild that was interrupted: folding the log from the beginning"
+            );
+            self.inner
+                .log
+                .reset_group(&group_name(model), &self.inner.config.events_topic)?;
+            self.inner.store.finish_rebuild(model)?;
+        }
+        Ok(())
+    }
+
+    /// A log that lost its tail (an unsynced tail lost in a power failure,
+    /// a restored backup) will give its offsets to new events again. If the
+    /// model's committed position or written end lies beyond the log's end,
+    /// they are brought back to it, so that the new events are folded
+    /// rather than taken for the lost ones. The lost events' effects stay in
+    /// the state (they were folded); the repair is logged loudly.
+    fn repair_lost_tail(&self, model: &'static str) -> Result<()> {
+        let c = &self.inner.config;
+        let group = group_name(model);
+        for p in 0..c.partitions {
+            let end = self.inner.log.end_offset(&c.events_topic, p)?;
+            let committed = self.inner.log.committed(&group, &c.events_topic, p)?;
+            let written = self.inner.store.written_end(model, p)?;
+            if committed <= end && written <= end {
+                continue;
+            }
+            let message = format!(
+                "read model `{model}`, partition {p}: the log ends at offset {end}, but the model has folded \
+                 up to {} (committed {committed}, written {written}); the log lost its tail (an unsynced tail \
+                 lost in a power failure, or a restored backup). New events will get those offsets again: \
+                 the model's position is moved back to {end} so that they are folded. The lost events' \
+                 effects stay in the state.",
+                committed.max(written)
+            );
+            tracing::error!("{message}");
+            if !tracing::dispatcher::has_been_set() {
+                eprintln!("accrete: {message}");
+            }
+            if written > end {
+                self.inner.store.lower_written_end(model, p, end)?;
+            }
+            if committed > end {
+                self.inner.log.commit(&group, &c.events_topic, p, end)?;
+            }
+        }
         Ok(())
     }
 
     fn spawn(&self, pipeline: Arc<dyn Pipeline>) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::default());
         let c = &self.inner.config;
         let workers = c.workers.min(c.partitions as usize).max(1);
         let threads = (0..workers)
             .map(|member| {
                 let pipeline = Arc::clone(&pipeline);
                 let stop = Arc::clone(&stop);
+                let health = Arc::clone(&health);
                 let config = c.clone();
                 std::thread::Builder::new()
                     .name(format!("accrete-{}-{member}", pipeline.name()))
-                    .spawn(move || work(&*pipeline, member, workers, &config, &stop))
+                    .spawn(move || work(&*pipeline, member, workers, &config, &stop, &health))
                     .expect("spawning a worker thread")
             })
             .collect();
         Running {
             pipeline,
+            health,
             stop,
             threads,
         }
@@ -410,6 +600,11 @@ impl Runtime {
     ///
     /// The model is not running.
     pub fn stop_model(&self, name: &str) -> Result<()> {
+        let _ops = self.inner.ops.lock();
+        self.stop_locked(name)
+    }
+
+    fn stop_locked(&self, name: &str) -> Result<()> {
         let running = self.inner.models.lock().remove(name);
         let running = running.ok_or_else(|| Error::Model(name.into(), "is not running".into()))?;
         running.stop.store(true, Ordering::Relaxed);
@@ -420,14 +615,18 @@ impl Runtime {
     }
 
     /// Rebuilds a read model from the beginning of the log: stops it,
-    /// deletes its state, outbox and dead letters, resets its consumer
-    /// group, and starts it again. Live events keep arriving meanwhile; the
-    /// model catches up (see [`Runtime::status`]).
+    /// publishes changes still in its outbox, deletes its state, outbox and
+    /// dead letters, resets its consumer group, and starts it again. Live
+    /// events keep arriving meanwhile; the model catches up (see
+    /// [`Runtime::status`]). A crash midway is finished when the model is
+    /// next added.
     ///
     /// # Errors
     ///
     /// The model is not running; store or I/O errors.
     pub fn rebuild<M: ReadModel>(&self) -> Result<()> {
+        self.writable("rebuild")?;
+        let _ops = self.inner.ops.lock();
         let pipeline = {
             let models = self.inner.models.lock();
             let running = models
@@ -435,11 +634,33 @@ impl Runtime {
                 .ok_or_else(|| Error::Model(M::NAME.into(), "is not running".into()))?;
             Arc::clone(&running.pipeline)
         };
-        self.stop_model(M::NAME)?;
-        self.inner.store.clear_model(M::NAME)?;
-        self.inner
-            .log
-            .reset_group(&group_name(M::NAME), &self.inner.config.events_topic)?;
+        self.stop_locked(M::NAME)?;
+        // Every change that happened is published, even one a rebuild would
+        // otherwise delete from the outbox.
+        let published = pipeline.recover();
+        let rebuilt = published.and_then(|_| {
+            failpoint::hit("rebuild_before_clear");
+            self.inner.store.clear_model(M::NAME)?;
+            failpoint::hit("rebuild_after_clear");
+            self.finish_rebuild(M::NAME)
+        });
+        if let Err(e) = rebuilt {
+            if self.inner.store.rebuilding(M::NAME).unwrap_or(true) {
+                // Cleared but not reset: running now would fold from the old
+                // position into an empty state. Adding the model again
+                // finishes the rebuild.
+                return Err(Error::Model(
+                    M::NAME.into(),
+                    format!(
+                        "rebuild failed midway ({e}); the model is stopped, add it again (add_model) to \
+                         finish the rebuild"
+                    ),
+                ));
+            }
+            let running = self.spawn(pipeline);
+            self.inner.models.lock().insert(M::NAME, running);
+            return Err(e);
+        }
         pipeline.forget();
         let running = self.spawn(pipeline);
         self.inner.models.lock().insert(M::NAME, running);
@@ -476,6 +697,27 @@ impl Runtime {
             .map(|rec| (rec.version, rec.state)))
     }
 
+    /// The size in bytes of a key's stored record: its state, version and
+    /// exactly-once bookkeeping (which stays bounded however many events
+    /// the key absorbed, forwarded or not). `None` if nothing is stored.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn stored_bytes<M: ReadModel>(&self, key: &M::Key) -> Result<Option<usize>> {
+        let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
+            what: "key",
+            detail: e.to_string(),
+        })?;
+        Ok(self
+            .inner
+            .store
+            .get_raw_many(M::NAME, &[&key])?
+            .pop()
+            .flatten()
+            .map(|r| r.len()))
+    }
+
     /// Every key's state, in key-byte order, skipping identity states. `f`
     /// returns `false` to stop.
     ///
@@ -503,13 +745,26 @@ impl Runtime {
     }
 
     /// Progress of a model by name: committed position, end and lag per
-    /// partition.
+    /// partition, and whether it is failing ([`Status::error`]).
     ///
     /// # Errors
     ///
-    /// I/O errors.
+    /// [`Error::Model`] if no model of that name runs here or ever ran in
+    /// this store; I/O errors.
     pub fn status(&self, model: &str) -> Result<Status> {
         let c = &self.inner.config;
+        let error = match self.inner.models.lock().get(model) {
+            Some(running) => running.health.snapshot(),
+            None if self.inner.store.has_model(model)? => None,
+            None => {
+                return Err(Error::Model(
+                    model.into(),
+                    "is not known here: no read model of that name runs in this runtime or was ever \
+                     stored (add it with add_model)"
+                        .into(),
+                ));
+            }
+        };
         let group = group_name(model);
         let partitions = (0..c.partitions)
             .map(|p| {
@@ -526,6 +781,7 @@ impl Runtime {
         Ok(Status {
             model: model.to_string(),
             partitions,
+            error,
         })
     }
 
@@ -533,7 +789,8 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// [`Error::Usage`] on timeout, with the remaining lag.
+    /// [`Error::Timeout`] on timeout, with the remaining lag and, if the
+    /// model is failing, its last error; as [`Runtime::status`].
     pub fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<Status> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -542,8 +799,15 @@ impl Runtime {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                return Err(Error::Usage(format!(
-                    "read model `{}` did not catch up within {timeout:?}: lag {}",
+                let why = match &status.error {
+                    Some(f) => format!(
+                        "; it cannot make progress: {} batches failed in a row over {} ms, the last with: {}",
+                        f.failures, f.for_ms, f.last_error
+                    ),
+                    None => String::new(),
+                };
+                return Err(Error::Timeout(format!(
+                    "read model `{}` did not catch up within {timeout:?}: lag {}{why}",
                     M::NAME,
                     status.lag()
                 )));
@@ -642,6 +906,7 @@ impl Runtime {
     /// A hook of that name is already running; invalid name; I/O errors.
     pub fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
         validate_name("hook", H::NAME, 180)?;
+        self.writable("add a cluster hook")?;
         let model = <H::Model as ReadModel>::NAME;
         let mut running = self.inner.hooks.lock();
         if running.iter().any(|h| h.name == Some(H::NAME)) {
@@ -705,6 +970,7 @@ impl Runtime {
         &self,
         f: impl Fn(&M::Key, &M::State, &M::State) + Send + Sync + 'static,
     ) -> Result<()> {
+        self.writable("add a node hook")?;
         let c = &self.inner.config;
         let topic = changes_topic(M::NAME);
         self.inner.log.create_topic(&topic, c.partitions)?;
@@ -768,9 +1034,10 @@ impl Runtime {
 
     /// Stops every model's workers and every hook, and waits for them.
     pub fn shutdown(&self) {
+        let _ops = self.inner.ops.lock();
         let names: Vec<&'static str> = self.inner.models.lock().keys().copied().collect();
         for name in names {
-            let _ = self.stop_model(name);
+            let _ = self.stop_locked(name);
         }
         let hooks = std::mem::take(&mut *self.inner.hooks.lock());
         for h in &hooks {
@@ -782,6 +1049,44 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Locks a data directory for this process: `dir/LOCK`, holding the
+/// process id. Released when the file is closed (the runtime dropped, or
+/// the process gone, however it ended).
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("opening the directory lock", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "process unknown".to_string(),
+                pid => format!("process {pid}"),
+            };
+            return Err(Error::Locked {
+                path: dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::io("locking the data directory", &path, e));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .map_err(|e| Error::io("writing the directory lock", &path, e))?;
+    Ok(file)
 }
 
 /// Changes of `model` the hook's consumer group has not committed.
@@ -826,6 +1131,7 @@ fn work(
     members: usize,
     config: &Config,
     stop: &AtomicBool,
+    health: &Health,
 ) {
     let mine: Vec<u32> = (0..config.partitions)
         .filter(|p| *p as usize % members == member)
@@ -835,7 +1141,11 @@ fn work(
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
         let mut failed = false;
-        match pipeline.step(&mine, config.batch_size) {
+        let step = pipeline.step(&mine, config.batch_size);
+        if step.is_ok() {
+            health.ok();
+        }
+        match step {
             Ok(Some(_)) => busy = true,
             Ok(None) => {
                 if let Err(e) = pipeline.tidy(&mine) {
@@ -844,6 +1154,7 @@ fn work(
             }
             Err(e) => {
                 failed = true;
+                health.failed(pipeline.name(), &e);
                 metrics::error(pipeline.name());
                 tracing::error!(model = pipeline.name(), partitions = ?mine, error = %e, "batch failed; retrying from the committed positions");
             }

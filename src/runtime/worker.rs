@@ -11,7 +11,7 @@ use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use super::absorbed::Absorbed;
+use super::absorbed::{Absorbed, Forwarded, Seen};
 use super::failpoint;
 use crate::event::EventId;
 use crate::log::{Log, NewRecord, RecordBatch, partition_for};
@@ -69,10 +69,12 @@ pub(crate) fn read_records<S: serde::de::DeserializeOwned>(
 pub(crate) fn decode_change_payload<S: serde::de::DeserializeOwned>(
     payload: &[u8],
 ) -> Result<(u64, S)> {
-    postcard::from_bytes(payload).map_err(|e| Error::Corrupt {
-        what: "change",
-        detail: e.to_string(),
-    })
+    crate::event::take_from_bytes(payload)
+        .map(|(change, _)| change)
+        .map_err(|detail| Error::Corrupt {
+            what: "change",
+            detail,
+        })
 }
 
 /// Decodes a record of a changes topic: the key, and `(version, delta)`.
@@ -81,9 +83,9 @@ where
     K: serde::de::DeserializeOwned,
     S: serde::de::DeserializeOwned,
 {
-    let key = postcard::from_bytes(key).map_err(|e| Error::Corrupt {
+    let key = crate::event::from_bytes(key).map_err(|detail| Error::Corrupt {
         what: "change key",
-        detail: e.to_string(),
+        detail,
     })?;
     let (version, delta) = decode_change_payload(payload)?;
     Ok((key, version, delta))
@@ -104,10 +106,12 @@ pub(crate) fn decode_record<S: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<StoredRecord<S>> {
     match bytes.split_first() {
-        Some((&RECORD_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| Error::Corrupt {
-            what: "stored state",
-            detail: format!("{e} (did the state type change? rebuild the read model)"),
-        }),
+        Some((&RECORD_FORMAT, rest)) => crate::event::take_from_bytes(rest)
+            .map(|(record, _)| record)
+            .map_err(|e| Error::Corrupt {
+                what: "stored state",
+                detail: format!("{e} (did the state type change? rebuild the read model)"),
+            }),
         Some((other, _)) => Err(Error::Corrupt {
             what: "stored state",
             detail: format!(
@@ -140,27 +144,29 @@ pub(crate) struct Outbox {
     changes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A delta that may already be absorbed: its event id, whether the event is
-/// at its native position, the delta.
-type Maybe<S> = (EventId, bool, S);
+/// An event forwarded with its original id (`Runtime::forward`): its
+/// deltas, applied only if the model has not applied the id before.
+pub(crate) struct Copy<K, S> {
+    pub(crate) id: EventId,
+    pub(crate) deltas: Vec<(K, S)>,
+    /// The payload, for a dead letter if the id cannot be checked.
+    pub(crate) payload: Vec<u8>,
+}
 
 /// One partition's batch, aggregated, waiting for the step's transaction.
 pub(crate) struct Work<K, S> {
     pub(crate) partition: u32,
     pub(crate) end: u64,
     pub(crate) pending: FoldMap<K, S>,
-    /// Deltas of events that may already be absorbed (re-read after a crash,
-    /// or re-appended with their original id): checked in the write, one
-    /// event at a time. Rare: empty in the steady state.
-    pub(crate) maybe: Vec<(K, EventId, bool, S)>,
+    /// Forwarded events, checked against the model's forwarded ids in the
+    /// write. Rare: empty unless events are forwarded.
+    pub(crate) copies: Vec<Copy<K, S>>,
 }
 
 /// The deltas of one key in one batch.
 pub(crate) struct Pending<S> {
     /// Deltas of events that cannot be duplicates, pre-combined.
     pub(crate) fresh: Option<S>,
-    /// Whether an event at its native position touched the key.
-    pub(crate) native: bool,
 }
 
 /// The pre-aggregation map: a fast hasher, seeded per process so that keys
@@ -226,6 +232,7 @@ impl<M: ReadModel> Runner<M> {
         log: Arc<dyn Log>,
         store: Arc<EmbeddedStore>,
         events_topic: &str,
+        source: u32,
         partitions: u32,
     ) -> Result<Self> {
         let changes_topic = changes_topic(M::NAME);
@@ -235,7 +242,7 @@ impl<M: ReadModel> Runner<M> {
             log,
             store,
             events_topic: events_topic.to_string(),
-            source: crate::event::source_id(events_topic),
+            source,
             changes_topic,
             change_partitions: partitions,
             group: group_name(M::NAME),
@@ -254,11 +261,12 @@ impl<M: ReadModel> Runner<M> {
     }
 
     /// One transaction for a step: every touched key once per partition
-    /// batch, the dead letters, the written ends, one outbox row.
+    /// batch, the forwarded ids, the dead letters, the written ends, one
+    /// outbox row.
     fn write(
         &self,
         works: Vec<Work<M::Key, M::State>>,
-        dead: &[DeadLetter],
+        mut dead: Vec<DeadLetter>,
         published: &[u64],
         outcome: &mut BatchOutcome,
     ) -> Result<Option<Outbox>> {
@@ -271,23 +279,55 @@ impl<M: ReadModel> Runner<M> {
                 partition,
                 end,
                 pending,
-                maybe,
+                copies,
             } in works
             {
+                // Forwarded events: each id checked once against the
+                // model's forwarded ids (one event, one effect, whatever
+                // keys it touches), in log order.
+                let mut applied: HashMap<Vec<u8>, Vec<(EventId, M::State)>> = HashMap::new();
+                let mut sets: HashMap<(u32, u32), Forwarded> = HashMap::new();
+                for copy in copies {
+                    let set = match sets.entry((copy.id.source, copy.id.partition)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(w.forwarded(copy.id.source, copy.id.partition)?)
+                        }
+                    };
+                    match set.insert(copy.id.offset) {
+                        Seen::New => {
+                            for (key, d) in copy.deltas {
+                                applied.entry(encode_key(&key)?).or_default().push((copy.id, d));
+                            }
+                        }
+                        Seen::Duplicate => outcome.duplicates += 1,
+                        Seen::BelowHorizon(horizon) => dead.push(DeadLetter {
+                            event: copy.id,
+                            reason: format!(
+                                "forwarded id {} is at or below the deduplication horizon {horizon} of its \
+                                 source partition (ids arrived too far out of order to be tracked): it may \
+                                 or may not have been applied; resubmit it if it was not",
+                                copy.id
+                            ),
+                            payload: copy.payload,
+                        }),
+                    }
+                }
+                for ((source, upstream), set) in &sets {
+                    w.put_forwarded(*source, *upstream, set)?;
+                }
                 // Keys in byte order: the B-tree is written front to back.
                 let mut items = Vec::with_capacity(pending.len());
                 for (key, p) in pending {
                     items.push((encode_key(&key)?, p));
                 }
                 items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                let mut maybe_by_key: HashMap<Vec<u8>, Vec<Maybe<M::State>>> = HashMap::new();
-                for (key, id, native, d) in maybe {
-                    maybe_by_key
-                        .entry(encode_key(&key)?)
-                        .or_default()
-                        .push((id, native, d));
-                }
                 for (key_buf, p) in items {
+                    let mut delta = p.fresh;
+                    let copies = applied.remove(&key_buf).unwrap_or_default();
+                    if delta.as_ref().is_none_or(Monoid::is_identity) && copies.is_empty() {
+                        continue;
+                    }
                     let stored = w.get(&key_buf, |bytes| {
                         bytes.map(decode_record::<M::State>).transpose()
                     })??;
@@ -297,16 +337,9 @@ impl<M: ReadModel> Runner<M> {
                         absorbed: Absorbed::default(),
                         state: M::State::identity(),
                     });
-                    let mut delta = p.fresh;
-                    let mut bookkeeping = false;
-                    // Native events first, against what was absorbed before this
-                    // batch; then this batch's prefix; then copies by exact id.
-                    let (natives, copies): (Vec<_>, Vec<_>) = maybe_by_key
-                        .remove(&key_buf)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .partition(|(_, native, _)| *native);
-                    for (id, _, d) in natives {
+                    for (id, d) in copies {
+                        // Records written before forwarded ids were kept
+                        // per model list them per key.
                         if rec.absorbed.contains(id) {
                             outcome.duplicates += 1;
                             continue;
@@ -316,61 +349,39 @@ impl<M: ReadModel> Runner<M> {
                             None => delta = Some(d),
                         }
                     }
-                    if M::EXACTLY_ONCE
-                        && p.native
-                        && rec.absorbed.prefix(self.source, partition) < end
-                    {
-                        rec.absorbed.absorb_prefix(self.source, partition, end);
-                        bookkeeping = true;
-                    }
-                    for (id, _, d) in copies {
-                        if !rec.absorbed.insert(id) {
-                            outcome.duplicates += 1;
-                            continue;
-                        }
-                        bookkeeping = true;
-                        match &mut delta {
-                            Some(acc) => acc.combine_owned(d),
-                            None => delta = Some(d),
-                        }
-                    }
                     let Some(delta) = delta.filter(|d| !d.is_identity()) else {
-                        if bookkeeping && M::EXACTLY_ONCE {
-                            encode_record(&rec, &mut rec_buf)?;
-                            w.put(&key_buf, &rec_buf)?;
-                            outcome.writes += 1;
-                        }
                         continue;
                     };
                     let before = rec.state.clone();
                     rec.state.combine(&delta);
-                    let changed = rec.state != before;
-                    if changed {
-                        rec.version += 1;
+                    if rec.state == before {
+                        // A write that changed nothing (a `Max` that did not
+                        // grow): no write, no change.
+                        continue;
                     }
+                    rec.version += 1;
                     if !M::EXACTLY_ONCE && rec.state.is_identity() {
                         if existed {
                             w.delete(&key_buf)?;
                             outcome.writes += 1;
                         }
-                    } else if changed || (bookkeeping && M::EXACTLY_ONCE) {
+                    } else {
                         encode_record(&rec, &mut rec_buf)?;
                         w.put(&key_buf, &rec_buf)?;
                         outcome.writes += 1;
                     }
-                    if changed {
-                        let bytes = postcard::to_stdvec(&(rec.version, &delta)).map_err(|e| {
-                            Error::Encode {
-                                what: "change",
-                                detail: e.to_string(),
-                            }
-                        })?;
-                        changes.push((key_buf, bytes));
-                    }
+                    let bytes = postcard::to_stdvec(&(rec.version, &delta)).map_err(|e| {
+                        Error::Encode {
+                            what: "change",
+                            detail: e.to_string(),
+                        }
+                    })?;
+                    changes.push((key_buf, bytes));
                 }
                 w.set_written_end(partition, end)?;
             }
-            for letter in dead {
+            outcome.dead_letters = dead.len() as u64;
+            for letter in &dead {
                 w.dead_letter(letter)?;
             }
             outcome.changes = changes.len() as u64;
@@ -427,7 +438,7 @@ impl<M: ReadModel> Runner<M> {
                 partition,
                 end,
                 pending: FoldMap::default(),
-                maybe: Vec::new(),
+                copies: Vec::new(),
             };
             aggregate(
                 &self.model,
@@ -445,12 +456,11 @@ impl<M: ReadModel> Runner<M> {
         if works.is_empty() {
             return Ok(None);
         }
-        outcome.dead_letters = dead.len() as u64;
         let ends: Vec<(u32, u64)> = works.iter().map(|w| (w.partition, w.end)).collect();
 
         failpoint::hit("before_store_write");
         let published = guards[0].1.published.clone();
-        let outbox = self.write(works, &dead, &published, &mut outcome)?;
+        let outbox = self.write(works, dead, &published, &mut outcome)?;
         guards[0].1.published.clear();
         for (partition, end) in &ends {
             let st = &mut guards
@@ -518,8 +528,10 @@ impl<M: ReadModel> Runner<M> {
 }
 
 /// Decode, project, pre-aggregate one partition batch. Events at their
-/// native position at or beyond `written_end` combine right away; the others
-/// go to `work.maybe`, checked against the store.
+/// native position combine right away, unless they lie below `written_end`
+/// (re-read after a crash: a batch's keys and its written end are one
+/// atomic write, so every offset below the highest end written is
+/// absorbed). Forwarded copies go to `work.copies`, checked in the write.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn aggregate<M: ReadModel>(
     model: &M,
@@ -534,14 +546,18 @@ pub(crate) fn aggregate<M: ReadModel>(
     let mut deltas = Deltas::new();
     for record in batch.iter() {
         outcome.events += 1;
-        // A copy re-appended into the topic it first entered: its
-        // original is in this log and is (or was) applied at its native
-        // position, so the copy is always a duplicate.
+        // A copy re-appended into the log it first entered: its original is
+        // in this log and is (or was) applied at its native position, so the
+        // copy is always a duplicate.
         if record.origin.is_some_and(|o| o.source == source) {
             outcome.duplicates += 1;
             continue;
         }
         let native = record.origin.is_none();
+        if M::EXACTLY_ONCE && native && record.offset < written_end {
+            outcome.duplicates += 1;
+            continue;
+        }
         let id = record.origin.unwrap_or(EventId {
             source,
             partition,
@@ -560,7 +576,13 @@ pub(crate) fn aggregate<M: ReadModel>(
             }
         };
         deltas.items.clear();
-        if let Err(reason) = model.project(&event, &mut deltas) {
+        // A panicking projection is a bad event, not a dead worker.
+        let projected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            model.project(&event, &mut deltas)
+        }))
+        .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(panic.as_ref()))));
+        if let Err(reason) = projected {
+            deltas.items.clear();
             dead_letter::<M>(
                 id,
                 format!("projection failed: {reason}"),
@@ -569,39 +591,51 @@ pub(crate) fn aggregate<M: ReadModel>(
             );
             continue;
         }
-        // An event at its native position at or beyond the written end
-        // cannot have been absorbed by any key: combine it right away.
-        let fresh = !M::EXACTLY_ONCE || (native && record.offset >= written_end);
-        if !fresh {
-            // One event may push several deltas for one key (a transfer
-            // to the same account): one effect, checked once.
-            collapse_by_key(&mut deltas.items);
-        }
-        for (key, delta) in deltas.items.drain(..) {
-            if delta.is_identity() {
-                continue;
-            }
-            outcome.deltas += 1;
-            if fresh {
-                let p = work.pending.entry(key).or_insert(Pending {
-                    fresh: None,
-                    native: false,
-                });
-                p.native |= native;
-                match &mut p.fresh {
-                    Some(acc) => acc.combine_owned(delta),
-                    None => p.fresh = Some(delta),
+        if !M::EXACTLY_ONCE || native {
+            for (key, delta) in deltas.items.drain(..) {
+                if delta.is_identity() {
+                    continue;
                 }
-            } else {
-                let p = work.pending.entry(key.clone()).or_insert(Pending {
-                    fresh: None,
-                    native: false,
-                });
-                p.native |= native;
-                work.maybe.push((key, id, native, delta));
+                outcome.deltas += 1;
+                match work.pending.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        match &mut e.get_mut().fresh {
+                            Some(acc) => acc.combine_owned(delta),
+                            slot @ None => *slot = Some(delta),
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(Pending { fresh: Some(delta) });
+                    }
+                }
             }
+        } else {
+            // One event may push several deltas for one key (a transfer to
+            // the same account): one effect, checked once.
+            collapse_by_key(&mut deltas.items);
+            deltas.items.retain(|(_, d)| !d.is_identity());
+            outcome.deltas += deltas.items.len() as u64;
+            for (key, _) in &deltas.items {
+                work.pending
+                    .entry(key.clone())
+                    .or_insert(Pending { fresh: None });
+            }
+            work.copies.push(Copy {
+                id,
+                deltas: std::mem::take(&mut deltas.items),
+                payload: record.payload.to_vec(),
+            });
         }
     }
+}
+
+/// The message of a panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 fn dead_letter<M: ReadModel>(

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EventId;
 use crate::hooks::runner::Outcome;
+use crate::runtime::absorbed::Forwarded;
 use crate::{Error, Result};
 
 fn state_table(model: &str) -> String {
@@ -20,6 +21,17 @@ fn outbox_table(model: &str) -> String {
 fn dead_table(model: &str) -> String {
     format!("dead/{model}")
 }
+fn forwarded_table(model: &str) -> String {
+    format!("forwarded/{model}")
+}
+
+/// Per events topic: the source number of the events that first entered
+/// this store's log (see [`EmbeddedStore::source_id`]).
+const SOURCES: TableDefinition<'static, &str, u32> = TableDefinition::new("sources");
+
+/// Models whose rebuild cleared the state but may not have reset the
+/// consumer group yet: finished (the group reset) when the model starts.
+const REBUILDING: TableDefinition<'static, &str, ()> = TableDefinition::new("rebuilding");
 
 /// Per model and partition: the end offset of the last batch written.
 const WRITTEN_TABLE: &str = "written_end";
@@ -43,6 +55,13 @@ fn written_key(model: &str, partition: u32) -> String {
     format!("{model}/{partition}")
 }
 
+fn forwarded_key(source: u32, partition: u32) -> [u8; 8] {
+    let mut key = [0_u8; 8];
+    key[..4].copy_from_slice(&source.to_be_bytes());
+    key[4..].copy_from_slice(&partition.to_be_bytes());
+    key
+}
+
 /// An event that could not be applied, kept with the reason instead of
 /// stopping its partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +80,14 @@ pub struct DeadLetter {
 /// outbox of changes not yet published, and the dead letters. Everything a
 /// batch does is one ACID transaction.
 pub struct EmbeddedStore {
-    db: Database,
+    db: Db,
+}
+
+/// The database, opened for writing or (to inspect a store another process
+/// is writing) read-only.
+enum Db {
+    Write(Database),
+    Read(redb::ReadOnlyDatabase),
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -86,11 +112,35 @@ impl EmbeddedStore {
         if !path.exists() {
             Self::create_atomically(path)?;
         }
+        // One writing process; readers in other processes may follow its
+        // commits (`open_read_only`).
         let db = Database::builder()
             .set_cache_size(256 << 20)
+            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
             .create(path)
             .map_err(|e| Error::store("open", e))?;
-        Ok(EmbeddedStore { db })
+        Ok(EmbeddedStore { db: Db::Write(db) })
+    }
+
+    /// Opens an existing store file for reading only, while another process
+    /// may be writing it: reads see its committed transactions. Every write
+    /// fails with [`Error::Usage`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the file cannot be opened or is not a store.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        let db = Database::builder()
+            .set_cache_size(64 << 20)
+            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+            .open_read_only(path.as_ref())
+            .map_err(|e| Error::store("open read-only", e))?;
+        Ok(EmbeddedStore { db: Db::Read(db) })
+    }
+
+    /// Whether it was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.db, Db::Read(_))
     }
 
     /// Creates a new store file under a temporary name and renames it into
@@ -123,10 +173,11 @@ impl EmbeddedStore {
         &self,
         name: &str,
     ) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("begin read", e))?;
+        let txn = match &self.db {
+            Db::Write(db) => db.begin_read(),
+            Db::Read(db) => db.begin_read(),
+        }
+        .map_err(|e| Error::store("begin read", e))?;
         match txn.open_table(TableDefinition::<K, V>::new(name)) {
             Ok(t) => Ok(Some(t)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
@@ -136,8 +187,12 @@ impl EmbeddedStore {
 
     /// Runs `f` in one write transaction and commits it durably.
     pub(crate) fn write<R>(&self, f: impl FnOnce(&WriteTransaction) -> Result<R>) -> Result<R> {
-        let mut txn = self
-            .db
+        let Db::Write(db) = &self.db else {
+            return Err(Error::Usage(
+                "the store was opened read-only (EmbeddedStore::open_read_only): it cannot be written".into(),
+            ));
+        };
+        let mut txn = db
             .begin_write()
             .map_err(|e| Error::store("begin write", e))?;
         txn.set_durability(Durability::Immediate)
@@ -370,8 +425,127 @@ impl EmbeddedStore {
         Ok(history)
     }
 
+    /// Whether the model ever stored anything here (a written end, or a
+    /// state table).
+    pub(crate) fn has_model(&self, model: &str) -> Result<bool> {
+        if self
+            .read_table::<&[u8], &[u8]>(&state_table(model))?
+            .is_some()
+            || self.rebuilding(model)?
+        {
+            return Ok(true);
+        }
+        let Some(table) = self.read_table::<&str, u64>(WRITTEN_TABLE)? else {
+            return Ok(false);
+        };
+        let prefix = format!("{model}/");
+        let mut range = table
+            .range::<&str>(prefix.as_str()..)
+            .map_err(|e| Error::store("scan written ends", e))?;
+        Ok(match range.next() {
+            Some(item) => item
+                .map_err(|e| Error::store("scan written ends", e))?
+                .0
+                .value()
+                .starts_with(&prefix),
+            None => false,
+        })
+    }
+
+    /// Whether a rebuild of the model cleared its state and has not yet
+    /// reset its consumer group ([`EmbeddedStore::finish_rebuild`]).
+    pub(crate) fn rebuilding(&self, model: &str) -> Result<bool> {
+        let Some(table) = self.read_table::<&str, ()>("rebuilding")? else {
+            return Ok(false);
+        };
+        Ok(table
+            .get(model)
+            .map_err(|e| Error::store("read rebuild marks", e))?
+            .is_some())
+    }
+
+    /// Ends a rebuild, once the model's consumer group is reset.
+    pub(crate) fn finish_rebuild(&self, model: &str) -> Result<()> {
+        self.write(|txn| {
+            txn.open_table(REBUILDING)
+                .map_err(|e| Error::store("open table", e))?
+                .remove(model)
+                .map_err(|e| Error::store("clear the rebuild mark", e))?;
+            Ok(())
+        })
+    }
+
+    /// Lowers a partition's written end to `end` (the log lost its tail:
+    /// offsets from `end` on will be given to new events).
+    pub(crate) fn lower_written_end(&self, model: &str, partition: u32, end: u64) -> Result<()> {
+        self.write(|txn| {
+            let mut written = txn
+                .open_table(WRITTEN)
+                .map_err(|e| Error::store("open table", e))?;
+            let key = written_key(model, partition);
+            written
+                .insert(key.as_str(), end)
+                .map_err(|e| Error::store("written end", e))?;
+            Ok(())
+        })
+    }
+
+    /// The source number of events that first enter this store's log in
+    /// `topic`: chosen at random when the topic is first used (and kept),
+    /// so that events exported from another log with a topic of the same
+    /// name are never mistaken for copies of this log's own. A store
+    /// written before source numbers were kept goes on with the number it
+    /// used then (a hash of the topic's name).
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn source_id(&self, topic: &str) -> Result<u32> {
+        if let Some(t) = self.read_table::<&str, u32>("sources")?
+            && let Some(v) = t.get(topic).map_err(|e| Error::store("read sources", e))?
+        {
+            return Ok(v.value());
+        }
+        if self.is_read_only() {
+            return Ok(crate::event::source_id(topic));
+        }
+        self.write(|txn| {
+            let mut sources = txn
+                .open_table(SOURCES)
+                .map_err(|e| Error::store("open table", e))?;
+            if let Some(v) = sources
+                .get(topic)
+                .map_err(|e| Error::store("read sources", e))?
+            {
+                return Ok(v.value());
+            }
+            let legacy = crate::event::source_id(topic);
+            let written_before = txn
+                .open_table(WRITTEN)
+                .map_err(|e| Error::store("open table", e))?
+                .first()
+                .map_err(|e| Error::store("read written ends", e))?
+                .is_some();
+            let id = if written_before {
+                legacy
+            } else {
+                loop {
+                    let id = random_u32();
+                    if id != legacy {
+                        break id;
+                    }
+                }
+            };
+            sources
+                .insert(topic, id)
+                .map_err(|e| Error::store("write sources", e))?;
+            Ok(id)
+        })
+    }
+
     /// Deletes everything a model has stored: state, outbox, dead letters,
-    /// written ends.
+    /// written ends, forwarded ids; marks the model as rebuilding (in the
+    /// same transaction) until [`EmbeddedStore::finish_rebuild`].
     pub(crate) fn clear_model(&self, model: &str) -> Result<()> {
         self.write(|txn| {
             {
@@ -410,7 +584,16 @@ impl EmbeddedStore {
                     .insert(model, floor.max(highest))
                     .map_err(|e| Error::store("write version floor", e))?;
             }
-            for name in [state_table(model), outbox_table(model), dead_table(model)] {
+            txn.open_table(REBUILDING)
+                .map_err(|e| Error::store("open table", e))?
+                .insert(model, ())
+                .map_err(|e| Error::store("mark the rebuild", e))?;
+            for name in [
+                state_table(model),
+                outbox_table(model),
+                dead_table(model),
+                forwarded_table(model),
+            ] {
                 let deleted = if !name.starts_with("outbox/") {
                     txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                 } else {
@@ -423,11 +606,26 @@ impl EmbeddedStore {
     }
 }
 
+/// A random number from the standard library's per-process random hasher
+/// keys, the time and the process id.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
 /// The tables of one model inside a write transaction.
 pub struct ModelWrite<'txn> {
     model: String,
     written: redb::Table<'txn, &'static str, u64>,
     state: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    forwarded: redb::Table<'txn, &'static [u8], &'static [u8]>,
     outbox: redb::Table<'txn, u64, &'static [u8]>,
     dead: redb::Table<'txn, &'static [u8], &'static [u8]>,
     next_outbox: u64,
@@ -445,6 +643,11 @@ impl<'txn> ModelWrite<'txn> {
         let dead = txn
             .open_table(TableDefinition::<&[u8], &[u8]>::new(&dead_table(model)))
             .map_err(|e| Error::store("open dead letters", e))?;
+        let forwarded = txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&forwarded_table(
+                model,
+            )))
+            .map_err(|e| Error::store("open forwarded ids", e))?;
         let next = |t: &redb::Table<'txn, u64, &'static [u8]>| -> Result<u64> {
             Ok(t.last()
                 .map_err(|e| Error::store("last", e))?
@@ -465,6 +668,7 @@ impl<'txn> ModelWrite<'txn> {
             model: model.to_string(),
             written,
             state,
+            forwarded,
             outbox,
             dead,
             next_outbox,
@@ -479,11 +683,57 @@ impl<'txn> ModelWrite<'txn> {
     }
 
     /// Records the end offset of the batch of `partition` being written.
+    /// The written end only grows: a batch re-read after a crash may be
+    /// shorter than the one written (a smaller `batch_size` after a restart,
+    /// a `Log` that returns fewer records than asked), and every offset
+    /// below the highest end written is absorbed.
     pub(crate) fn set_written_end(&mut self, partition: u32, end: u64) -> Result<()> {
         let key = written_key(&self.model, partition);
-        self.written
-            .insert(key.as_str(), end)
-            .map_err(|e| Error::store("written end", e))?;
+        let stored = self
+            .written
+            .get(key.as_str())
+            .map_err(|e| Error::store("written end", e))?
+            .map_or(0, |v| v.value());
+        if end > stored {
+            self.written
+                .insert(key.as_str(), end)
+                .map_err(|e| Error::store("written end", e))?;
+        }
+        Ok(())
+    }
+
+    /// The forwarded ids of an upstream `(source, partition)` the model
+    /// has applied.
+    pub(crate) fn forwarded(&self, source: u32, partition: u32) -> Result<Forwarded> {
+        let key = forwarded_key(source, partition);
+        let v = self
+            .forwarded
+            .get(key.as_slice())
+            .map_err(|e| Error::store("get forwarded ids", e))?;
+        match v {
+            Some(v) => postcard::from_bytes(v.value()).map_err(|e| Error::Corrupt {
+                what: "forwarded ids",
+                detail: e.to_string(),
+            }),
+            None => Ok(Forwarded::default()),
+        }
+    }
+
+    /// Stores the forwarded ids of an upstream `(source, partition)`.
+    pub(crate) fn put_forwarded(
+        &mut self,
+        source: u32,
+        partition: u32,
+        ids: &Forwarded,
+    ) -> Result<()> {
+        let key = forwarded_key(source, partition);
+        let bytes = postcard::to_stdvec(ids).map_err(|e| Error::Encode {
+            what: "forwarded ids",
+            detail: e.to_string(),
+        })?;
+        self.forwarded
+            .insert(key.as_slice(), bytes.as_slice())
+            .map_err(|e| Error::store("put forwarded ids", e))?;
         Ok(())
     }
 

@@ -277,3 +277,105 @@ pub fn assert_matches_the_oracle(rt: &accrete::runtime::Runtime, events: &[Payme
         "{ctx}: visitors"
     );
 }
+
+/// A log wrapping another whose behaviour a test scripts: reads capped to
+/// fewer records than asked (the `Log` trait allows it), reads, commits and
+/// group resets that fail on demand.
+pub struct Scripted {
+    pub inner: std::sync::Arc<dyn accrete::log::Log>,
+    /// Reads of the events topic return at most this many records (0: no cap).
+    pub read_cap: std::sync::atomic::AtomicUsize,
+    /// The next this-many reads of the events topic fail.
+    pub failing_reads: std::sync::atomic::AtomicU64,
+    /// Every read of the events topic fails while set.
+    pub reads_broken: std::sync::atomic::AtomicBool,
+    /// Commits fail while set.
+    pub commits_fail: std::sync::atomic::AtomicBool,
+    /// Group resets fail while set.
+    pub resets_fail: std::sync::atomic::AtomicBool,
+}
+
+impl Scripted {
+    pub fn new(inner: std::sync::Arc<dyn accrete::log::Log>) -> Self {
+        Scripted {
+            inner,
+            read_cap: 0.into(),
+            failing_reads: 0.into(),
+            reads_broken: false.into(),
+            commits_fail: false.into(),
+            resets_fail: false.into(),
+        }
+    }
+}
+
+fn injected(what: &str) -> accrete::Error {
+    accrete::Error::Io {
+        what: "injected failure",
+        path: what.into(),
+        source: std::io::Error::other(format!("injected {what} failure")),
+    }
+}
+
+impl accrete::log::Log for Scripted {
+    fn create_topic(&self, topic: &str, partitions: u32) -> accrete::Result<()> {
+        self.inner.create_topic(topic, partitions)
+    }
+    fn partitions(&self, topic: &str) -> accrete::Result<u32> {
+        self.inner.partitions(topic)
+    }
+    fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[accrete::log::NewRecord<'_>],
+    ) -> accrete::Result<u64> {
+        self.inner.append(topic, partition, records)
+    }
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        batch: &mut accrete::log::RecordBatch,
+    ) -> accrete::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !topic.starts_with("changes.") {
+            if self.reads_broken.load(SeqCst) {
+                return Err(injected("read"));
+            }
+            if self
+                .failing_reads
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(injected("read"));
+            }
+        }
+        let cap = self.read_cap.load(SeqCst);
+        let max = if cap > 0 && !topic.starts_with("changes.") {
+            max.min(cap)
+        } else {
+            max
+        };
+        self.inner.read(topic, partition, from, max, batch)
+    }
+    fn end_offset(&self, topic: &str, partition: u32) -> accrete::Result<u64> {
+        self.inner.end_offset(topic, partition)
+    }
+    fn committed(&self, group: &str, topic: &str, partition: u32) -> accrete::Result<u64> {
+        self.inner.committed(group, topic, partition)
+    }
+    fn commit(&self, group: &str, topic: &str, partition: u32, offset: u64) -> accrete::Result<()> {
+        if self.commits_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(injected("commit"));
+        }
+        self.inner.commit(group, topic, partition, offset)
+    }
+    fn reset_group(&self, group: &str, topic: &str) -> accrete::Result<()> {
+        if self.resets_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(injected("reset"));
+        }
+        self.inner.reset_group(group, topic)
+    }
+}
