@@ -171,7 +171,7 @@ impl<A: Ord> CausalContext<A> {
     }
 
     /// Whether the representation is canonical (see the type's docs).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "laws"))]
     pub(crate) fn is_canonical(&self) -> bool {
         self.clock.windows(2).all(|w| w[0].0 < w[1].0)
             && self.clock.iter().all(|(_, n)| *n > 0)

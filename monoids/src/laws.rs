@@ -20,11 +20,19 @@
 //! ([`Commutative`], [`Idempotent`], [`Group`]): the harness checks what the
 //! type *claims*, and refuses to compile a check the type does not claim.
 //!
+//! `laws!(name: …)` expands to `mod name { … }` with one `#[test]` per law,
+//! named by [`Law::test_name`]: `name::identity`, `name::associativity`,
+//! `name::commutativity`, … It also has a `pub(super) fn checker()` that
+//! returns the configured [`Laws`], for tests of your own.
+//!
 //! Options follow a semicolon and map to builder methods of [`Laws`]:
 //! `eq_by = f` ([`Laws::eq_by`]: an equivalence for approximate types),
-//! `no_bson` ([`Laws::no_bson`]), `tests = n`, `size = n`. A type without
-//! an [`Arbitrary`] impl (your own struct, tested from an integration test
-//! where the orphan rule forbids the impl) takes a generator after `=`.
+//! `no_bson` ([`Laws::no_bson`]), `tests = n` ([`Laws::tests`]), `size = n`
+//! ([`Laws::size`]), `seed = n` ([`Laws::seed`]) and `shrinker = f`
+//! ([`Laws::shrinker`]: `f(&value)` returns an iterator of smaller values,
+//! tried before the field-wise ones). A type without an [`Arbitrary`] impl
+//! (your own struct, tested from an integration test where the orphan rule
+//! forbids the impl) takes a generator after `=`.
 //!
 //! ```
 //! use accrete_monoids::{laws, Sum};
@@ -50,13 +58,59 @@
 //! | [`Law::SerdeRoundTrip`] | JSON, postcard (the compact binary form) and BSON (MongoDB) decode to an equal value |
 //! | [`Law::Convergence`] | folding a delivery of the deltas — permuted if commutative, with duplicates if idempotent, cut into random batches that are pre-aggregated — equals the plain left fold |
 //!
+//! # Derived structs
+//!
+//! A `#[derive(Monoid)]` struct needs no more than the one line, even with
+//! a generator: the derive implements [`FieldWise`], and
+//! `laws!` then calls [`Laws::field_wise`]. A counterexample shrinks one
+//! field at a time (every field whose type implements [`Arbitrary`], as all
+//! the primitives do under this feature), and a failed equation says which
+//! fields differ:
+//!
+//! ```text
+//! law `commutativity` does not hold for `shipment`
+//!   case 0 of the run with base seed 3 (case seed 6907659034911495900)
+//!   counterexample (after 12 shrinks): [Shipment { parcels: Count(0), total: Flaky(1), heaviest: Max(0) }, Shipment { parcels: Count(0), total: Flaky(2), heaviest: Max(0) }]
+//!   a ⊕ b == b ⊕ a
+//!     left:  Shipment { parcels: Count(0), total: Flaky(2), heaviest: Max(0) }
+//!     right: Shipment { parcels: Count(0), total: Flaky(1), heaviest: Max(0) }
+//!     field `total` differs: left Flaky(2), right Flaky(1)
+//!   replay the run:  ACCRETE_LAWS_SEED=3 cargo test -p my-crate -- --exact shipment::commutativity
+//!   replay the case: ACCRETE_LAWS_CASE=6907659034911495900 cargo test -p my-crate -- --exact shipment::commutativity
+//! ```
+//!
+//! Fields whose type is a type parameter of a generic struct do not shrink.
+//!
 //! # Seeds, case counts and shrinking
 //!
-//! Each law runs `ACCRETE_LAWS_TESTS` cases (default 256; quickcheck's
-//! `QUICKCHECK_TESTS` is honoured too). Every run prints its base seed to
-//! stderr; a failure names the exact case seed and shrinks the input to a
-//! minimal counterexample first. Re-run one case with
-//! `ACCRETE_LAWS_SEED=<seed> cargo test <name>`.
+//! Each law runs a *run* of `ACCRETE_LAWS_TESTS` cases (default 256;
+//! quickcheck's `QUICKCHECK_TESTS` is honoured too) at generator size
+//! `ACCRETE_LAWS_SIZE` (default 16). A run has a base seed, printed to
+//! stderr: fresh each time, or pinned by `ACCRETE_LAWS_SEED=<base seed>` or
+//! [`Laws::seed`] (`seed = n` in `laws!`). Case `i` draws its values from a
+//! seed derived from the base seed and `i`, so a pinned base seed makes the
+//! whole run — every case, and the failure if there is one — the same every
+//! time.
+//!
+//! A failure shrinks the input to a minimal counterexample and prints two
+//! commands, with the exact test path (`--exact name::law`, so that
+//! `name_other::law` does not run too):
+//!
+//! - `ACCRETE_LAWS_SEED=<base seed> cargo test -p <package> -- --exact <test>`
+//!   replays the whole run, which fails at the same case with the same
+//!   counterexample;
+//! - `ACCRETE_LAWS_CASE=<case seed> cargo test -p <package> -- --exact <test>`
+//!   runs the failing case alone ([`Laws::case`]). `ACCRETE_LAWS_CASE` wins
+//!   over `ACCRETE_LAWS_SEED`.
+//!
+//! Both carry `ACCRETE_LAWS_TESTS`/`ACCRETE_LAWS_SIZE` when the run took a
+//! non-default value from them; add the `--features` your tests need.
+//! Replays are deterministic as long as your generator, `combine` and
+//! shrinker are (a `HashSet`'s iteration order, for one, is not).
+
+// A `LawFailure` is a test's verdict, returned once per failing law:
+// boxing it would only make the public API clumsier.
+#![allow(clippy::result_large_err)]
 
 use std::fmt::{self, Debug};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -66,7 +120,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::hash::SplitMix64;
-use crate::{Commutative, Group, Idempotent, Monoid};
+use crate::{Commutative, FieldDiff, FieldWise, Group, Idempotent, Monoid};
 
 /// The laws the harness knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,6 +147,27 @@ pub enum Law {
     Convergence,
 }
 
+impl Law {
+    /// The name of the `#[test]` that [`laws!`](crate::laws!) generates for
+    /// this law, inside the module it is given: `identity`,
+    /// `associativity`, `commutativity`, `idempotence`, `inverse`,
+    /// `combine_all`, `owned_vs_borrowed`, `serde_round_trip`,
+    /// `convergence`.
+    pub fn test_name(self) -> &'static str {
+        match self {
+            Law::Identity => "identity",
+            Law::Associativity => "associativity",
+            Law::Commutativity => "commutativity",
+            Law::Idempotence => "idempotence",
+            Law::Inverse => "inverse",
+            Law::CombineAll => "combine_all",
+            Law::OwnedVsBorrowed => "owned_vs_borrowed",
+            Law::SerdeRoundTrip => "serde_round_trip",
+            Law::Convergence => "convergence",
+        }
+    }
+}
+
 impl fmt::Display for Law {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -109,37 +184,112 @@ impl fmt::Display for Law {
     }
 }
 
-/// A law that does not hold, with a shrunk counterexample.
+/// A law that does not hold, with a shrunk counterexample and the commands
+/// that replay it.
 #[derive(Debug, Clone)]
 pub struct LawFailure {
     /// The name the harness was given (usually the test module).
     pub name: String,
     /// The law that failed.
     pub law: Law,
-    /// The seed of the failing case: `ACCRETE_LAWS_SEED=<seed>` re-runs it.
-    pub seed: u64,
+    /// The base seed of the run that failed: `ACCRETE_LAWS_SEED=<base_seed>`
+    /// (or [`Laws::seed`]) replays the whole run, every case before the
+    /// failing one included. `None` when the run replayed a single case
+    /// ([`Laws::case`], `ACCRETE_LAWS_CASE`), or the law was not claimed.
+    pub base_seed: Option<u64>,
+    /// The index of the failing case in its run (0 for the first case).
+    pub case: u64,
+    /// The seed of the failing case: `ACCRETE_LAWS_CASE=<case_seed>` (or
+    /// [`Laws::case`]) replays that case alone.
+    pub case_seed: u64,
     /// The shrunk input, `Debug`-formatted.
     pub input: String,
-    /// What was observed: both sides of the equation, or a panic message.
+    /// What was observed: both sides of the equation (and, for a
+    /// [`FieldWise`] type, the fields that differ), or a panic message.
     pub detail: String,
     /// How many shrinking steps were taken from the first failing input.
     pub shrinks: usize,
+    replay: Box<Replay>,
+}
+
+/// What the replay commands need besides the seeds.
+#[derive(Debug, Clone, Default)]
+struct Replay {
+    /// The package and the test's path, without the crate name
+    /// ([`Laws::test_module`]).
+    test: Option<(String, String)>,
+    /// `ACCRETE_LAWS_TESTS` / `ACCRETE_LAWS_SIZE` values that came from the
+    /// environment and are not the defaults: the replay needs them too.
+    env: Vec<(&'static str, u64)>,
+}
+
+impl LawFailure {
+    /// The `#[test]` to re-run, as libtest names it (`module::law`), when the
+    /// checker knows it ([`Laws::test_module`]; [`laws!`](crate::laws!) sets
+    /// it).
+    pub fn test(&self) -> Option<&str> {
+        self.replay.test.as_ref().map(|(_, test)| test.as_str())
+    }
+
+    /// The command that replays the whole failing run, every case in order,
+    /// ending at the same failure: `ACCRETE_LAWS_SEED=<base seed> cargo test
+    /// -p <package> -- --exact <test>`. `None` if the run was itself a
+    /// single-case replay.
+    pub fn replay_run(&self) -> Option<String> {
+        let base = self.base_seed?;
+        let mut env = format!("ACCRETE_LAWS_SEED={base}");
+        for (var, value) in &self.replay.env {
+            env.push_str(&format!(" {var}={value}"));
+        }
+        Some(self.command(&env))
+    }
+
+    /// The command that replays the failing case alone:
+    /// `ACCRETE_LAWS_CASE=<case seed> cargo test -p <package> -- --exact
+    /// <test>`.
+    pub fn replay_case(&self) -> String {
+        let mut env = format!("ACCRETE_LAWS_CASE={}", self.case_seed);
+        for (var, value) in &self.replay.env {
+            if *var == "ACCRETE_LAWS_SIZE" {
+                env.push_str(&format!(" {var}={value}"));
+            }
+        }
+        self.command(&env)
+    }
+
+    fn command(&self, env: &str) -> String {
+        match &self.replay.test {
+            Some((package, test)) => format!("{env} cargo test -p {package} -- --exact {test}"),
+            None => format!(
+                "{env} cargo test -- --exact <the test that runs `{}`>",
+                self.name
+            ),
+        }
+    }
 }
 
 impl fmt::Display for LawFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "law `{}` does not hold for `{}`", self.law, self.name)?;
+        match self.base_seed {
+            Some(base) => write!(
+                f,
+                "\n  case {} of the run with base seed {base} (case seed {})",
+                self.case, self.case_seed
+            )?,
+            None => write!(f, "\n  case seed {}", self.case_seed)?,
+        }
         write!(
             f,
-            "law `{}` does not hold for `{}`\n  counterexample (after {} shrinks): {}\n  {}\n  \
-             re-run this case: ACCRETE_LAWS_SEED={} cargo test {}",
-            self.law,
-            self.name,
+            "\n  counterexample (after {} shrinks): {}\n  {}",
             self.shrinks,
             self.input,
-            self.detail.replace('\n', "\n  "),
-            self.seed,
-            self.name
-        )
+            self.detail.replace('\n', "\n  ")
+        )?;
+        if let Some(run) = self.replay_run() {
+            write!(f, "\n  replay the run:  {run}")?;
+        }
+        write!(f, "\n  replay the case: {}", self.replay_case())
     }
 }
 
@@ -148,6 +298,18 @@ impl std::error::Error for LawFailure {}
 type Generate<T> = Box<dyn Fn(&mut Gen) -> T>;
 type Shrink<T> = Box<dyn Fn(&T) -> Box<dyn Iterator<Item = T>>>;
 type Equivalent<T> = Box<dyn Fn(&T, &T) -> bool>;
+
+/// One case of a run: which run, where in it, and its seed.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    base: Option<u64>,
+    index: u64,
+    seed: u64,
+}
+
+/// The defaults of `ACCRETE_LAWS_TESTS` and `ACCRETE_LAWS_SIZE`.
+const DEFAULT_TESTS: u64 = 256;
+const DEFAULT_SIZE: usize = 16;
 
 /// What a type must be for the harness to check it.
 pub trait Subject: Monoid + Clone + Debug + Serialize + DeserializeOwned + 'static {}
@@ -174,6 +336,10 @@ pub struct Laws<T: Subject> {
     name: String,
     generate: Generate<T>,
     shrink: Shrink<T>,
+    /// [`FieldWise::shrink_fields`], for types that implement it.
+    field_shrink: Option<fn(&T) -> Vec<T>>,
+    /// [`FieldWise::differing_fields`], for types that implement it.
+    field_diff: Option<fn(&T, &T) -> Vec<FieldDiff>>,
     eq: Equivalent<T>,
     /// Whether `eq` is `==` (no [`eq_by`](Laws::eq_by)).
     exact: bool,
@@ -184,6 +350,11 @@ pub struct Laws<T: Subject> {
     tests: u64,
     size: usize,
     seed: Option<u64>,
+    case: Option<u64>,
+    /// Set from the environment, not by the builder: a replay needs it.
+    tests_from_env: bool,
+    size_from_env: bool,
+    test: Option<(String, String)>,
 }
 
 impl<T: Subject + Arbitrary + PartialEq> Laws<T> {
@@ -195,29 +366,39 @@ impl<T: Subject + Arbitrary + PartialEq> Laws<T> {
 }
 
 impl<T: Subject + PartialEq> Laws<T> {
-    /// A checker with a custom generator (no shrinking of single values;
-    /// sequences still shrink by dropping elements). Use it for types that
-    /// do not implement [`Arbitrary`], such as a struct from your library
-    /// tested in an integration test (the orphan rule forbids the impl there).
+    /// A checker with a custom generator. Single values do not shrink
+    /// unless you add a [`shrinker`](Laws::shrinker) or the type is
+    /// [`FieldWise`] ([`field_wise`](Laws::field_wise): every
+    /// `#[derive(Monoid)]` struct; [`laws!`](crate::laws!) does this for
+    /// you); sequences still shrink by dropping elements. Use it for types
+    /// that do not implement [`Arbitrary`], such as a struct from your
+    /// library tested in an integration test (the orphan rule forbids the
+    /// impl there).
     pub fn with_generator(
         name: impl Into<String>,
         generate: impl Fn(&mut Gen) -> T + 'static,
     ) -> Self {
+        let env_tests = env_u64("ACCRETE_LAWS_TESTS").or_else(|| env_u64("QUICKCHECK_TESTS"));
+        let env_size = env_u64("ACCRETE_LAWS_SIZE");
         Laws {
             name: name.into(),
             generate: Box::new(generate),
             shrink: Box::new(|_| Box::new(std::iter::empty())),
+            field_shrink: None,
+            field_diff: None,
             eq: Box::new(|a, b| a == b),
             exact: true,
             invert: None,
             commutative: false,
             idempotent: false,
             bson: true,
-            tests: env_u64("ACCRETE_LAWS_TESTS")
-                .or_else(|| env_u64("QUICKCHECK_TESTS"))
-                .unwrap_or(256),
-            size: env_u64("ACCRETE_LAWS_SIZE").map_or(16, |s| s as usize),
+            tests: env_tests.unwrap_or(DEFAULT_TESTS),
+            size: env_size.map_or(DEFAULT_SIZE, |s| s as usize),
             seed: env_u64("ACCRETE_LAWS_SEED"),
+            case: env_u64("ACCRETE_LAWS_CASE"),
+            tests_from_env: env_tests.is_some_and(|t| t != DEFAULT_TESTS),
+            size_from_env: env_size.is_some_and(|s| s != DEFAULT_SIZE as u64),
+            test: None,
         }
     }
 }
@@ -252,7 +433,35 @@ impl<T: Subject> Laws<T> {
         self
     }
 
-    /// Replaces the generator.
+    /// Shrinks counterexamples field by field and names the fields that
+    /// differ when a law fails, through the type's [`FieldWise`] impl (every
+    /// `#[derive(Monoid)]` struct has one). Field-wise candidates come after
+    /// those of the [`shrinker`](Laws::shrinker), if any.
+    /// [`laws!`](crate::laws!) calls this for every type that implements
+    /// [`FieldWise`].
+    pub fn field_wise(mut self) -> Self
+    where
+        T: FieldWise,
+    {
+        self.field_shrink = Some(T::shrink_fields);
+        self.field_diff = Some(T::differing_fields);
+        self
+    }
+
+    /// Names the `#[test]`s that run this checker, for the replay commands
+    /// of a failure: `package` is the Cargo package (`env!("CARGO_PKG_NAME")`)
+    /// and `module` the module whose function `law.test_name()` runs each law
+    /// (`module_path!()`, crate name first, as [`laws!`](crate::laws!)
+    /// passes them). Without it, a failure's replay command leaves the test
+    /// to you.
+    pub fn test_module(mut self, package: &str, module: &str) -> Self {
+        self.test = Some((package.to_owned(), module.to_owned()));
+        self
+    }
+
+    /// Replaces the generator (and drops the [`shrinker`](Laws::shrinker),
+    /// which was for the old generator's values; [`field_wise`](Laws::field_wise)
+    /// shrinking stays).
     pub fn generator(mut self, generate: impl Fn(&mut Gen) -> T + 'static) -> Self {
         self.generate = Box::new(generate);
         self.shrink = Box::new(|_| Box::new(std::iter::empty()));
@@ -286,21 +495,36 @@ impl<T: Subject> Laws<T> {
         self
     }
 
-    /// The number of cases per law (overrides the environment).
+    /// The number of cases per law (overrides `ACCRETE_LAWS_TESTS` and
+    /// `QUICKCHECK_TESTS`).
     pub fn tests(mut self, tests: u64) -> Self {
         self.tests = tests;
+        self.tests_from_env = false;
         self
     }
 
-    /// The size parameter of the generator: lengths of generated sequences.
+    /// The size parameter of the generator: lengths of generated sequences
+    /// (overrides `ACCRETE_LAWS_SIZE`).
     pub fn size(mut self, size: usize) -> Self {
         self.size = size;
+        self.size_from_env = false;
         self
     }
 
-    /// Pins the base seed (overrides `ACCRETE_LAWS_SEED`).
+    /// Pins the base seed of every run (overrides `ACCRETE_LAWS_SEED`): all
+    /// [`tests`](Laws::tests) cases run, case `i` with a seed derived from
+    /// the base seed and `i`, so the whole run — and its failure, if any —
+    /// is the same every time.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// Runs a single case with this case seed instead of a run (overrides
+    /// `ACCRETE_LAWS_CASE`, and wins over [`seed`](Laws::seed)): replays the
+    /// failing case that a [`LawFailure`] names, without the cases before it.
+    pub fn case(mut self, case_seed: u64) -> Self {
+        self.case = Some(case_seed);
         self
     }
 
@@ -351,20 +575,33 @@ impl<T: Subject> Laws<T> {
     /// Runs one law. A law the type does not claim (commutativity without
     /// [`commutative`](Laws::commutative), …) is an error, not a pass.
     pub fn check_law(&self, law: Law) -> Result<(), LawFailure> {
-        let single = self.seed.is_some();
-        let base = self.seed.unwrap_or_else(fresh_seed);
-        let tests = if single { 1 } else { self.tests.max(1) };
-        eprintln!(
-            "accrete laws: `{}` {law}: {tests} case(s), base seed {base} (ACCRETE_LAWS_SEED re-runs a case)",
-            self.name
-        );
-        for case in 0..tests {
-            let seed = if single {
-                base
-            } else {
-                splitmix(base.wrapping_add(case))
+        let base = match self.case {
+            Some(case_seed) => {
+                eprintln!(
+                    "accrete laws: `{}` {law}: one case, case seed {case_seed} (ACCRETE_LAWS_CASE)",
+                    self.name
+                );
+                None
+            }
+            None => {
+                let base = self.seed.unwrap_or_else(fresh_seed);
+                eprintln!(
+                    "accrete laws: `{}` {law}: {} cases, base seed {base} \
+                     (ACCRETE_LAWS_SEED={base} replays this run)",
+                    self.name,
+                    self.tests.max(1)
+                );
+                Some(base)
+            }
+        };
+        let cases = if base.is_some() { self.tests.max(1) } else { 1 };
+        for index in 0..cases {
+            let seed = match (base, self.case) {
+                (Some(base), _) => case_seed(base, index),
+                (None, replayed) => replayed.unwrap_or_default(),
             };
-            let mut g = Gen::from_size_and_seed(self.size, seed);
+            let seed = Case { base, index, seed };
+            let mut g = Gen::from_size_and_seed(self.size, seed.seed);
             let outcome = match law {
                 Law::Identity => self.run(law, seed, self.gen_values::<1>(&mut g), |[a]| {
                     self.identity(a)
@@ -422,13 +659,46 @@ impl<T: Subject> Laws<T> {
         LawFailure {
             name: self.name.clone(),
             law,
-            seed: 0,
+            base_seed: None,
+            case: 0,
+            case_seed: 0,
             input: String::new(),
             detail: "the checker was not told the type claims this law (call .commutative(), .idempotent() or \
                      .group())"
                 .into(),
             shrinks: 0,
+            replay: Box::new(self.replay(law)),
         }
+    }
+
+    fn replay(&self, law: Law) -> Replay {
+        let mut env = Vec::new();
+        if self.tests_from_env {
+            env.push(("ACCRETE_LAWS_TESTS", self.tests));
+        }
+        if self.size_from_env {
+            env.push(("ACCRETE_LAWS_SIZE", self.size as u64));
+        }
+        let test = self.test.as_ref().map(|(package, module)| {
+            // libtest names a test by its path without the crate name.
+            let path = module.split_once("::").map_or("", |(_, rest)| rest);
+            let test = if path.is_empty() {
+                law.test_name().to_owned()
+            } else {
+                format!("{path}::{}", law.test_name())
+            };
+            (package.clone(), test)
+        });
+        Replay { test, env }
+    }
+
+    /// Smaller values of one value: the shrinker's, then the field-wise ones.
+    fn shrink_value(&self, value: &T) -> Vec<T> {
+        let mut out: Vec<T> = (self.shrink)(value).collect();
+        if let Some(fields) = self.field_shrink {
+            out.extend(fields(value));
+        }
+        out
     }
 
     fn gen_values<const N: usize>(&self, g: &mut Gen) -> [T; N] {
@@ -444,7 +714,7 @@ impl<T: Subject> Laws<T> {
     fn run<const N: usize>(
         &self,
         law: Law,
-        seed: u64,
+        seed: Case,
         input: [T; N],
         prop: impl Fn(&[T; N]) -> Result<(), String>,
     ) -> Result<(), LawFailure> {
@@ -455,11 +725,13 @@ impl<T: Subject> Laws<T> {
         let shrink = |input: &[T; N]| -> Vec<[T; N]> {
             (0..N)
                 .flat_map(|i| {
-                    (self.shrink)(&input[i]).map(move |smaller| {
-                        let mut next = input.clone();
-                        next[i] = smaller;
-                        next
-                    })
+                    self.shrink_value(&input[i])
+                        .into_iter()
+                        .map(move |smaller| {
+                            let mut next = input.clone();
+                            next[i] = smaller;
+                            next
+                        })
                 })
                 .collect()
         };
@@ -472,7 +744,7 @@ impl<T: Subject> Laws<T> {
     fn run_seq(
         &self,
         law: Law,
-        seed: u64,
+        seed: Case,
         g: &mut Gen,
         prop: impl Fn(&[T], u64) -> Result<(), String>,
     ) -> Result<(), LawFailure> {
@@ -497,7 +769,7 @@ impl<T: Subject> Laws<T> {
                 chunk /= 2;
             }
             for (i, x) in xs.iter().enumerate() {
-                out.extend((self.shrink)(x).map(|smaller| {
+                out.extend(self.shrink_value(x).into_iter().map(|smaller| {
                     let mut next = xs.clone();
                     next[i] = smaller;
                     (next, *salt)
@@ -518,7 +790,7 @@ impl<T: Subject> Laws<T> {
     fn failure(
         &self,
         law: Law,
-        seed: u64,
+        case: Case,
         input: String,
         detail: String,
         shrinks: usize,
@@ -526,19 +798,27 @@ impl<T: Subject> Laws<T> {
         LawFailure {
             name: self.name.clone(),
             law,
-            seed,
+            base_seed: case.base,
+            case: case.index,
+            case_seed: case.seed,
             input,
             detail,
             shrinks,
+            replay: Box::new(self.replay(law)),
         }
     }
 
     fn same(&self, what: &str, left: &T, right: &T) -> Result<(), String> {
         if (self.eq)(left, right) {
-            Ok(())
-        } else {
-            Err(format!("{what}\n  left:  {left:?}\n  right: {right:?}"))
+            return Ok(());
         }
+        let mut detail = format!("{what}\n  left:  {left:?}\n  right: {right:?}");
+        if let Some(diff) = self.field_diff {
+            for field in diff(left, right) {
+                detail.push_str(&format!("\n  {field}"));
+            }
+        }
+        Err(detail)
     }
 
     fn identity(&self, a: &T) -> Result<(), String> {
@@ -775,8 +1055,51 @@ fn fresh_seed() -> u64 {
     RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
-fn splitmix(x: u64) -> u64 {
-    SplitMix64::new(x).next_u64()
+/// The seed of case `index` of the run with base seed `base`.
+fn case_seed(base: u64, index: u64) -> u64 {
+    SplitMix64::new(base.wrapping_add(index)).next_u64()
+}
+
+/// Support for [`laws!`](crate::laws!): picks [`Laws::field_wise`] for the types that
+/// implement [`FieldWise`]. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::{FieldWise, Laws, Subject};
+    use std::marker::PhantomData;
+
+    /// Wraps a type for method probing: `(&&TypeProbe::<T>::new()).m()`
+    /// finds the impl on `&TypeProbe` (bounded) before the fallback.
+    pub struct TypeProbe<T>(PhantomData<T>);
+
+    impl<T> TypeProbe<T> {
+        /// The probe.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            TypeProbe(PhantomData)
+        }
+    }
+
+    /// A [`FieldWise`] type: shrink and diff field by field.
+    pub trait FieldWiseSome<T: Subject> {
+        /// `laws.field_wise()`.
+        fn __accrete_field_wise(&self, laws: Laws<T>) -> Laws<T>;
+    }
+    impl<T: Subject + FieldWise> FieldWiseSome<T> for &TypeProbe<T> {
+        fn __accrete_field_wise(&self, laws: Laws<T>) -> Laws<T> {
+            laws.field_wise()
+        }
+    }
+
+    /// Any other type.
+    pub trait FieldWiseNone<T: Subject> {
+        /// `laws` unchanged.
+        fn __accrete_field_wise(&self, laws: Laws<T>) -> Laws<T>;
+    }
+    impl<T: Subject> FieldWiseNone<T> for TypeProbe<T> {
+        fn __accrete_field_wise(&self, laws: Laws<T>) -> Laws<T> {
+            laws
+        }
+    }
 }
 
 /// Expands to a module of `#[test]`s checking a type's laws. See the
@@ -806,8 +1129,15 @@ macro_rules! __laws_module {
             #[allow(unused_imports)]
             use $crate::laws::Arbitrary as _;
 
-            fn checker() -> $crate::laws::Laws<$ty> {
-                $base $(.$marker())* $(.$opt($($val)?))*
+            /// The configured checker: field-wise for a `FieldWise` type,
+            /// named after the tests below for the replay commands.
+            pub(super) fn checker() -> $crate::laws::Laws<$ty> {
+                #[allow(unused_imports)]
+                use $crate::laws::__private::{FieldWiseNone as _, FieldWiseSome as _};
+                let base = $base.test_module(env!("CARGO_PKG_NAME"), module_path!());
+                (&&$crate::laws::__private::TypeProbe::<$ty>::new())
+                    .__accrete_field_wise(base)
+                    $(.$marker())* $(.$opt($($val)?))*
             }
 
             #[test]

@@ -101,6 +101,10 @@
 //! # fn main() {}
 //! ```
 //!
+//! On a `#[derive(Monoid)]` struct the same line shrinks a counterexample
+//! field by field and names the fields that differ ([`FieldWise`]). A
+//! failure prints the commands that replay its whole run
+//! (`ACCRETE_LAWS_SEED`) and its failing case alone (`ACCRETE_LAWS_CASE`).
 //! See the [`laws`](mod@laws) module (feature `laws`).
 //!
 //! # Crate features
@@ -127,6 +131,11 @@ extern crate self as accrete_monoids;
 /// a field that lacks it is a compile error pointing at that field. A field
 /// that is not a monoid at all is a compile error that suggests a primitive.
 ///
+/// It also implements [`FieldWise`], through which the law harness shrinks a
+/// counterexample field by field and names the fields that differ. That impl
+/// involves quickcheck only when this crate is built with `laws` (in your
+/// tests); otherwise it shrinks nothing.
+///
 /// # Examples
 ///
 /// ```
@@ -150,6 +159,7 @@ extern crate self as accrete_monoids;
 pub use accrete_derive::Monoid;
 
 mod algebra;
+mod fields;
 pub mod hash;
 mod std_impls;
 
@@ -196,6 +206,9 @@ pub use count::Count;
 pub use count_min::CountMinSketch;
 pub use ddsketch::{DdSketch, NonFinite};
 pub use dot::{CausalContext, Dot};
+#[doc(hidden)]
+pub use fields::__private as __field_probes;
+pub use fields::{FieldDiff, FieldWise};
 pub use first_last::{First, Last};
 pub use gcounter::GCounter;
 pub use gset::GSet;

@@ -117,20 +117,27 @@ impl<T: Ord> LastWriteWins<T> {
 impl<T: Ord + Clone> Semigroup for LastWriteWins<T> {
     #[inline]
     fn combine(&mut self, other: &Self) {
-        if let Some(theirs) = &other.write {
-            if self.write.as_ref().is_none_or(|mine| theirs > mine) {
-                self.write.clone_from(&other.write);
-            }
+        if self.loses_to(other) {
+            self.write.clone_from(&other.write);
         }
     }
 
     #[inline]
     fn combine_owned(&mut self, other: Self) {
-        if let Some(theirs) = other.write {
-            if self.write.as_ref().is_none_or(|mine| theirs > *mine) {
-                self.write = Some(theirs);
-            }
+        if self.loses_to(&other) {
+            self.write = other.write;
         }
+    }
+}
+
+impl<T: Ord> LastWriteWins<T> {
+    /// Whether `other` holds a write greater than ours.
+    #[inline]
+    fn loses_to(&self, other: &Self) -> bool {
+        other
+            .write
+            .as_ref()
+            .is_some_and(|theirs| self.write.as_ref().is_none_or(|mine| theirs > mine))
     }
 }
 

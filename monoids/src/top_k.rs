@@ -124,10 +124,9 @@ impl<T: Ord + Clone, const K: usize> TopK<T, K> {
                     *count -= c;
                     *count > 0
                 });
-                if n > c {
-                    if let Err(i) = self.counters.binary_search_by(|(t, _)| t.cmp(&item)) {
-                        self.counters.insert(i, (item, n - c));
-                    }
+                let slot = (n > c).then(|| self.counters.binary_search_by(|(t, _)| t.cmp(&item)));
+                if let Some(Err(i)) = slot {
+                    self.counters.insert(i, (item, n - c));
                 }
             }
         }

@@ -1,10 +1,14 @@
-//! The harness must catch broken monoids, with a minimal counterexample and
-//! a seed that replays the failing case.
+//! The harness must catch broken monoids, with a minimal counterexample, a
+//! base seed that replays the whole run and a case seed that replays the
+//! failing case.
 #![cfg(feature = "laws")]
 
 use accrete_monoids::laws::{Arbitrary, Gen, Law, LawFailure, Laws};
-use accrete_monoids::{Commutative, Idempotent, Monoid, Semigroup};
+use accrete_monoids::{Commutative, Count, Idempotent, Max, Monoid, Semigroup, laws};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// "Last by arrival": keeps whatever came last. Associative with an
 /// identity, but the answer depends on delivery order: not commutative.
@@ -172,8 +176,16 @@ where
         .expect_err("the harness must reject a broken monoid");
     assert_eq!(failure.law, law);
     let shown = failure.to_string();
+    let base = failure.base_seed.expect("a run, not a single case");
     assert!(
-        shown.contains(&format!("ACCRETE_LAWS_SEED={}", failure.seed)),
+        shown.contains(&format!("replay the run:  ACCRETE_LAWS_SEED={base} ")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "replay the case: ACCRETE_LAWS_CASE={} ",
+            failure.case_seed
+        )),
         "{shown}"
     );
     failure
@@ -232,15 +244,320 @@ fn running_half_is_not_associative() {
 }
 
 #[test]
-fn a_failing_seed_replays_the_same_case() {
+fn a_failing_case_seed_replays_the_same_case() {
     let laws = Laws::<LastByArrival>::new("replay").commutative();
     let first = laws.check_law(Law::Commutativity).unwrap_err();
     let again = Laws::<LastByArrival>::new("replay")
         .commutative()
-        .seed(first.seed)
+        .case(first.case_seed)
         .check_law(Law::Commutativity)
         .unwrap_err();
-    assert_eq!((first.seed, &first.input), (again.seed, &again.input));
+    assert_eq!(
+        (first.case_seed, &first.input),
+        (again.case_seed, &again.input)
+    );
+    // A single case is not a run: there is no base seed to replay.
+    assert_eq!(again.base_seed, None);
+    assert!(again.replay_run().is_none(), "{again}");
+}
+
+/// Max, except that two values of 200 or more combine to the one that
+/// arrived last: a broken commutativity that a single case misses about 19
+/// times in 20, and a run of 256 cases finds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RarelyOrdered(u8);
+
+impl Semigroup for RarelyOrdered {
+    fn combine(&mut self, other: &Self) {
+        if self.0 >= 200 && other.0 >= 200 {
+            self.0 = other.0;
+        } else {
+            self.0 = self.0.max(other.0);
+        }
+    }
+}
+impl Monoid for RarelyOrdered {
+    fn identity() -> Self {
+        RarelyOrdered(0)
+    }
+    fn is_identity(&self) -> bool {
+        self.0 == 0
+    }
+}
+impl Commutative for RarelyOrdered {} // the false claim
+impl Arbitrary for RarelyOrdered {
+    fn arbitrary(g: &mut Gen) -> Self {
+        RarelyOrdered(u8::arbitrary(g))
+    }
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        Box::new(self.0.shrink().map(RarelyOrdered))
+    }
+}
+
+fn rarely_ordered(seed: u64) -> Laws<RarelyOrdered> {
+    Laws::<RarelyOrdered>::new("rarely_ordered")
+        .commutative()
+        .tests(256)
+        .seed(seed)
+}
+
+#[test]
+fn a_pinned_base_seed_runs_every_case() {
+    let drawn = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&drawn);
+    Laws::<Max<u8>>::with_generator("counted", move |g| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Max(u8::arbitrary(g))
+    })
+    .seed(7)
+    .tests(50)
+    .check_law(Law::Identity)
+    .unwrap();
+    // One value per identity case: the pinned seed ran the whole run.
+    assert_eq!(drawn.load(Ordering::Relaxed), 50);
+}
+
+#[test]
+fn a_pinned_base_seed_finds_a_broken_commutativity_over_the_whole_run() {
+    for seed in [0, 1, 2, 3, 42, u64::MAX] {
+        let failure = rarely_ordered(seed)
+            .check_law(Law::Commutativity)
+            .expect_err("a run of 256 cases finds the broken pair");
+        assert_eq!(failure.base_seed, Some(seed), "{failure}");
+        assert!(failure.case < 256, "{failure}");
+        // Shrunk to two values of at least 200.
+        assert!(failure.input.starts_with("[RarelyOrdered(2"), "{failure}");
+    }
+}
+
+#[test]
+fn the_same_base_seed_gives_the_same_failure_twice() {
+    for seed in [5, 1_000_003] {
+        let first = rarely_ordered(seed)
+            .check_law(Law::Commutativity)
+            .unwrap_err();
+        let again = rarely_ordered(seed)
+            .check_law(Law::Commutativity)
+            .unwrap_err();
+        assert_eq!(
+            (
+                first.base_seed,
+                first.case,
+                first.case_seed,
+                &first.input,
+                &first.detail,
+                first.shrinks
+            ),
+            (
+                again.base_seed,
+                again.case,
+                again.case_seed,
+                &again.input,
+                &again.detail,
+                again.shrinks
+            )
+        );
+        assert_eq!(first.to_string(), again.to_string());
+        // And the failing case alone, from its case seed, fails the same way.
+        let alone = rarely_ordered(seed)
+            .case(first.case_seed)
+            .check_law(Law::Commutativity)
+            .unwrap_err();
+        assert_eq!(
+            (alone.case_seed, &alone.input),
+            (first.case_seed, &first.input)
+        );
+    }
+}
+
+/// Runs only when `replay_from_the_environment` starts this test binary
+/// again with `ACCRETE_LAWS_REPLAY_TARGET=1`: a run that reads its seeds from
+/// the environment, as a user's replay command does.
+#[test]
+fn replay_target() {
+    if std::env::var_os("ACCRETE_LAWS_REPLAY_TARGET").is_none() {
+        return;
+    }
+    Laws::<RarelyOrdered>::new("rarely_ordered")
+        .commutative()
+        .tests(256)
+        .assert_law(Law::Commutativity);
+}
+
+fn run_replay_target(env: &[(&str, String)]) -> String {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "replay_target", "--test-threads=1"])
+        .env("ACCRETE_LAWS_REPLAY_TARGET", "1")
+        .env_remove("ACCRETE_LAWS_SEED")
+        .env_remove("ACCRETE_LAWS_CASE");
+    for (var, value) in env {
+        command.env(var, value);
+    }
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "the replayed run must fail");
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+#[test]
+fn replay_from_the_environment() {
+    let expected = rarely_ordered(11)
+        .check_law(Law::Commutativity)
+        .unwrap_err();
+    // `ACCRETE_LAWS_SEED` pins the whole run: the same failure, twice.
+    for _ in 0..2 {
+        let output = run_replay_target(&[("ACCRETE_LAWS_SEED", "11".into())]);
+        assert!(output.contains(&expected.to_string()), "{output}");
+    }
+    // `ACCRETE_LAWS_CASE` replays the failing case alone.
+    let output = run_replay_target(&[("ACCRETE_LAWS_CASE", expected.case_seed.to_string())]);
+    assert!(
+        output.contains(&format!(
+            "counterexample (after {} shrinks): {}",
+            expected.shrinks, expected.input
+        )),
+        "{output}"
+    );
+    assert!(output.contains("one case"), "{output}");
+}
+
+thread_local! {
+    /// Breaks [`Flaky`] in the current thread only: the `laws!` tests of
+    /// `Shipment` run in their own threads and pass.
+    static FLAKY_BROKEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A `Max<u8>` that, when broken, keeps the last non-zero value instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Flaky(u8);
+
+impl Semigroup for Flaky {
+    fn combine(&mut self, other: &Self) {
+        if FLAKY_BROKEN.with(Cell::get) {
+            if other.0 != 0 {
+                self.0 = other.0;
+            }
+        } else {
+            self.0 = self.0.max(other.0);
+        }
+    }
+}
+impl Monoid for Flaky {
+    fn identity() -> Self {
+        Flaky(0)
+    }
+    fn is_identity(&self) -> bool {
+        self.0 == 0
+    }
+}
+impl Commutative for Flaky {}
+impl Arbitrary for Flaky {
+    fn arbitrary(g: &mut Gen) -> Self {
+        Flaky(u8::arbitrary(g))
+    }
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        Box::new(self.0.shrink().map(Flaky))
+    }
+}
+
+/// A derived struct, tested with the README's one line (a generator, as
+/// from an integration test where `Arbitrary` cannot be implemented).
+#[derive(Monoid, Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Shipment {
+    parcels: Count,
+    total: Flaky,
+    heaviest: Max<u32>,
+}
+
+fn shipment(g: &mut Gen) -> Shipment {
+    Shipment {
+        parcels: Count::arbitrary(g),
+        total: Flaky::arbitrary(g),
+        heaviest: Max(u32::arbitrary(g)),
+    }
+}
+
+laws!(shipment: Shipment = shipment => commutative);
+// A second module whose name starts with the first: the replay command
+// must not run it too.
+laws!(shipment_shrunk: Shipment = shipment => commutative);
+
+/// Resets [`FLAKY_BROKEN`] when the test ends, passing or not.
+struct Broken;
+impl Broken {
+    fn flaky() -> Self {
+        FLAKY_BROKEN.with(|b| b.set(true));
+        Broken
+    }
+}
+impl Drop for Broken {
+    fn drop(&mut self) {
+        FLAKY_BROKEN.with(|b| b.set(false));
+    }
+}
+
+#[test]
+fn a_derived_struct_shrinks_field_by_field_and_names_the_field() {
+    let _broken = Broken::flaky();
+    let failure = shipment::checker()
+        .seed(3)
+        .check_law(Law::Commutativity)
+        .unwrap_err();
+    // Every field shrunk: the innocent ones to their identity, the broken
+    // one to the smallest pair that still fails.
+    let one = |total: u8| {
+        format!("Shipment {{ parcels: Count(0), total: Flaky({total}), heaviest: Max(0) }}")
+    };
+    assert!(
+        [
+            format!("[{}, {}]", one(1), one(2)),
+            format!("[{}, {}]", one(2), one(1))
+        ]
+        .contains(&failure.input),
+        "{failure}"
+    );
+    assert!(
+        failure
+            .detail
+            .contains("field `total` differs: left Flaky("),
+        "{failure}"
+    );
+    assert!(!failure.detail.contains("field `parcels`"), "{failure}");
+    assert!(!failure.detail.contains("field `heaviest`"), "{failure}");
+}
+
+#[test]
+fn the_replay_command_names_exactly_one_test() {
+    let _broken = Broken::flaky();
+    let failure = shipment::checker()
+        .seed(3)
+        .check_law(Law::Commutativity)
+        .unwrap_err();
+    assert_eq!(failure.test(), Some("shipment::commutativity"));
+    let base = failure.base_seed.unwrap();
+    assert_eq!(
+        failure.replay_run().unwrap(),
+        format!(
+            "ACCRETE_LAWS_SEED={base} cargo test -p accrete-monoids -- --exact shipment::commutativity"
+        )
+    );
+    assert!(
+        failure.to_string().contains(&format!(
+            "replay the case: ACCRETE_LAWS_CASE={} cargo test -p accrete-monoids -- --exact \
+             shipment::commutativity",
+            failure.case_seed
+        )),
+        "{failure}"
+    );
+    // libtest agrees: that filter selects one test of this binary, not
+    // `shipment_shrunk::commutativity`.
+    let listed = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--list", "--exact", "shipment::commutativity"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let tests: Vec<&str> = listed.lines().filter(|l| l.ends_with(": test")).collect();
+    assert_eq!(tests, ["shipment::commutativity: test"], "{listed}");
 }
 
 #[test]

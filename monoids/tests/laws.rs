@@ -27,6 +27,10 @@ laws!(btree_set: BTreeSet<u16> => commutative, idempotent);
 laws!(hash_set: std::collections::HashSet<u16> => commutative, idempotent);
 laws!(hash_map: std::collections::HashMap<String, Max<i16>> => commutative, idempotent);
 laws!(vec_concat: Vec<u8>);
+// The options `seed` (a pinned base seed: the same run every time) and
+// `shrinker` (smaller values of one value).
+laws!(sum_pinned: Sum<i16> = |g| Sum(i16::arbitrary(g)) => commutative, group;
+      seed = 42, tests = 64, shrinker = |s: &Sum<i16>| s.0.shrink().map(Sum));
 
 fn close_sum(a: &Sum<f64>, b: &Sum<f64>) -> bool {
     (a.0 - b.0).abs() <= 1e-9 * a.0.abs().max(b.0.abs()).max(1.0)

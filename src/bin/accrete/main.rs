@@ -421,6 +421,12 @@ fn tempfile_dir() -> Fallible<PathBuf> {
 }
 
 fn open_existing(dir: &Path) -> Fallible<Runtime> {
+    open_existing_as(dir, false)
+}
+
+/// Opens a data directory: read-only to look at it (works while a service
+/// uses it), or to write (the directory is locked).
+fn open_existing_as(dir: &Path, read_only: bool) -> Fallible<Runtime> {
     if !dir.join("state.redb").exists() {
         return Err(format!(
             "{} holds no accrete data; run `accrete demo --dir {}` first",
@@ -428,6 +434,9 @@ fn open_existing(dir: &Path) -> Fallible<Runtime> {
             dir.display()
         )
         .into());
+    }
+    if read_only {
+        return Ok(Runtime::open_read_only(dir, Config::default())?);
     }
     Ok(Runtime::open(dir)?)
 }
@@ -446,7 +455,7 @@ fn known(model: &str) -> Fallible<()> {
 
 fn inspect(dir: &Path, model: &str, key: Option<&str>) -> Fallible<ExitCode> {
     known(model)?;
-    let rt = open_existing(dir)?;
+    let rt = open_existing_as(dir, true)?;
     let status = rt.status(model)?;
     println!(
         "read model `{model}`: {}",
