@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use accrete::hooks::{ClusterHook, Trigger};
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::{GSet, Max, Sum};
+use accrete::runtime::failpoint::HOOK_FAILPOINTS;
 use accrete::runtime::{Config, Runtime, changes_topic, hook_group};
 use common::{Rng, seeds_with};
 use parking_lot::Mutex;
@@ -457,7 +458,10 @@ impl ClusterHook for Journal {
         let mut f = self.0.lock().unwrap();
         // One write per line: a kill cannot tear it (`writeln!` may issue
         // several writes, and a torn line would merge with the next run's).
-        let line = format!("{} {} {}\n", t.key, t.version, t.state.0);
+        let line = format!(
+            "{} {} {} {} {}\n",
+            t.key, t.version, t.state.0, t.delta.0, t.idempotency_key
+        );
         f.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
         f.sync_data().map_err(|e| e.to_string())
     }
@@ -523,10 +527,8 @@ fn cluster_hooks_run_at_least_once_through_kills() {
             .stderr(Stdio::null());
             let abort = !last && rng.chance(0.5);
             if abort {
-                cmd.env(
-                    "ACCRETE_FAILPOINT",
-                    format!("hook_before_commit:{}", 1 + rng.below(3)),
-                );
+                let at = HOOK_FAILPOINTS[rng.below(HOOK_FAILPOINTS.len() as u64) as usize];
+                cmd.env("ACCRETE_FAILPOINT", format!("{at}:{}", 1 + rng.below(3)));
             }
             let mut child = cmd.spawn().unwrap();
             if last {
@@ -553,17 +555,38 @@ fn cluster_hooks_run_at_least_once_through_kills() {
         }
         let journal = std::fs::read_to_string(dir.path().join("journal")).unwrap_or_default();
         let mut ran: BTreeMap<(u16, u64), usize> = BTreeMap::new();
+        // Per idempotency key: the key and the delta of its run.
+        let mut runs_by_id: BTreeMap<String, (u16, i64)> = BTreeMap::new();
         for line in journal.lines() {
             let mut parts = line.split(' ');
             let key: u16 = parts.next().unwrap().parse().unwrap();
             let version: u64 = parts.next().unwrap().parse().unwrap();
             let state: i64 = parts.next().unwrap().parse().unwrap();
+            let delta: i64 = parts.next().unwrap().parse().unwrap();
+            let id = parts.next().unwrap().to_string();
             assert!(
                 state <= expected[&key],
                 "{ctx}: a run saw a state beyond the fold"
             );
             *ran.entry((key, version)).or_default() += 1;
+            // A re-run repeats its idempotency key with the same delta.
+            let first = *runs_by_id.entry(id.clone()).or_insert((key, delta));
+            assert_eq!(
+                first,
+                (key, delta),
+                "{ctx}: run {id} ran again with another delta"
+            );
         }
+        // Per key, the deltas of distinct runs add up to the state exactly:
+        // no change's delta reached two runs, none reached no run.
+        let mut delta_sums: BTreeMap<u16, i64> = BTreeMap::new();
+        for (key, delta) in runs_by_id.values() {
+            *delta_sums.entry(*key).or_default() += delta;
+        }
+        assert_eq!(
+            delta_sums, expected,
+            "{ctx}: per key, the deltas of distinct runs do not add up to the state"
+        );
         for (key, version) in &finals {
             assert!(
                 ran.contains_key(&(*key, *version)),

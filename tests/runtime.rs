@@ -337,10 +337,18 @@ fn metrics_show_delivery_faults_being_absorbed() {
     };
     let deadline = std::time::Instant::now() + WAIT;
     let mut text = handle.render();
-    while value(&text, "accrete_batches_total") < 1.0 && std::time::Instant::now() < deadline {
+    // A batch records its events, then its other counters: wait until the
+    // last event's batch is recorded whole (its events and its dead letter),
+    // then take the figures once more.
+    while (value(&text, "accrete_events_in_total") < 4.0
+        || value(&text, "accrete_dead_letters_total") < 1.0)
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(5));
         text = handle.render();
     }
+    std::thread::sleep(Duration::from_millis(50));
+    text = handle.render();
     assert_eq!(value(&text, "accrete_events_in_total"), 4.0, "{text}");
     assert_eq!(
         value(&text, "accrete_duplicates_absorbed_total"),

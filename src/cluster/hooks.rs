@@ -146,7 +146,14 @@ fn run<H: ClusterHook>(
         if ends.is_empty() {
             continue;
         }
-        if !run_until_recorded(&hook, &shared.store, &counters, &batch, &stopping) {
+        if !run_until_recorded(
+            &hook,
+            &shared.store,
+            &counters,
+            &batch,
+            &|_| true,
+            &stopping,
+        ) {
             break;
         }
         let ends: Vec<(u32, u64)> = ends.into_iter().collect();

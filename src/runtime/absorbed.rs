@@ -1,7 +1,7 @@
 //! Which events a state has absorbed: the exactly-once bookkeeping, written
 //! in the same atomic write as the state.
 //!
-//! [`Forwarded`] is what the runtime keeps now: per model and upstream
+//! [`IdSet`] is what the runtime keeps now: per model and upstream
 //! partition, the forwarded ids applied. [`Absorbed`] is the per-key form
 //! records written before kept (and the MongoDB backend's guard still
 //! keeps): it is read, and checked for forwarded copies, but no longer
@@ -113,28 +113,30 @@ impl Absorbed {
     }
 }
 
-/// The forwarded event ids of one upstream `(source, partition)` that a
-/// model has applied: the exactly-once bookkeeping of
+/// A bounded set of 64-bit ids that arrive roughly in order. Two uses:
+/// the forwarded event ids of one upstream `(source, partition)` that a
+/// model has applied (the exactly-once bookkeeping of
 /// [`Runtime::forward`](crate::runtime::Runtime::forward), kept once per
-/// model (the embedded store writes a batch's keys in one transaction, so
-/// one set serves every key) instead of once per key.
+/// model: the embedded store writes a batch's keys in one transaction, so
+/// one set serves every key), and the change versions of one key that a
+/// cluster hook has covered.
 ///
 /// Exact above a horizon: sorted, disjoint, non-adjacent inclusive ranges.
 /// Upstream delivery that is roughly in order keeps them few (gaps close as
 /// late ids arrive). So that nothing grows without bound, when more than
-/// [`Forwarded::MAX_RANGES`] are kept the lowest half are folded into the
+/// [`IdSet::MAX_RANGES`] are kept the lowest half are folded into the
 /// horizon: below it the set can no longer tell an applied id from one that
 /// never came, and such an id goes to the dead letters (never applied twice,
 /// never silently dropped).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Forwarded {
+pub(crate) struct IdSet {
     /// Ids at or below it (when set) are unknown.
     horizon: Option<u64>,
     /// Inclusive `(first, last)` ranges above the horizon.
     ranges: Vec<(u64, u64)>,
 }
 
-/// What [`Forwarded::insert`] found.
+/// What [`IdSet::insert`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seen {
     /// Not applied before: recorded now.
@@ -145,7 +147,7 @@ pub(crate) enum Seen {
     BelowHorizon(u64),
 }
 
-impl Forwarded {
+impl IdSet {
     /// The most ranges kept before the lowest half fold into the horizon.
     pub(crate) const MAX_RANGES: usize = 1024;
 
@@ -201,14 +203,14 @@ mod tests {
 
     #[test]
     fn forwarded_ids_in_any_order_stay_exact_and_bounded() {
-        let mut f = Forwarded::default();
+        let mut f = IdSet::default();
         assert_eq!(f.insert(u64::MAX), Seen::New);
         assert_eq!(f.insert(u64::MAX), Seen::Duplicate);
         assert_eq!(f.insert(0), Seen::New);
         assert_eq!(f.insert(u64::MAX - 1), Seen::New);
         assert_eq!(f.ranges(), 2);
         // A shuffled window closes its gaps: one range per gap-free prefix.
-        let mut f = Forwarded::default();
+        let mut f = IdSet::default();
         let mut x = 7_u64;
         let mut ids: Vec<u64> = (0..100_000).collect();
         for w in ids.chunks_mut(512) {
@@ -229,10 +231,10 @@ mod tests {
         }
         // Ids that never close their gaps: bounded by the horizon, and an
         // id below it is reported, not applied and not dropped silently.
-        let mut f = Forwarded::default();
+        let mut f = IdSet::default();
         for id in (0..10_000).map(|i| i * 2) {
             assert_eq!(f.insert(id), Seen::New);
-            assert!(f.ranges() <= Forwarded::MAX_RANGES);
+            assert!(f.ranges() <= IdSet::MAX_RANGES);
         }
         assert!(matches!(f.insert(1), Seen::BelowHorizon(_)));
         assert_eq!(f.insert(19_998), Seen::Duplicate);

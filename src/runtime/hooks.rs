@@ -16,7 +16,7 @@ use accrete_monoids::Monoid;
 use super::worker::{decode_change, decode_change_payload, read_records};
 use crate::hooks::ClusterHook;
 use crate::hooks::runner::{
-    Batch, HookBackend, HookCounters, Outcome, State, Versioned, run_until_recorded,
+    Batch, HookBackend, HookCounters, IdSet, Outcome, Plan, State, Versioned, run_until_recorded,
 };
 use crate::log::{Log, RecordBatch};
 use crate::model::ReadModel;
@@ -53,6 +53,18 @@ impl<M: ReadModel> HookBackend<M> for EmbeddedStore {
     fn record(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
         self.record_hook_outcomes(hook, outcomes)
     }
+
+    fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<IdSet>> {
+        self.hook_covered(hook, keys)
+    }
+
+    fn plan(&self, hook: &str, covered: &[(&[u8], &IdSet)], plans: &[Plan]) -> Result<()> {
+        self.plan_hook_runs(hook, covered, plans)
+    }
+
+    fn planned(&self, hook: &str, mine: &dyn Fn(&[u8]) -> bool) -> Result<Vec<Plan>> {
+        self.hook_plans(hook, mine)
+    }
 }
 
 /// What one hook member needs.
@@ -63,6 +75,8 @@ pub(crate) struct Member<H> {
     pub(crate) counters: Arc<HookCounters>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) partitions: Vec<u32>,
+    /// The changes topic's partition count.
+    pub(crate) change_partitions: u32,
     pub(crate) idle: Duration,
 }
 
@@ -127,7 +141,18 @@ impl<H: ClusterHook> Member<H> {
                 std::thread::sleep(self.idle);
                 continue;
             }
-            if !run_until_recorded(&*self.hook, &*self.store, &self.counters, &batch, &stopping) {
+            let mine = |key: &[u8]| {
+                self.partitions
+                    .contains(&crate::log::partition_for(key, self.change_partitions))
+            };
+            if !run_until_recorded(
+                &*self.hook,
+                &*self.store,
+                &self.counters,
+                &batch,
+                &mine,
+                &stopping,
+            ) {
                 return;
             }
             super::failpoint::hit("hook_before_commit");

@@ -933,6 +933,7 @@ impl Runtime {
                 partitions: (0..c.partitions)
                     .filter(|p| *p as usize % members == member)
                     .collect(),
+                change_partitions: c.partitions,
                 idle: c.flush_interval,
             };
             match member_of.spawn(member) {

@@ -11,7 +11,7 @@ use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use super::absorbed::{Absorbed, Forwarded, Seen};
+use super::absorbed::{Absorbed, IdSet, Seen};
 use super::failpoint;
 use crate::event::EventId;
 use crate::log::{Log, NewRecord, RecordBatch, partition_for};
@@ -158,7 +158,7 @@ pub(crate) struct Work<K, S> {
     pub(crate) partition: u32,
     pub(crate) end: u64,
     pub(crate) pending: FoldMap<K, S>,
-    /// Forwarded events, checked against the model's forwarded ids in the
+    /// IdSet events, checked against the model's forwarded ids in the
     /// write. Rare: empty unless events are forwarded.
     pub(crate) copies: Vec<Copy<K, S>>,
 }
@@ -282,11 +282,11 @@ impl<M: ReadModel> Runner<M> {
                 copies,
             } in works
             {
-                // Forwarded events: each id checked once against the
+                // IdSet events: each id checked once against the
                 // model's forwarded ids (one event, one effect, whatever
                 // keys it touches), in log order.
                 let mut applied: HashMap<Vec<u8>, Vec<(EventId, M::State)>> = HashMap::new();
-                let mut sets: HashMap<(u32, u32), Forwarded> = HashMap::new();
+                let mut sets: HashMap<(u32, u32), IdSet> = HashMap::new();
                 for copy in copies {
                     let set = match sets.entry((copy.id.source, copy.id.partition)) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -531,7 +531,7 @@ impl<M: ReadModel> Runner<M> {
 /// native position combine right away, unless they lie below `written_end`
 /// (re-read after a crash: a batch's keys and its written end are one
 /// atomic write, so every offset below the highest end written is
-/// absorbed). Forwarded copies go to `work.copies`, checked in the write.
+/// absorbed). IdSet copies go to `work.copies`, checked in the write.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn aggregate<M: ReadModel>(
     model: &M,

@@ -8,8 +8,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventId;
-use crate::hooks::runner::Outcome;
-use crate::runtime::absorbed::Forwarded;
+use crate::hooks::runner::{Outcome, Plan};
+use crate::runtime::absorbed::IdSet;
 use crate::{Error, Result};
 
 fn state_table(model: &str) -> String {
@@ -48,11 +48,23 @@ type OutcomeRow = (bool, u32, u32);
 const HOOK_OUTCOMES_NAME: &str = "hook_outcomes";
 const HOOK_OUTCOMES: TableDefinition<'static, &str, OutcomeRow> =
     TableDefinition::new(HOOK_OUTCOMES_NAME);
+/// Per hook and key (`<hook>/` then the encoded key): the change versions
+/// handed to a run, as an [`IdSet`].
+const HOOK_COVERED: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("hook_covered");
+/// Hook runs planned and not yet recorded, by idempotency key.
+const HOOK_PLANS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hook_plans");
 /// Hook dead letters, by idempotency key (which starts with the hook's name).
 const HOOK_DEAD: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hook_dead");
 
 fn written_key(model: &str, partition: u32) -> String {
     format!("{model}/{partition}")
+}
+
+fn covered_key(hook: &str, key: &[u8], buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(hook.as_bytes());
+    buf.push(b'/');
+    buf.extend_from_slice(key);
 }
 
 fn forwarded_key(source: u32, partition: u32) -> [u8; 8] {
@@ -314,14 +326,113 @@ impl EmbeddedStore {
         Ok(out)
     }
 
+    /// Per encoded key, the change versions a hook's runs covered.
+    pub(crate) fn hook_covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<IdSet>> {
+        let Some(table) = self.read_table::<&[u8], &[u8]>("hook_covered")? else {
+            return Ok(vec![IdSet::default(); keys.len()]);
+        };
+        let mut buf = Vec::new();
+        keys.iter()
+            .map(|key| {
+                covered_key(hook, key, &mut buf);
+                match table
+                    .get(buf.as_slice())
+                    .map_err(|e| Error::store("read hook coverage", e))?
+                {
+                    Some(v) => postcard::from_bytes(v.value()).map_err(|e| Error::Corrupt {
+                        what: "hook coverage",
+                        detail: e.to_string(),
+                    }),
+                    None => Ok(IdSet::default()),
+                }
+            })
+            .collect()
+    }
+
+    /// Records a hook's covered versions and planned runs in one
+    /// transaction.
+    pub(crate) fn plan_hook_runs(
+        &self,
+        hook: &str,
+        covered: &[(&[u8], &IdSet)],
+        plans: &[Plan],
+    ) -> Result<()> {
+        if covered.is_empty() && plans.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let mut table = txn
+                .open_table(HOOK_COVERED)
+                .map_err(|e| Error::store("open table", e))?;
+            let mut buf = Vec::new();
+            for (key, set) in covered {
+                covered_key(hook, key, &mut buf);
+                let bytes = postcard::to_stdvec(set).map_err(|e| Error::Encode {
+                    what: "hook coverage",
+                    detail: e.to_string(),
+                })?;
+                table
+                    .insert(buf.as_slice(), bytes.as_slice())
+                    .map_err(|e| Error::store("write hook coverage", e))?;
+            }
+            let mut planned = txn
+                .open_table(HOOK_PLANS)
+                .map_err(|e| Error::store("open table", e))?;
+            for plan in plans {
+                let bytes = postcard::to_stdvec(plan).map_err(|e| Error::Encode {
+                    what: "hook plan",
+                    detail: e.to_string(),
+                })?;
+                planned
+                    .insert(plan.id.as_str(), bytes.as_slice())
+                    .map_err(|e| Error::store("write hook plans", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A hook's planned runs not yet recorded, of the keys `mine` accepts.
+    pub(crate) fn hook_plans(&self, hook: &str, mine: &dyn Fn(&[u8]) -> bool) -> Result<Vec<Plan>> {
+        let Some(table) = self.read_table::<&str, &[u8]>("hook_plans")? else {
+            return Ok(Vec::new());
+        };
+        let from = format!("{hook}/");
+        let mut out = Vec::new();
+        for item in table
+            .range::<&str>(from.as_str()..)
+            .map_err(|e| Error::store("scan hook plans", e))?
+        {
+            let (k, v) = item.map_err(|e| Error::store("scan hook plans", e))?;
+            if !k.value().starts_with(&from) {
+                break;
+            }
+            let plan: Plan = postcard::from_bytes(v.value()).map_err(|e| Error::Corrupt {
+                what: "hook plan",
+                detail: e.to_string(),
+            })?;
+            if mine(&plan.key) {
+                out.push(plan);
+            }
+        }
+        Ok(out)
+    }
+
     /// Records hook runs' outcomes `(idempotency key, attempts, error)` and
-    /// the dead letters of the failed ones, in one transaction; an outcome
-    /// recorded earlier is kept.
+    /// the dead letters of the failed ones, in one transaction, and forgets
+    /// their plans; an outcome recorded earlier is kept.
     pub(crate) fn record_hook_outcomes(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
         self.write(|txn| {
+            let mut plans = txn
+                .open_table(HOOK_PLANS)
+                .map_err(|e| Error::store("open table", e))?;
+            for outcome in outcomes {
+                plans
+                    .remove(outcome.id.as_str())
+                    .map_err(|e| Error::store("forget hook plans", e))?;
+            }
             let mut recorded = txn
                 .open_table(HOOK_OUTCOMES)
                 .map_err(|e| Error::store("open table", e))?;
@@ -704,7 +815,7 @@ impl<'txn> ModelWrite<'txn> {
 
     /// The forwarded ids of an upstream `(source, partition)` the model
     /// has applied.
-    pub(crate) fn forwarded(&self, source: u32, partition: u32) -> Result<Forwarded> {
+    pub(crate) fn forwarded(&self, source: u32, partition: u32) -> Result<IdSet> {
         let key = forwarded_key(source, partition);
         let v = self
             .forwarded
@@ -715,17 +826,12 @@ impl<'txn> ModelWrite<'txn> {
                 what: "forwarded ids",
                 detail: e.to_string(),
             }),
-            None => Ok(Forwarded::default()),
+            None => Ok(IdSet::default()),
         }
     }
 
     /// Stores the forwarded ids of an upstream `(source, partition)`.
-    pub(crate) fn put_forwarded(
-        &mut self,
-        source: u32,
-        partition: u32,
-        ids: &Forwarded,
-    ) -> Result<()> {
+    pub(crate) fn put_forwarded(&mut self, source: u32, partition: u32, ids: &IdSet) -> Result<()> {
         let key = forwarded_key(source, partition);
         let bytes = postcard::to_stdvec(ids).map_err(|e| Error::Encode {
             what: "forwarded ids",
