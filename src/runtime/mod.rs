@@ -506,7 +506,8 @@ impl Runtime {
         )?;
         self.finish_rebuild(M::NAME)?;
         self.repair_lost_tail(M::NAME)?;
-        runner.recover()?;
+        // Changes a crash left in the outbox are published by the workers
+        // before their first batch (retried there, like any failed batch).
         let pipeline: Arc<dyn Pipeline> = Arc::new(runner);
         let running = self.spawn(pipeline);
         self.inner.models.lock().insert(M::NAME, running);

@@ -224,6 +224,9 @@ pub(crate) struct Runner<M: ReadModel> {
     change_partitions: u32,
     group: String,
     partitions: Vec<Mutex<PartitionState>>,
+    /// Whether the outbox a crash left has been published (by the first
+    /// step of any worker).
+    recovered: Mutex<bool>,
 }
 
 impl<M: ReadModel> Runner<M> {
@@ -257,6 +260,7 @@ impl<M: ReadModel> Runner<M> {
                     })
                 })
                 .collect(),
+            recovered: Mutex::new(false),
         })
     }
 
@@ -697,6 +701,13 @@ impl<M: ReadModel> Pipeline for Runner<M> {
             .iter()
             .map(|&p| (p, self.partitions[p as usize].lock()))
             .collect();
+        {
+            let mut recovered = self.recovered.lock();
+            if !*recovered {
+                self.recover()?;
+                *recovered = true;
+            }
+        }
         // The first partition's state keeps the worker's outbox bookkeeping.
         debug_assert_eq!(guards[0].0, first);
         if let Some(outbox) = guards[0].1.unpublished.take() {
@@ -750,6 +761,8 @@ impl<M: ReadModel> Pipeline for Runner<M> {
             st.position = None;
             st.written_end = None;
             st.published.clear();
+            // `recover` published it before the rebuild cleared the outbox.
+            st.unpublished = None;
         }
     }
 
