@@ -5,7 +5,8 @@
 //! child process — this same test binary, re-executed — and kills it: at a
 //! failpoint (`ACCRETE_FAILPOINT`: abort before the store write, between
 //! the store write and the change publication, between publication and the
-//! offset commit, after the commit) or with SIGKILL at a random moment. It
+//! offset commit, after the commit, inside an operator's rebuild) or with
+//! SIGKILL at a random moment. It
 //! restarts the child, appending more events between runs, until a run
 //! finishes. The state in the store must then equal the plain left fold of
 //! the distinct events, exactly, and every version of every key must be on
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use accrete::event::EventId;
 use accrete::log::{EmbeddedLog, Log, NewRecord, partition_for};
-use accrete::runtime::failpoint::FAILPOINTS;
+use accrete::runtime::failpoint::{FAILPOINTS, REBUILD_FAILPOINTS};
 use accrete::runtime::{Config, Runtime};
 use common::*;
 
@@ -48,6 +49,10 @@ fn child(dir: &str) {
     rt.add_model(Balances).unwrap();
     rt.add_model(Receipts).unwrap();
     rt.add_model(Visitors).unwrap();
+    if std::env::var_os("ACCRETE_CRASH_REBUILD").is_some() {
+        // An operator's rebuild, killed midway when the plan says so.
+        rt.rebuild::<Balances>().unwrap();
+    }
     let timeout = Duration::from_secs(60);
     rt.wait_caught_up::<Balances>(timeout).unwrap();
     rt.wait_caught_up::<Receipts>(timeout).unwrap();
@@ -97,6 +102,7 @@ fn run(seed: u64) -> usize {
 
     let exe = std::env::current_exe().unwrap();
     let mut kills = 0;
+    let mut rebuilds = 0;
     let mut rest = Some(rest);
     let mut last_stderr = String::new();
     for attempt in 0.. {
@@ -126,14 +132,35 @@ fn run(seed: u64) -> usize {
         .env("ACCRETE_CRASH_BATCH", cfg.batch_size.to_string())
         .env("ACCRETE_CRASH_WORKERS", cfg.workers.to_string())
         .env_remove("ACCRETE_FAILPOINT")
+        .env_remove("ACCRETE_CRASH_REBUILD")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         // The last attempts run clean, so the seed always finishes.
         let plan = attempt < 8 && rng.chance(0.8);
         let sigkill = plan && rng.chance(0.3);
+        // Some runs rebuild `balances` (and may be killed inside it).
+        let rebuild = rng.chance(0.25);
+        rebuilds += usize::from(rebuild);
+        if rebuild {
+            cmd.env("ACCRETE_CRASH_REBUILD", "1");
+        }
         if plan && !sigkill {
-            let point = FAILPOINTS[rng.below(FAILPOINTS.len() as u64) as usize];
-            cmd.env("ACCRETE_FAILPOINT", format!("{point}:{}", 1 + rng.below(6)));
+            let points: Vec<&str> = FAILPOINTS
+                .iter()
+                .chain(if rebuild {
+                    &REBUILD_FAILPOINTS[..]
+                } else {
+                    &[]
+                })
+                .copied()
+                .collect();
+            let point = points[rng.below(points.len() as u64) as usize];
+            let nth = if point.starts_with("rebuild") {
+                1
+            } else {
+                1 + rng.below(6)
+            };
+            cmd.env("ACCRETE_FAILPOINT", format!("{point}:{nth}"));
         }
         let mut child = cmd.spawn().unwrap();
         if sigkill {
@@ -163,7 +190,7 @@ fn run(seed: u64) -> usize {
     let ctx = format!("{ctx}, after {kills} kills");
     assert_matches_the_oracle(&rt, &events, &ctx);
 
-    assert_every_change_published(&rt, rt.log().as_ref(), &ctx);
+    assert_every_change_published(&rt, rt.log().as_ref(), rebuilds, &ctx);
     assert_eq!(
         rt.dead_letters::<Balances>().unwrap().len(),
         events.iter().filter(|e| e.cents == 0).count(),

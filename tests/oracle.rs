@@ -152,7 +152,7 @@ fn run(seed: u64) {
 
     // Every write that changed a key published a change: versions 1..=v of
     // every key are on the changes topic (at least once).
-    assert_every_change_published(&rt, &log.inner, &ctx);
+    assert_every_change_published(&rt, &log.inner, 0, &ctx);
 
     // Every projection error is one dead letter (per event id, however
     // often it was delivered), with the projection's reason and the payload.
