@@ -375,8 +375,22 @@ fn forwarded_bookkeeping_stays_bounded() {
     assert_eq!(rt.get::<Balances>(&2).unwrap(), Some(Sum(40_000)));
     let bytes = rt.stored_bytes::<Balances>(&2).unwrap().unwrap();
     assert!(bytes < 64, "the key's record is {bytes} bytes");
-    // A copy of an id far below the newest ones cannot be told from a new
-    // one any more: a dead letter, never a second application.
+    // Ids spread over more 4 096-offset chunks than are kept (1 024): the
+    // oldest are forgotten (bounded), and a copy of one of them cannot be
+    // told from a new event any more: a dead letter, never a second
+    // application.
+    let spread: Vec<_> = (0..1100_u64)
+        .map(|i| {
+            let id = EventId {
+                source: upstream,
+                partition: 3,
+                offset: 100_000_000 + i * 4096,
+            };
+            (b"k", 0, &p, id)
+        })
+        .collect();
+    rt.forward(spread).unwrap();
+    rt.wait_caught_up::<Balances>(WAIT).unwrap();
     let old = EventId {
         source: upstream,
         partition: 3,
@@ -384,7 +398,7 @@ fn forwarded_bookkeeping_stays_bounded() {
     };
     rt.forward([(b"k", 0, &p, old)]).unwrap();
     rt.wait_caught_up::<Balances>(WAIT).unwrap();
-    assert_eq!(rt.get::<Balances>(&2).unwrap(), Some(Sum(40_000)));
+    assert_eq!(rt.get::<Balances>(&2).unwrap(), Some(Sum(41_100)));
     let dead = rt.dead_letters::<Balances>().unwrap();
     assert_eq!(dead.len(), 1);
     assert!(dead[0].reason.contains("horizon"), "{}", dead[0].reason);

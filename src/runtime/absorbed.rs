@@ -1,11 +1,11 @@
 //! Which events a state has absorbed: the exactly-once bookkeeping, written
 //! in the same atomic write as the state.
 //!
-//! [`IdSet`] is what the runtime keeps now: per model and upstream
-//! partition, the forwarded ids applied. [`Absorbed`] is the per-key form
-//! records written before kept (and the MongoDB backend's guard still
-//! keeps): it is read, and checked for forwarded copies, but no longer
-//! grown. The rest of this paragraph describes it.
+//! [`ForwardedIds`] is what the runtime keeps now: per model and upstream
+//! partition, a bitmap of the forwarded ids applied, in chunks. [`Absorbed`]
+//! is the per-key form records written before kept (and the MongoDB
+//! backend's guard still keeps): it is read, and checked for forwarded
+//! copies, but no longer grown. The rest of this paragraph describes it.
 //!
 //! Per `(source, partition)` a sorted list of disjoint half-open offset
 //! ranges. In the common case it is one range per partition, whatever the
@@ -113,13 +113,157 @@ impl Absorbed {
     }
 }
 
-/// A bounded set of 64-bit ids that arrive roughly in order. Two uses:
-/// the forwarded event ids of one upstream `(source, partition)` that a
-/// model has applied (the exactly-once bookkeeping of
-/// [`Runtime::forward`](crate::runtime::Runtime::forward), kept once per
-/// model: the embedded store writes a batch's keys in one transaction, so
-/// one set serves every key), and the change versions of one key that a
-/// cluster hook has covered.
+/// Upstream offsets per chunk of the forwarded-id bitmap.
+pub(crate) const CHUNK_OFFSETS: u64 = 4096;
+
+/// Chunks kept per upstream partition: 4M offsets, at most 512 KiB.
+pub(crate) const MAX_CHUNKS: u64 = 1024;
+
+/// The forwarded ids a model has applied, checked and recorded within one
+/// write transaction of the embedded store: per upstream `(source,
+/// partition)`, one bit per offset, in chunks of [`CHUNK_OFFSETS`] (a chunk
+/// whose every bit is set is stored as nothing but its key). Kept once per
+/// model, not per key: the embedded store writes every key of a batch in
+/// one transaction, so one record of an event id serves every key it
+/// touched, and no key's record grows with forwarded events.
+///
+/// Any order of arrival is exact while at most [`MAX_CHUNKS`] chunks are
+/// kept: ids arriving from several of this log's partitions, shuffled,
+/// repeated, extreme. Beyond that the lowest chunks are forgotten, so that
+/// nothing grows without bound; an id below the lowest chunk kept is
+/// reported ([`Seen::BelowHorizon`]), to go to the dead letters: never
+/// applied twice, never dropped silently.
+#[derive(Default)]
+pub(crate) struct ForwardedIds {
+    /// Per `(source, partition)`: the chunk below which ids are forgotten,
+    /// and how many chunks are kept.
+    spans: std::collections::HashMap<(u32, u32), (u64, u64), foldhash::fast::RandomState>,
+    /// Chunks read in this transaction, and whether they changed.
+    chunks: std::collections::HashMap<(u32, u32, u64), (Chunk, bool), foldhash::fast::RandomState>,
+}
+
+/// One chunk of the bitmap.
+#[derive(Clone)]
+pub(crate) enum Chunk {
+    Bits(Box<[u8; (CHUNK_OFFSETS / 8) as usize]>),
+    Full,
+}
+
+impl Chunk {
+    fn empty() -> Self {
+        Chunk::Bits(Box::new([0; (CHUNK_OFFSETS / 8) as usize]))
+    }
+
+    /// A stored chunk: its bytes (none: full).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.is_empty() {
+            return Some(Chunk::Full);
+        }
+        let bits: [u8; (CHUNK_OFFSETS / 8) as usize] = bytes.try_into().ok()?;
+        Some(Chunk::Bits(Box::new(bits)))
+    }
+
+    pub(crate) fn encode(&self) -> &[u8] {
+        match self {
+            Chunk::Bits(b) => &b[..],
+            Chunk::Full => &[],
+        }
+    }
+
+    /// Sets the bit; false if it was set.
+    fn set(&mut self, at: u64) -> bool {
+        let Chunk::Bits(bits) = self else {
+            return false;
+        };
+        let (byte, bit) = ((at / 8) as usize, 1_u8 << (at % 8));
+        if bits[byte] & bit != 0 {
+            return false;
+        }
+        bits[byte] |= bit;
+        if bits.iter().all(|b| *b == 0xFF) {
+            *self = Chunk::Full;
+        }
+        true
+    }
+}
+
+/// Where [`ForwardedIds`] keeps its chunks: the model's table in the write
+/// transaction.
+pub(crate) trait ChunkStore {
+    /// The span `(horizon chunk, chunks kept)` of an upstream partition.
+    fn span(&self, source: u32, partition: u32) -> crate::Result<Option<(u64, u64)>>;
+    fn put_span(&mut self, source: u32, partition: u32, span: (u64, u64)) -> crate::Result<()>;
+    fn chunk(&self, source: u32, partition: u32, chunk: u64) -> crate::Result<Option<Chunk>>;
+    fn put_chunk(
+        &mut self,
+        source: u32,
+        partition: u32,
+        chunk: u64,
+        c: &Chunk,
+    ) -> crate::Result<()>;
+    /// Deletes the `n` lowest chunks; returns the chunk after the last one
+    /// deleted (the new horizon).
+    fn drop_lowest(&mut self, source: u32, partition: u32, n: u64) -> crate::Result<u64>;
+}
+
+impl ForwardedIds {
+    /// Checks and records one forwarded id.
+    pub(crate) fn insert(&mut self, store: &impl ChunkStore, id: EventId) -> crate::Result<Seen> {
+        let chunk = id.offset / CHUNK_OFFSETS;
+        let span = match self.spans.get_mut(&(id.source, id.partition)) {
+            Some(s) => s,
+            None => {
+                let s = store.span(id.source, id.partition)?.unwrap_or((0, 0));
+                self.spans.entry((id.source, id.partition)).or_insert(s)
+            }
+        };
+        if chunk < span.0 {
+            return Ok(Seen::BelowHorizon(span.0 * CHUNK_OFFSETS));
+        }
+        let entry = match self.chunks.entry((id.source, id.partition, chunk)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let c = match store.chunk(id.source, id.partition, chunk)? {
+                    Some(c) => c,
+                    None => {
+                        span.1 += 1;
+                        Chunk::empty()
+                    }
+                };
+                e.insert((c, false))
+            }
+        };
+        if entry.0.set(id.offset % CHUNK_OFFSETS) {
+            entry.1 = true;
+            Ok(Seen::New)
+        } else {
+            Ok(Seen::Duplicate)
+        }
+    }
+
+    /// Writes what changed, forgetting the lowest chunks beyond
+    /// [`MAX_CHUNKS`].
+    pub(crate) fn save(self, store: &mut impl ChunkStore) -> crate::Result<()> {
+        for (&(s, p, chunk), (c, dirty)) in &self.chunks {
+            if *dirty {
+                store.put_chunk(s, p, chunk, c)?;
+            }
+        }
+        for ((source, partition), (mut horizon, mut kept)) in self.spans {
+            if kept > MAX_CHUNKS {
+                horizon = store.drop_lowest(source, partition, kept - MAX_CHUNKS)?;
+                kept = MAX_CHUNKS;
+            }
+            store.put_span(source, partition, (horizon, kept))?;
+        }
+        Ok(())
+    }
+}
+
+/// A bounded set of 64-bit ids that arrive roughly in order: the change
+/// versions of one key that a cluster hook has covered (a key's versions
+/// come nearly in order: only changes written by two workers at once can
+/// swap).
 ///
 /// Exact above a horizon: sorted, disjoint, non-adjacent inclusive ranges.
 /// Upstream delivery that is roughly in order keeps them few (gaps close as
@@ -200,6 +344,133 @@ impl IdSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Chunks(std::collections::BTreeMap<(u32, u32, u64), Vec<u8>>);
+    impl ChunkStore for Chunks {
+        fn span(&self, s: u32, p: u32) -> crate::Result<Option<(u64, u64)>> {
+            Ok(self.0.get(&(s, p, u64::MAX)).map(|v| {
+                (
+                    u64::from_be_bytes(v[..8].try_into().unwrap()),
+                    u64::from_be_bytes(v[8..].try_into().unwrap()),
+                )
+            }))
+        }
+        fn put_span(&mut self, s: u32, p: u32, (lo, hi): (u64, u64)) -> crate::Result<()> {
+            let mut v = lo.to_be_bytes().to_vec();
+            v.extend(hi.to_be_bytes());
+            self.0.insert((s, p, u64::MAX), v);
+            Ok(())
+        }
+        fn chunk(&self, s: u32, p: u32, c: u64) -> crate::Result<Option<Chunk>> {
+            Ok(self.0.get(&(s, p, c)).map(|v| Chunk::decode(v).unwrap()))
+        }
+        fn put_chunk(&mut self, s: u32, p: u32, c: u64, chunk: &Chunk) -> crate::Result<()> {
+            self.0.insert((s, p, c), chunk.encode().to_vec());
+            Ok(())
+        }
+        fn drop_lowest(&mut self, s: u32, p: u32, n: u64) -> crate::Result<u64> {
+            let lowest: Vec<(u32, u32, u64)> = self
+                .0
+                .keys()
+                .filter(|k| k.0 == s && k.1 == p && k.2 != u64::MAX)
+                .take(n as usize)
+                .copied()
+                .collect();
+            for k in &lowest {
+                self.0.remove(k);
+            }
+            Ok(lowest.last().map_or(0, |k| k.2 + 1))
+        }
+    }
+
+    /// Checks ids in transactions of `per_txn`, as the store does.
+    fn check_all(store: &mut Chunks, ids: &[EventId], per_txn: usize) -> Vec<Seen> {
+        let mut out = Vec::new();
+        for txn in ids.chunks(per_txn) {
+            let mut f = ForwardedIds::default();
+            for id in txn {
+                out.push(f.insert(store, *id).unwrap());
+            }
+            f.save(store).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn forwarded_ids_match_a_set_in_any_order_and_stay_bounded() {
+        let mut x = 99_u64;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        // Shuffled, repeated, over three upstream partitions, extremes too.
+        let mut ids: Vec<EventId> = (0..60_000)
+            .map(|i| EventId {
+                source: 7,
+                partition: (i % 3) as u32,
+                offset: [i / 3, u64::MAX - i / 3][usize::from(i % 7 == 0)],
+            })
+            .collect();
+        let copies: Vec<EventId> = ids.iter().step_by(5).copied().collect();
+        ids.extend(copies);
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, next() as usize % (i + 1));
+        }
+        let mut store = Chunks::default();
+        let mut model = std::collections::BTreeSet::new();
+        for (id, seen) in ids.iter().zip(check_all(&mut store, &ids, 777)) {
+            let new = model.insert(*id);
+            // The extremes are far beyond the horizon of the low ids: those
+            // arriving after an extreme may be reported, never applied twice.
+            match seen {
+                Seen::New => assert!(new, "{id:?} applied twice"),
+                Seen::Duplicate => assert!(!new, "{id:?} dropped"),
+                Seen::BelowHorizon(_) => {}
+            }
+        }
+        // Without extremes: exact, whatever the order.
+        let mut ids: Vec<EventId> = (0..200_000_u64)
+            .map(|i| EventId {
+                source: 1,
+                partition: (i % 2) as u32,
+                offset: i / 2,
+            })
+            .collect();
+        let copies: Vec<EventId> = ids.iter().step_by(3).copied().collect();
+        ids.extend(copies);
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, next() as usize % (i + 1));
+        }
+        let mut store = Chunks::default();
+        let mut model = std::collections::BTreeSet::new();
+        for (id, seen) in ids.iter().zip(check_all(&mut store, &ids, 1000)) {
+            assert_eq!(seen == Seen::New, model.insert(*id), "{id:?}");
+            assert_ne!(seen, Seen::BelowHorizon(0));
+        }
+        // Bounded: ids spread over more chunks than are kept forget the
+        // lowest ones.
+        let far: Vec<EventId> = (0..2 * MAX_CHUNKS)
+            .map(|i| EventId {
+                source: 1,
+                partition: 0,
+                offset: 100_000_000 + i * CHUNK_OFFSETS,
+            })
+            .collect();
+        check_all(&mut store, &far, 100);
+        assert!(store.0.len() <= 2 * (MAX_CHUNKS as usize + 1));
+        let old = EventId {
+            source: 1,
+            partition: 0,
+            offset: 5,
+        };
+        assert!(matches!(
+            check_all(&mut store, &[old], 1)[0],
+            Seen::BelowHorizon(_)
+        ));
+    }
 
     #[test]
     fn forwarded_ids_in_any_order_stay_exact_and_bounded() {

@@ -11,7 +11,7 @@ use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use super::absorbed::{Absorbed, IdSet, Seen};
+use super::absorbed::{Absorbed, CHUNK_OFFSETS, ForwardedIds, MAX_CHUNKS, Seen};
 use super::failpoint;
 use crate::event::EventId;
 use crate::log::{Log, NewRecord, RecordBatch, partition_for};
@@ -144,13 +144,15 @@ pub(crate) struct Outbox {
     changes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// An event forwarded with its original id (`Runtime::forward`): its
-/// deltas, applied only if the model has not applied the id before.
+/// One delta of an event forwarded with its original id
+/// (`Runtime::forward`), applied only if the model has not applied the id
+/// before. An event's deltas are consecutive.
 pub(crate) struct Copy<K, S> {
     pub(crate) id: EventId,
-    pub(crate) deltas: Vec<(K, S)>,
-    /// The payload, for a dead letter if the id cannot be checked.
-    pub(crate) payload: Vec<u8>,
+    /// Its offset in this log (to read its payload back for a dead letter).
+    pub(crate) offset: u64,
+    pub(crate) key: K,
+    pub(crate) delta: S,
 }
 
 /// One partition's batch, aggregated, waiting for the step's transaction.
@@ -158,7 +160,7 @@ pub(crate) struct Work<K, S> {
     pub(crate) partition: u32,
     pub(crate) end: u64,
     pub(crate) pending: FoldMap<K, S>,
-    /// IdSet events, checked against the model's forwarded ids in the
+    /// Forwarded events, checked against the model's forwarded ids in the
     /// write. Rare: empty unless events are forwarded.
     pub(crate) copies: Vec<Copy<K, S>>,
 }
@@ -167,6 +169,8 @@ pub(crate) struct Work<K, S> {
 pub(crate) struct Pending<S> {
     /// Deltas of events that cannot be duplicates, pre-combined.
     pub(crate) fresh: Option<S>,
+    /// Deltas of forwarded events the write found new, with their ids.
+    pub(crate) copies: Vec<(EventId, S)>,
 }
 
 /// The pre-aggregation map: a fast hasher, seeded per process so that keys
@@ -286,40 +290,37 @@ impl<M: ReadModel> Runner<M> {
                 copies,
             } in works
             {
-                // IdSet events: each id checked once against the
+                // Forwarded events: each id checked once against the
                 // model's forwarded ids (one event, one effect, whatever
                 // keys it touches), in log order.
-                let mut applied: HashMap<Vec<u8>, Vec<(EventId, M::State)>> = HashMap::new();
-                let mut sets: HashMap<(u32, u32), IdSet> = HashMap::new();
+                let mut pending = pending;
+                let mut ids = ForwardedIds::default();
+                // The decision for the event at this log offset (its other
+                // deltas follow it; a copy right after it is another event).
+                let mut last: Option<(u64, Seen)> = None;
                 for copy in copies {
-                    let set = match sets.entry((copy.id.source, copy.id.partition)) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(w.forwarded(copy.id.source, copy.id.partition)?)
+                    let seen = match last {
+                        Some((offset, seen)) if offset == copy.offset => seen,
+                        _ => {
+                            let seen = ids.insert(&w, copy.id)?;
+                            match seen {
+                                Seen::New => {}
+                                Seen::Duplicate => outcome.duplicates += 1,
+                                Seen::BelowHorizon(horizon) => {
+                                    dead.push(self.below_horizon(partition, &copy, horizon));
+                                }
+                            }
+                            last = Some((copy.offset, seen));
+                            seen
                         }
                     };
-                    match set.insert(copy.id.offset) {
-                        Seen::New => {
-                            for (key, d) in copy.deltas {
-                                applied.entry(encode_key(&key)?).or_default().push((copy.id, d));
-                            }
-                        }
-                        Seen::Duplicate => outcome.duplicates += 1,
-                        Seen::BelowHorizon(horizon) => dead.push(DeadLetter {
-                            event: copy.id,
-                            reason: format!(
-                                "forwarded id {} is at or below the deduplication horizon {horizon} of its \
-                                 source partition (ids arrived too far out of order to be tracked): it may \
-                                 or may not have been applied; resubmit it if it was not",
-                                copy.id
-                            ),
-                            payload: copy.payload,
-                        }),
+                    if seen == Seen::New
+                        && let Some(p) = pending.get_mut(&copy.key)
+                    {
+                        p.copies.push((copy.id, copy.delta));
                     }
                 }
-                for ((source, upstream), set) in &sets {
-                    w.put_forwarded(*source, *upstream, set)?;
-                }
+                ids.save(&mut w)?;
                 // Keys in byte order: the B-tree is written front to back.
                 let mut items = Vec::with_capacity(pending.len());
                 for (key, p) in pending {
@@ -328,7 +329,7 @@ impl<M: ReadModel> Runner<M> {
                 items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 for (key_buf, p) in items {
                     let mut delta = p.fresh;
-                    let copies = applied.remove(&key_buf).unwrap_or_default();
+                    let copies = p.copies;
                     if delta.as_ref().is_none_or(Monoid::is_identity) && copies.is_empty() {
                         continue;
                     }
@@ -374,12 +375,11 @@ impl<M: ReadModel> Runner<M> {
                         w.put(&key_buf, &rec_buf)?;
                         outcome.writes += 1;
                     }
-                    let bytes = postcard::to_stdvec(&(rec.version, &delta)).map_err(|e| {
-                        Error::Encode {
+                    let bytes =
+                        postcard::to_stdvec(&(rec.version, &delta)).map_err(|e| Error::Encode {
                             what: "change",
                             detail: e.to_string(),
-                        }
-                    })?;
+                        })?;
                     changes.push((key_buf, bytes));
                 }
                 w.set_written_end(partition, end)?;
@@ -402,6 +402,39 @@ impl<M: ReadModel> Runner<M> {
                 changes,
             }))
         })
+    }
+
+    /// The dead letter of a forwarded event whose id lies below its source
+    /// partition's deduplication horizon: its payload read back from the log.
+    fn below_horizon(
+        &self,
+        partition: u32,
+        copy: &Copy<M::Key, M::State>,
+        horizon: u64,
+    ) -> DeadLetter {
+        let mut batch = RecordBatch::new();
+        let payload = match self
+            .log
+            .read(&self.events_topic, partition, copy.offset, 1, &mut batch)
+        {
+            Ok(()) => batch
+                .iter()
+                .next()
+                .map(|r| r.payload.to_vec())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        DeadLetter {
+            event: copy.id,
+            reason: format!(
+                "forwarded id {} lies below offset {horizon}, its source partition's deduplication horizon \
+                 (ids spread over more than {} offsets are forgotten, lowest first): it may or may not have \
+                 been applied; resubmit it if it was not",
+                copy.id,
+                MAX_CHUNKS * CHUNK_OFFSETS
+            ),
+            payload,
+        }
     }
 
     fn step_locked(
@@ -535,7 +568,7 @@ impl<M: ReadModel> Runner<M> {
 /// native position combine right away, unless they lie below `written_end`
 /// (re-read after a crash: a batch's keys and its written end are one
 /// atomic write, so every offset below the highest end written is
-/// absorbed). IdSet copies go to `work.copies`, checked in the write.
+/// absorbed). Forwarded copies go to `work.copies`, checked in the write.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn aggregate<M: ReadModel>(
     model: &M,
@@ -609,7 +642,10 @@ pub(crate) fn aggregate<M: ReadModel>(
                         }
                     }
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(Pending { fresh: Some(delta) });
+                        e.insert(Pending {
+                            fresh: Some(delta),
+                            copies: Vec::new(),
+                        });
                     }
                 }
             }
@@ -617,18 +653,22 @@ pub(crate) fn aggregate<M: ReadModel>(
             // One event may push several deltas for one key (a transfer to
             // the same account): one effect, checked once.
             collapse_by_key(&mut deltas.items);
-            deltas.items.retain(|(_, d)| !d.is_identity());
-            outcome.deltas += deltas.items.len() as u64;
-            for (key, _) in &deltas.items {
-                work.pending
-                    .entry(key.clone())
-                    .or_insert(Pending { fresh: None });
+            for (key, delta) in deltas.items.drain(..) {
+                if delta.is_identity() {
+                    continue;
+                }
+                outcome.deltas += 1;
+                work.pending.entry(key.clone()).or_insert(Pending {
+                    fresh: None,
+                    copies: Vec::new(),
+                });
+                work.copies.push(Copy {
+                    id,
+                    offset: record.offset,
+                    key,
+                    delta,
+                });
             }
-            work.copies.push(Copy {
-                id,
-                deltas: std::mem::take(&mut deltas.items),
-                payload: record.payload.to_vec(),
-            });
         }
     }
 }

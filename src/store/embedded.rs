@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EventId;
 use crate::hooks::runner::{Outcome, Plan};
-use crate::runtime::absorbed::IdSet;
+use crate::runtime::absorbed::{Chunk, ChunkStore, IdSet};
 use crate::{Error, Result};
 
 fn state_table(model: &str) -> String {
@@ -67,11 +67,85 @@ fn covered_key(hook: &str, key: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(key);
 }
 
-fn forwarded_key(source: u32, partition: u32) -> [u8; 8] {
-    let mut key = [0_u8; 8];
+/// The key of a chunk of forwarded ids (`u64::MAX`: the span).
+fn forwarded_key(source: u32, partition: u32, chunk: u64) -> [u8; 16] {
+    let mut key = [0_u8; 16];
     key[..4].copy_from_slice(&source.to_be_bytes());
-    key[4..].copy_from_slice(&partition.to_be_bytes());
+    key[4..8].copy_from_slice(&partition.to_be_bytes());
+    key[8..].copy_from_slice(&chunk.to_be_bytes());
     key
+}
+
+impl ChunkStore for ModelWrite<'_> {
+    fn span(&self, source: u32, partition: u32) -> Result<Option<(u64, u64)>> {
+        let key = forwarded_key(source, partition, u64::MAX);
+        let v = self
+            .forwarded
+            .get(key.as_slice())
+            .map_err(|e| Error::store("get forwarded ids", e))?;
+        Ok(v.and_then(|v| {
+            let b = v.value();
+            Some((
+                u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
+                u64::from_be_bytes(b.get(8..16)?.try_into().ok()?),
+            ))
+        }))
+    }
+
+    fn put_span(&mut self, source: u32, partition: u32, (low, high): (u64, u64)) -> Result<()> {
+        let key = forwarded_key(source, partition, u64::MAX);
+        let mut value = [0_u8; 16];
+        value[..8].copy_from_slice(&low.to_be_bytes());
+        value[8..].copy_from_slice(&high.to_be_bytes());
+        self.forwarded
+            .insert(key.as_slice(), value.as_slice())
+            .map_err(|e| Error::store("put forwarded ids", e))?;
+        Ok(())
+    }
+
+    fn chunk(&self, source: u32, partition: u32, chunk: u64) -> Result<Option<Chunk>> {
+        let key = forwarded_key(source, partition, chunk);
+        let v = self
+            .forwarded
+            .get(key.as_slice())
+            .map_err(|e| Error::store("get forwarded ids", e))?;
+        v.map(|v| {
+            Chunk::decode(v.value()).ok_or_else(|| Error::Corrupt {
+                what: "forwarded ids",
+                detail: format!("a chunk of {} bytes", v.value().len()),
+            })
+        })
+        .transpose()
+    }
+
+    fn put_chunk(&mut self, source: u32, partition: u32, chunk: u64, c: &Chunk) -> Result<()> {
+        let key = forwarded_key(source, partition, chunk);
+        self.forwarded
+            .insert(key.as_slice(), c.encode())
+            .map_err(|e| Error::store("put forwarded ids", e))?;
+        Ok(())
+    }
+
+    fn drop_lowest(&mut self, source: u32, partition: u32, n: u64) -> Result<u64> {
+        let from = forwarded_key(source, partition, 0);
+        let to = forwarded_key(source, partition, u64::MAX);
+        let mut dropped = 0;
+        let mut horizon = 0;
+        self.forwarded
+            .retain_in::<&[u8], _>(from.as_slice()..to.as_slice(), |k, _| {
+                if dropped == n {
+                    return true;
+                }
+                dropped += 1;
+                horizon = k
+                    .get(8..16)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, |b| u64::from_be_bytes(b) + 1);
+                false
+            })
+            .map_err(|e| Error::store("forget forwarded ids", e))?;
+        Ok(horizon)
+    }
 }
 
 /// An event that could not be applied, kept with the reason instead of
@@ -810,36 +884,6 @@ impl<'txn> ModelWrite<'txn> {
                 .insert(key.as_str(), end)
                 .map_err(|e| Error::store("written end", e))?;
         }
-        Ok(())
-    }
-
-    /// The forwarded ids of an upstream `(source, partition)` the model
-    /// has applied.
-    pub(crate) fn forwarded(&self, source: u32, partition: u32) -> Result<IdSet> {
-        let key = forwarded_key(source, partition);
-        let v = self
-            .forwarded
-            .get(key.as_slice())
-            .map_err(|e| Error::store("get forwarded ids", e))?;
-        match v {
-            Some(v) => postcard::from_bytes(v.value()).map_err(|e| Error::Corrupt {
-                what: "forwarded ids",
-                detail: e.to_string(),
-            }),
-            None => Ok(IdSet::default()),
-        }
-    }
-
-    /// Stores the forwarded ids of an upstream `(source, partition)`.
-    pub(crate) fn put_forwarded(&mut self, source: u32, partition: u32, ids: &IdSet) -> Result<()> {
-        let key = forwarded_key(source, partition);
-        let bytes = postcard::to_stdvec(ids).map_err(|e| Error::Encode {
-            what: "forwarded ids",
-            detail: e.to_string(),
-        })?;
-        self.forwarded
-            .insert(key.as_slice(), bytes.as_slice())
-            .map_err(|e| Error::store("put forwarded ids", e))?;
         Ok(())
     }
 
