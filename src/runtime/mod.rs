@@ -414,7 +414,15 @@ impl Runtime {
     /// Appends events that first entered another log, keeping the ids they
     /// got there: a replay from an export, a stream forwarded from upstream
     /// with at-least-once delivery. However many copies of one event are
-    /// forwarded, each read model applies it once.
+    /// forwarded, in whatever order, each read model applies it once. Ids
+    /// this runtime gave out (from [`submit`](Self::submit)) forwarded back
+    /// are copies of its own events: skipped.
+    ///
+    /// The ids applied are kept per model and upstream `(source,
+    /// partition)`, exactly for any order within 4M offsets (1 024 chunks of
+    /// 4 096); beyond that the lowest are forgotten, and a copy arriving
+    /// below them goes to the dead letters with the reason (never applied
+    /// twice, never dropped silently).
     ///
     /// # Errors
     ///
