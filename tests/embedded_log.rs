@@ -806,3 +806,62 @@ fn a_tail_of_zeros_or_garbage_after_a_power_failure_is_cut() {
         fs::write(&path, &whole).unwrap();
     }
 }
+
+/// A torn tail is cut whatever the torn record's payload holds, even bytes
+/// that are themselves a valid frame of this log (a log record carried as a
+/// payload: an export, a forwarded batch): the frame inside the torn record
+/// is not a record that follows it.
+#[test]
+fn a_torn_tail_is_cut_whatever_its_payload_holds() {
+    let mut rng = Rng::for_test("a_torn_tail_is_cut_whatever_its_payload_holds");
+    // Payloads: random bytes, and whole frames of another log.
+    let frames = {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(tmp.path()).unwrap();
+        log.create_topic("inner", 1).unwrap();
+        for i in 0..3_u64 {
+            let payload = payload_for(0, i);
+            log.append("inner", 0, &[record(&payload)]).unwrap();
+        }
+        fs::read(partition_file(tmp.path(), "inner", 0)).unwrap()
+    };
+    for round in 0..40 {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = partition_file(tmp.path(), "t", 0);
+        let payload: Vec<u8> = match round % 3 {
+            0 => frames.clone(),
+            1 => {
+                let from = rng.range(0, frames.len() as u64 / 2) as usize;
+                let mut p: Vec<u8> = (0..rng.range(0, 50))
+                    .map(|_| rng.range(0, 256) as u8)
+                    .collect();
+                p.extend(&frames[from..]);
+                p
+            }
+            _ => (0..rng.range(1, 300))
+                .map(|_| rng.range(0, 256) as u8)
+                .collect(),
+        };
+        let (whole, last_start) = {
+            let log = EmbeddedLog::open(tmp.path()).unwrap();
+            log.create_topic("t", 1).unwrap();
+            log.append("t", 0, &[record(b"first"), record(b"second")])
+                .unwrap();
+            let last_start = fs::metadata(&path).unwrap().len() as usize;
+            log.append("t", 0, &[record(&payload)]).unwrap();
+            (fs::read(&path).unwrap(), last_start)
+        };
+        for cut in last_start..whole.len() {
+            fs::write(&path, &whole[..cut]).unwrap();
+            let log = EmbeddedLog::open(tmp.path())
+                .unwrap_or_else(|e| panic!("round {round}, cut at {cut}: {e}"));
+            assert_eq!(
+                log.end_offset("t", 0).unwrap(),
+                2,
+                "round {round}, cut at {cut}"
+            );
+            let got = read_all(&log, "t", 0);
+            assert_eq!(&got[1].payload[..], b"second");
+        }
+    }
+}

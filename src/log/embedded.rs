@@ -557,7 +557,15 @@ impl Partition {
                 Next::Short(pos) => (pos, "incomplete record"),
                 Next::Bad(pos, why) => (pos, why),
             };
-            if let Some(valid) = find_frame(&file, pos + 1, file_len)
+            // A record cut short whose own layout agrees with its length is
+            // the write a crash interrupted: frames inside it are its payload
+            // (a log record carried as an event), not records after it.
+            let torn = why == "incomplete record"
+                && torn_write(&file, pos, file_len)
+                    .map_err(|e| Error::io("scanning a log partition", &path, e))?;
+            if torn {
+                // Cut below.
+            } else if let Some(valid) = find_frame(&file, pos + 1, file_len)
                 .map_err(|e| Error::io("scanning a log partition", &path, e))?
             {
                 return Err(Error::Corrupt {
@@ -1074,6 +1082,55 @@ fn find_frame(file: &File, from: u64, end: u64) -> io::Result<Option<u64>> {
         q += 1;
     }
     Ok(None)
+}
+
+/// Whether the incomplete frame at `pos` (its claimed length runs past
+/// `end`) is a write cut short rather than a damaged length: the lengths
+/// inside its body, as far as they are in the file, add up to the length
+/// its header claims. A record whose length was damaged was whole before,
+/// so its inner lengths are all in the file and disagree with the damaged
+/// one; a torn record's agree, or are themselves cut off.
+fn torn_write(file: &File, pos: u64, end: u64) -> io::Result<bool> {
+    let available = (end - pos).min((HEADER + 8 + 10) as u64) as usize;
+    let mut head = vec![0; available];
+    file.read_exact_at(&mut head, pos)?;
+    if head.len() < HEADER {
+        return Ok(true);
+    }
+    let body = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64;
+    if !(MIN_BODY as u64..=MAX_BODY as u64).contains(&body) {
+        return Ok(false);
+    }
+    let frame_end = pos + HEADER as u64 + body;
+    // The key's length, then (past the key) the payload's.
+    let at_key = pos + (HEADER + 8) as u64;
+    let varint_at = |at: u64| -> io::Result<Option<Option<(u32, usize)>>> {
+        if at >= end {
+            return Ok(None); // cut off before it: cannot disagree
+        }
+        let mut buf = vec![0; (end - at).min(5) as usize];
+        file.read_exact_at(&mut buf, at)?;
+        Ok(Some(read_varint(&buf)))
+    };
+    let Some(key) = varint_at(at_key)? else {
+        return Ok(true);
+    };
+    let Some((key, used)) = key else {
+        // A varint cut by the end of the file, or malformed.
+        return Ok(at_key + 5 > end);
+    };
+    let at_payload = at_key + used as u64 + u64::from(key);
+    if at_payload >= frame_end {
+        return Ok(false);
+    }
+    let Some(payload) = varint_at(at_payload)? else {
+        return Ok(true);
+    };
+    let Some((payload, used)) = payload else {
+        return Ok(at_payload + 5 > end);
+    };
+    let at_flags = at_payload + used as u64 + u64::from(payload);
+    Ok(at_flags + 1 == frame_end || at_flags + 1 + 16 == frame_end)
 }
 
 /// The length of the frame at `q` if its header and layout are consistent
