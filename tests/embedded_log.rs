@@ -863,5 +863,22 @@ fn a_torn_tail_is_cut_whatever_its_payload_holds() {
             let got = read_all(&log, "t", 0);
             assert_eq!(&got[1].payload[..], b"second");
         }
+        // A power failure: the file has the record's length, but its end
+        // was never written (zeros).
+        for zeros_from in (last_start + 20..whole.len()).step_by(7) {
+            let mut torn = whole.clone();
+            torn[zeros_from..].fill(0);
+            if torn == whole {
+                continue; // the record ended in zeros anyway: it is whole
+            }
+            fs::write(&path, &torn).unwrap();
+            let log = EmbeddedLog::open(tmp.path())
+                .unwrap_or_else(|e| panic!("round {round}, zeros from {zeros_from}: {e}"));
+            assert_eq!(
+                log.end_offset("t", 0).unwrap(),
+                2,
+                "round {round}, zeros from {zeros_from}"
+            );
+        }
     }
 }

@@ -563,9 +563,25 @@ impl Partition {
             let torn = why == "incomplete record"
                 && torn_write(&file, pos, file_len)
                     .map_err(|e| Error::io("scanning a log partition", &path, e))?;
+            // A whole record that fails its checksum but whose layout agrees
+            // with its length (a write the disk did not finish): frames are
+            // looked for after it, not inside it.
+            let after = if why == "checksum mismatch" {
+                let mut window = Window {
+                    file: &file,
+                    start: pos,
+                    buf: Vec::new(),
+                    end: file_len,
+                };
+                plausible_frame(&mut window, pos)
+                    .map_err(|e| Error::io("scanning a log partition", &path, e))?
+                    .map_or(pos + 1, |len| pos + len as u64)
+            } else {
+                pos + 1
+            };
             if torn {
                 // Cut below.
-            } else if let Some(valid) = find_frame(&file, pos + 1, file_len)
+            } else if let Some(valid) = find_frame(&file, after, file_len)
                 .map_err(|e| Error::io("scanning a log partition", &path, e))?
             {
                 return Err(Error::Corrupt {
