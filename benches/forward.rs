@@ -66,8 +66,9 @@ fn run(
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
     log.create_topic("events", PARTITIONS).unwrap();
-    let mut parts: Vec<Vec<(Vec<u8>, Vec<u8>, Option<EventId>)>> =
-        vec![Vec::new(); PARTITIONS as usize];
+    /// Per partition: key, payload, upstream id.
+    type Encoded = Vec<(Vec<u8>, Vec<u8>, Option<EventId>)>;
+    let mut parts: Vec<Encoded> = vec![Vec::new(); PARTITIONS as usize];
     for (i, origin) in deliveries {
         let s = &sales[*i];
         let key = s.product.to_le_bytes().to_vec();
