@@ -13,7 +13,7 @@
 //! read-only one), a reopen with the wrong partition count, and the cluster
 //! hook added and removed. Faults, drawn per history and changed by
 //! operations: failing and short reads, failing commits and publications,
-//! failing group resets. Projections fail (`Err`) and panic on some events.
+//! failing group resets, store transactions that fail instead of committing. Projections fail (`Err`) and panic on some events.
 //!
 //! Checks after every history, once every model runs again and has caught
 //! up: every model equals the oracle exactly; each distinct bad event is
@@ -113,6 +113,9 @@ struct Faults {
     commit_fail: f64,
     publish_fail: f64,
     reset_fail: bool,
+    /// Store write transactions that fail instead of committing.
+    #[serde(default)]
+    store_fail: f64,
 }
 
 /// A history: its seed (for the faults' dice) and its operations.
@@ -248,6 +251,7 @@ fn generate(seed: u64) -> History {
                 commit_fail: [0.0, 0.1, 0.5][rng.below(3) as usize],
                 publish_fail: [0.0, 0.1, 0.5][rng.below(3) as usize],
                 reset_fail: rng.chance(0.2),
+                store_fail: [0.0, 0.0, 0.1, 0.3][rng.below(4) as usize],
             }),
             84..=86 => Op::SecondOpen,
             87 => Op::WrongPartitions,
@@ -378,6 +382,7 @@ struct World {
     dir: PathBuf,
     partitions: u32,
     log: Option<Arc<SimLog>>,
+    store: Option<Arc<EmbeddedStore>>,
     rt: Option<Runtime>,
     config: Config,
     dice: u64,
@@ -411,9 +416,11 @@ impl World {
         });
         self.dice = self.dice.wrapping_add(1);
         log.set(&self.faults);
-        let store = EmbeddedStore::open(self.dir.join("state.redb"))
-            .map_err(|e| format!("open store: {e}"))?;
-        let rt = Runtime::new(log.clone(), Arc::new(store), self.config.clone())
+        let store = Arc::new(
+            EmbeddedStore::open(self.dir.join("state.redb"))
+                .map_err(|e| format!("open store: {e}"))?,
+        );
+        let rt = Runtime::new(log.clone(), store.clone(), self.config.clone())
             .map_err(|e| format!("new runtime: {e}"))?;
         for (i, on) in self.running.iter_mut().enumerate() {
             if *on {
@@ -427,7 +434,11 @@ impl World {
             rt.add_cluster_hook(Journal(self.journal.clone()))
                 .map_err(|e| format!("add hook: {e}"))?;
         }
+        // Store faults start once the models run (adding one may fail on
+        // a failed commit; that is the caller's to retry, not a hole).
+        store.fail_commits(self.faults.store_fail, self.dice);
         self.log = Some(log);
+        self.store = Some(store);
         self.rt = Some(rt);
         Ok(())
     }
@@ -437,6 +448,7 @@ impl World {
             rt.shutdown();
         }
         self.log = None;
+        self.store = None;
     }
 
     fn rt(&self) -> &Runtime {
@@ -558,6 +570,9 @@ impl World {
                 self.faults = *f;
                 if let Some(log) = &self.log {
                     log.set(f);
+                }
+                if let Some(store) = &self.store {
+                    store.fail_commits(f.store_fail, self.dice);
                 }
             }
             Op::SecondOpen => {
@@ -846,6 +861,7 @@ fn run(h: &History) -> Result<(), String> {
         dir: tmp.path().to_path_buf(),
         partitions: h.partitions,
         log: None,
+        store: None,
         rt: None,
         config: Config {
             partitions: h.partitions,

@@ -54,16 +54,20 @@ impl<M: ReadModel> HookBackend<M> for EmbeddedStore {
         self.record_hook_outcomes(hook, outcomes)
     }
 
+    // Coverage and plans are kept per hook *and model*: a hook name may be
+    // used again for another model (idempotency keys and consumer groups
+    // carry the model too).
     fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<IdSet>> {
-        self.hook_covered(hook, keys)
+        self.hook_covered(&format!("{hook}/{}", M::NAME), keys)
     }
 
     fn plan(&self, hook: &str, covered: &[(&[u8], &IdSet)], plans: &[Plan]) -> Result<()> {
-        self.plan_hook_runs(hook, covered, plans)
+        self.plan_hook_runs(&format!("{hook}/{}", M::NAME), covered, plans)
     }
 
     fn planned(&self, hook: &str, mine: &dyn Fn(&[u8]) -> bool) -> Result<Vec<Plan>> {
-        self.hook_plans(hook, mine)
+        // Plans are keyed by idempotency key: `<hook>/<model>/…`.
+        self.hook_plans(&format!("{hook}/{}", M::NAME), mine)
     }
 }
 

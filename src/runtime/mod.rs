@@ -321,7 +321,7 @@ impl Runtime {
             log.create_topic(&config.events_topic, config.partitions)?;
         }
         let source = store.source_id(&config.events_topic)?;
-        Ok(Runtime {
+        let rt = Runtime {
             inner: Arc::new(Inner {
                 log,
                 store,
@@ -333,7 +333,30 @@ impl Runtime {
                 _lock: None,
                 read_only,
             }),
-        })
+        };
+        if !read_only {
+            rt.repair_lost_tails()?;
+        }
+        Ok(rt)
+    }
+
+    /// At open, before anything is submitted: every model this store has
+    /// folded the events topic for is checked for a log that lost its tail
+    /// (new events would otherwise refill the lost offsets and be taken for
+    /// the lost ones before the model is even added).
+    fn repair_lost_tails(&self) -> Result<()> {
+        let mut models: Vec<String> = self
+            .inner
+            .store
+            .written_ends(self.inner.source)?
+            .into_iter()
+            .map(|(model, _, _)| model)
+            .collect();
+        models.dedup();
+        for model in models {
+            self.repair_lost_tail(&model)?;
+        }
+        Ok(())
     }
 
     fn writable(&self, what: &str) -> Result<()> {
@@ -546,13 +569,13 @@ impl Runtime {
     /// they are brought back to it, so that the new events are folded
     /// rather than taken for the lost ones. The lost events' effects stay in
     /// the state (they were folded); the repair is logged loudly.
-    fn repair_lost_tail(&self, model: &'static str) -> Result<()> {
+    fn repair_lost_tail(&self, model: &str) -> Result<()> {
         let c = &self.inner.config;
         let group = group_name(model);
         for p in 0..c.partitions {
             let end = self.inner.log.end_offset(&c.events_topic, p)?;
             let committed = self.inner.log.committed(&group, &c.events_topic, p)?;
-            let written = self.inner.store.written_end(model, p)?;
+            let written = self.inner.store.written_end(model, self.inner.source, p)?;
             if committed <= end && written <= end {
                 continue;
             }
@@ -569,7 +592,9 @@ impl Runtime {
                 eprintln!("accrete: {message}");
             }
             if written > end {
-                self.inner.store.lower_written_end(model, p, end)?;
+                self.inner
+                    .store
+                    .lower_written_end(model, self.inner.source, p, end)?;
             }
             if committed > end {
                 self.inner.log.commit(&group, &c.events_topic, p, end)?;

@@ -231,6 +231,8 @@ pub(crate) struct Runner<M: ReadModel> {
     /// Whether the outbox a crash left has been published (by the first
     /// step of any worker).
     recovered: Mutex<bool>,
+    /// The source numbers of this store's other events topics.
+    own_sources: Vec<u32>,
 }
 
 impl<M: ReadModel> Runner<M> {
@@ -244,6 +246,11 @@ impl<M: ReadModel> Runner<M> {
     ) -> Result<Self> {
         let changes_topic = changes_topic(M::NAME);
         log.create_topic(&changes_topic, partitions)?;
+        let own_sources = store
+            .own_sources()?
+            .into_iter()
+            .filter(|s| *s != source)
+            .collect();
         Ok(Runner {
             model,
             log,
@@ -265,6 +272,7 @@ impl<M: ReadModel> Runner<M> {
                 })
                 .collect(),
             recovered: Mutex::new(false),
+            own_sources,
         })
     }
 
@@ -302,7 +310,17 @@ impl<M: ReadModel> Runner<M> {
                     let seen = match last {
                         Some((offset, seen)) if offset == copy.offset => seen,
                         _ => {
-                            let seen = ids.insert(&w, copy.id)?;
+                            // An id this store gave out on another of its
+                            // events topics: applied if the model folded that
+                            // topic past it (natively, so not in the bitmap).
+                            let folded = self.own_sources.contains(&copy.id.source)
+                                && copy.id.offset
+                                    < w.written_end(copy.id.source, copy.id.partition)?;
+                            let seen = if folded {
+                                Seen::Duplicate
+                            } else {
+                                ids.insert(&w, copy.id)?
+                            };
                             match seen {
                                 Seen::New => {}
                                 Seen::Duplicate => outcome.duplicates += 1,
@@ -382,7 +400,7 @@ impl<M: ReadModel> Runner<M> {
                         })?;
                     changes.push((key_buf, bytes));
                 }
-                w.set_written_end(partition, end)?;
+                w.set_written_end(self.source, partition, end)?;
             }
             outcome.dead_letters = dead.len() as u64;
             for letter in &dead {
@@ -459,9 +477,11 @@ impl<M: ReadModel> Runner<M> {
             };
             let written_end = match st.written_end {
                 Some(w) => w,
-                None => *st
-                    .written_end
-                    .insert(self.store.written_end(M::NAME, partition)?),
+                None => *st.written_end.insert(self.store.written_end(
+                    M::NAME,
+                    self.source,
+                    partition,
+                )?),
             };
             self.log
                 .read(&self.events_topic, partition, from, max, &mut st.batch)?;

@@ -56,8 +56,12 @@ const HOOK_PLANS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("
 /// Hook dead letters, by idempotency key (which starts with the hook's name).
 const HOOK_DEAD: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hook_dead");
 
-fn written_key(model: &str, partition: u32) -> String {
-    format!("{model}/{partition}")
+/// The written end of a model's partition of one events topic (by its
+/// source number): `<model>/<source in hex>/<partition>`. (Stores written
+/// before kept `<model>/<partition>`; [`EmbeddedStore::source_id`] moves
+/// those rows.)
+fn written_key(model: &str, source: u32, partition: u32) -> String {
+    format!("{model}/{source:08x}/{partition}")
 }
 
 fn covered_key(hook: &str, key: &[u8], buf: &mut Vec<u8>) {
@@ -167,6 +171,9 @@ pub struct DeadLetter {
 /// batch does is one ACID transaction.
 pub struct EmbeddedStore {
     db: Db,
+    /// Test faults: the rate (f64 bits) of write transactions that fail
+    /// instead of committing, and the dice.
+    commit_faults: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64),
 }
 
 /// The database, opened for writing or (to inspect a store another process
@@ -205,7 +212,10 @@ impl EmbeddedStore {
             .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
             .create(path)
             .map_err(|e| Error::store("open", e))?;
-        Ok(EmbeddedStore { db: Db::Write(db) })
+        Ok(EmbeddedStore {
+            db: Db::Write(db),
+            commit_faults: Default::default(),
+        })
     }
 
     /// Opens an existing store file for reading only, while another process
@@ -221,7 +231,10 @@ impl EmbeddedStore {
             .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
             .open_read_only(path.as_ref())
             .map_err(|e| Error::store("open read-only", e))?;
-        Ok(EmbeddedStore { db: Db::Read(db) })
+        Ok(EmbeddedStore {
+            db: Db::Read(db),
+            commit_faults: Default::default(),
+        })
     }
 
     /// Whether it was opened read-only.
@@ -284,8 +297,39 @@ impl EmbeddedStore {
         txn.set_durability(Durability::Immediate)
             .map_err(|e| Error::store("durability", e))?;
         let out = f(&txn)?;
+        if self.commit_fault() {
+            // Dropped uncommitted: as if the commit had failed.
+            return Err(Error::store(
+                "commit",
+                std::io::Error::other("injected commit failure (EmbeddedStore::fail_commits)"),
+            ));
+        }
         txn.commit().map_err(|e| Error::store("commit", e))?;
         Ok(out)
+    }
+
+    /// For tests of what the runtime does when the store fails: a fraction
+    /// `rate` (0 to 1) of write transactions fail instead of committing
+    /// (nothing of them is written), from now on. 0 turns it off.
+    #[doc(hidden)]
+    pub fn fail_commits(&self, rate: f64, seed: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commit_faults.1.store(seed, Relaxed);
+        self.commit_faults.0.store(rate.to_bits(), Relaxed);
+    }
+
+    fn commit_fault(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let rate = self.commit_faults.0.load(Relaxed);
+        if rate == 0 {
+            return false;
+        }
+        let roll = self
+            .commit_faults
+            .1
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed);
+        let x = accrete_monoids::hash::stable_hash(&roll);
+        ((x >> 11) as f64 / (1_u64 << 53) as f64) < f64::from_bits(rate)
     }
 
     /// The stored records of several keys, in one read transaction.
@@ -328,11 +372,11 @@ impl EmbeddedStore {
 
     /// The end offset of the last batch of `partition` written for `model`
     /// (0 if none): events below it may already be absorbed.
-    pub(crate) fn written_end(&self, model: &str, partition: u32) -> Result<u64> {
+    pub(crate) fn written_end(&self, model: &str, source: u32, partition: u32) -> Result<u64> {
         let Some(table) = self.read_table::<&str, u64>(WRITTEN_TABLE)? else {
             return Ok(0);
         };
-        let key = written_key(model, partition);
+        let key = written_key(model, source, partition);
         Ok(table
             .get(key.as_str())
             .map_err(|e| Error::store("get", e))?
@@ -662,17 +706,76 @@ impl EmbeddedStore {
 
     /// Lowers a partition's written end to `end` (the log lost its tail:
     /// offsets from `end` on will be given to new events).
-    pub(crate) fn lower_written_end(&self, model: &str, partition: u32, end: u64) -> Result<()> {
+    pub(crate) fn lower_written_end(
+        &self,
+        model: &str,
+        source: u32,
+        partition: u32,
+        end: u64,
+    ) -> Result<()> {
         self.write(|txn| {
             let mut written = txn
                 .open_table(WRITTEN)
                 .map_err(|e| Error::store("open table", e))?;
-            let key = written_key(model, partition);
+            let key = written_key(model, source, partition);
             written
                 .insert(key.as_str(), end)
                 .map_err(|e| Error::store("written end", e))?;
             Ok(())
         })
+    }
+
+    /// Every model's written ends for the events topic of `source`:
+    /// `(model, partition, end)`.
+    pub(crate) fn written_ends(&self, source: u32) -> Result<Vec<(String, u32, u64)>> {
+        let Some(table) = self.read_table::<&str, u64>(WRITTEN_TABLE)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let source = format!("{source:08x}");
+        for item in table
+            .iter()
+            .map_err(|e| Error::store("scan written ends", e))?
+        {
+            let (k, v) = item.map_err(|e| Error::store("scan written ends", e))?;
+            let mut parts = k.value().rsplitn(3, '/');
+            let (Some(p), Some(src), Some(model)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if src == source
+                && let Ok(p) = p.parse()
+            {
+                out.push((model.to_string(), p, v.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn own_sources_in(&self, sources: &redb::Table<'_, &str, u32>) -> Result<Vec<u32>> {
+        sources
+            .iter()
+            .map_err(|e| Error::store("read sources", e))?
+            .map(|item| {
+                item.map(|(_, v)| v.value())
+                    .map_err(|e| Error::store("read sources", e))
+            })
+            .collect()
+    }
+
+    /// The source numbers of every events topic this store has seen.
+    pub(crate) fn own_sources(&self) -> Result<Vec<u32>> {
+        let Some(table) = self.read_table::<&str, u32>("sources")? else {
+            return Ok(Vec::new());
+        };
+        table
+            .iter()
+            .map_err(|e| Error::store("read sources", e))?
+            .map(|item| {
+                item.map(|(_, v)| v.value())
+                    .map_err(|e| Error::store("read sources", e))
+            })
+            .collect()
     }
 
     /// The source number of events that first enter this store's log in
@@ -705,18 +808,47 @@ impl EmbeddedStore {
                 return Ok(v.value());
             }
             let legacy = crate::event::source_id(topic);
-            let written_before = txn
+            // A store written before source numbers were kept has written
+            // ends and no source at all: it goes on with the name's hash,
+            // and its written ends (then kept without a source) move to it.
+            let mut written = txn
                 .open_table(WRITTEN)
-                .map_err(|e| Error::store("open table", e))?
+                .map_err(|e| Error::store("open table", e))?;
+            let first_source = sources
                 .first()
-                .map_err(|e| Error::store("read written ends", e))?
-                .is_some();
-            let id = if written_before {
+                .map_err(|e| Error::store("read sources", e))?
+                .is_none();
+            let mut old_rows = Vec::new();
+            for item in written
+                .iter()
+                .map_err(|e| Error::store("scan written ends", e))?
+            {
+                let (k, v) = item.map_err(|e| Error::store("scan written ends", e))?;
+                if let Some((model, p)) = k.value().split_once('/')
+                    && !p.contains('/')
+                    && let Ok(p) = p.parse::<u32>()
+                {
+                    old_rows.push((k.value().to_string(), model.to_string(), p, v.value()));
+                }
+            }
+            let id = if first_source && !old_rows.is_empty() {
+                for (key, model, p, end) in old_rows {
+                    written
+                        .remove(key.as_str())
+                        .map_err(|e| Error::store("move written ends", e))?;
+                    written
+                        .insert(written_key(&model, legacy, p).as_str(), end)
+                        .map_err(|e| Error::store("move written ends", e))?;
+                }
                 legacy
             } else {
                 loop {
                     let id = random_u32();
-                    if id != legacy {
+                    if id != legacy
+                        && !self
+                            .own_sources_in(&sources)
+                            .is_ok_and(|own| own.contains(&id))
+                    {
                         break id;
                     }
                 }
@@ -867,13 +999,24 @@ impl<'txn> ModelWrite<'txn> {
         self.version_floor
     }
 
+    /// The written end of a partition of the events topic of `source`, as
+    /// this transaction sees it.
+    pub(crate) fn written_end(&self, source: u32, partition: u32) -> Result<u64> {
+        let key = written_key(&self.model, source, partition);
+        Ok(self
+            .written
+            .get(key.as_str())
+            .map_err(|e| Error::store("written end", e))?
+            .map_or(0, |v| v.value()))
+    }
+
     /// Records the end offset of the batch of `partition` being written.
     /// The written end only grows: a batch re-read after a crash may be
     /// shorter than the one written (a smaller `batch_size` after a restart,
     /// a `Log` that returns fewer records than asked), and every offset
     /// below the highest end written is absorbed.
-    pub(crate) fn set_written_end(&mut self, partition: u32, end: u64) -> Result<()> {
-        let key = written_key(&self.model, partition);
+    pub(crate) fn set_written_end(&mut self, source: u32, partition: u32, end: u64) -> Result<()> {
+        let key = written_key(&self.model, source, partition);
         let stored = self
             .written
             .get(key.as_str())
