@@ -941,6 +941,7 @@ impl Runtime {
     pub fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
         validate_name("hook", H::NAME, 180)?;
         self.writable("add a cluster hook")?;
+        let _ops = self.inner.ops.lock();
         let model = <H::Model as ReadModel>::NAME;
         let mut running = self.inner.hooks.lock();
         if running.iter().any(|h| h.name == Some(H::NAME)) {
@@ -1006,6 +1007,7 @@ impl Runtime {
         f: impl Fn(&M::Key, &M::State, &M::State) + Send + Sync + 'static,
     ) -> Result<()> {
         self.writable("add a node hook")?;
+        let _ops = self.inner.ops.lock();
         let c = &self.inner.config;
         let topic = changes_topic(M::NAME);
         self.inner.log.create_topic(&topic, c.partitions)?;
