@@ -32,6 +32,9 @@ pub mod cluster;
 pub mod demo;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod log;
 pub mod model;
