@@ -220,6 +220,20 @@ where
             &mut split,
         )?;
         failpoint::hit("after_store_write");
+        // Keys that cannot be written (no `_id`, a state without a BSON
+        // form, a document the server refuses): their events go to the dead
+        // letters, and the rest of the batch is published and committed.
+        if !written.rejected.is_empty() {
+            let letters = dead_letters_of(model, self.source, buffers, flushed, &written.rejected);
+            tracing::warn!(
+                model = M::NAME,
+                keys = written.rejected.len(),
+                events = letters.len(),
+                "keys that cannot be written: their events go to the dead letters"
+            );
+            self.shared.store.dead_letters_put(M::NAME, &letters)?;
+            dead.extend(letters);
+        }
         let stored = started.elapsed();
         let mut payload = Vec::new();
         for (key, change) in &written.changes {
@@ -279,6 +293,55 @@ where
         }
         Ok(())
     }
+}
+
+/// The dead letters of the buffered events that project a delta onto a
+/// rejected key, one per event, saying which key and why.
+fn dead_letters_of<M: ReadModel>(
+    model: &M,
+    source: u32,
+    buffers: &HashMap<u32, Buffer>,
+    flushed: &[u32],
+    rejected: &[(M::Key, String)],
+) -> Vec<DeadLetter> {
+    let rejected: HashMap<&M::Key, &String> = rejected.iter().map(|(k, r)| (k, r)).collect();
+    let mut out = Vec::new();
+    let mut deltas = Deltas::new();
+    for &p in flushed {
+        let Some(buf) = buffers.get(&p) else { continue };
+        for record in buf.batch.iter() {
+            let Ok(event) = crate::event::decode::<M::Event>(record.payload) else {
+                continue;
+            };
+            deltas.clear();
+            // A projection that fails or panics was dead-lettered already.
+            let projected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                model.project(&event, &mut deltas)
+            }));
+            if !matches!(projected, Ok(Ok(()))) {
+                continue;
+            }
+            let Some((key, reason)) = deltas
+                .drain()
+                .find_map(|(key, _)| rejected.get_key_value(&key).map(|(k, r)| (*k, *r)))
+            else {
+                continue;
+            };
+            out.push(DeadLetter {
+                event: crate::event::EventId {
+                    source,
+                    partition: p,
+                    offset: record.offset,
+                },
+                reason: format!(
+                    "the write of key {key:?} failed: {reason} (the event's deltas for other keys \
+                     were applied)"
+                ),
+                payload: record.payload.to_vec(),
+            });
+        }
+    }
+    out
 }
 
 /// Recomputes, for keys found partly applied, the deltas of the buffered

@@ -549,6 +549,9 @@ impl MongoStore {
     /// does, reads the document back, and compares it with
     /// `state.combined(delta)`; where the delta has a change condition,
     /// also checks that the write matched exactly when the state changed.
+    /// A write refused by its operators' [conditions](Update::require) (an
+    /// `$inc` that would overflow) is finished as the runtime does, by
+    /// read-modify-write, and not counted as pushed down.
     /// Run it on your own `#[derive(Pushdown)]` types. Empties `collection`
     /// first. Returns how many cases were pushed down.
     ///
@@ -582,10 +585,13 @@ impl MongoStore {
                 continue;
             }
             let condition = delta.changes_when("s");
+            let fits = update.take_conditions();
+            let conditional = !fits.is_empty();
             let mut filter = doc! { "_id": id };
             if let Some(c) = &condition {
                 filter.extend(c.clone());
             }
+            filter.extend(fits);
             let mut ops = doc! { "$inc": { "v": 1_i64 } };
             update.merge_into(&mut ops);
             let matched = match coll.update_one(filter, ops.clone()).upsert(true).run() {
@@ -597,6 +603,14 @@ impl MongoStore {
                     _ => return Err(Error::mongo("update", format!("{e} for {ops}"))),
                 },
             };
+            if !matched && conditional {
+                // The fallback: combine in process, set the result.
+                let s = state_bson(&state.clone().combined(&delta))?;
+                coll.update_one(doc! { "_id": id }, doc! { "$set": { "s": s } })
+                    .upsert(true)
+                    .run()
+                    .map_err(|e| Error::mongo("update", e))?;
+            }
             let stored = coll
                 .find_one(doc! { "_id": id })
                 .run()
@@ -611,6 +625,9 @@ impl MongoStore {
             };
             if got != want {
                 return fail("stored result differs from combine");
+            }
+            if !matched && conditional {
+                continue;
             }
             if condition.is_some() && matched != (want != state) {
                 return fail(if matched {
@@ -642,11 +659,77 @@ fn redact(uri: &str) -> String {
     }
 }
 
-/// A key as the document's `_id`.
+/// A key as the document's `_id`: its BSON form, except that a sequence
+/// (a tuple, a `Vec`, an array), which MongoDB refuses as `_id`, becomes a
+/// document of its elements by position: `("shop", 7)` is stored as
+/// `{"0": "shop", "1": 7}`. Strings, integers and documents (structs, maps)
+/// are stored as they serialize.
+///
+/// # Errors
+///
+/// [`Error::Encode`] for a key without a BSON form (a `u64` above
+/// `i64::MAX`), or one MongoDB refuses as `_id` (a field name starting with
+/// `$`): the runtime sends its events to the dead letters.
 pub(crate) fn key_id<K: Serialize>(key: &K) -> Result<Bson> {
-    bson::serialize_to_bson(key).map_err(|e| Error::Encode {
+    let id = bson::serialize_to_bson(key).map_err(|e| Error::Encode {
         what: "key",
         detail: format!("{e} (keys must have a BSON form: no u64 above i64::MAX)"),
+    })?;
+    let id = match id {
+        Bson::Array(items) => Bson::Document(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+        ),
+        other => other,
+    };
+    if let Some(field) = dollar_field(&id) {
+        return Err(Error::Encode {
+            what: "key",
+            detail: format!(
+                "its BSON form {id} has the field name `{field}`: MongoDB refuses `$`-prefixed \
+                 field names in an `_id`"
+            ),
+        });
+    }
+    Ok(id)
+}
+
+/// A field name starting with `$` anywhere in `value`'s documents.
+fn dollar_field(value: &Bson) -> Option<&str> {
+    match value {
+        Bson::Document(d) => d.iter().find_map(|(k, v)| {
+            if k.starts_with('$') {
+                Some(k.as_str())
+            } else {
+                dollar_field(v)
+            }
+        }),
+        Bson::Array(items) => items.iter().find_map(dollar_field),
+        _ => None,
+    }
+}
+
+/// A stored `_id` as the key: as [`key_id`] made it (a document of the
+/// elements by position, for a sequence key), or an array (as sequence keys
+/// were stored before).
+pub(crate) fn decode_key<K: DeserializeOwned>(id: &Bson) -> Result<K> {
+    let first = match bson::deserialize_from_bson::<K>(id.clone()) {
+        Ok(key) => return Ok(key),
+        Err(e) => e,
+    };
+    if let Bson::Document(d) = id
+        && d.keys().enumerate().all(|(i, k)| *k == i.to_string())
+        && let Ok(key) =
+            bson::deserialize_from_bson::<K>(Bson::Array(d.values().cloned().collect()))
+    {
+        return Ok(key);
+    }
+    Err(Error::Corrupt {
+        what: "stored key",
+        detail: format!("{first} in {id}"),
     })
 }
 
@@ -688,11 +771,7 @@ fn overlay(base: &mut Bson, top: &Bson) {
 pub(crate) fn decode_doc<K: DeserializeOwned, S: Monoid + Serialize + DeserializeOwned>(
     doc: &Document,
 ) -> Result<(K, S)> {
-    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-    let key = bson::deserialize_from_bson(id).map_err(|e| Error::Corrupt {
-        what: "stored key",
-        detail: e.to_string(),
-    })?;
+    let key = decode_key(doc.get("_id").unwrap_or(&Bson::Null))?;
     Ok((key, decode_state(doc.get("s"))?))
 }
 
@@ -755,6 +834,11 @@ pub(crate) struct BatchWrite<K, S> {
     pub(crate) writes: u64,
     /// Keys whose events were partly applied before (recovery).
     pub(crate) conflicts: u64,
+    /// Keys that cannot be written, with the reason: a key or state without
+    /// a BSON form, a stored state that does not decode, a document the
+    /// server refuses. Nothing of their deltas in this batch is applied; the
+    /// runtime sends their events to the dead letters.
+    pub(crate) rejected: Vec<(K, String)>,
 }
 
 /// For keys found partly applied: the guard positions per partition, to
@@ -769,41 +853,50 @@ fn guard_field(partition: u32) -> String {
     format!("p.{partition}")
 }
 
-/// Sorts out a bulk write's answer: the indexes refused as duplicate keys
-/// (a guard or condition that did not hold); any other failure is an error.
+/// The documents of a bulk write the server did not apply, by index.
+#[derive(Default)]
+struct Refused {
+    /// Refused as duplicate keys: a guard or condition that did not hold.
+    duplicates: std::collections::HashSet<usize>,
+    /// Refused for what they are (the server's message): an `_id` or value
+    /// it does not accept, an operator it cannot apply to the stored value.
+    failed: HashMap<usize, String>,
+}
+
+/// Sorts out a bulk write's answer. A failure of the whole write (the
+/// network, a write concern) is an error, to retry the batch.
 fn refused(
     result: mongodb::error::Result<mongodb::results::SummaryBulkWriteResult>,
-) -> Result<std::collections::HashSet<usize>> {
+) -> Result<Refused> {
     let Err(e) = result else {
-        return Ok(Default::default());
+        return Ok(Refused::default());
     };
     match *e.kind {
         mongodb::error::ErrorKind::BulkWrite(ref bw) if bw.write_concern_errors.is_empty() => {
-            only_duplicates(
-                "bulk write",
+            Ok(sort_errors(
                 bw.write_errors
                     .iter()
                     .map(|(i, w)| (*i, w.code, &w.message)),
-            )
+            ))
         }
         _ => Err(Error::mongo("bulk write", e)),
     }
 }
 
-/// The indexes of write errors that are all "duplicate key" (E11000); any
-/// other error is the error.
-fn only_duplicates<'a>(
-    what: &'static str,
-    errors: impl Iterator<Item = (usize, i32, &'a String)>,
-) -> Result<std::collections::HashSet<usize>> {
-    let mut out = std::collections::HashSet::new();
+/// Write errors by index: "duplicate key" (E11000) apart from the others.
+fn sort_errors<'a>(errors: impl Iterator<Item = (usize, i32, &'a String)>) -> Refused {
+    let mut out = Refused::default();
     for (index, code, message) in errors {
-        if code != 11000 {
-            return Err(Error::mongo(what, message));
+        if code == 11000 {
+            out.duplicates.insert(index);
+        } else {
+            out.failed.insert(
+                index,
+                format!("the server refused the write ({code}): {message}"),
+            );
         }
-        out.insert(index);
     }
-    Ok(out)
+    out
 }
 
 /// A state's stored (BSON) form.
@@ -834,9 +927,21 @@ where
         changes: Vec::new(),
         writes: 0,
         conflicts: 0,
+        rejected: Vec::new(),
     };
-    let keys = insert_new(&coll, keys, &mut out)?;
-    let mut blind: Vec<(KeyWrite<K, S>, bool)> = Vec::new();
+    // A key without an `_id` is rejected here: nothing below fails on one.
+    let mut valid = Vec::with_capacity(keys.len());
+    for kw in keys {
+        match key_id(&kw.key) {
+            Ok(_) => valid.push(kw),
+            Err(e) => out
+                .rejected
+                .push((kw.key, format!("the key cannot be a document `_id`: {e}"))),
+        }
+    }
+    let keys = insert_new(&coll, valid, &mut out)?;
+    // (key write, idempotent, whether a refusal means "changes nothing").
+    let mut blind: Vec<(KeyWrite<K, S>, bool, bool)> = Vec::new();
     let mut unchanged: Vec<KeyWrite<K, S>> = Vec::new();
     let mut rmw: Vec<KeyWrite<K, S>> = Vec::new();
     let mut models = Vec::new();
@@ -848,11 +953,16 @@ where
         }
         let condition = kw.delta.changes_when("s");
         let idempotent = condition.is_some() || !exactly_once;
+        // Conditions of the operators (an `$inc` that must not overflow): a
+        // write they refuse is read, combined and written back.
+        let fits = update.take_conditions();
+        let nothing_to_change = condition.is_some() && fits.is_empty();
         let mut filter = doc! { "_id": key_id(&kw.key)? };
         let mut ops = doc! { "$inc": { "v": 1_i64 } };
         if let Some(c) = condition {
             filter.extend(c);
         }
+        filter.extend(fits);
         if !idempotent {
             let mut set = Document::new();
             for r in &kw.ranges {
@@ -882,13 +992,19 @@ where
                 .upsert(true)
                 .build(),
         ));
-        blind.push((kw, idempotent));
+        blind.push((kw, idempotent, nothing_to_change));
     }
     if !models.is_empty() {
         out.writes += models.len() as u64;
         let refused = refused(store.client.bulk_write(models).ordered(false).run())?;
-        for (i, (kw, idempotent)) in blind.into_iter().enumerate() {
-            match (refused.contains(&i), idempotent) {
+        for (i, (kw, idempotent, nothing_to_change)) in blind.into_iter().enumerate() {
+            // Refused for what it is (an operator the server cannot apply to
+            // the stored value): read-modify-write sets the state instead.
+            if refused.failed.contains_key(&i) {
+                rmw.push(kw);
+                continue;
+            }
+            match (refused.duplicates.contains(&i), nothing_to_change) {
                 // Applied: the filter (with its change condition) matched.
                 (false, _) => out.changes.push((
                     kw.key,
@@ -902,7 +1018,8 @@ where
                 // because an earlier attempt at these events applied it and
                 // died before publishing. Checked below.
                 (true, true) => unchanged.push(kw),
-                // The guard refused: this batch was partly applied.
+                // The guard refused (this batch was partly applied), or the
+                // operators' conditions (an `$inc` would overflow).
                 (true, false) => rmw.push(kw),
             }
         }
@@ -935,32 +1052,46 @@ where
         return Ok(rest);
     }
     let mut docs = Vec::with_capacity(new.len());
-    for kw in &new {
-        let s = state_bson(&kw.delta)?;
+    let mut inserted = Vec::with_capacity(new.len());
+    for kw in new {
+        let s = match state_bson(&kw.delta) {
+            Ok(s) => s,
+            Err(e) => {
+                out.rejected.push((kw.key, e.to_string()));
+                continue;
+            }
+        };
         let mut guards = Document::new();
         for r in &kw.ranges {
             guards.insert(r.partition.to_string(), r.end as i64);
         }
         docs.push(doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards });
+        inserted.push(kw);
+    }
+    if docs.is_empty() {
+        return Ok(rest);
     }
     out.writes += docs.len() as u64;
     let refused = match coll.insert_many(docs).ordered(false).run() {
-        Ok(_) => Default::default(),
+        Ok(_) => Refused::default(),
         Err(e) => match *e.kind {
             mongodb::error::ErrorKind::InsertMany(ref im) if im.write_concern_error.is_none() => {
-                only_duplicates(
-                    "insert",
+                sort_errors(
                     im.write_errors
                         .iter()
                         .flatten()
                         .map(|w| (w.index, w.code, &w.message)),
-                )?
+                )
             }
             _ => return Err(Error::mongo("insert", e)),
         },
     };
-    for (i, kw) in new.into_iter().enumerate() {
-        if refused.contains(&i) {
+    for (i, kw) in inserted.into_iter().enumerate() {
+        if let Some(reason) = refused.failed.get(&i) {
+            out.rejected.push((kw.key, reason.clone()));
+            continue;
+        }
+        if refused.duplicates.contains(&i) {
             rest.push(kw);
             continue;
         }
@@ -1106,7 +1237,13 @@ where
         for (kw, id) in keys.into_iter().zip(ids) {
             let doc = docs.get(&id.to_string());
             let pos = doc.map(positions).unwrap_or_default();
-            let stored = doc.map(|d| decode_state::<S>(d.get("s"))).transpose()?;
+            let stored = match doc.map(|d| decode_state::<S>(d.get("s"))).transpose() {
+                Ok(stored) => stored,
+                Err(e) => {
+                    out.rejected.push((kw.key, e.to_string()));
+                    continue;
+                }
+            };
             let version = doc.and_then(|d| d.get("v")).and_then(as_u64);
             let delta = match splits.remove(&kw.key) {
                 Some((before, since)) => {
@@ -1155,7 +1292,13 @@ where
             let mut next = state.clone();
             next.combine(&delta);
             let changed = next != state;
-            let s = state_bson(&next)?;
+            let s = match state_bson(&next) {
+                Ok(s) => s,
+                Err(e) => {
+                    out.rejected.push((kw.key, e.to_string()));
+                    continue;
+                }
+            };
             let mut guards = Document::new();
             for r in &ranges {
                 guards.insert(guard_field(r.partition), r.end as i64);
@@ -1198,7 +1341,9 @@ where
             out.writes += models.len() as u64;
             let refused = refused(store.client.bulk_write(models).ordered(false).run())?;
             for (i, (kw, changed, ranges, delta)) in pending.into_iter().enumerate() {
-                if refused.contains(&i) {
+                if let Some(reason) = refused.failed.get(&i) {
+                    out.rejected.push((kw.key, reason.clone()));
+                } else if refused.duplicates.contains(&i) {
                     retry.push(kw);
                 } else if changed {
                     out.changes.push((
@@ -1265,6 +1410,112 @@ mod tests {
             .unwrap()
             .unwrap();
         decode_state::<Sum<i64>>(d.get("s")).unwrap().0
+    }
+
+    #[test]
+    fn key_ids_keep_scalars_and_turn_sequences_into_documents() {
+        // Scalars and documents: as they serialize (the stored form of
+        // existing models does not change).
+        assert_eq!(key_id(&"a").unwrap(), Bson::String("a".into()));
+        assert_eq!(key_id(&7_u64).unwrap(), Bson::Int64(7));
+        assert_eq!(key_id(&-3_i32).unwrap(), Bson::Int32(-3));
+        assert_eq!(key_id(&(i64::MAX as u64)).unwrap(), Bson::Int64(i64::MAX));
+        let mut map = std::collections::BTreeMap::new();
+        map.insert("0".to_string(), 1_i32);
+        map.insert("1".to_string(), 2_i32);
+        assert_eq!(
+            key_id(&map).unwrap(),
+            Bson::Document(doc! { "0": 1, "1": 2 })
+        );
+        // Sequences, which MongoDB refuses as `_id`: documents by position;
+        // nested sequences stay arrays (MongoDB accepts them there).
+        let pair = ("shop".to_string(), 7_u32);
+        assert_eq!(
+            key_id(&pair).unwrap(),
+            Bson::Document(doc! { "0": "shop", "1": 7_i64 })
+        );
+        let nested = (vec![1_i64, 2], "x".to_string());
+        assert_eq!(
+            key_id(&nested).unwrap(),
+            Bson::Document(doc! { "0": [1_i64, 2_i64], "1": "x" })
+        );
+        assert_eq!(key_id(&Vec::<i64>::new()).unwrap(), Bson::Document(doc! {}));
+        // Read back, from the new form and from arrays (the form before).
+        let back = |id: Bson| decode_key::<(String, u32)>(&id).unwrap();
+        assert_eq!(back(key_id(&pair).unwrap()), pair);
+        assert_eq!(back(Bson::Array(vec!["shop".into(), Bson::Int64(7)])), pair);
+        assert_eq!(
+            decode_key::<(Vec<i64>, String)>(&key_id(&nested).unwrap()).unwrap(),
+            nested
+        );
+        assert_eq!(
+            decode_key::<Vec<i64>>(&key_id(&Vec::<i64>::new()).unwrap()).unwrap(),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            decode_key::<Option<(String, u32)>>(&key_id(&Some(pair.clone())).unwrap()).unwrap(),
+            Some(pair)
+        );
+        // A map whose keys look like positions stays a map.
+        assert_eq!(
+            decode_key::<std::collections::BTreeMap<String, i32>>(&key_id(&map).unwrap()).unwrap(),
+            map
+        );
+        // No `_id` at all: an error naming the cause.
+        let e = key_id(&u64::MAX).unwrap_err().to_string();
+        assert!(e.contains("i64::MAX"), "{e}");
+        let mut dollar = std::collections::BTreeMap::new();
+        dollar.insert("$gt".to_string(), 1_i32);
+        let e = key_id(&("a", dollar)).unwrap_err().to_string();
+        assert!(e.contains("$gt"), "{e}");
+    }
+
+    /// A key without an `_id` and a state without a BSON form are
+    /// rejected, with the reason; the other keys of the batch apply.
+    #[test]
+    fn keys_that_cannot_be_written_are_rejected_and_the_rest_applies() {
+        for maybe_new in [true, false] {
+            let s = store(&format!("rejected_{maybe_new}"));
+            let kw = |key: u64, delta: u64| KeyWrite {
+                maybe_new,
+                key,
+                delta: Sum(delta),
+                ranges: vec![Range {
+                    partition: 0,
+                    from: 0,
+                    end: 3,
+                }],
+            };
+            let mut no_split = |_: &Guards<u64>| -> Split<u64, Sum<u64>> { HashMap::new() };
+            let w = write_batch(
+                &s,
+                "m",
+                true,
+                vec![kw(1, 5), kw(u64::MAX, 1), kw(2, u64::MAX)],
+                &mut no_split,
+            )
+            .unwrap();
+            let mut rejected: Vec<_> = w.rejected.iter().map(|(k, _)| *k).collect();
+            rejected.sort();
+            assert_eq!(rejected, vec![2, u64::MAX], "{:?}", w.rejected);
+            assert!(
+                w.rejected
+                    .iter()
+                    .all(|(_, r)| r.contains("i64::MAX") || r.contains("BSON")),
+                "{:?}",
+                w.rejected
+            );
+            assert_eq!(w.changes.len(), 1);
+            assert_eq!(w.changes[0].0, 1);
+            let d = s
+                .states("m")
+                .find_one(doc! { "_id": 1_i64 })
+                .run()
+                .unwrap()
+                .unwrap();
+            assert_eq!(decode_state::<Sum<u64>>(d.get("s")).unwrap(), Sum(5));
+            s.database().drop().run().unwrap();
+        }
     }
 
     #[test]

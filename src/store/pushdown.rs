@@ -19,8 +19,12 @@
 //!
 //! Two exceptions fall back to read-modify-write, per delta: a map key that
 //! MongoDB cannot use as a path (empty, containing `.`, or starting with
-//! `$`), and an integer `$inc` that would overflow the stored `i64` (MongoDB
-//! refuses it, where [`Sum`] wraps).
+//! `$`), and an integer `$inc` that would leave the range of the integer
+//! type ([`Sum`] wraps; MongoDB refuses an `i64` overflow and widens an
+//! `i32` to an `i64`). The latter is decided by the server: an integer
+//! `$inc` carries a [condition](Update::require) that the stored value is
+//! far enough from the bound, and a write whose condition does not hold is
+//! read, combined in process (wrapping) and written back.
 //!
 //! ```
 //! use accrete::monoids::{Max, Sum};
@@ -48,10 +52,12 @@ use bson::{Bson, doc};
 use crate::monoids::{All, Any, BitOr, Count, GSet, Max, Min, Monoid, Sum};
 
 /// Update operators being built for one document: operator name to
-/// `{path: value}`.
+/// `{path: value}`, and the conditions under which they apply as `combine`
+/// does (a filter on the stored document).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Update {
     ops: BTreeMap<&'static str, Document>,
+    conditions: Document,
 }
 
 impl Update {
@@ -66,6 +72,20 @@ impl Update {
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Adds a condition on the stored document, `{path: condition}`: the
+    /// operators equal `combine` only where it holds (an `$inc` that must
+    /// not overflow). A write whose conditions do not hold is not applied;
+    /// the runtime then reads, combines in process and writes back.
+    pub fn require(&mut self, path: &str, condition: Document) {
+        self.conditions.insert(path.to_string(), condition);
+    }
+
+    /// The conditions added by [`require`](Self::require), as a filter
+    /// (empty when there are none), taken out of `self`.
+    pub fn take_conditions(&mut self) -> Document {
+        std::mem::take(&mut self.conditions)
     }
 
     /// The update document, e.g. `{$inc: {"s.a": 1}, $max: {"s.b": 2}}`.
@@ -124,17 +144,42 @@ fn to_bson<T: serde::Serialize + ?Sized>(value: &T) -> Option<Bson> {
     bson::serialize_to_bson(value).ok()
 }
 
-macro_rules! inc_pushdown {
-    ($($t:ty),*) => {$(
+/// An integer `$inc` of `delta` at `path`, for a type whose values lie in
+/// `[min, max]`: applied by the server only when the stored value stays in
+/// range (`$not` so that a missing field, which reads as 0, matches). Out of
+/// range, [`Sum`] wraps where MongoDB would refuse (`i64`) or widen (`i32`
+/// to `i64`, `u32` past `u32::MAX`): the write falls back to
+/// read-modify-write.
+fn int_inc(delta: i128, min: i128, max: i128, path: &str, update: &mut Update) -> bool {
+    let Ok(v) = i64::try_from(delta) else {
+        // An `$inc` of more than i64::MAX cannot be written.
+        return false;
+    };
+    let value = match i32::try_from(v) {
+        Ok(v32) if min >= i128::from(i32::MIN) && max <= i128::from(i32::MAX) => Bson::Int32(v32),
+        _ => Bson::Int64(v),
+    };
+    // The bound, in the form the value is stored in.
+    let bound = |b: i128| match value {
+        Bson::Int32(_) => Bson::Int32(b as i32),
+        _ => Bson::Int64(b as i64),
+    };
+    update.push("$inc", path, value.clone());
+    if delta > 0 {
+        update.require(path, doc! { "$not": { "$gt": bound(max - delta) } });
+    } else if delta < 0 {
+        update.require(path, doc! { "$not": { "$lt": bound(min - delta) } });
+    }
+    true
+}
+
+macro_rules! int_sum_pushdown {
+    // `$max`: the largest value the stored form holds (a `u64` is stored
+    // as an `i64`).
+    ($($t:ty => $max:expr),* $(,)?) => {$(
         impl Pushdown for Sum<$t> {
             fn push_down(&self, path: &str, update: &mut Update) -> bool {
-                match to_bson(&self.0) {
-                    Some(v) => {
-                        update.push("$inc", path, v);
-                        true
-                    }
-                    None => false,
-                }
+                int_inc(i128::from(self.0), i128::from(<$t>::MIN), $max, path, update)
             }
             fn changes_when(&self, _path: &str) -> Option<Document> {
                 None
@@ -142,18 +187,17 @@ macro_rules! inc_pushdown {
         }
     )*};
 }
-inc_pushdown!(i32, i64, u32, f64);
+int_sum_pushdown! {
+    i32 => i128::from(i32::MAX),
+    u32 => i128::from(u32::MAX),
+    i64 => i128::from(i64::MAX),
+    u64 => i128::from(i64::MAX),
+}
 
-impl Pushdown for Sum<u64> {
+impl Pushdown for Sum<f64> {
     fn push_down(&self, path: &str, update: &mut Update) -> bool {
-        // An `$inc` of more than i64::MAX cannot be written.
-        match i64::try_from(self.0) {
-            Ok(v) => {
-                update.push("$inc", path, Bson::Int64(v));
-                true
-            }
-            Err(_) => false,
-        }
+        update.push("$inc", path, Bson::Double(self.0));
+        true
     }
     fn changes_when(&self, _path: &str) -> Option<Document> {
         None
