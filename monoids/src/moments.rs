@@ -60,10 +60,39 @@ use crate::{Commutative, Monoid, NonFinite, Semigroup};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "MomentsFields"))]
 pub struct Moments {
     count: u64,
     mean: f64,
     m2: f64,
+}
+
+/// The persisted fields of [`Moments`], checked before they become one: a
+/// count of 0 with a nonzero mean or `m2` is no value's (`combine` would
+/// take it for the identity without it being one; the fuzzer found it).
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(rename = "Moments")]
+struct MomentsFields {
+    count: u64,
+    mean: f64,
+    m2: f64,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<MomentsFields> for Moments {
+    type Error = &'static str;
+
+    fn try_from(f: MomentsFields) -> Result<Self, Self::Error> {
+        if f.count == 0 && (f.mean != 0.0 || f.m2 != 0.0) {
+            return Err("Moments with a count of 0 must have a mean and m2 of 0");
+        }
+        Ok(Moments {
+            count: f.count,
+            mean: f.mean,
+            m2: f.m2,
+        })
+    }
 }
 
 impl Moments {

@@ -177,10 +177,13 @@ fn run<H: ClusterHook>(
 
 fn decode<S: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Written<S>> {
     match payload.split_first() {
-        Some((&CHANGE_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| Error::Corrupt {
-            what: "change",
-            detail: e.to_string(),
-        }),
+        // With a stack budget: the bytes come from the broker.
+        Some((&CHANGE_FORMAT, rest)) => crate::event::take_from_bytes(rest)
+            .map(|(change, _)| change)
+            .map_err(|detail| Error::Corrupt {
+                what: "change",
+                detail,
+            }),
         _ => Err(Error::Corrupt {
             what: "change",
             detail: "unknown change format".into(),

@@ -401,17 +401,21 @@ fn follow<M: ReadModel>(
 }
 
 fn decode<M: ReadModel>(key: &[u8], payload: &[u8]) -> Result<(M::Key, Written<M::State>)> {
-    let key = postcard::from_bytes(key).map_err(|e| Error::Corrupt {
+    // Through the decoder with a stack budget: a change comes from the
+    // broker, and a recursive key or state type must not overflow.
+    let key = crate::event::from_bytes(key).map_err(|detail| Error::Corrupt {
         what: "change key",
-        detail: e.to_string(),
+        detail,
     })?;
     match payload.split_first() {
         Some((&CHANGE_FORMAT, rest)) => Ok((
             key,
-            postcard::from_bytes(rest).map_err(|e| Error::Corrupt {
-                what: "change",
-                detail: e.to_string(),
-            })?,
+            crate::event::take_from_bytes(rest)
+                .map(|(change, _)| change)
+                .map_err(|detail| Error::Corrupt {
+                    what: "change",
+                    detail,
+                })?,
         )),
         _ => Err(Error::Corrupt {
             what: "change",
