@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use accrete::event::{EventId, source_id};
 use accrete::hooks::{ClusterHook, Trigger};
@@ -32,30 +32,11 @@ fn config(topic: &str, partitions: u32, batch_size: usize, workers: usize) -> Co
     }
 }
 
-fn payment(id: u64, from: u16, to: u16, cents: i64) -> Payment {
-    Payment {
-        id,
-        from,
-        to,
-        cents,
-        visitor: id as u32,
-        at_ms: id as i64,
-    }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Bugs
 // ---------------------------------------------------------------------------
 
-/// BUG (guarantee: "Exactly once: what is stored" / "The written end only
+/// Was a bug until fixed in session 5 (guarantee: "Exactly once: what is stored" / "The written end only
 /// grows"): the written end is kept per model and partition, not per events
 /// topic. A directory reopened with another `events_topic` (the way to get
 /// more partitions: the count of a topic is fixed) keeps the old topic's
@@ -91,7 +72,7 @@ fn a_new_events_topic_is_not_skipped_by_the_old_topics_written_end() {
     );
 }
 
-/// BUG (guarantee: "Forwarded ids, once per model" and `forward`'s docs:
+/// Was a bug until fixed in session 5 (guarantee: "Forwarded ids, once per model" and `forward`'s docs:
 /// "Ids this runtime gave out (from submit) forwarded back are copies of its
 /// own events: skipped"): after moving to a new events topic (to get more
 /// partitions), replaying the old topic's events into the new one with the
@@ -137,7 +118,7 @@ fn own_ids_from_a_previous_topic_forwarded_back_are_not_applied_again() {
     );
 }
 
-/// BUG (guarantee: "Source numbers belong to the store, not to the topic's
+/// Was a bug until fixed in session 5 (guarantee: "Source numbers belong to the store, not to the topic's
 /// name"): the source number of a topic first used on a store that already
 /// has written ends is the legacy hash of the topic's name (the "store
 /// written before" test looks at the written ends of any topic, not at
@@ -179,7 +160,7 @@ fn a_second_topic_on_a_used_store_gets_a_random_source() {
     );
 }
 
-/// BUG (guarantee: "A log that lost its tail"): the repair only looks at
+/// Was a bug until fixed in session 5 (guarantee: "A log that lost its tail"): the repair only looks at
 /// whether the committed position or written end lies beyond the log's
 /// end when the model starts. A service that accepts submits as soon as it
 /// opens (before `add_model`) refills the lost offsets first; the end is
@@ -266,7 +247,7 @@ impl ClusterHook for CountReceipts {
     }
 }
 
-/// BUG (guarantee: "A run covers changes, not a batch" / a new cluster hook
+/// Was a bug until fixed in session 5 (guarantee: "A run covers changes, not a batch" / a new cluster hook
 /// "runs once for every key changed so far"): the versions a hook covered
 /// are kept per hook *name* and key (`hook_covered`: `<hook>/<key>`), while
 /// idempotency keys, consumer groups and outcomes include the model. A hook

@@ -21,7 +21,9 @@ use accrete::cluster::{Node, NodeConfig, NodeStats};
 use accrete::hooks::{ClusterHook, Trigger};
 use accrete::model::ReadModel;
 use accrete::store::mongo::MongoStore;
-use common::{Balances, Payment, Receipts, Rng, SpendByVisitor, Visitors, oracle, payments};
+use common::{
+    Balances, Payment, Receipts, Rng, Shapes, SpendByVisitor, Visitors, oracle, payments,
+};
 
 const CHILD: &str = "ACCRETE_CLUSTER_CHILD";
 
@@ -71,12 +73,20 @@ fn test_config(tag: &str, partitions: u32, batch_size: usize) -> NodeConfig {
     c
 }
 
-fn serve_all(node: &Node) {
+/// Serves the four models, and `Shapes` (tuple keys holding quotes, dots,
+/// dollars, braces) where the test asks for it: the oracle tests.
+fn serve_all(node: &Node, shapes: bool) {
     node.add_model(Balances).unwrap();
     node.add_model(Receipts).unwrap();
     node.add_model(Visitors).unwrap();
     node.add_model(SpendByVisitor).unwrap();
+    if shapes {
+        node.add_model(Shapes).unwrap();
+    }
 }
+
+/// The marker file that makes a cluster's children serve `Shapes`.
+const SHAPES: &str = "shapes";
 
 fn dump<M: ReadModel>(node: &Node, dir: &Path, id: &str) {
     let snap = node.replica_snapshot::<M>().unwrap();
@@ -101,7 +111,8 @@ fn child(dir: &str) {
     let config = NodeConfig::load(Some(&dir.join("config.toml"))).expect("child: config");
     let id = config.node_id.clone();
     let node = Node::start(config.clone()).expect("child: start");
-    serve_all(&node);
+    let shapes = dir.join(SHAPES).exists();
+    serve_all(&node, shapes);
     let grafts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     if std::env::var_os("ACCRETE_CLUSTER_HOOKS").is_some() {
         let report = MongoStore::connect(&config.mongodb).unwrap();
@@ -124,6 +135,10 @@ fn child(dir: &str) {
     node.wait_caught_up::<Receipts>(t).unwrap();
     node.wait_caught_up::<Visitors>(t).unwrap();
     node.wait_caught_up::<SpendByVisitor>(t).unwrap();
+    if shapes {
+        node.wait_caught_up::<Shapes>(t).unwrap();
+        dump::<Shapes>(&node, &dir, &id);
+    }
     dump::<Balances>(&node, &dir, &id);
     dump::<Receipts>(&node, &dir, &id);
     dump::<Visitors>(&node, &dir, &id);
@@ -469,6 +484,9 @@ fn check_all(config: &NodeConfig, events: &[Payment], dir: &Path, nodes: &[Strin
     check_model(&Receipts, &store, events, dir, nodes, ctx);
     check_model(&Visitors, &store, events, dir, nodes, ctx);
     check_model(&SpendByVisitor, &store, events, dir, nodes, ctx);
+    if dir.join(SHAPES).exists() {
+        check_model(&Shapes, &store, events, dir, nodes, ctx);
+    }
     let dead = store.dead_letters::<Balances>().unwrap();
     let zero = events.iter().filter(|p| p.cents == 0).count();
     assert_eq!(
@@ -604,6 +622,7 @@ fn cluster_matches_the_oracle_through_kills() {
         );
         let submitter = Node::start(config.clone()).unwrap();
         let mut cluster = Cluster::new("cluster_matches_the_oracle_through_kills", &config);
+        std::fs::write(cluster.dir.path().join(SHAPES), b"").unwrap();
         let nodes = 1 + rng.below(3) as usize;
         let mut fresh = 0;
         for _ in 0..nodes {
@@ -706,7 +725,7 @@ fn one_node_folds_exactly() {
     let mut rng = Rng(0x5eed_0002);
     let events = payments(&mut rng, 5_000, 50);
     let node = Node::start(config.clone()).unwrap();
-    serve_all(&node);
+    serve_all(&node, true);
     submit(&node, &events);
     wait_folded(&node, events.len(), "one node");
     let t = Duration::from_secs(120);
@@ -714,12 +733,15 @@ fn one_node_folds_exactly() {
     node.wait_caught_up::<Receipts>(t).unwrap();
     node.wait_caught_up::<Visitors>(t).unwrap();
     node.wait_caught_up::<SpendByVisitor>(t).unwrap();
+    node.wait_caught_up::<Shapes>(t).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(SHAPES), b"").unwrap();
     for f in [
         dump::<Balances>,
         dump::<Receipts>,
         dump::<Visitors>,
         dump::<SpendByVisitor>,
+        dump::<Shapes>,
     ] {
         f(&node, dir.path(), "local");
     }

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use accrete::Error;
 use accrete::event::{EventId, source_id};
@@ -28,25 +28,6 @@ fn config(partitions: u32, batch_size: usize) -> Config {
         flush_interval: Duration::from_millis(1),
         max_retry_backoff: Duration::from_millis(5),
         ..Config::default()
-    }
-}
-
-fn payment(id: u64, from: u16, to: u16, cents: i64) -> Payment {
-    Payment {
-        id,
-        from,
-        to,
-        cents,
-        visitor: id as u32,
-        at_ms: id as i64,
-    }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

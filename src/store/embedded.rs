@@ -509,29 +509,44 @@ impl EmbeddedStore {
         })
     }
 
-    /// A hook's planned runs not yet recorded, of the keys `mine` accepts.
-    pub(crate) fn hook_plans(&self, hook: &str, mine: &dyn Fn(&[u8]) -> bool) -> Result<Vec<Plan>> {
-        let Some(table) = self.read_table::<&str, &[u8]>("hook_plans")? else {
-            return Ok(Vec::new());
+    /// Visits the rows of a string-keyed table whose keys start with
+    /// `prefix`, in key order (none if the table was never written).
+    fn scan_prefix<V: redb::Value + 'static>(
+        &self,
+        table: &str,
+        prefix: &str,
+        what: &'static str,
+        mut f: impl FnMut(V::SelfType<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(table) = self.read_table::<&str, V>(table)? else {
+            return Ok(());
         };
-        let from = format!("{hook}/");
-        let mut out = Vec::new();
         for item in table
-            .range::<&str>(from.as_str()..)
-            .map_err(|e| Error::store("scan hook plans", e))?
+            .range::<&str>(prefix..)
+            .map_err(|e| Error::store(what, e))?
         {
-            let (k, v) = item.map_err(|e| Error::store("scan hook plans", e))?;
-            if !k.value().starts_with(&from) {
+            let (k, v) = item.map_err(|e| Error::store(what, e))?;
+            if !k.value().starts_with(prefix) {
                 break;
             }
-            let plan: Plan = postcard::from_bytes(v.value()).map_err(|e| Error::Corrupt {
+            f(v.value())?;
+        }
+        Ok(())
+    }
+
+    /// A hook's planned runs not yet recorded, of the keys `mine` accepts.
+    pub(crate) fn hook_plans(&self, hook: &str, mine: &dyn Fn(&[u8]) -> bool) -> Result<Vec<Plan>> {
+        let mut out = Vec::new();
+        self.scan_prefix::<&[u8]>("hook_plans", &format!("{hook}/"), "scan hook plans", |v| {
+            let plan: Plan = postcard::from_bytes(v).map_err(|e| Error::Corrupt {
                 what: "hook plan",
                 detail: e.to_string(),
             })?;
             if mine(&plan.key) {
                 out.push(plan);
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -599,24 +614,19 @@ impl EmbeddedStore {
     ///
     /// Store errors; a record that does not decode.
     pub fn hook_dead_letters(&self, hook: &str) -> Result<Vec<crate::hooks::HookDeadLetter>> {
-        let Some(table) = self.read_table::<&str, &[u8]>("hook_dead")? else {
-            return Ok(Vec::new());
-        };
-        let from = format!("{hook}/");
         let mut out = Vec::new();
-        for item in table
-            .range::<&str>(from.as_str()..)
-            .map_err(|e| Error::store("scan hook dead letters", e))?
-        {
-            let (k, v) = item.map_err(|e| Error::store("scan hook dead letters", e))?;
-            if !k.value().starts_with(&from) {
-                break;
-            }
-            out.push(postcard::from_bytes(v.value()).map_err(|e| Error::Corrupt {
-                what: "hook dead letter",
-                detail: e.to_string(),
-            })?);
-        }
+        self.scan_prefix::<&[u8]>(
+            "hook_dead",
+            &format!("{hook}/"),
+            "scan hook dead letters",
+            |v| {
+                out.push(postcard::from_bytes(v).map_err(|e| Error::Corrupt {
+                    what: "hook dead letter",
+                    detail: e.to_string(),
+                })?);
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 
@@ -628,28 +638,22 @@ impl EmbeddedStore {
     /// Store errors.
     pub fn hook_history(&self, hook: &str) -> Result<crate::hooks::HookHistory> {
         let mut history = crate::hooks::HookHistory::default();
-        let Some(table) = self.read_table::<&str, OutcomeRow>(HOOK_OUTCOMES_NAME)? else {
-            return Ok(history);
-        };
-        let from = format!("{hook}/");
         let mut latencies = Vec::new();
-        for item in table
-            .range::<&str>(from.as_str()..)
-            .map_err(|e| Error::store("scan hook outcomes", e))?
-        {
-            let (k, v) = item.map_err(|e| Error::store("scan hook outcomes", e))?;
-            if !k.value().starts_with(&from) {
-                break;
-            }
-            let (ok, attempts, latency) = v.value();
-            if ok {
-                history.runs += 1;
-            } else {
-                history.dead_letters += 1;
-            }
-            history.retries += u64::from(attempts.saturating_sub(1));
-            latencies.push(latency);
-        }
+        self.scan_prefix::<OutcomeRow>(
+            HOOK_OUTCOMES_NAME,
+            &format!("{hook}/"),
+            "scan hook outcomes",
+            |(ok, attempts, latency)| {
+                if ok {
+                    history.runs += 1;
+                } else {
+                    history.dead_letters += 1;
+                }
+                history.retries += u64::from(attempts.saturating_sub(1));
+                latencies.push(latency);
+                Ok(())
+            },
+        )?;
         history.latency_ms = crate::hooks::runner::median_p99(latencies);
         Ok(history)
     }

@@ -99,6 +99,35 @@ impl ReadModel for SpendByVisitor {
     }
 }
 
+/// Per label and receiving account, keyed by a tuple whose strings hold
+/// what stores trip over: quotes, dots, dollars, braces. Two distinct keys
+/// must never be confused anywhere (writes, read-modify-write, replicas).
+pub struct Shapes;
+impl ReadModel for Shapes {
+    const NAME: &'static str = "shapes";
+    type Event = Payment;
+    type Key = (String, u16);
+    type State = Sum<i64>;
+    fn project(
+        &self,
+        p: &Payment,
+        out: &mut Deltas<(String, u16), Sum<i64>>,
+    ) -> Result<(), String> {
+        const LABELS: [&str; 7] = [
+            "plain",
+            "a.b",
+            "$dollar",
+            "{\"brace\": 1}",
+            "quote\"d",
+            "dot.$.mix",
+            "",
+        ];
+        let label = LABELS[p.visitor as usize % LABELS.len()];
+        out.push((label.to_string(), p.to), Sum(p.cents));
+        Ok(())
+    }
+}
+
 /// The oracle: a plain left fold of the distinct events, in order.
 pub fn oracle<M: ReadModel>(model: &M, events: &[M::Event]) -> BTreeMap<M::Key, M::State> {
     let mut out: BTreeMap<M::Key, M::State> = BTreeMap::new();
@@ -389,5 +418,29 @@ impl accrete::log::Log for Scripted {
             return Err(injected("reset"));
         }
         self.inner.reset_group(group, topic)
+    }
+}
+
+/// A payment whose visitor and time follow its id.
+pub fn payment(id: u64, from: u16, to: u16, cents: i64) -> Payment {
+    Payment {
+        id,
+        from,
+        to,
+        cents,
+        visitor: id as u32,
+        at_ms: id as i64,
+    }
+}
+
+/// Polls `done` until it holds; panics after 30 s, naming `what`.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
