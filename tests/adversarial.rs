@@ -203,19 +203,6 @@ fn a_lost_tail_refilled_before_the_model_starts_loses_no_event() {
     );
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Records every run of a hook: (key, version, delta, idempotency key).
 type Runs = Arc<Mutex<Vec<(u16, u64, i64, String)>>>;
 

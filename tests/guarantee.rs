@@ -426,19 +426,6 @@ fn a_log_that_lost_its_tail_loses_no_new_event() {
     assert_eq!(stored::<Balances>(&rt), oracle(&Balances, &events));
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Hole 10: a worker failing every batch retried forever, invisibly:
 /// nothing in `Status`, nothing printed, `wait_caught_up` a bare timeout.
 #[test]

@@ -215,6 +215,9 @@ struct Run<H: ClusterHook> {
     plan: Plan,
     key: Key<H>,
     delta: State<H>,
+    /// The state read when the run was planned (newer than every change it
+    /// covers); `None` for a run a crash left planned: read before it runs.
+    state: Option<State<H>>,
 }
 
 fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
@@ -305,6 +308,7 @@ fn plan_batch<H: ClusterHook>(
             },
             key: key.clone(),
             delta: delta.clone(),
+            state: Some(state),
         });
     }
     // Runs recorded already (a `ONCE` hook's, or runs before covered
@@ -332,7 +336,12 @@ fn replanned<H: ClusterHook>(plans: Vec<Plan>) -> Vec<Run<H>> {
             let key = crate::event::from_bytes::<Key<H>>(&plan.key);
             let delta = crate::event::from_bytes::<State<H>>(&plan.delta);
             match (key, delta) {
-                (Ok(key), Ok(delta)) => Some(Run { plan, key, delta }),
+                (Ok(key), Ok(delta)) => Some(Run {
+                    plan,
+                    key,
+                    delta,
+                    state: None,
+                }),
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::error!(hook = H::NAME, id = %plan.id, error = %e, "undecodable planned run skipped");
                     None
@@ -352,15 +361,27 @@ fn run_all<H: ClusterHook>(
     runs: &[Run<H>],
     stopping: &dyn Fn() -> bool,
 ) -> Result<(Vec<Outcome>, bool)> {
-    let keys: Vec<&Key<H>> = runs.iter().map(|r| &r.key).collect();
-    let states = backend.states(&keys)?;
+    // States are read only for runs planned before a crash; the others
+    // carry the state their plan read.
+    let unread: Vec<&Key<H>> = runs
+        .iter()
+        .filter(|r| r.state.is_none())
+        .map(|r| &r.key)
+        .collect();
+    let mut read = backend.states(&unread)?.into_iter();
     let mut outcomes = Vec::with_capacity(runs.len());
-    for (run, state) in runs.iter().zip(states) {
+    for run in runs {
+        let state = match &run.state {
+            Some(s) => s.clone(),
+            None => read
+                .next()
+                .flatten()
+                .map_or_else(<State<H> as Monoid>::identity, |(s, _)| s),
+        };
         if stopping() {
             // What ran is recorded; the rest is delivered again.
             return Ok((outcomes, false));
         }
-        let (state, _) = state.unwrap_or_else(|| (<State<H> as Monoid>::identity(), 0));
         let latency_ms = (crate::runtime::worker::now_ms() - run.plan.published_ms)
             .clamp(0, i64::from(u32::MAX)) as u32;
         counters.latency(H::NAME, latency_ms);
