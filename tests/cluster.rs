@@ -128,6 +128,13 @@ fn child(dir: &str) {
         .unwrap();
     }
     while !dir.join("stop").exists() {
+        if dir.join(format!("leave-{id}")).exists() {
+            // Leaves the cluster mid-stream, gracefully: what it holds is
+            // written and its partitions move to the others.
+            node.shutdown();
+            std::fs::write(dir.join(format!("left-{id}")), b"").unwrap();
+            return;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let t = Duration::from_secs(180);
@@ -213,6 +220,33 @@ impl Cluster {
             cmd.env("ACCRETE_CLUSTER_HOOKS", "1");
         }
         self.children.push((id.to_string(), cmd.spawn().unwrap()));
+    }
+
+    /// Asks one node to leave gracefully and waits until it has: returns
+    /// how long its shutdown took.
+    fn leave(&mut self, id: &str, ctx: &str) -> Duration {
+        let started = Instant::now();
+        std::fs::write(self.dir.path().join(format!("leave-{id}")), b"").unwrap();
+        let i = self.children.iter().position(|(c, _)| c == id).unwrap();
+        let (_, mut child) = self.children.remove(i);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "{ctx}: node {id} failed leaving ({status})"
+                );
+                assert!(
+                    self.dir.path().join(format!("left-{id}")).exists(),
+                    "{ctx}: node {id} exited without leaving"
+                );
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{ctx}: node {id} did not leave within 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn kill(&mut self, id: &str) {
@@ -446,6 +480,25 @@ fn check_model<M>(
     M: ReadModel<Event = Payment>,
 {
     let stored = stored::<M>(store);
+    // Only the events the projection refuses are dead letters: a write the
+    // server failed for a passing reason must be retried, not parked.
+    let mut deltas = accrete::model::Deltas::new();
+    let refused = events
+        .iter()
+        .filter(|e| {
+            deltas.clear();
+            model.project(e, &mut deltas).is_err()
+        })
+        .count();
+    let dead = store.dead_letters::<M>().unwrap();
+    assert_eq!(
+        dead.len(),
+        refused,
+        "{ctx}: {} has {} dead letters where its projection refuses {refused} events; e.g. {:?}",
+        M::NAME,
+        dead.len(),
+        dead.iter().take(3).map(|d| &d.reason).collect::<Vec<_>>()
+    );
     assert_eq!(
         stored,
         oracle(model, events),
@@ -658,6 +711,7 @@ fn cluster_matches_the_oracle_through_kills() {
             Receipts::NAME,
             Visitors::NAME,
             SpendByVisitor::NAME,
+            Shapes::NAME,
         ]
         .iter()
         .any(|m| submitter.folded(m).unwrap() < n as u64)
@@ -803,6 +857,7 @@ impl ClusterHook for Audit {
                 "key": i64::from(*t.key),
                 "version": t.version as i64,
                 "state": t.state.0,
+                "delta": t.delta.0,
                 "node": &self.node,
             })
             .run()
@@ -811,8 +866,20 @@ impl ClusterHook for Audit {
     }
 }
 
-/// Every key's runs: (highest version seen, runs, distinct idempotency keys).
-fn audit(store: &MongoStore) -> (BTreeMap<u16, u64>, usize, usize) {
+/// What the audit hook's runs say.
+struct Audited {
+    /// Per key, the highest version a run saw.
+    highest: BTreeMap<u16, u64>,
+    /// Per key, the deltas of its distinct runs added up.
+    deltas: BTreeMap<u16, i64>,
+    runs: usize,
+    /// Distinct idempotency keys.
+    distinct: usize,
+}
+
+/// Every key's runs. Runs sharing an idempotency key (re-runs after a
+/// kill) must carry the same key and delta.
+fn audit(store: &MongoStore, ctx: &str) -> Audited {
     let runs: Vec<mongodb::bson::Document> = store
         .database()
         .collection::<mongodb::bson::Document>("audit_runs")
@@ -822,15 +889,33 @@ fn audit(store: &MongoStore) -> (BTreeMap<u16, u64>, usize, usize) {
         .map(|d| d.unwrap())
         .collect();
     let mut highest = BTreeMap::new();
-    let mut ids = std::collections::BTreeSet::new();
+    let mut by_id: BTreeMap<String, (u16, i64)> = BTreeMap::new();
     for r in &runs {
         let key = r.get_i64("key").unwrap() as u16;
         let v = r.get_i64("version").unwrap() as u64;
+        let delta = r.get_i64("delta").unwrap();
         let e = highest.entry(key).or_insert(0);
         *e = (*e).max(v);
-        ids.insert(r.get_str("id").unwrap().to_string());
+        let id = r.get_str("id").unwrap().to_string();
+        if let Some(first) = by_id.get(&id) {
+            assert_eq!(
+                *first,
+                (key, delta),
+                "{ctx}: a re-run of {id} carries another key or delta"
+            );
+        }
+        by_id.insert(id, (key, delta));
     }
-    (highest, runs.len(), ids.len())
+    let mut deltas = BTreeMap::new();
+    for (key, delta) in by_id.values() {
+        *deltas.entry(*key).or_insert(0) += delta;
+    }
+    Audited {
+        highest,
+        deltas,
+        runs: runs.len(),
+        distinct: by_id.len(),
+    }
 }
 
 /// Final versions of every key of Balances.
@@ -877,73 +962,118 @@ fn wait_hook(node: &Node, ctx: &str) {
     }
 }
 
-/// Three node processes run a cluster hook; one is SIGKILLed mid-stream and
-/// another starts later. Every key's latest change ran the hook (so every
-/// change is covered by a run that saw a state at least as new); the report
-/// counts duplicates; node hooks ran on every live node.
+/// Three node processes run a cluster hook; mid-stream one leaves
+/// (gracefully, or SIGKILLed) and another joins. Every key's latest change
+/// ran the hook (a run that saw a state at least as new), re-runs repeat
+/// their idempotency key and delta, per key the deltas of distinct runs
+/// add up to the state exactly (no change twice, none missed), without a
+/// kill no trigger runs twice, and node hooks ran on every live node.
+/// `ACCRETE_CLUSTER_SEEDS` sets how many seeds.
 #[test]
 fn cluster_hooks_run_through_a_kill() {
     if let Ok(dir) = std::env::var(CHILD) {
         return child(&dir);
     }
     let _serial = one_at_a_time();
-    for kill in [false, true] {
-        let ctx = if kill {
-            "hooks, b killed"
-        } else {
-            "hooks, no fault"
-        };
-        let config = test_config("hooks", 12, 1_000);
-        let mut rng = Rng(0x5eed_0003);
-        let events = payments(&mut rng, 12_000, 300);
-        let submitter = Node::start(config.clone()).unwrap();
-        let mut cluster = Cluster::new("cluster_hooks_run_through_a_kill", &config);
-        cluster.hooks = true;
-        for id in ["a", "b", "c"] {
-            cluster.spawn(id, None);
-        }
-        for (i, chunk) in events.chunks(1_000).enumerate() {
-            submit(&submitter, chunk);
-            std::thread::sleep(Duration::from_millis(300));
-            if kill && i == 4 {
-                cluster.kill("b");
-            }
-            if kill && i == 8 {
-                cluster.spawn("d", None);
-            }
-        }
-        wait_folded(&submitter, events.len(), ctx);
-        let hook_store = MongoStore::connect(&config.mongodb).unwrap();
-        // The hook runs on the nodes; the submitter only watches its lag.
-        wait_hook(&submitter, ctx);
-        let nodes = cluster.stop(ctx);
-        let final_versions = versions(&hook_store);
-        let (highest, runs, distinct) = audit(&hook_store);
-        eprintln!(
-            "{ctx}: {} keys, {runs} hook runs, {} duplicates",
-            final_versions.len(),
-            runs - distinct
-        );
-        assert_eq!(
-            highest, final_versions,
-            "{ctx}: every key's latest change ran the hook"
-        );
-        if !kill {
-            assert_eq!(
-                runs, distinct,
-                "{ctx}: without faults, no trigger runs twice"
+    let seeds = common::seeds_with(
+        "cluster_hooks_run_through_a_kill",
+        "ACCRETE_CLUSTER_SEEDS",
+        1,
+    );
+    for seed in seeds {
+        for kill in [false, true] {
+            let ctx = format!(
+                "hooks, seed {seed} (replay: ACCRETE_SEED={seed}), b {}",
+                if kill { "killed" } else { "leaves" }
             );
+            let ctx = ctx.as_str();
+            let mut rng = Rng(seed);
+            let partitions = 4 + rng.below(9) as u32;
+            let config = test_config("hooks", partitions, 200 + rng.below(1_500) as usize);
+            let accounts = 1 + rng.below(400) as u16;
+            let events = payments(&mut rng, 12_000, accounts);
+            let leave_at = 2 + rng.below(4) as usize;
+            let join_at = leave_at + 1 + rng.below(5) as usize;
+            let submitter = Node::start(config.clone()).unwrap();
+            let mut cluster = Cluster::new("cluster_hooks_run_through_a_kill", &config);
+            cluster.hooks = true;
+            for id in ["a", "b", "c"] {
+                cluster.spawn(id, None);
+            }
+            let mut left_in = None;
+            for (i, chunk) in events.chunks(1_000).enumerate() {
+                submit(&submitter, chunk);
+                std::thread::sleep(Duration::from_millis(300));
+                if i == leave_at {
+                    if kill {
+                        cluster.kill("b");
+                    } else {
+                        left_in = Some(cluster.leave("b", ctx));
+                    }
+                }
+                if i == join_at {
+                    cluster.spawn("d", None);
+                }
+            }
+            wait_folded(&submitter, events.len(), ctx);
+            let hook_store = MongoStore::connect(&config.mongodb).unwrap();
+            // The hook runs on the nodes; the submitter only watches its lag.
+            wait_hook(&submitter, ctx);
+            let nodes = cluster.stop(ctx);
+            let final_versions = versions(&hook_store);
+            let audited = audit(&hook_store, ctx);
+            eprintln!(
+                "{ctx}: {} keys, {} partitions, {} hook runs, {} duplicates{}",
+                final_versions.len(),
+                partitions,
+                audited.runs,
+                audited.runs - audited.distinct,
+                left_in.map_or(String::new(), |t| format!(", b left in {t:?}"))
+            );
+            assert_eq!(
+                audited.highest, final_versions,
+                "{ctx}: every key's latest change ran the hook"
+            );
+            // Per key, the deltas of distinct runs add up to the state: no
+            // change reached two runs, none was missed.
+            let states = stored::<Balances>(&hook_store);
+            let differing: Vec<String> = states
+                .iter()
+                .filter(|(k, s)| audited.deltas.get(*k).copied().unwrap_or(0) != s.0)
+                .map(|(k, s)| format!("{k}: state {}, deltas {:?}", s.0, audited.deltas.get(k)))
+                .chain(
+                    audited
+                        .deltas
+                        .iter()
+                        .filter(|(k, d)| **d != 0 && !states.contains_key(*k))
+                        .map(|(k, d)| format!("{k}: no state, deltas {d}")),
+                )
+                .collect();
+            assert!(
+                differing.is_empty(),
+                "{ctx}: per key, the deltas of distinct runs must add up to the state; {} of {} \
+                 keys differ, e.g. {:?}",
+                differing.len(),
+                states.len(),
+                &differing[..differing.len().min(5)]
+            );
+            if !kill {
+                assert_eq!(
+                    audited.runs, audited.distinct,
+                    "{ctx}: without faults, no trigger runs twice"
+                );
+            }
+            for id in &nodes {
+                let grafts: u64 =
+                    std::fs::read_to_string(cluster.dir.path().join(format!("grafts-{id}")))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                assert!(grafts > 0, "{ctx}: node {id}'s node hook ran");
+            }
+            check_all(&config, &events, cluster.dir.path(), &nodes, ctx);
+            submitter.shutdown();
         }
-        for id in &nodes {
-            let grafts: u64 =
-                std::fs::read_to_string(cluster.dir.path().join(format!("grafts-{id}")))
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-            assert!(grafts > 0, "{ctx}: node {id}'s node hook ran");
-        }
-        check_all(&config, &events, cluster.dir.path(), &nodes, ctx);
-        submitter.shutdown();
     }
 }
 

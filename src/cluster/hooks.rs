@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
@@ -18,7 +19,8 @@ use super::placement::{Audit, Placement};
 use super::{CHANGE_FORMAT, Shared};
 use crate::hooks::ClusterHook;
 use crate::hooks::runner::{
-    Batch, HookBackend, HookCounters, Outcome, State, Versioned, run_until_recorded,
+    Batch, Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, State, Versioned,
+    event_span, run_until_recorded,
 };
 use crate::model::ReadModel;
 use crate::store::mongo::{MongoStore, Written, key_id};
@@ -37,12 +39,40 @@ impl<M: ReadModel> HookBackend<M> for MongoStore {
     }
 
     fn record(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
-        self.record_outcomes(hook, outcomes)
+        self.record_outcomes(hook, M::NAME, outcomes)
+    }
+
+    fn spans_are_versions(&self) -> bool {
+        false
+    }
+
+    // Kept per hook *and model*, as on the embedded default.
+    fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<Coverage>> {
+        self.hook_covered(&format!("{hook}/{}", M::NAME), keys)
+    }
+
+    /// One conditional write per key (its stamp): two nodes that both
+    /// believe they hold a partition (a rebalance in flight) never both run
+    /// a change; the loser plans it again and finds it covered.
+    fn plan(&self, hook: &str, keys: &[KeyPlan<'_>]) -> Result<HashSet<Vec<u8>>> {
+        self.plan_hook_runs(&format!("{hook}/{}", M::NAME), keys)
+    }
+
+    fn planned(
+        &self,
+        hook: &str,
+        min_age: Duration,
+        mine: &dyn Fn(&[u8], Option<u32>) -> bool,
+    ) -> Result<Vec<Plan>> {
+        self.hook_plans(&format!("{hook}/{}", M::NAME), min_age, mine)
     }
 }
 
 struct Ctx {
     placement: Arc<Placement>,
+    /// Set when partitions were assigned: runs their last holder planned
+    /// and did not record are looked for.
+    assigned: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for Ctx {
@@ -59,8 +89,18 @@ impl ConsumerContext for Ctx {
         // Each poll's triggers are run before the next poll: nothing is held
         // when partitions leave.
         super::placement::rebalance(consumer, err, tpl, &self.placement, |_| {});
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            self.assigned.store(true, Ordering::Release);
+        }
     }
 }
+
+/// How old a planned run must be before another node makes it: beyond any
+/// run a live node is making (a run is recorded right after it is made).
+const ORPHANED_PLAN: Duration = Duration::from_secs(30);
+
+/// How often a node looks for orphaned plans of its partitions.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub(super) fn start<H: ClusterHook>(
     hook: H,
@@ -80,6 +120,7 @@ pub(super) fn start<H: ClusterHook>(
         &format!("{}.hook.{}", config.group_prefix, H::NAME),
         Ctx {
             placement: placement.clone(),
+            assigned: std::sync::atomic::AtomicBool::new(true),
         },
         false,
     )?;
@@ -115,6 +156,7 @@ fn run<H: ClusterHook>(
     counters: Arc<HookCounters>,
 ) {
     let stopping = || shared.stop.load(Ordering::Acquire);
+    let mut next_sweep = Instant::now() + SWEEP_EVERY;
     while !stopping() {
         let mut batch = Batch::new();
         let mut ends: HashMap<u32, u64> = HashMap::new();
@@ -127,14 +169,19 @@ fn run<H: ClusterHook>(
             ends.insert(p, offset + 1);
             let published_ms = msg.timestamp().to_millis().unwrap_or(0);
             match decode::<State<H>>(msg.payload().unwrap_or_default()) {
+                // A change is identified by the event ranges it covers.
                 Ok(change) => batch.add(
                     H::NAME,
                     &counters,
                     msg.key().unwrap_or_default(),
                     change.delta,
                     published_ms,
-                    // Blind writes do not learn the version they made.
-                    None,
+                    change
+                        .ranges
+                        .iter()
+                        .filter_map(|r| event_span(r.partition, r.from, r.end))
+                        .collect(),
+                    Some(p),
                 ),
                 Err(e) => {
                     tracing::error!(hook = H::NAME, error = %e, "undecodable change skipped");
@@ -143,18 +190,46 @@ fn run<H: ClusterHook>(
         });
         placement.reseek(&consumer);
         audit.check(&consumer);
-        if ends.is_empty() {
+        // Now and then (and soon after an assignment), the runs a former
+        // holder of these partitions planned and did not record are made
+        // first, once they are old enough that no live node is making them:
+        // a new member's assignment can arrive while the former holder is
+        // still running what it planned (seen on tansu), and taking fresh
+        // plans then ran them twice.
+        let assigned = consumer.context().assigned.swap(false, Ordering::AcqRel);
+        if assigned {
+            next_sweep = next_sweep.min(Instant::now() + ORPHANED_PLAN);
+        }
+        let leftovers = (Instant::now() >= next_sweep).then(|| {
+            next_sweep = Instant::now() + SWEEP_EVERY;
+            ORPHANED_PLAN
+        });
+        if ends.is_empty() && leftovers.is_none() {
             continue;
         }
+        let held: HashSet<u32> = consumer
+            .assignment()
+            .map(|a| {
+                a.elements_for_topic(&topic)
+                    .iter()
+                    .map(|e| e.partition() as u32)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mine = |_: &[u8], p: Option<u32>| p.is_some_and(|p| held.contains(&p));
         if !run_until_recorded(
             &hook,
             &shared.store,
             &counters,
             &batch,
-            &|_| true,
+            leftovers,
+            &mine,
             &stopping,
         ) {
             break;
+        }
+        if ends.is_empty() {
+            continue;
         }
         let ends: Vec<(u32, u64)> = ends.into_iter().collect();
         if let Err(e) = shared.store.advance_positions(&reader, &ends) {

@@ -180,6 +180,10 @@ pub struct HookStats {
     pub dead_letters: u64,
     /// Redelivered triggers skipped because their outcome was recorded.
     pub duplicates_suppressed: u64,
+    /// Changes that overlapped what earlier runs covered only in part (a
+    /// change re-published after crashes over other event boundaries): they
+    /// ran whole, so part of their delta reached a run before.
+    pub overlapping: u64,
     /// Changes coalesced into another pending change of the same key.
     pub coalesced: u64,
     /// Milliseconds from a change's publication to the start of its run:
@@ -187,25 +191,45 @@ pub struct HookStats {
     pub latency_ms: (f64, f64),
 }
 
-/// The idempotency key of a run.
-pub(crate) fn idempotency_key(hook: &str, model: &str, key: &[u8], version: Option<u64>) -> String {
-    let mut hex = String::with_capacity(key.len() * 2);
-    for b in key {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    match version {
-        Some(v) => format!("{hook}/{model}/{hex}/{v}"),
-        None => format!("{hook}/{model}/{hex}/once"),
-    }
+/// The idempotency key of a run: `<hook>/<model>/<key>/<what it covers>`,
+/// the key as [`key_text`] writes it, and what the run covers (the newest
+/// version on the embedded default, the event ranges `p3:100-136` on Kafka +
+/// MongoDB), or `once` for a hook that runs once per key.
+pub(crate) fn idempotency_key(hook: &str, model: &str, key: &str, covers: Option<&str>) -> String {
+    format!("{hook}/{model}/{key}/{}", covers.unwrap_or("once"))
+}
+
+/// A key as text: its JSON form where it has one (`"alice"`, `["shop",7]`),
+/// else `0x` and its encoded bytes in hex.
+pub(crate) fn key_text<K: serde::Serialize>(key: &K, bytes: &[u8]) -> String {
+    serde_json::to_string(key).unwrap_or_else(|_| {
+        let mut hex = String::with_capacity(2 + bytes.len() * 2);
+        hex.push_str("0x");
+        for b in bytes {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        hex
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{idempotency_key, key_text};
+
     #[test]
-    fn idempotency_keys_are_stable_and_distinct() {
-        let a = super::idempotency_key("h", "m", &[1, 0xab], Some(3));
-        assert_eq!(a, "h/m/01ab/3");
-        assert_ne!(a, super::idempotency_key("h", "m", &[1, 0xab], Some(4)));
-        assert_eq!(super::idempotency_key("h", "m", &[], None), "h/m//once");
+    fn idempotency_keys_are_readable_stable_and_distinct() {
+        let k = key_text(&("shop", 7), &[]);
+        assert_eq!(k, r#"["shop",7]"#);
+        let a = idempotency_key("h", "m", &k, Some("3"));
+        assert_eq!(a, r#"h/m/["shop",7]/3"#);
+        assert_ne!(a, idempotency_key("h", "m", &k, Some("4")));
+        assert_ne!(
+            a,
+            idempotency_key("h", "m", &key_text(&"shop", &[]), Some("3"))
+        );
+        assert_eq!(idempotency_key("h", "m", "\"a\"", None), "h/m/\"a\"/once");
+        // No JSON form (a map with tuple keys): the bytes in hex.
+        let map: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert_eq!(key_text(&map, &[1, 0xab]), "0x01ab");
     }
 }

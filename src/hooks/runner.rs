@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::Mutex;
 
-use super::{ClusterHook, HookStats, Trigger, idempotency_key};
+use super::{ClusterHook, HookStats, Trigger, idempotency_key, key_text};
 use crate::model::ReadModel;
-pub(crate) use crate::runtime::absorbed::{IdSet, Seen};
+pub(crate) use crate::runtime::absorbed::{Covers, IdSet};
 use crate::{Error, Result};
 
 pub(crate) type State<H> = <<H as ClusterHook>::Model as ReadModel>::State;
@@ -32,6 +32,8 @@ pub(crate) type Key<H> = <<H as ClusterHook>::Model as ReadModel>::Key;
 pub(crate) struct Outcome {
     /// The idempotency key.
     pub(crate) id: String,
+    /// The key, encoded.
+    pub(crate) key: Vec<u8>,
     /// Attempts made (1: the first succeeded).
     pub(crate) attempts: u32,
     /// The last attempt's error, for a dead letter.
@@ -60,39 +62,99 @@ pub(crate) struct Plan {
     pub(crate) published_ms: i64,
 }
 
-/// What a backend gives a hook runner: the states, and the outcome records.
-///
-/// A backend that knows each change's version (the embedded default) also
-/// keeps, per hook and key, the versions already handed to a run
-/// ([`covered`](Self::covered)) and the runs planned and not yet recorded
-/// ([`planned`](Self::planned)): then a run's delta is exactly the changes
-/// no earlier run covered, whatever was redelivered or re-published. The
-/// defaults keep neither (every change of a batch goes to its run).
+/// Inclusive spans of ids that identify a change: its version on the
+/// embedded default (`[(v, v)]`), the event ranges it covers on Kafka +
+/// MongoDB (see [`event_span`]).
+pub(crate) type Spans = Vec<(u64, u64)>;
+
+/// The events `[from, end)` of an events partition as a span of ids (the
+/// partition in the top 24 bits, the offset in the low 40); `None` for an
+/// empty range or one beyond the id space.
+pub(crate) fn event_span(partition: u32, from: u64, end: u64) -> Option<(u64, u64)> {
+    const OFFSET_BITS: u32 = 40;
+    if end <= from || end > 1 << OFFSET_BITS || partition >= 1 << (64 - OFFSET_BITS) {
+        return None;
+    }
+    let base = u64::from(partition) << OFFSET_BITS;
+    Some((base | from, base | (end - 1)))
+}
+
+/// Event-range spans as text: `p3:100-136+p5:7-9` (partition, then
+/// `[from, end)`), adjacent spans joined.
+fn describe_event_spans(spans: &[(u64, u64)]) -> String {
+    let mut sorted: Vec<(u64, u64)> = spans.to_vec();
+    sorted.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (f, l) in sorted {
+        match merged.last_mut() {
+            Some((_, last)) if last.checked_add(1).is_some_and(|n| n >= f) => {
+                *last = (*last).max(l)
+            }
+            _ => merged.push((f, l)),
+        }
+    }
+    let mask = (1_u64 << 40) - 1;
+    merged
+        .iter()
+        .map(|(f, l)| format!("p{}:{}-{}", f >> 40, f & mask, (l & mask) + 1))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// A hook's coverage of one key: the change spans already handed to a run
+/// (or passed over because the hook did not fire), and the stamp the
+/// backend checks when the coverage is written back (`None`: the backend
+/// writes it under a lock of its own).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Coverage {
+    pub(crate) set: IdSet,
+    pub(crate) stamp: Option<u64>,
+}
+
+/// What planning writes for one key: its coverage now, and the run to make
+/// (if the hook fires).
+pub(crate) struct KeyPlan<'a> {
+    /// The key, encoded.
+    pub(crate) key: &'a [u8],
+    /// The coverage as read (its stamp) with the batch's changes added.
+    pub(crate) coverage: &'a Coverage,
+    /// The changes topic's partition the key's changes come from, if the
+    /// backend has partitions to own.
+    pub(crate) partition: Option<u32>,
+    pub(crate) run: Option<&'a Plan>,
+}
+
+/// What a backend gives a hook runner: the states, the coverage of each key
+/// (which changes a run already covered), the runs planned and not yet
+/// recorded, and the outcome records. A run's delta is exactly the changes
+/// of its key that no earlier run covered, whatever was redelivered or
+/// re-published; coverage and plans are written before anything runs.
 pub(crate) trait HookBackend<M: ReadModel> {
     /// Each key's state and version.
     fn states(&self, keys: &[&M::Key]) -> Result<Vec<Versioned<M::State>>>;
     /// Which of these idempotency keys have a recorded outcome.
     fn recorded(&self, ids: &[String]) -> Result<HashSet<String>>;
-    /// Records outcomes (and, for failures, dead letters), all or none, and
-    /// forgets their plans.
+    /// Records outcomes (and, for failures, dead letters), keeping any
+    /// recorded earlier, and forgets their plans.
     fn record(&self, hook: &str, outcomes: &[Outcome]) -> Result<()>;
-    /// Per encoded key, the versions already covered by a run (or passed
-    /// over because the hook did not fire).
-    fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<IdSet>> {
-        let _ = hook;
-        Ok(vec![IdSet::default(); keys.len()])
-    }
-    /// Records, in one atomic write, the versions now covered per encoded
-    /// key and the runs about to be made.
-    fn plan(&self, hook: &str, covered: &[(&[u8], &IdSet)], plans: &[Plan]) -> Result<()> {
-        let _ = (hook, covered, plans);
-        Ok(())
-    }
-    /// The runs planned and not yet recorded, of the keys `mine` accepts.
-    fn planned(&self, hook: &str, mine: &dyn Fn(&[u8]) -> bool) -> Result<Vec<Plan>> {
-        let _ = (hook, mine);
-        Ok(Vec::new())
-    }
+    /// Whether a change's spans are its version (`true`) or the event
+    /// ranges it covers.
+    fn spans_are_versions(&self) -> bool;
+    /// Per encoded key, what runs covered.
+    fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<Coverage>>;
+    /// Writes the keys' coverage and runs. Returns the keys whose write lost
+    /// a race (another node planned them since they were read): none of
+    /// their runs may be made; their changes are planned again.
+    fn plan(&self, hook: &str, keys: &[KeyPlan<'_>]) -> Result<HashSet<Vec<u8>>>;
+    /// The runs planned at least `min_age` ago and not yet recorded, of the
+    /// keys `mine` accepts (by encoded key, and changes partition where the
+    /// backend keeps it).
+    fn planned(
+        &self,
+        hook: &str,
+        min_age: std::time::Duration,
+        mine: &dyn Fn(&[u8], Option<u32>) -> bool,
+    ) -> Result<Vec<Plan>>;
 }
 
 /// Counters and latencies of one hook in this process.
@@ -144,13 +206,13 @@ pub(crate) fn median_p99(mut l: Vec<u32>) -> (f64, f64) {
 
 /// One key's pending triggers.
 pub(crate) struct Pending<S> {
-    /// Changes that carry their version, by version: a change delivered
-    /// twice is one entry.
-    pub(crate) changes: BTreeMap<u64, S>,
-    /// Changes without a version (blind writes on MongoDB), combined.
-    pub(crate) unversioned: Option<S>,
+    /// Changes by their spans: a change delivered twice is one entry.
+    pub(crate) changes: BTreeMap<Spans, S>,
     /// The earliest publication time among them (ms since the epoch).
     pub(crate) published_ms: i64,
+    /// The changes topic's partition they came from, if the backend has
+    /// partitions to own.
+    pub(crate) partition: Option<u32>,
 }
 
 /// The triggers taken in one poll, per encoded key: changes of one key
@@ -166,8 +228,9 @@ impl<S: Semigroup> Batch<S> {
         }
     }
 
-    /// Adds a change of the key (its postcard bytes), with the version it
-    /// produced if the backend knows it.
+    /// Adds a change of the key (its postcard bytes), identified by its
+    /// spans.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &mut self,
         hook: &'static str,
@@ -175,7 +238,8 @@ impl<S: Semigroup> Batch<S> {
         key: &[u8],
         delta: S,
         published_ms: i64,
-        version: Option<u64>,
+        spans: Spans,
+        partition: Option<u32>,
     ) {
         let p = match self.pending.get_mut(key) {
             Some(p) => {
@@ -186,19 +250,11 @@ impl<S: Semigroup> Batch<S> {
             }
             None => self.pending.entry(key.to_vec()).or_insert(Pending {
                 changes: BTreeMap::new(),
-                unversioned: None,
                 published_ms,
+                partition,
             }),
         };
-        match version {
-            Some(v) => {
-                p.changes.entry(v).or_insert(delta);
-            }
-            None => match &mut p.unversioned {
-                Some(acc) => acc.combine_owned(delta),
-                slot @ None => *slot = Some(delta),
-            },
-        }
+        p.changes.entry(spans).or_insert(delta);
     }
 }
 
@@ -227,23 +283,38 @@ fn encode<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>>
     })
 }
 
+/// The runs decided for a batch, and whether some keys lost a planning race
+/// (their changes are planned again once these runs are recorded).
+struct Planned<H: ClusterHook> {
+    runs: Vec<Run<H>>,
+    lost: bool,
+}
+
 /// Decides the runs of a batch: per key, the changes no earlier run
 /// covered, combined; keys whose state does not fire pass them over. The
-/// covered versions and the runs are recorded before anything runs.
+/// coverage and the runs are written before anything runs.
 fn plan_batch<H: ClusterHook>(
     hook: &H,
     backend: &dyn HookBackend<H::Model>,
     counters: &HookCounters,
     batch: &Batch<State<H>>,
-) -> Result<Vec<Run<H>>> {
+) -> Result<Planned<H>> {
     let model = <H::Model as ReadModel>::NAME;
+    let versions = backend.spans_are_versions();
     let encoded: Vec<&[u8]> = batch.pending.keys().map(Vec::as_slice).collect();
     let covered = backend.covered(H::NAME, &encoded)?;
-    // Per key: what no run covered yet.
-    type Fresh<'a, H> = (Key<H>, &'a [u8], State<H>, Option<u64>, IdSet, i64);
+    struct Fresh<'a, H: ClusterHook> {
+        key: Key<H>,
+        bytes: &'a [u8],
+        delta: State<H>,
+        spans: Spans,
+        coverage: Coverage,
+        pending: &'a Pending<State<H>>,
+    }
     let mut fresh: Vec<Fresh<'_, H>> = Vec::new();
     let mut suppressed = 0;
-    for (bytes, mut set) in encoded.iter().zip(covered) {
+    let mut overlapping = 0;
+    for (bytes, mut coverage) in encoded.iter().zip(covered) {
         let p = &batch.pending[*bytes];
         let key = match crate::event::from_bytes::<Key<H>>(bytes) {
             Ok(key) => key,
@@ -254,13 +325,31 @@ fn plan_batch<H: ClusterHook>(
                 continue;
             }
         };
-        let mut delta: Option<State<H>> = p.unversioned.clone();
-        let mut newest = None;
-        for (&version, d) in &p.changes {
-            if set.insert(version) != Seen::New {
+        let mut delta: Option<State<H>> = None;
+        let mut spans = Spans::new();
+        for (change, d) in &p.changes {
+            // A change is new when none of its spans was covered; one that
+            // was covered in part (re-published, after crashes, over other
+            // boundaries) runs whole, and is counted.
+            let mut covers = Vec::with_capacity(change.len());
+            for &(first, last) in change {
+                covers.push(coverage.set.insert_span(first, last));
+            }
+            if covers
+                .iter()
+                .all(|c| !matches!(c, Covers::New | Covers::Partial))
+            {
                 continue;
             }
-            newest = Some(version);
+            if !covers.iter().all(|c| *c == Covers::New) {
+                overlapping += 1;
+                tracing::warn!(
+                    hook = H::NAME,
+                    ?change,
+                    "a change overlaps what earlier runs covered in part: it runs whole"
+                );
+            }
+            spans.extend_from_slice(change);
             match &mut delta {
                 Some(acc) => acc.combine(d),
                 None => delta = Some(d.clone()),
@@ -271,61 +360,107 @@ fn plan_batch<H: ClusterHook>(
             suppressed += 1;
             continue;
         };
-        fresh.push((key, bytes, delta, newest, set, p.published_ms));
+        fresh.push(Fresh {
+            key,
+            bytes,
+            delta,
+            spans,
+            coverage,
+            pending: p,
+        });
+    }
+    {
+        let mut s = counters.stats.lock();
+        s.duplicates_suppressed += suppressed;
+        s.overlapping += overlapping;
     }
     if suppressed > 0 {
-        counters.stats.lock().duplicates_suppressed += suppressed;
         count(
             H::NAME,
             "accrete_hook_duplicates_suppressed_total",
             suppressed,
         );
     }
-    let keys: Vec<&Key<H>> = fresh.iter().map(|f| &f.0).collect();
+    if overlapping > 0 {
+        count(H::NAME, "accrete_hook_overlapping_total", overlapping);
+    }
+    let keys: Vec<&Key<H>> = fresh.iter().map(|f| &f.key).collect();
     let states = backend.states(&keys)?;
-    let mut runs: Vec<Run<H>> = Vec::new();
-    for ((key, bytes, delta, newest, _, published_ms), state) in fresh.iter().zip(states) {
+    let mut runs: Vec<Option<Run<H>>> = Vec::with_capacity(fresh.len());
+    for (f, state) in fresh.iter().zip(states) {
         let Some((state, state_version)) = state else {
             // The change is durable before it is published: the state
             // exists. A missing one was deleted (a rebuild): nothing to do.
+            runs.push(None);
             continue;
         };
         if !hook.fires(&state) {
+            runs.push(None);
             continue;
         }
-        // A run is keyed by the newest change it covers when changes carry
-        // versions (each version is covered by one run, so no two runs
-        // share a key); otherwise by the state's version.
-        let version = newest.unwrap_or(state_version);
-        let id = idempotency_key(H::NAME, model, bytes, (!H::ONCE).then_some(version));
-        runs.push(Run {
+        // A run is keyed by what it covers: the newest version (each
+        // version is covered by one run), or the event ranges (each event
+        // of the key is covered by one run). No two runs share a key.
+        let (version, covers) = if versions {
+            let newest = f.spans.iter().map(|s| s.1).max().unwrap_or(state_version);
+            (newest, newest.to_string())
+        } else {
+            (state_version, describe_event_spans(&f.spans))
+        };
+        let id = idempotency_key(
+            H::NAME,
+            model,
+            &key_text(&f.key, f.bytes),
+            (!H::ONCE).then_some(covers.as_str()),
+        );
+        runs.push(Some(Run {
             plan: Plan {
                 id,
-                key: bytes.to_vec(),
+                key: f.bytes.to_vec(),
                 version,
-                delta: encode("hook delta", delta)?,
-                published_ms: *published_ms,
+                delta: encode("hook delta", &f.delta)?,
+                published_ms: f.pending.published_ms,
             },
-            key: key.clone(),
-            delta: delta.clone(),
+            key: f.key.clone(),
+            delta: f.delta.clone(),
             state: Some(state),
-        });
+        }));
     }
-    // Runs recorded already (a `ONCE` hook's, or runs before covered
-    // versions were kept) are not planned again.
-    let ids: Vec<String> = runs.iter().map(|r| r.plan.id.clone()).collect();
+    // Runs recorded already (a `ONCE` hook's) are not planned again.
+    let ids: Vec<String> = runs.iter().flatten().map(|r| r.plan.id.clone()).collect();
     let recorded = backend.recorded(&ids)?;
-    let before = runs.len();
-    runs.retain(|r| !recorded.contains(&r.plan.id));
-    let skipped = (before - runs.len()) as u64;
+    let mut skipped = 0;
+    for slot in &mut runs {
+        if slot.as_ref().is_some_and(|r| recorded.contains(&r.plan.id)) {
+            *slot = None;
+            skipped += 1;
+        }
+    }
     if skipped > 0 {
         counters.stats.lock().duplicates_suppressed += skipped;
         count(H::NAME, "accrete_hook_duplicates_suppressed_total", skipped);
     }
-    let covered: Vec<(&[u8], &IdSet)> = fresh.iter().map(|f| (f.1, &f.4)).collect();
-    let plans: Vec<Plan> = runs.iter().map(|r| r.plan.clone()).collect();
-    backend.plan(H::NAME, &covered, &plans)?;
-    Ok(runs)
+    let plans: Vec<KeyPlan<'_>> = fresh
+        .iter()
+        .zip(&runs)
+        .map(|(f, run)| KeyPlan {
+            key: f.bytes,
+            coverage: &f.coverage,
+            partition: f.pending.partition,
+            run: run.as_ref().map(|r| &r.plan),
+        })
+        .collect();
+    let lost = backend.plan(H::NAME, &plans)?;
+    drop(plans);
+    let runs = runs
+        .into_iter()
+        .flatten()
+        .filter(|r| !lost.contains(&r.plan.key))
+        .collect();
+    Ok(Planned {
+        runs,
+        lost: !lost.is_empty(),
+    })
 }
 
 /// The runs a crash left planned but unrecorded, decoded.
@@ -435,6 +570,7 @@ fn run_all<H: ClusterHook>(
         }
         outcomes.push(Outcome {
             id: run.plan.id.clone(),
+            key: run.plan.key.clone(),
             attempts: attempt,
             error,
             latency_ms,
@@ -444,18 +580,20 @@ fn run_all<H: ClusterHook>(
 }
 
 /// Runs the batch and records its outcomes (all together, before the
-/// caller moves its position): first the runs a crash left planned (of the
-/// keys `mine` accepts), then the batch's. Reading states or outcomes,
-/// planning and recording are retried with backoff; recording without
-/// running the hooks again. Returns `true` when every trigger of the batch
-/// was handled and recorded: the caller may move its position. `false`
-/// means stopping.
+/// caller moves its position): first, if `leftovers` (a minimum age), the
+/// runs a crash left planned (of the keys `mine` accepts), then the batch's (planned again
+/// while some keys lose a planning race to another node). Reading states
+/// or outcomes, planning and recording are retried with backoff; recording
+/// without running the hooks again. Returns `true` when every trigger of
+/// the batch was handled and recorded: the caller may move its position.
+/// `false` means stopping.
 pub(crate) fn run_until_recorded<H: ClusterHook>(
     hook: &H,
     backend: &dyn HookBackend<H::Model>,
     counters: &HookCounters,
     batch: &Batch<State<H>>,
-    mine: &dyn Fn(&[u8]) -> bool,
+    leftovers: Option<std::time::Duration>,
+    mine: &dyn Fn(&[u8], Option<u32>) -> bool,
     stopping: &dyn Fn() -> bool,
 ) -> bool {
     let mut backoff = std::time::Duration::from_millis(100);
@@ -468,15 +606,17 @@ pub(crate) fn run_until_recorded<H: ClusterHook>(
         backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
         true
     };
-    let mut first = true;
+    let mut first = leftovers.is_some();
     loop {
-        // Pass 1: what a crash left planned; pass 2: this batch.
-        let runs = loop {
+        // Pass 1: what a crash left planned; then this batch.
+        let (runs, done, lost) = loop {
             let planned = if first {
-                backend.planned(H::NAME, mine).map(replanned::<H>)
+                leftover_runs(backend, leftovers.unwrap_or_default(), mine)
+                    .map(|(runs, done)| (runs, done, false))
             } else {
                 plan_batch(hook, backend, counters, batch)
                     .inspect(|_| crate::runtime::failpoint::hit("hook_after_plan"))
+                    .map(|p| (p.runs, Vec::new(), p.lost))
             };
             match planned {
                 Ok(runs) => break runs,
@@ -487,7 +627,7 @@ pub(crate) fn run_until_recorded<H: ClusterHook>(
                 }
             }
         };
-        let (outcomes, complete) = loop {
+        let (mut outcomes, complete) = loop {
             match run_all(hook, backend, counters, &runs, stopping) {
                 Ok(done) => break done,
                 Err(e) => {
@@ -497,6 +637,7 @@ pub(crate) fn run_until_recorded<H: ClusterHook>(
                 }
             }
         };
+        outcomes.extend(done);
         loop {
             match backend.record(H::NAME, &outcomes) {
                 Ok(()) => break,
@@ -512,9 +653,39 @@ pub(crate) fn run_until_recorded<H: ClusterHook>(
         if !complete {
             return false;
         }
-        if !first {
+        if !first && !lost {
             return true;
         }
         first = false;
     }
+}
+
+/// The runs a crash left planned, of the keys `mine` accepts, but those
+/// whose outcome was recorded already (a backend that records outcomes and
+/// forgets plans in two writes may die in between): those come back as
+/// outcomes to record again, which forgets their plans.
+fn leftover_runs<H: ClusterHook>(
+    backend: &dyn HookBackend<H::Model>,
+    min_age: std::time::Duration,
+    mine: &dyn Fn(&[u8], Option<u32>) -> bool,
+) -> Result<(Vec<Run<H>>, Vec<Outcome>)> {
+    let plans = backend.planned(H::NAME, min_age, mine)?;
+    if plans.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let ids: Vec<String> = plans.iter().map(|p| p.id.clone()).collect();
+    let recorded = backend.recorded(&ids)?;
+    let (done, open): (Vec<Plan>, Vec<Plan>) =
+        plans.into_iter().partition(|p| recorded.contains(&p.id));
+    let done = done
+        .into_iter()
+        .map(|p| Outcome {
+            id: p.id,
+            key: p.key,
+            attempts: 0,
+            error: None,
+            latency_ms: 0,
+        })
+        .collect();
+    Ok((replanned::<H>(open), done))
 }

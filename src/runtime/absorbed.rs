@@ -280,6 +280,19 @@ pub(crate) struct IdSet {
     ranges: Vec<(u64, u64)>,
 }
 
+/// What [`IdSet::insert_span`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Covers {
+    /// None of the ids were in the set.
+    New,
+    /// All of them were.
+    Duplicate,
+    /// Some were, some were not (all are now).
+    Partial,
+    /// It starts at or below the horizon: cannot tell.
+    BelowHorizon(u64),
+}
+
 /// What [`IdSet::insert`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seen {
@@ -296,42 +309,60 @@ impl IdSet {
     pub(crate) const MAX_RANGES: usize = 1024;
 
     /// Records `offset`; says whether it was new.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, offset: u64) -> Seen {
+        match self.insert_span(offset, offset) {
+            Covers::New => Seen::New,
+            Covers::Duplicate => Seen::Duplicate,
+            Covers::BelowHorizon(h) => Seen::BelowHorizon(h),
+            Covers::Partial => unreachable!("one id is in the set or not"),
+        }
+    }
+
+    /// Records the ids `first..=last`; says whether none, all or some of
+    /// them were in the set before.
+    pub(crate) fn insert_span(&mut self, first: u64, last: u64) -> Covers {
+        debug_assert!(first <= last);
         if let Some(h) = self.horizon
-            && offset <= h
+            && first <= h
         {
-            return Seen::BelowHorizon(h);
+            return Covers::BelowHorizon(h);
         }
-        let i = self.ranges.partition_point(|&(_, last)| last < offset);
-        if self
+        // The ranges that overlap or touch `first..=last`: `i..j`.
+        let i = self
             .ranges
-            .get(i)
-            .is_some_and(|&(first, _)| first <= offset)
-        {
-            return Seen::Duplicate;
-        }
-        // Joins the range before (ending at offset - 1) and/or after
-        // (starting at offset + 1); no arithmetic overflows at the extremes.
-        let joins_before = i > 0 && self.ranges[i - 1].1.checked_add(1) == Some(offset);
-        let joins_after = self
+            .partition_point(|&(_, l)| l.checked_add(1).is_some_and(|n| n < first));
+        let j = self
             .ranges
-            .get(i)
-            .is_some_and(|&(first, _)| offset.checked_add(1) == Some(first));
-        match (joins_before, joins_after) {
-            (true, true) => {
-                self.ranges[i - 1].1 = self.ranges[i].1;
-                self.ranges.remove(i);
-            }
-            (true, false) => self.ranges[i - 1].1 = offset,
-            (false, true) => self.ranges[i].0 = offset,
-            (false, false) => self.ranges.insert(i, (offset, offset)),
-        }
+            .partition_point(|&(f, _)| last.checked_add(1).is_none_or(|n| f <= n));
+        let overlap: u64 = self.ranges[i..j]
+            .iter()
+            .map(|&(f, l)| {
+                let (a, b) = (f.max(first), l.min(last));
+                if a <= b { b - a + 1 } else { 0 }
+            })
+            .sum();
+        let seen = if overlap == 0 {
+            Covers::New
+        } else if overlap == last - first + 1 {
+            return Covers::Duplicate;
+        } else {
+            Covers::Partial
+        };
+        let merged = match (
+            self.ranges.get(i),
+            j.checked_sub(1).and_then(|k| self.ranges.get(k)),
+        ) {
+            (Some(&(f, _)), Some(&(_, l))) if i < j => (f.min(first), l.max(last)),
+            _ => (first, last),
+        };
+        self.ranges.splice(i..j, [merged]);
         if self.ranges.len() > Self::MAX_RANGES {
             let fold = self.ranges.len() / 2;
             self.horizon = Some(self.ranges[fold - 1].1);
             self.ranges.drain(..fold);
         }
-        Seen::New
+        seen
     }
 
     /// The ranges kept: the size of the bookkeeping.
@@ -382,6 +413,46 @@ mod tests {
             }
             Ok(lowest.last().map_or(0, |k| k.2 + 1))
         }
+    }
+
+    /// Spans of ids against a set of ids: the classification is exact and
+    /// the ranges stay sorted, disjoint and non-adjacent, at the extremes too.
+    #[test]
+    fn spans_match_a_set_of_ids() {
+        let mut x = 7_u64;
+        let mut next = |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        for base in [0, u64::MAX - 300] {
+            let mut set = IdSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            for _ in 0..3_000 {
+                let first = base + next(280);
+                let last = first + next(12);
+                let before = (first..=last).filter(|i| model.contains(i)).count() as u64;
+                let expected = match before {
+                    0 => Covers::New,
+                    b if b == last - first + 1 => Covers::Duplicate,
+                    _ => Covers::Partial,
+                };
+                assert_eq!(set.insert_span(first, last), expected, "{first}..={last}");
+                model.extend(first..=last);
+                for w in set.ranges.windows(2) {
+                    assert!(w[0].1.checked_add(1).is_some_and(|n| n < w[1].0), "{w:?}");
+                }
+                let held: u64 = set.ranges.iter().map(|(f, l)| l - f + 1).sum();
+                assert_eq!(held, model.len() as u64);
+            }
+        }
+        let mut set = IdSet::default();
+        assert_eq!(set.insert_span(u64::MAX, u64::MAX), Covers::New);
+        assert_eq!(set.insert_span(0, 0), Covers::New);
+        assert_eq!(set.insert_span(1, u64::MAX - 1), Covers::New);
+        assert_eq!(set.ranges, vec![(0, u64::MAX)]);
+        assert_eq!(set.insert_span(5, 9), Covers::Duplicate);
     }
 
     /// Checks ids in transactions of `per_txn`, as the store does.

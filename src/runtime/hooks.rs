@@ -16,7 +16,8 @@ use accrete_monoids::Monoid;
 use super::worker::{decode_change, decode_change_payload, read_records};
 use crate::hooks::ClusterHook;
 use crate::hooks::runner::{
-    Batch, HookBackend, HookCounters, IdSet, Outcome, Plan, State, Versioned, run_until_recorded,
+    Batch, Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, State, Versioned,
+    run_until_recorded,
 };
 use crate::log::{Log, RecordBatch};
 use crate::model::ReadModel;
@@ -57,17 +58,37 @@ impl<M: ReadModel> HookBackend<M> for EmbeddedStore {
     // Coverage and plans are kept per hook *and model*: a hook name may be
     // used again for another model (idempotency keys and consumer groups
     // carry the model too).
-    fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<IdSet>> {
-        self.hook_covered(&format!("{hook}/{}", M::NAME), keys)
+    fn spans_are_versions(&self) -> bool {
+        true
     }
 
-    fn plan(&self, hook: &str, covered: &[(&[u8], &IdSet)], plans: &[Plan]) -> Result<()> {
-        self.plan_hook_runs(&format!("{hook}/{}", M::NAME), covered, plans)
+    fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<Coverage>> {
+        Ok(self
+            .hook_covered(&format!("{hook}/{}", M::NAME), keys)?
+            .into_iter()
+            .map(|set| Coverage { set, stamp: None })
+            .collect())
     }
 
-    fn planned(&self, hook: &str, mine: &dyn Fn(&[u8]) -> bool) -> Result<Vec<Plan>> {
+    /// One transaction: no other writer plans these keys (a key's changes
+    /// stay on one partition, which one member reads).
+    fn plan(&self, hook: &str, keys: &[KeyPlan<'_>]) -> Result<HashSet<Vec<u8>>> {
+        let covered: Vec<_> = keys.iter().map(|k| (k.key, &k.coverage.set)).collect();
+        let plans: Vec<Plan> = keys.iter().filter_map(|k| k.run.cloned()).collect();
+        self.plan_hook_runs(&format!("{hook}/{}", M::NAME), &covered, &plans)?;
+        Ok(HashSet::new())
+    }
+
+    /// Plans here are only ever a crashed process's (the directory has one
+    /// process): any age.
+    fn planned(
+        &self,
+        hook: &str,
+        _min_age: Duration,
+        mine: &dyn Fn(&[u8], Option<u32>) -> bool,
+    ) -> Result<Vec<Plan>> {
         // Plans are keyed by idempotency key: `<hook>/<model>/…`.
-        self.hook_plans(&format!("{hook}/{}", M::NAME), mine)
+        self.hook_plans(&format!("{hook}/{}", M::NAME), &|key| mine(key, None))
     }
 }
 
@@ -122,7 +143,8 @@ impl<H: ClusterHook> Member<H> {
                                 r.key,
                                 delta,
                                 r.timestamp,
-                                Some(version),
+                                vec![(version, version)],
+                                None,
                             ),
                             // A change from before the state type changed
                             // (then the model was rebuilt): nothing to run.
@@ -145,7 +167,7 @@ impl<H: ClusterHook> Member<H> {
                 std::thread::sleep(self.idle);
                 continue;
             }
-            let mine = |key: &[u8]| {
+            let mine = |key: &[u8], _: Option<u32>| {
                 self.partitions
                     .contains(&crate::log::partition_for(key, self.change_partitions))
             };
@@ -154,6 +176,7 @@ impl<H: ClusterHook> Member<H> {
                 &*self.store,
                 &self.counters,
                 &batch,
+                Some(Duration::ZERO),
                 &mine,
                 &stopping,
             ) {

@@ -577,6 +577,7 @@ impl EmbeddedStore {
                 attempts,
                 error,
                 latency_ms,
+                ..
             } in outcomes
             {
                 let known = recorded

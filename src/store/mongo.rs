@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 
 use super::DeadLetter;
 use super::pushdown::{Pushdown, Update};
+use crate::hooks::runner::{Coverage, IdSet, KeyPlan, Plan};
 use crate::model::ReadModel;
 use crate::monoids::Monoid;
 use crate::{Error, Result};
@@ -51,7 +52,7 @@ pub struct MongoConfig {
     /// Put in front of every collection name accrete uses: each read
     /// model's (named after the model), `accrete.positions`,
     /// `accrete.dead_letters`, `accrete.hook_outcomes`,
-    /// `accrete.hook_dead_letters` and `accrete.members`. Empty by default; e.g. `"shop_"` to
+    /// `accrete.hook_dead_letters`, `accrete.hook_runs` and `accrete.members`. Empty by default; e.g. `"shop_"` to
     /// share a database with other applications.
     pub collection_prefix: String,
 }
@@ -89,6 +90,9 @@ const HOOK_DEAD_LETTERS: &str = "accrete.hook_dead_letters";
 /// Which partitions each node's consumer holds, per reader (see
 /// `cluster::placement::Audit`).
 const MEMBERS: &str = "accrete.members";
+/// Per hook, model and key: the changes runs covered, and the runs planned
+/// and not yet recorded.
+const HOOK_RUNS: &str = "accrete.hook_runs";
 
 pub use crate::hooks::HookDeadLetter;
 use crate::hooks::runner::Outcome;
@@ -419,9 +423,194 @@ impl MongoStore {
         Ok(out)
     }
 
+    /// Per encoded key, what a hook's runs covered (`hook` is
+    /// `<hook>/<model>`), with the stamp a plan checks: 0 for a key without
+    /// a document yet.
+    pub(crate) fn hook_covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<Coverage>> {
+        let ids: Vec<String> = keys.iter().map(|k| hook_run_id(hook, k)).collect();
+        let mut found: HashMap<String, Coverage> = HashMap::new();
+        for chunk in ids.chunks(10_000) {
+            let cursor = self
+                .coll(HOOK_RUNS)
+                .find(doc! { "_id": { "$in": chunk.to_vec() } })
+                .projection(doc! { "stamp": 1, "cover": 1 })
+                .run()
+                .map_err(|e| Error::mongo("read hook coverage", e))?;
+            for d in cursor {
+                let d = d.map_err(|e| Error::mongo("read hook coverage", e))?;
+                let corrupt = |detail: String| Error::Corrupt {
+                    what: "hook coverage",
+                    detail,
+                };
+                let id = d.get_str("_id").map_err(|e| corrupt(e.to_string()))?;
+                let stamp = d.get("stamp").and_then(as_u64).unwrap_or(0);
+                let set = match d.get("cover") {
+                    Some(Bson::Binary(b)) => crate::event::from_bytes(&b.bytes)
+                        .map_err(|e| corrupt(format!("{e} in {id}")))?,
+                    _ => IdSet::default(),
+                };
+                found.insert(
+                    id.to_string(),
+                    Coverage {
+                        set,
+                        stamp: Some(stamp),
+                    },
+                );
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| {
+                found.remove(id).unwrap_or(Coverage {
+                    set: IdSet::default(),
+                    stamp: Some(0),
+                })
+            })
+            .collect())
+    }
+
+    /// Writes each key's coverage and planned run, each on the condition
+    /// that its stamp is still the one read: returns the keys another node
+    /// planned meanwhile (nothing of theirs is written).
+    pub(crate) fn plan_hook_runs(
+        &self,
+        hook: &str,
+        keys: &[KeyPlan<'_>],
+    ) -> Result<std::collections::HashSet<Vec<u8>>> {
+        let ns = self.coll(HOOK_RUNS).namespace();
+        let mut models = Vec::with_capacity(keys.len());
+        for k in keys {
+            let stamp = k.coverage.stamp.unwrap_or(0) as i64;
+            let cover = postcard::to_stdvec(&k.coverage.set).map_err(|e| Error::Encode {
+                what: "hook coverage",
+                detail: e.to_string(),
+            })?;
+            let mut set = doc! {
+                "stamp": stamp + 1,
+                "h": hook,
+                "cover": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: cover },
+            };
+            if let Some(p) = k.partition {
+                set.insert("part", i64::from(p));
+            }
+            let mut update = doc! { "$set": set };
+            if let Some(plan) = k.run {
+                let bytes = postcard::to_stdvec(plan).map_err(|e| Error::Encode {
+                    what: "hook plan",
+                    detail: e.to_string(),
+                })?;
+                update.insert(
+                    "$push",
+                    doc! { "plans": { "id": &plan.id, "at": bson::DateTime::now(), "plan": bson::Binary {
+                        subtype: bson::spec::BinarySubtype::Generic, bytes,
+                    } } },
+                );
+            }
+            models.push(WriteModel::UpdateOne(
+                UpdateOneModel::builder()
+                    .namespace(ns.clone())
+                    .filter(doc! { "_id": hook_run_id(hook, k.key), "stamp": stamp })
+                    .update(update)
+                    .upsert(true)
+                    .build(),
+            ));
+        }
+        if models.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let refused = refused(self.client.bulk_write(models).ordered(false).run())?;
+        if let Some((_, reason)) = refused.failed.iter().next() {
+            return Err(Error::mongo("write hook plans", reason));
+        }
+        Ok(refused
+            .duplicates
+            .iter()
+            .map(|&i| keys[i].key.to_vec())
+            .collect())
+    }
+
+    /// A hook's runs planned at least `min_age` ago and not yet recorded,
+    /// of the keys `mine` accepts (by encoded key and changes partition).
+    pub(crate) fn hook_plans(
+        &self,
+        hook: &str,
+        min_age: Duration,
+        mine: &dyn Fn(&[u8], Option<u32>) -> bool,
+    ) -> Result<Vec<Plan>> {
+        let before = bson::DateTime::from_millis(
+            bson::DateTime::now().timestamp_millis() - min_age.as_millis() as i64,
+        );
+        let cursor = self
+            .coll(HOOK_RUNS)
+            .find(doc! { "h": hook, "plans.0": { "$exists": true } })
+            .projection(doc! { "part": 1, "plans": 1 })
+            .run()
+            .map_err(|e| Error::mongo("read hook plans", e))?;
+        let mut out = Vec::new();
+        for d in cursor {
+            let d = d.map_err(|e| Error::mongo("read hook plans", e))?;
+            let part = d.get("part").and_then(as_u64).map(|p| p as u32);
+            let Ok(plans) = d.get_array("plans") else {
+                continue;
+            };
+            for p in plans {
+                let Some(p) = p.as_document() else { continue };
+                if p.get_datetime("at").is_ok_and(|at| *at > before) {
+                    continue;
+                }
+                let Some(Bson::Binary(b)) = p.get("plan") else {
+                    continue;
+                };
+                let plan: Plan =
+                    crate::event::from_bytes(&b.bytes).map_err(|e| Error::Corrupt {
+                        what: "hook plan",
+                        detail: e,
+                    })?;
+                if mine(&plan.key, part) {
+                    out.push(plan);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Records runs' outcomes (and, for failures, their dead letters):
-    /// `(idempotency key, attempts, error)`, in one bulk write.
-    pub(crate) fn record_outcomes(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
+    /// `(idempotency key, attempts, error)`, in one bulk write, then forgets
+    /// their plans (a crash in between leaves plans whose outcomes are
+    /// recorded: they are not run again).
+    pub(crate) fn record_outcomes(
+        &self,
+        hook: &str,
+        model: &str,
+        outcomes: &[Outcome],
+    ) -> Result<()> {
+        self.record_outcomes_only(hook, outcomes)?;
+        let hook = format!("{hook}/{model}");
+        let hook = hook.as_str();
+        let ns = self.coll(HOOK_RUNS).namespace();
+        let pulls: Vec<WriteModel> = outcomes
+            .iter()
+            .map(|o| {
+                WriteModel::UpdateOne(
+                    UpdateOneModel::builder()
+                        .namespace(ns.clone())
+                        .filter(doc! { "_id": hook_run_id(hook, &o.key) })
+                        .update(doc! { "$pull": { "plans": { "id": &o.id } } })
+                        .build(),
+                )
+            })
+            .collect();
+        if !pulls.is_empty() {
+            self.client
+                .bulk_write(pulls)
+                .ordered(false)
+                .run()
+                .map_err(|e| Error::mongo("forget hook plans", e))?;
+        }
+        Ok(())
+    }
+
+    fn record_outcomes_only(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
         let now = bson::DateTime::now();
         let mut ops = Vec::with_capacity(outcomes.len());
         for Outcome {
@@ -429,6 +618,7 @@ impl MongoStore {
             attempts,
             error,
             latency_ms,
+            ..
         } in outcomes
         {
             if let Some(reason) = error {
@@ -646,6 +836,17 @@ impl MongoStore {
 }
 
 /// The URI without its password, for messages.
+/// The `_id` of a key's hook-run document: `<hook>/<model>/<key in hex>`.
+fn hook_run_id(hook: &str, key: &[u8]) -> String {
+    let mut id = String::with_capacity(hook.len() + 1 + key.len() * 2);
+    id.push_str(hook);
+    id.push('/');
+    for b in key {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
 fn redact(uri: &str) -> String {
     match (uri.find("://"), uri.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -873,30 +1074,72 @@ fn refused(
     };
     match *e.kind {
         mongodb::error::ErrorKind::BulkWrite(ref bw) if bw.write_concern_errors.is_empty() => {
-            Ok(sort_errors(
+            sort_errors(
+                "bulk write",
                 bw.write_errors
                     .iter()
                     .map(|(i, w)| (*i, w.code, &w.message)),
-            ))
+            )
         }
         _ => Err(Error::mongo("bulk write", e)),
     }
 }
 
-/// Write errors by index: "duplicate key" (E11000) apart from the others.
-fn sort_errors<'a>(errors: impl Iterator<Item = (usize, i32, &'a String)>) -> Refused {
+/// Write errors that say the document itself cannot be written, whenever
+/// and wherever it is tried: a value or `_id` MongoDB does not accept, an
+/// operator it cannot apply to the stored value, a document too large.
+/// Every other code (a write conflict, a primary stepping down, a shutdown,
+/// a time limit, an unknown code) may pass: the batch is retried whole,
+/// never sent to the dead letters for it.
+const DOCUMENT_REFUSED: &[i32] = &[
+    2,     // BadValue
+    9,     // FailedToParse
+    14,    // TypeMismatch
+    15,    // Overflow
+    16,    // InvalidLength
+    22,    // InvalidBSON
+    28,    // PathNotViable
+    30,    // InvalidPath
+    52,    // DollarPrefixedFieldName
+    53,    // InvalidIdField
+    54,    // NotSingleValueField
+    55,    // InvalidDBRef
+    56,    // EmptyFieldName
+    57,    // DottedFieldName
+    66,    // ImmutableField
+    121,   // DocumentValidationFailure
+    10334, // BSONObjectTooLarge
+    16837, // an array `_id` (older servers)
+    17280, // a key too large to index
+    17419, // the document after the update is too large
+];
+
+/// Write errors by index: "duplicate key" (E11000) apart from the documents
+/// refused for what they are ([`DOCUMENT_REFUSED`]); any other write error
+/// fails the whole write, to retry.
+fn sort_errors<'a>(
+    what: &'static str,
+    errors: impl Iterator<Item = (usize, i32, &'a String)>,
+) -> Result<Refused> {
     let mut out = Refused::default();
     for (index, code, message) in errors {
         if code == 11000 {
             out.duplicates.insert(index);
-        } else {
+        } else if DOCUMENT_REFUSED.contains(&code) {
             out.failed.insert(
                 index,
                 format!("the server refused the write ({code}): {message}"),
             );
+        } else {
+            return Err(Error::mongo(
+                what,
+                format!(
+                    "write error {code} (retried: it says nothing about the document): {message}"
+                ),
+            ));
         }
     }
-    out
+    Ok(out)
 }
 
 /// A state's stored (BSON) form.
@@ -1077,11 +1320,12 @@ where
         Err(e) => match *e.kind {
             mongodb::error::ErrorKind::InsertMany(ref im) if im.write_concern_error.is_none() => {
                 sort_errors(
+                    "insert",
                     im.write_errors
                         .iter()
                         .flatten()
                         .map(|w| (w.index, w.code, &w.message)),
-                )
+                )?
             }
             _ => return Err(Error::mongo("insert", e)),
         },
@@ -1472,6 +1716,23 @@ mod tests {
 
     /// A key without an `_id` and a state without a BSON form are
     /// rejected, with the reason; the other keys of the batch apply.
+    /// Only errors about the document park its key in the dead letters; a
+    /// write conflict, a stepping-down primary, a shutdown or an unknown
+    /// code fail the batch, which is retried whole.
+    #[test]
+    fn write_errors_that_may_pass_fail_the_batch_instead_of_parking_the_key() {
+        let m = "message".to_string();
+        let r = sort_errors("w", [(0, 11000, &m), (1, 14, &m), (2, 52, &m)].into_iter()).unwrap();
+        assert!(r.duplicates.contains(&0));
+        assert!(r.failed.contains_key(&1) && r.failed.contains_key(&2));
+        for code in [1, 8, 50, 91, 112, 189, 262, 10107, 11600, 13435, 424242] {
+            let e = sort_errors("w", [(0, 11000, &m), (1, code, &m)].into_iter())
+                .err()
+                .unwrap_or_else(|| panic!("code {code} must fail the write"));
+            assert!(e.to_string().contains(&code.to_string()), "{e}");
+        }
+    }
+
     #[test]
     fn keys_that_cannot_be_written_are_rejected_and_the_rest_applies() {
         for maybe_new in [true, false] {
