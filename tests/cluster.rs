@@ -88,6 +88,9 @@ fn serve_all(node: &Node, shapes: bool) {
 /// The marker file that makes a cluster's children serve `Shapes`.
 const SHAPES: &str = "shapes";
 
+/// The marker file that makes a cluster's children serve `Balances` alone.
+const ONLY_BALANCES: &str = "only-balances";
+
 fn dump<M: ReadModel>(node: &Node, dir: &Path, id: &str) {
     let snap = node.replica_snapshot::<M>().unwrap();
     std::fs::write(
@@ -112,7 +115,12 @@ fn child(dir: &str) {
     let id = config.node_id.clone();
     let node = Node::start(config.clone()).expect("child: start");
     let shapes = dir.join(SHAPES).exists();
-    serve_all(&node, shapes);
+    let only = dir.join(ONLY_BALANCES).exists();
+    if only {
+        node.add_model(Balances).unwrap();
+    } else {
+        serve_all(&node, shapes);
+    }
     let grafts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     if std::env::var_os("ACCRETE_CLUSTER_HOOKS").is_some() {
         let report = MongoStore::connect(&config.mongodb).unwrap();
@@ -139,6 +147,23 @@ fn child(dir: &str) {
     }
     let t = Duration::from_secs(180);
     node.wait_caught_up::<Balances>(t).unwrap();
+    if only {
+        dump::<Balances>(&node, &dir, &id);
+        let NodeStats {
+            events,
+            writes,
+            conflicts,
+            ..
+        } = node.stats(Balances::NAME).unwrap();
+        let stats = vec![(Balances::NAME.to_string(), events, writes, conflicts)];
+        std::fs::write(
+            dir.join(format!("stats-{id}.json")),
+            serde_json::to_vec(&stats).unwrap(),
+        )
+        .unwrap();
+        node.shutdown();
+        return;
+    }
     node.wait_caught_up::<Receipts>(t).unwrap();
     node.wait_caught_up::<Visitors>(t).unwrap();
     node.wait_caught_up::<SpendByVisitor>(t).unwrap();
@@ -432,6 +457,12 @@ fn toml_of(c: &NodeConfig) -> String {
         c.events_topic, c.partitions, c.group_prefix, c.batch_size, c.flush_interval_ms
     ));
     text.push_str(&format!("[kafka]\nbrokers = {:?}\n", c.kafka.brokers));
+    if !c.kafka.properties.is_empty() {
+        text.push_str("[kafka.properties]\n");
+        for (k, v) in &c.kafka.properties {
+            text.push_str(&format!("{k:?} = {v:?}\n"));
+        }
+    }
     text.push_str(&format!(
         "[mongodb]\nuri = {:?}\ndatabase = {:?}\n",
         c.mongodb.uri, c.mongodb.database
@@ -531,7 +562,26 @@ fn check_model<M>(
     }
 }
 
+/// Checks every model against the fold, then drops the test's database.
 fn check_all(config: &NodeConfig, events: &[Payment], dir: &Path, nodes: &[String], ctx: &str) {
+    check_all_keeping(config, events, dir, nodes, ctx);
+    MongoStore::connect(&config.mongodb)
+        .unwrap()
+        .database()
+        .drop()
+        .run()
+        .unwrap();
+}
+
+/// Checks every model against the fold: MongoDB, each node's replicas, the
+/// dead letters.
+fn check_all_keeping(
+    config: &NodeConfig,
+    events: &[Payment],
+    dir: &Path,
+    nodes: &[String],
+    ctx: &str,
+) {
     let store = MongoStore::connect(&config.mongodb).unwrap();
     check_model(&Balances, &store, events, dir, nodes, ctx);
     check_model(&Receipts, &store, events, dir, nodes, ctx);
@@ -547,7 +597,6 @@ fn check_all(config: &NodeConfig, events: &[Payment], dir: &Path, nodes: &[Strin
         zero,
         "{ctx}: every payment of no money is a dead letter, once"
     );
-    store.database().drop().run().unwrap();
 }
 
 fn submit(node: &Node, events: &[Payment]) {
@@ -560,13 +609,22 @@ fn submit(node: &Node, events: &[Payment]) {
 /// Waits until every model has folded all `n` events (the positions kept in
 /// MongoDB; the broker's reported ends are not trusted for this).
 fn wait_folded(node: &Node, n: usize, ctx: &str) {
+    wait_models_folded(
+        node,
+        &[
+            Balances::NAME,
+            Receipts::NAME,
+            Visitors::NAME,
+            SpendByVisitor::NAME,
+        ],
+        n,
+        ctx,
+    );
+}
+
+fn wait_models_folded(node: &Node, models: &[&str], n: usize, ctx: &str) {
     let deadline = Instant::now() + Duration::from_secs(240);
-    for model in [
-        Balances::NAME,
-        Receipts::NAME,
-        Visitors::NAME,
-        SpendByVisitor::NAME,
-    ] {
+    for &model in models {
         loop {
             let folded = node.folded(model).unwrap();
             if folded >= n as u64 {
@@ -918,6 +976,49 @@ fn audit(store: &MongoStore, ctx: &str) -> Audited {
     }
 }
 
+/// What every run of the audit hook must show: every key's latest change
+/// ran; per key, the deltas of distinct runs add up to the state (no change
+/// reached two runs, none was missed); with `once`, no trigger ran twice.
+fn check_hook_runs(
+    store: &MongoStore,
+    audited: &Audited,
+    final_versions: &BTreeMap<u16, u64>,
+    once: bool,
+    ctx: &str,
+) {
+    assert_eq!(
+        &audited.highest, final_versions,
+        "{ctx}: every key's latest change ran the hook"
+    );
+    let states = stored::<Balances>(store);
+    let differing: Vec<String> = states
+        .iter()
+        .filter(|(k, s)| audited.deltas.get(*k).copied().unwrap_or(0) != s.0)
+        .map(|(k, s)| format!("{k}: state {}, deltas {:?}", s.0, audited.deltas.get(k)))
+        .chain(
+            audited
+                .deltas
+                .iter()
+                .filter(|(k, d)| **d != 0 && !states.contains_key(*k))
+                .map(|(k, d)| format!("{k}: no state, deltas {d}")),
+        )
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{ctx}: per key, the deltas of distinct runs must add up to the state; {} of {} \
+         keys differ, e.g. {:?}",
+        differing.len(),
+        states.len(),
+        &differing[..differing.len().min(5)]
+    );
+    if once {
+        assert_eq!(
+            audited.runs, audited.distinct,
+            "{ctx}: without faults, no trigger runs twice"
+        );
+    }
+}
+
 /// Final versions of every key of Balances.
 fn versions(store: &MongoStore) -> BTreeMap<u16, u64> {
     store
@@ -1030,39 +1131,10 @@ fn cluster_hooks_run_through_a_kill() {
                 audited.runs - audited.distinct,
                 left_in.map_or(String::new(), |t| format!(", b left in {t:?}"))
             );
-            assert_eq!(
-                audited.highest, final_versions,
-                "{ctx}: every key's latest change ran the hook"
-            );
-            // Per key, the deltas of distinct runs add up to the state: no
-            // change reached two runs, none was missed.
-            let states = stored::<Balances>(&hook_store);
-            let differing: Vec<String> = states
-                .iter()
-                .filter(|(k, s)| audited.deltas.get(*k).copied().unwrap_or(0) != s.0)
-                .map(|(k, s)| format!("{k}: state {}, deltas {:?}", s.0, audited.deltas.get(k)))
-                .chain(
-                    audited
-                        .deltas
-                        .iter()
-                        .filter(|(k, d)| **d != 0 && !states.contains_key(*k))
-                        .map(|(k, d)| format!("{k}: no state, deltas {d}")),
-                )
-                .collect();
-            assert!(
-                differing.is_empty(),
-                "{ctx}: per key, the deltas of distinct runs must add up to the state; {} of {} \
-                 keys differ, e.g. {:?}",
-                differing.len(),
-                states.len(),
-                &differing[..differing.len().min(5)]
-            );
-            if !kill {
-                assert_eq!(
-                    audited.runs, audited.distinct,
-                    "{ctx}: without faults, no trigger runs twice"
-                );
-            }
+            // The state first: the hook's deltas are checked against it.
+            check_all_keeping(&config, &events, cluster.dir.path(), &nodes, ctx);
+            check_hook_runs(&hook_store, &audited, &final_versions, !kill, ctx);
+            hook_store.database().drop().run().unwrap();
             for id in &nodes {
                 let grafts: u64 =
                     std::fs::read_to_string(cluster.dir.path().join(format!("grafts-{id}")))
@@ -1071,10 +1143,156 @@ fn cluster_hooks_run_through_a_kill() {
                         .unwrap();
                 assert!(grafts > 0, "{ctx}: node {id}'s node hook ran");
             }
-            check_all(&config, &events, cluster.dir.path(), &nodes, ctx);
             submitter.shutdown();
         }
     }
+}
+
+/// A MongoDB server slowed down on purpose: a TCP proxy in front of it
+/// through which every connection shares one link of `bytes_per_sec`, and
+/// every read waits `latency` more. Returns the URI to reach the server
+/// through it (the proxy lives as long as the test process).
+fn throttled(uri: &str, bytes_per_sec: f64, latency: Duration) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let upstream = uri
+        .strip_prefix("mongodb://")
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .filter(|host| !host.contains(',') && !host.contains('@'))
+        .unwrap_or_else(|| panic!("the slow-store test needs a single-host mongodb:// URI without credentials, not {uri}"))
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // When the shared link is next free.
+    let link = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
+    let pipe = move |mut from: TcpStream,
+                     mut to: TcpStream,
+                     link: std::sync::Arc<std::sync::Mutex<Instant>>| {
+        let mut buf = vec![0_u8; 16 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let done = {
+                let mut next = link.lock().unwrap_or_else(|e| e.into_inner());
+                let start = (*next).max(Instant::now());
+                *next = start + Duration::from_secs_f64(n as f64 / bytes_per_sec);
+                *next
+            };
+            std::thread::sleep(done.saturating_duration_since(Instant::now()) + latency);
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    };
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (l1, l2) = (link.clone(), link.clone());
+            std::thread::spawn(move || pipe(client, server, l1));
+            std::thread::spawn(move || pipe(s2, c2, l2));
+        }
+    });
+    format!("mongodb://{addr}/?directConnection=true")
+}
+
+/// What librdkafka says when a consumer missed its polls for longer than
+/// `max.poll.interval.ms` and is put out of its group.
+const MISSED_POLLS: [&str; 3] = [
+    "Application maximum poll interval",
+    "PollExceeded",
+    "assignment lost",
+];
+
+/// Three nodes with a cluster hook start on a backlog behind a MongoDB
+/// slowed down on purpose, with `max.poll.interval.ms` at 12 s (a batch of
+/// the whole backlog takes longer to write): batches are sized to the
+/// store, so no node misses its polls and leaves a group, no hook trigger
+/// runs twice, a node leaves gracefully within its bound mid-stream, and
+/// the rest stop within theirs; the state is the fold, every hook delta
+/// exact.
+#[test]
+fn a_slow_store_keeps_every_node_in_its_group() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        return child(&dir);
+    }
+    let _serial = one_at_a_time();
+    let ctx = "slow store";
+    let mut rng = Rng(0x5105_5709e);
+    // The submitter and the checks reach the server directly; the nodes
+    // through the throttle.
+    let unthrottled = test_config("slow", 6, 100_000);
+    let direct = MongoStore::connect(&unthrottled.mongodb).unwrap();
+    let mut config = unthrottled.clone();
+    config.mongodb.uri = throttled(&config.mongodb.uri, 200_000.0, Duration::ZERO);
+    // librdkafka wants the session timeout no longer than the poll
+    // interval, in every client.
+    for (k, v) in [
+        ("max.poll.interval.ms", "12000"),
+        ("session.timeout.ms", "6000"),
+    ] {
+        config.kafka.properties.insert(k.into(), v.into());
+    }
+    let events = payments(&mut rng, 3_000, 1_500);
+    // The backlog is on the broker before any node starts: without batches
+    // sized to the store, each node's first batch would be all it is given.
+    let submitter = Node::start(unthrottled.clone()).unwrap();
+    submit(&submitter, &events[..2_500]);
+    let mut cluster = Cluster::new("a_slow_store_keeps_every_node_in_its_group", &config);
+    std::fs::write(cluster.dir.path().join(ONLY_BALANCES), b"").unwrap();
+    cluster.hooks = true;
+    for id in ["a", "b", "c"] {
+        cluster.spawn(id, None);
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    submit(&submitter, &events[2_500..]);
+    // A graceful leave under load: what b holds is written (one batch, sized
+    // to take a tenth of the poll interval) and its runs are recorded.
+    let left_in = cluster.leave("b", ctx);
+    wait_models_folded(&submitter, &[Balances::NAME], events.len(), ctx);
+    wait_hook(&submitter, ctx);
+    let stopping = Instant::now();
+    let nodes = cluster.stop(ctx);
+    let stopped_in = stopping.elapsed();
+    let final_versions = versions(&direct);
+    let audited = audit(&direct, ctx);
+    eprintln!(
+        "{ctx}: {} hook runs, {} duplicates, b left in {left_in:?}, the others stopped in \
+         {stopped_in:?}{}",
+        audited.runs,
+        audited.runs - audited.distinct,
+        rejoins(cluster.dir.path())
+    );
+    for id in ["a", "b", "c"] {
+        let log = std::fs::read_to_string(cluster.dir.path().join(format!("node-{id}.log")))
+            .unwrap_or_default();
+        let missed: Vec<&str> = log
+            .lines()
+            .filter(|l| MISSED_POLLS.iter().any(|m| l.contains(m)))
+            .take(3)
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{ctx}: node {id} missed its polls and left a consumer group: {missed:?}"
+        );
+    }
+    assert!(
+        left_in < Duration::from_secs(30),
+        "{ctx}: b took {left_in:?} to leave (bound: 30 s)"
+    );
+    assert!(
+        stopped_in < Duration::from_secs(60),
+        "{ctx}: the nodes took {stopped_in:?} to stop (bound: 60 s)"
+    );
+    check_model(&Balances, &direct, &events, cluster.dir.path(), &nodes, ctx);
+    check_hook_runs(&direct, &audited, &final_versions, true, ctx);
+    direct.database().drop().run().unwrap();
+    submitter.shutdown();
 }
 
 /// Per account, the largest payment: a `Max`, so a smaller one changes

@@ -62,7 +62,12 @@ pub struct NodeConfig {
     /// This node's name, in logs and in its replica's consumer group.
     /// Defaults to `<hostname>-<pid>`.
     pub node_id: String,
-    /// Events pre-aggregated before a write, per node and model.
+    /// The most events pre-aggregated before a write, per node and model.
+    /// A batch's size also adapts to the store: the first holds at most
+    /// 500 events, and the limit doubles while batches are written within
+    /// a tenth of the consumers' `max.poll.interval.ms` (30 s by default)
+    /// and shrinks to fit it when they are not, so a slow MongoDB never
+    /// makes a node miss its polls and leave its consumer group.
     pub batch_size: usize,
     /// The longest a received event waits before its batch is written, in
     /// milliseconds, once the node has read everything the broker holds.

@@ -102,6 +102,13 @@ const ORPHANED_PLAN: Duration = Duration::from_secs(30);
 /// How often a node looks for orphaned plans of its partitions.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// The changes taken in one poll, at first and at most: between the two,
+/// the limit adapts so that a poll's runs take a tenth of the consumer's
+/// `max.poll.interval.ms` (see [`super::pace`]); a slow hook or store never
+/// makes the node leave the hook's group.
+const FIRST_POLL: usize = 50;
+const LARGEST_POLL: usize = 10_000;
+
 pub(super) fn start<H: ClusterHook>(
     hook: H,
     shared: Arc<Shared>,
@@ -157,10 +164,18 @@ fn run<H: ClusterHook>(
 ) {
     let stopping = || shared.stop.load(Ordering::Acquire);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
+    let mut pace = super::pace::Pace::new(
+        FIRST_POLL,
+        1,
+        LARGEST_POLL,
+        super::pace::batch_target(shared.config.kafka.max_poll_interval()),
+    );
     while !stopping() {
         let mut batch = Batch::new();
         let mut ends: HashMap<u32, u64> = HashMap::new();
-        super::placement::drain(&consumer, 10_000, H::NAME, |msg| {
+        let mut taken = 0;
+        super::placement::drain(&consumer, pace.limit(), H::NAME, |msg| {
+            taken += 1;
             let p = msg.partition() as u32;
             let offset = msg.offset() as u64;
             if !placement.accept(p, offset) {
@@ -217,7 +232,8 @@ fn run<H: ClusterHook>(
             })
             .unwrap_or_default();
         let mine = |_: &[u8], p: Option<u32>| p.is_some_and(|p| held.contains(&p));
-        if !run_until_recorded(
+        let started = Instant::now();
+        let recorded = run_until_recorded(
             &hook,
             &shared.store,
             &counters,
@@ -225,7 +241,9 @@ fn run<H: ClusterHook>(
             leftovers,
             &mine,
             &stopping,
-        ) {
+        );
+        pace.observe(taken, started.elapsed());
+        if !recorded {
             break;
         }
         if ends.is_empty() {

@@ -220,6 +220,15 @@ where
             &mut split,
         )?;
         failpoint::hit("after_store_write");
+        if written.recut > 0 {
+            tracing::warn!(
+                model = M::NAME,
+                keys = written.recut,
+                "keys found partly applied without a log of the writes that did it: their \
+                 changes are published again as this batch cuts them (a hook may run part of \
+                 one twice)"
+            );
+        }
         // Keys that cannot be written (no `_id`, a state without a BSON
         // form, a document the server refuses): their events go to the dead
         // letters, and the rest of the batch is published and committed.
@@ -431,15 +440,16 @@ where
         topic.clone(),
         config.partitions,
     );
-    let batch_size = config.batch_size;
+    let pace = super::pace::Pace::new(
+        FIRST_BATCH,
+        SMALLEST_BATCH,
+        config.batch_size,
+        super::pace::batch_target(config.kafka.max_poll_interval()),
+    );
     let interval = config.flush_interval();
     std::thread::Builder::new()
         .name(format!("accrete-materialize-{}", M::NAME))
-        .spawn(move || {
-            run(
-                consumer, batcher, placement, audit, shared, batch_size, interval,
-            )
-        })
+        .spawn(move || run(consumer, batcher, placement, audit, shared, pace, interval))
         .map_err(|e| Error::io("spawn a materializer thread", ".", e))
 }
 
@@ -447,13 +457,22 @@ where
 /// `flush_interval`, if longer).
 const BEHIND_HOLD: Duration = Duration::from_secs(5);
 
+/// The events of the first batch (or `batch_size`, if smaller): from there
+/// the limit doubles while batches are quick (see [`super::pace`]), so a
+/// restart against a slow store never starts with a batch it cannot write
+/// before the group gives up on the node.
+const FIRST_BATCH: usize = 500;
+
+/// The fewest events a batch is limited to, however slow the store.
+const SMALLEST_BATCH: usize = 16;
+
 fn run<M: ReadModel>(
     consumer: BaseConsumer<Ctx<M>>,
     batcher: Arc<Mutex<Batcher<M>>>,
     placement: Arc<Placement>,
     mut audit: Audit,
     shared: Arc<Shared>,
-    batch_size: usize,
+    mut pace: super::pace::Pace,
     interval: Duration,
 ) where
     M::State: Pushdown,
@@ -464,7 +483,7 @@ fn run<M: ReadModel>(
     let mut failing_until: Option<Instant> = None;
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
-        let full = batcher.lock().buffered >= batch_size;
+        let full = batcher.lock().buffered >= pace.limit();
         if !full && !stopping {
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(msg)) => {
@@ -498,7 +517,7 @@ fn run<M: ReadModel>(
         let due = {
             let b = batcher.lock();
             b.buffered > 0
-                && (b.buffered >= batch_size
+                && (b.buffered >= pace.limit()
                     || stopping
                     || b.oldest.is_some_and(|t| {
                         let waited = t.elapsed();
@@ -511,8 +530,14 @@ fn run<M: ReadModel>(
                     }))
         };
         if due && failing_until.is_none_or(|t| Instant::now() >= t) {
-            match batcher.lock().flush(None, &commit) {
+            let mut b = batcher.lock();
+            let events = b.buffered;
+            let started = Instant::now();
+            let flushed = b.flush(None, &commit);
+            drop(b);
+            match flushed {
                 Ok(()) => {
+                    pace.observe(events, started.elapsed());
                     backoff = Duration::from_millis(50);
                     failing_until = None;
                 }

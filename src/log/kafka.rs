@@ -201,6 +201,17 @@ impl KafkaConfig {
             .collect()
     }
 
+    /// How long a consumer may go without polling before librdkafka puts
+    /// it out of its group: `max.poll.interval.ms` if configured (and
+    /// readable), else librdkafka's default of 300 s. Batches are sized to
+    /// take a tenth of it.
+    pub(crate) fn max_poll_interval(&self) -> Duration {
+        self.properties
+            .get("max.poll.interval.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(Duration::from_secs(300), Duration::from_millis)
+    }
+
     /// A consumer in `group`: manual commits, cooperative-sticky assignment,
     /// earliest offset for a new group; with `statistics`, its context's
     /// `stats` receives librdkafka's statistics every 250 ms (unless

@@ -153,7 +153,8 @@ impl MongoStore {
     }
 
     /// Creates what the model's collections need. The state collection is
-    /// keyed by `_id`; the dead letters get an index by model and time.
+    /// keyed by `_id`; the dead letters get an index by model and time, the
+    /// hooks' planned runs one by hook.
     ///
     /// # Errors
     ///
@@ -163,6 +164,14 @@ impl MongoStore {
             .keys(doc! { "model": 1, "at": 1 })
             .build();
         self.coll(DEAD_LETTERS)
+            .create_index(index)
+            .run()
+            .map_err(|e| Error::mongo("create index", e))?;
+        // Planned runs are looked up per hook: by sweeps and `hook_lag`.
+        let index = mongodb::IndexModel::builder()
+            .keys(doc! { "h": 1, "plans.id": 1 })
+            .build();
+        self.coll(HOOK_RUNS)
             .create_index(index)
             .run()
             .map_err(|e| Error::mongo("create index", e))?;
@@ -542,7 +551,7 @@ impl MongoStore {
         );
         let cursor = self
             .coll(HOOK_RUNS)
-            .find(doc! { "h": hook, "plans.0": { "$exists": true } })
+            .find(doc! { "h": hook, "plans.id": { "$exists": true } })
             .projection(doc! { "part": 1, "plans": 1 })
             .run()
             .map_err(|e| Error::mongo("read hook plans", e))?;
@@ -572,6 +581,23 @@ impl MongoStore {
             }
         }
         Ok(out)
+    }
+
+    /// How many runs of a hook (`<hook>/<model>`) are planned and not yet
+    /// recorded, over all keys.
+    pub(crate) fn hook_plans_open(&self, hook: &str) -> Result<u64> {
+        let cursor = self
+            .coll(HOOK_RUNS)
+            .find(doc! { "h": hook, "plans.id": { "$exists": true } })
+            .projection(doc! { "plans.id": 1 })
+            .run()
+            .map_err(|e| Error::mongo("read hook plans", e))?;
+        let mut open = 0;
+        for d in cursor {
+            let d = d.map_err(|e| Error::mongo("read hook plans", e))?;
+            open += d.get_array("plans").map_or(0, |p| p.len() as u64);
+        }
+        Ok(open)
     }
 
     /// Records runs' outcomes (and, for failures, their dead letters):
@@ -1035,6 +1061,10 @@ pub(crate) struct BatchWrite<K, S> {
     pub(crate) writes: u64,
     /// Keys whose events were partly applied before (recovery).
     pub(crate) conflicts: u64,
+    /// Of those, keys whose earlier writes were published again as this
+    /// batch's cut of them (their document did not log them): a hook may
+    /// see such a change overlap one it ran.
+    pub(crate) recut: u64,
     /// Keys that cannot be written, with the reason: a key or state without
     /// a BSON form, a stored state that does not decode, a document the
     /// server refuses. Nothing of their deltas in this batch is applied; the
@@ -1052,6 +1082,94 @@ pub(crate) type Split<K, S> = HashMap<K, (S, S)>;
 
 fn guard_field(partition: u32) -> String {
     format!("p.{partition}")
+}
+
+/// How many of its latest guarded writes a state document keeps, in field
+/// `w`: each as the change it published (postcard bytes of [`Written`]), so that a
+/// writer that finds a key partly applied by another (a crashed node, or
+/// one that does not yet know it lost the partition) publishes those very
+/// changes again, with their own boundaries and deltas, rather than its own
+/// cut of them. Two changes of a key are then either the same change or
+/// cover disjoint events, and a hook that skips what it covered runs every
+/// event's delta exactly once (see `hooks::runner`). An idempotent write
+/// (no guard) is not logged: it clears the log, and a key found partly
+/// applied after one is published as the writer's own cut, as before.
+const WRITES_KEPT: i32 = 8;
+
+/// A write's entry in its document's `w`.
+fn logged<S: Serialize>(change: &Written<S>) -> Result<Bson> {
+    let bytes = postcard::to_stdvec(change).map_err(|e| Error::Encode {
+        what: "change",
+        detail: e.to_string(),
+    })?;
+    Ok(Bson::Binary(bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic,
+        bytes,
+    }))
+}
+
+/// Adds to `ops` the push of a write's entry (keeping the latest
+/// [`WRITES_KEPT`]), and marks a document this write creates as logging
+/// every write since (`c`).
+fn log_write(ops: &mut Document, entry: Bson) {
+    let mut u = Update::default();
+    u.push(
+        "$push",
+        "w",
+        Bson::Document(doc! { "$each": [entry], "$slice": -WRITES_KEPT }),
+    );
+    u.push("$setOnInsert", "c", Bson::Boolean(true));
+    u.merge_into(ops);
+}
+
+/// The logged writes of `doc` that applied events of `ranges` at or beyond
+/// their start, on the partitions where the document's guard is beyond it:
+/// the changes to publish again for a key found partly applied. `None` when
+/// the log cannot say (a document from before writes were logged, or one
+/// whose older writes were dropped from the log): the caller publishes its
+/// own cut of them instead.
+fn logged_writes<S: DeserializeOwned>(
+    doc: &Document,
+    ranges: &[Range],
+    guards: &HashMap<u32, u64>,
+) -> Option<Vec<Written<S>>> {
+    let log = doc.get_array("w").ok()?;
+    let mut entries: Vec<Written<S>> = Vec::with_capacity(log.len());
+    for e in log {
+        let Bson::Binary(b) = e else { return None };
+        entries.push(crate::event::from_bytes(&b.bytes).ok()?);
+    }
+    let whole = doc.get_bool("c").unwrap_or(false) && log.len() < WRITES_KEPT as usize;
+    let mut wanted = vec![false; entries.len()];
+    for r in ranges {
+        if guards.get(&r.partition).is_none_or(|g| *g <= r.from) {
+            continue;
+        }
+        let on = |e: &Written<S>| {
+            e.ranges
+                .iter()
+                .filter(|x| x.partition == r.partition)
+                .copied()
+                .collect::<Vec<Range>>()
+        };
+        // Writes of a partition are logged in offset order: one that starts
+        // at or before the batch's start means none after it was dropped.
+        if !whole && !entries.iter().flat_map(on).any(|x| x.from <= r.from) {
+            return None;
+        }
+        for (i, e) in entries.iter().enumerate() {
+            if on(e).iter().any(|x| x.end > r.from) {
+                wanted[i] = true;
+            }
+        }
+    }
+    Some(
+        entries
+            .into_iter()
+            .zip(wanted)
+            .filter_map(|(e, w)| w.then_some(e))
+            .collect(),
+    )
 }
 
 /// The documents of a bulk write the server did not apply, by index.
@@ -1164,12 +1282,54 @@ where
     K: Serialize + DeserializeOwned + Clone + Eq + std::hash::Hash,
     S: Pushdown + Serialize + DeserializeOwned + Clone + PartialEq,
 {
+    // In requests of at most `WRITE_CHUNK` documents: each request's time
+    // stays bounded on a slow server (the batch's is bounded by its size,
+    // see `cluster::pace`). Keys are independent: a failed chunk fails the
+    // batch, which is retried whole, and the guards make the written
+    // chunks' second application a no-op.
+    let mut out = BatchWrite {
+        changes: Vec::new(),
+        writes: 0,
+        conflicts: 0,
+        recut: 0,
+        rejected: Vec::new(),
+    };
+    let mut keys = keys.into_iter();
+    loop {
+        let chunk: Vec<KeyWrite<K, S>> = keys.by_ref().take(WRITE_CHUNK).collect();
+        if chunk.is_empty() {
+            return Ok(out);
+        }
+        let w = write_chunk(store, model, exactly_once, chunk, split)?;
+        out.changes.extend(w.changes);
+        out.writes += w.writes;
+        out.conflicts += w.conflicts;
+        out.recut += w.recut;
+        out.rejected.extend(w.rejected);
+    }
+}
+
+/// The most documents one write request carries.
+const WRITE_CHUNK: usize = 1_000;
+
+fn write_chunk<K, S>(
+    store: &MongoStore,
+    model: &str,
+    exactly_once: bool,
+    keys: Vec<KeyWrite<K, S>>,
+    split: &mut dyn FnMut(&Guards<K>) -> Split<K, S>,
+) -> Result<BatchWrite<K, S>>
+where
+    K: Serialize + DeserializeOwned + Clone + Eq + std::hash::Hash,
+    S: Pushdown + Serialize + DeserializeOwned + Clone + PartialEq,
+{
     let coll = store.states(model);
     let ns = coll.namespace();
     let mut out = BatchWrite {
         changes: Vec::new(),
         writes: 0,
         conflicts: 0,
+        recut: 0,
         rejected: Vec::new(),
     };
     // A key without an `_id` is rejected here: nothing below fails on one.
@@ -1227,6 +1387,21 @@ where
             positions.merge_into(&mut ops);
         }
         update.merge_into(&mut ops);
+        if idempotent {
+            let mut unlog = Update::default();
+            unlog.push("$unset", "w", Bson::String(String::new()));
+            unlog.push("$unset", "c", Bson::String(String::new()));
+            unlog.merge_into(&mut ops);
+        } else {
+            log_write(
+                &mut ops,
+                logged(&Written {
+                    ranges: kw.ranges.clone(),
+                    idempotent,
+                    delta: kw.delta.clone(),
+                })?,
+            );
+        }
         models.push(WriteModel::UpdateOne(
             UpdateOneModel::builder()
                 .namespace(ns.clone())
@@ -1288,7 +1463,7 @@ fn insert_new<K, S>(
 ) -> Result<Vec<KeyWrite<K, S>>>
 where
     K: Serialize,
-    S: Serialize,
+    S: Serialize + Clone,
 {
     let (new, mut rest): (Vec<_>, Vec<_>) = keys.into_iter().partition(|kw| kw.maybe_new);
     if new.is_empty() {
@@ -1308,7 +1483,14 @@ where
         for r in &kw.ranges {
             guards.insert(r.partition.to_string(), r.end as i64);
         }
-        docs.push(doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards });
+        let entry = logged(&Written {
+            ranges: kw.ranges.clone(),
+            idempotent: false,
+            delta: kw.delta.clone(),
+        })?;
+        docs.push(
+            doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards, "w": [entry], "c": true },
+        );
         inserted.push(kw);
     }
     if docs.is_empty() {
@@ -1492,9 +1674,15 @@ where
             let delta = match splits.remove(&kw.key) {
                 Some((before, since)) => {
                     // What a crashed or deposed writer applied may never
-                    // have been published: publish it again (replicas drop
-                    // what they have by its ranges).
-                    if !before.is_identity() {
+                    // have been published: publish it again (replicas and
+                    // hooks drop what they have by its ranges), as the very
+                    // changes it wrote where the document logs them, else as
+                    // this batch's cut of them.
+                    if let Some(again) = doc.and_then(|d| logged_writes::<S>(d, &kw.ranges, &pos)) {
+                        out.changes
+                            .extend(again.into_iter().map(|w| (kw.key.clone(), w)));
+                    } else if !before.is_identity() {
+                        out.recut += 1;
                         let ranges = kw
                             .ranges
                             .iter()
@@ -1547,6 +1735,11 @@ where
             for r in &ranges {
                 guards.insert(guard_field(r.partition), r.end as i64);
             }
+            let entry = logged(&Written {
+                ranges: ranges.clone(),
+                idempotent: false,
+                delta: delta.clone(),
+            })?;
             let (filter, update) = match version {
                 Some(v) => {
                     // Guards only grow: a deposed writer's write that changed
@@ -1555,6 +1748,7 @@ where
                     if changed {
                         update.insert("$set", doc! { "s": s });
                         update.insert("$inc", doc! { "v": 1_i64 });
+                        log_write(&mut update, entry);
                     }
                     (doc! { "_id": id.clone(), "v": v as i64 }, update)
                 }
@@ -1564,6 +1758,8 @@ where
                     let mut set = guards;
                     set.insert("s", s);
                     set.insert("v", 1_i64);
+                    set.insert("w", vec![entry]);
+                    set.insert("c", true);
                     (
                         doc! { "_id": id.clone(), "v": { "$exists": false } },
                         doc! { "$set": set },
@@ -1844,5 +2040,95 @@ mod tests {
         .unwrap();
         assert_eq!(get(&s, "b"), 11);
         s.database().drop().run().unwrap();
+    }
+
+    /// A writer that finds a key partly applied by another (crashed, or
+    /// deposed and still writing) publishes the other's change again as it
+    /// was written, boundaries and delta, not its own cut of it: two changes
+    /// of a key are the same change or disjoint. A document from before
+    /// writes were logged gets the cut, counted.
+    #[test]
+    fn a_partly_applied_key_republishes_the_changes_that_applied_it() {
+        for maybe_new in [false, true] {
+            let s = store(&format!("logged_{maybe_new}"));
+            let kw = |key: &str, delta: i64, ranges: &[(u32, u64, u64)]| {
+                kw(key, delta, ranges, maybe_new)
+            };
+            let range = |partition, from, end| Range {
+                partition,
+                from,
+                end,
+            };
+            let mut none = |_: &Guards<String>| -> Split<String, Sum<i64>> { HashMap::new() };
+            // X writes events [10, 20) and [20, 30) of partition 0 (and,
+            // in the second write, [0, 6) of partition 1) and dies before
+            // publishing.
+            write_batch(&s, "m", true, vec![kw("a", 5, &[(0, 10, 20)])], &mut none).unwrap();
+            write_batch(
+                &s,
+                "m",
+                true,
+                vec![kw("a", 6, &[(0, 20, 30), (1, 0, 6)])],
+                &mut none,
+            )
+            .unwrap();
+            // Y reads partition 0 from 10 in batches of other boundaries:
+            // [10, 25) is all applied; [25, 40) applied up to 30.
+            let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
+                HashMap::from([("a".to_string(), (Sum(8), Sum(0)))])
+            };
+            let w =
+                write_batch(&s, "m", true, vec![kw("a", 8, &[(0, 10, 25)])], &mut split).unwrap();
+            assert_eq!(get(&s, "a"), 11);
+            assert_eq!(w.recut, 0);
+            let again: Vec<(Vec<Range>, i64)> = w
+                .changes
+                .iter()
+                .map(|(_, c)| (c.ranges.clone(), c.delta.0))
+                .collect();
+            assert_eq!(
+                again,
+                vec![
+                    (vec![range(0, 10, 20)], 5),
+                    (vec![range(0, 20, 30), range(1, 0, 6)], 6)
+                ],
+                "X's changes, as X wrote them"
+            );
+            let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
+                HashMap::from([("a".to_string(), (Sum(2), Sum(4)))])
+            };
+            let w =
+                write_batch(&s, "m", true, vec![kw("a", 6, &[(0, 25, 40)])], &mut split).unwrap();
+            assert_eq!(get(&s, "a"), 15);
+            let published: Vec<(Vec<Range>, i64)> = w
+                .changes
+                .iter()
+                .map(|(_, c)| (c.ranges.clone(), c.delta.0))
+                .collect();
+            assert_eq!(
+                published,
+                vec![
+                    (vec![range(0, 20, 30), range(1, 0, 6)], 6),
+                    (vec![range(0, 30, 40)], 4)
+                ],
+                "X's second change again, then Y's own part since the guard"
+            );
+            // Without a log (a document written before writes were logged):
+            // the cut, counted.
+            s.states("m")
+                .update_one(doc! { "_id": "a" }, doc! { "$unset": { "w": "", "c": "" } })
+                .run()
+                .unwrap();
+            let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
+                HashMap::from([("a".to_string(), (Sum(4), Sum(0)))])
+            };
+            let w =
+                write_batch(&s, "m", true, vec![kw("a", 4, &[(0, 35, 40)])], &mut split).unwrap();
+            assert_eq!(w.recut, 1);
+            assert_eq!(w.changes.len(), 1);
+            assert_eq!(w.changes[0].1.ranges, vec![range(0, 35, 40)]);
+            assert_eq!(get(&s, "a"), 15);
+            s.database().drop().run().unwrap();
+        }
     }
 }
