@@ -201,14 +201,28 @@ fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
 }
 
 /// A no-op cluster hook on every change: hooks/s and change-to-hook
-/// latency.
+/// latency. It notes each run's idempotency key, to count the runs that
+/// repeated one (duplicates).
 struct Count;
 impl accrete::hooks::ClusterHook for Count {
     type Model = Revenue;
     const NAME: &'static str = "count";
-    fn run(&self, _: &accrete::hooks::Trigger<'_, Revenue>) -> Result<(), String> {
+    fn run(&self, t: &accrete::hooks::Trigger<'_, Revenue>) -> Result<(), String> {
+        SEEN.lock().unwrap().insert(t.idempotency_key.to_string());
         Ok(())
     }
+}
+
+/// The idempotency keys the hook ran, for the duplicate count.
+static SEEN: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Runs that repeated an idempotency key, since the last call.
+fn duplicates(runs: u64) -> u64 {
+    let mut seen = SEEN.lock().unwrap();
+    let distinct = seen.len() as u64;
+    seen.clear();
+    runs.saturating_sub(distinct)
 }
 
 /// Waits until `events` are folded and the hook has taken every change
@@ -242,7 +256,7 @@ fn finish(node: Node, config: &NodeConfig) -> accrete::hooks::HookStats {
     h
 }
 
-fn hooks(sales: &[Sale]) -> (f64, (f64, f64), u64, u64) {
+fn hooks(sales: &[Sale]) -> (f64, (f64, f64), u64, u64, u64) {
     let config = config("hooks");
     let node = Node::start(config.clone()).unwrap();
     node.add_model(Revenue).unwrap();
@@ -255,12 +269,18 @@ fn hooks(sales: &[Sale]) -> (f64, (f64, f64), u64, u64) {
     let changes = wait_hooked(&node, sales.len() as u64);
     let took = started.elapsed().as_secs_f64();
     let h = finish(node, &config);
-    (h.runs as f64 / took, h.latency_ms, h.runs, changes)
+    (
+        h.runs as f64 / took,
+        h.latency_ms,
+        h.runs,
+        changes,
+        duplicates(h.runs),
+    )
 }
 
 /// Steady state: events at a fixed rate for a while, the no-op hook
 /// keeping up: change-to-hook latency (median, p99) and the runs.
-fn hooks_steady(rate: u64, seconds: u64, keys: u64) -> ((f64, f64), u64) {
+fn hooks_steady(rate: u64, seconds: u64, keys: u64) -> ((f64, f64), u64, u64) {
     let config = config("steady");
     let node = Node::start(config.clone()).unwrap();
     node.add_model(Revenue).unwrap();
@@ -290,7 +310,7 @@ fn hooks_steady(rate: u64, seconds: u64, keys: u64) -> ((f64, f64), u64) {
     }
     wait_hooked(&node, sent);
     let h = finish(node, &config);
-    (h.latency_ms, h.runs)
+    (h.latency_ms, h.runs, duplicates(h.runs))
 }
 
 /// The naive consumer: one upsert per event.
@@ -388,17 +408,17 @@ fn main() {
     }
     if runs("hooks") {
         let hook_events = env("ACCRETE_BENCH_HOOK_EVENTS", 200_000).min(n) as usize;
-        let (rate, (median, p99), runs, changes) = hooks(&sales[..hook_events]);
+        let (rate, (median, p99), runs, changes, dups) = hooks(&sales[..hook_events]);
         println!(
-            "  cluster hook (no-op) over {hook_events} events: {runs} runs for {changes} changes, {rate:>8.0} hooks/s end to end, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
+            "  cluster hook (no-op) over {hook_events} events: {runs} runs for {changes} changes ({dups} duplicates), {rate:>8.0} hooks/s end to end, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
         );
     }
     if runs("steady") {
         let steady_rate = env("ACCRETE_BENCH_HOOK_RATE", 500);
         let steady_secs = env("ACCRETE_BENCH_SECONDS", 20);
-        let ((median, p99), runs) = hooks_steady(steady_rate, steady_secs, keys);
+        let ((median, p99), runs, dups) = hooks_steady(steady_rate, steady_secs, keys);
         println!(
-            "  cluster hook (no-op), steady {steady_rate} events/s for {steady_secs} s: {runs} runs, change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
+            "  cluster hook (no-op), steady {steady_rate} events/s for {steady_secs} s: {runs} runs ({dups} duplicates), change-to-hook latency median {median:.0} ms, p99 {p99:.0} ms"
         );
     }
     // The ratio: the naive consumer and accrete alternate, each round

@@ -1,17 +1,54 @@
 //! [`MongoStore`]: read-model state in MongoDB, one document per
 //! (read model, key), written once per touched key per batch.
 //!
-//! A state document is
+//! # The document format, version 1 ([`DOCUMENT_FORMAT`])
+//!
+//! This is the one description of what accrete keeps in MongoDB; a reader
+//! in another language needs nothing else. The BSON of representative
+//! documents is pinned by golden files (`tests/fixtures/bson`, checked by
+//! this module's tests).
+//!
+//! Each read model has a collection named after it (`Balances::NAME`), with
+//! one document per key:
 //!
 //! ```text
-//! { _id: <key>, s: <state>, v: <version>, p: { "<partition>": <end offset> } }
+//! { _id: <key>, s: <state>, v: <version>, p: { "<partition>": <end offset> },
+//!   w: [ <logged write>, … ], c: true }
 //! ```
 //!
-//! - `s` is the state in its BSON form (the form the law harness checks).
-//! - `v` counts the writes that changed the state.
+//! - `_id` is the key's BSON form: a string, an integer (`Int32` or `Int64`
+//!   as serde gives it; a `u64` above `i64::MAX` has none, and its events go
+//!   to the dead letters), or a document for a struct or map key. A tuple or
+//!   sequence key, which MongoDB refuses as an array `_id`, is a document of
+//!   its elements by position: `("shop", 7)` is `{"0": "shop", "1": 7}`.
+//!   Field names starting with `$` are refused (dead letters).
+//! - `s` is the state's BSON form, as serde gives it (the form the law
+//!   harness checks). Fields and map entries no write has touched may be
+//!   missing: read them as the identity's.
+//! - `v` counts the writes that changed the state (`Int64`).
 //! - `p` is the exactly-once guard: for each events partition, the end of
 //!   the last batch whose events for this key are in `s`. Every event of that
 //!   partition below it is applied, none at or beyond it.
+//! - `w` logs the latest guarded writes (at most 8), each as the postcard
+//!   bytes of the change it published (`Binary`), and `c: true` marks a
+//!   document whose every guarded write since its creation was logged. Both
+//!   are accrete's bookkeeping for re-publishing a write a crashed node did
+//!   not publish; other readers ignore them. Absent from documents written
+//!   before format 1 (or whose last write was idempotent).
+//!
+//! The collection `accrete.models` holds `{_id: <model>, format: <n>}`: the
+//! newest format written to the model's collection. A build refuses to
+//! serve a model written in a newer format than it knows. Format 0 (no
+//! record) is format 1 without `w` and `c`; format 1 reads it.
+//!
+//! The other collections, all under [`MongoConfig::collection_prefix`]:
+//! `accrete.positions` (`{_id: "<reader>/<partition>", model, partition,
+//! next}`: where each reader resumes), `accrete.dead_letters`,
+//! `accrete.hook_outcomes` and `accrete.hook_dead_letters` (by idempotency
+//! key), `accrete.hook_runs` (per hook, model and key: what runs covered and
+//! the runs planned, see `hooks::runner`) and `accrete.members`.
+//!
+//! # The write
 //!
 //! A write of a batch `[from, end)` of partition `P` is one update whose
 //! filter carries the guard (`p.P <= from`) and whose operators set
@@ -52,7 +89,8 @@ pub struct MongoConfig {
     /// Put in front of every collection name accrete uses: each read
     /// model's (named after the model), `accrete.positions`,
     /// `accrete.dead_letters`, `accrete.hook_outcomes`,
-    /// `accrete.hook_dead_letters`, `accrete.hook_runs` and `accrete.members`. Empty by default; e.g. `"shop_"` to
+    /// `accrete.hook_dead_letters`, `accrete.hook_runs`, `accrete.members` and
+    /// `accrete.models`. Empty by default; e.g. `"shop_"` to
     /// share a database with other applications.
     pub collection_prefix: String,
 }
@@ -93,6 +131,12 @@ const MEMBERS: &str = "accrete.members";
 /// Per hook, model and key: the changes runs covered, and the runs planned
 /// and not yet recorded.
 const HOOK_RUNS: &str = "accrete.hook_runs";
+/// Per model, the format of its documents.
+const MODELS: &str = "accrete.models";
+
+/// The version of the state documents' format this build writes and reads
+/// (see the [module docs](self)).
+pub const DOCUMENT_FORMAT: u32 = 1;
 
 pub use crate::hooks::HookDeadLetter;
 use crate::hooks::runner::Outcome;
@@ -152,14 +196,40 @@ impl MongoStore {
         self.db.collection(&format!("{}{name}", self.prefix))
     }
 
-    /// Creates what the model's collections need. The state collection is
-    /// keyed by `_id`; the dead letters get an index by model and time, the
-    /// hooks' planned runs one by hook.
+    /// Creates what the model's collections need and records their format.
+    /// The state collection is keyed by `_id`; the dead letters get an index
+    /// by model and time, the hooks' planned runs one by hook.
     ///
     /// # Errors
     ///
-    /// [`Error::Mongo`] when the server refuses.
-    pub fn prepare(&self, _model: &str) -> Result<()> {
+    /// [`Error::Mongo`] when the server refuses; [`Error::Model`] when the
+    /// model's documents are in a newer format than this build knows.
+    pub fn prepare(&self, model: &str) -> Result<()> {
+        let models = self.coll(MODELS);
+        let found = models
+            .find_one(doc! { "_id": model })
+            .run()
+            .map_err(|e| Error::mongo("read the model's format", e))?
+            .and_then(|d| d.get("format").and_then(as_u64))
+            .unwrap_or(0);
+        if found > u64::from(DOCUMENT_FORMAT) {
+            return Err(Error::Model(
+                model.into(),
+                format!(
+                    "its documents in MongoDB are in format {found}, written by a newer accrete; \
+                     this build knows format {DOCUMENT_FORMAT}: upgrade this node, or rebuild the \
+                     model into another database"
+                ),
+            ));
+        }
+        models
+            .update_one(
+                doc! { "_id": model },
+                doc! { "$max": { "format": i64::from(DOCUMENT_FORMAT) } },
+            )
+            .upsert(true)
+            .run()
+            .map_err(|e| Error::mongo("record the model's format", e))?;
         let index = mongodb::IndexModel::builder()
             .keys(doc! { "model": 1, "at": 1 })
             .build();
@@ -1479,18 +1549,7 @@ where
                 continue;
             }
         };
-        let mut guards = Document::new();
-        for r in &kw.ranges {
-            guards.insert(r.partition.to_string(), r.end as i64);
-        }
-        let entry = logged(&Written {
-            ranges: kw.ranges.clone(),
-            idempotent: false,
-            delta: kw.delta.clone(),
-        })?;
-        docs.push(
-            doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards, "w": [entry], "c": true },
-        );
+        docs.push(new_document(&kw, s)?);
         inserted.push(kw);
     }
     if docs.is_empty() {
@@ -1533,6 +1592,25 @@ where
         ));
     }
     Ok(rest)
+}
+
+/// A key's document as its first write makes it: its delta as the state
+/// (`s`, its BSON form), version 1, the guards at the batch's ends, the
+/// write logged.
+fn new_document<K: Serialize, S: Serialize + Clone>(
+    kw: &KeyWrite<K, S>,
+    s: Bson,
+) -> Result<Document> {
+    let mut guards = Document::new();
+    for r in &kw.ranges {
+        guards.insert(r.partition.to_string(), r.end as i64);
+    }
+    let entry = logged(&Written {
+        ranges: kw.ranges.clone(),
+        idempotent: false,
+        delta: kw.delta.clone(),
+    })?;
+    Ok(doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards, "w": [entry], "c": true })
 }
 
 /// Idempotent deltas that changed nothing: if a write covering part of
@@ -2039,6 +2117,96 @@ mod tests {
         )
         .unwrap();
         assert_eq!(get(&s, "b"), 11);
+        s.database().drop().run().unwrap();
+    }
+
+    /// The BSON of representative documents, byte for byte, against the
+    /// files in `tests/fixtures/bson` (the documented format: a change
+    /// must be deliberate, and bump [`DOCUMENT_FORMAT`] if old readers would
+    /// misread it). `ACCRETE_BLESS=1` writes the files anew. Each file is
+    /// also read back into its key and state.
+    #[test]
+    fn documents_match_their_golden_bson() {
+        use crate::monoids::{Max, OrSet};
+        fn check<K, S>(name: &str, key: K, delta: S, ranges: &[(u32, u64, u64)])
+        where
+            K: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+            S: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Monoid,
+        {
+            let kw = KeyWrite {
+                key,
+                delta,
+                ranges: ranges
+                    .iter()
+                    .map(|&(partition, from, end)| Range {
+                        partition,
+                        from,
+                        end,
+                    })
+                    .collect(),
+                maybe_new: true,
+            };
+            let d = new_document(&kw, state_bson(&kw.delta).unwrap()).unwrap();
+            let bytes = bson::serialize_to_vec(&d).unwrap();
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/bson")
+                .join(format!("{name}.bson"));
+            if std::env::var_os("ACCRETE_BLESS").is_some() {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let golden = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (ACCRETE_BLESS=1 writes it)", path.display()));
+            let read: Document = bson::deserialize_from_slice(&golden).unwrap();
+            assert_eq!(
+                bytes, golden,
+                "{name}: the document's BSON changed: {d} where the golden file has {read}"
+            );
+            let (k, s) = decode_doc::<K, S>(&read).unwrap();
+            assert_eq!((k, s), (kw.key, kw.delta), "{name}: read back");
+        }
+        check("sum_u64_key", 42_u64, Sum(-1_250_i64), &[(3, 100, 137)]);
+        check(
+            "tuple_key_two_partitions",
+            ("shop \"north\".$1".to_string(), 7_u32),
+            Sum(5_i64),
+            &[(0, 10, 20), (5, 7, 9)],
+        );
+        check(
+            "string_key_max",
+            "alice".to_string(),
+            Max(99_i64),
+            &[(1, 0, 1)],
+        );
+        let mut set = OrSet::<String>::new();
+        set.add(1, "red".to_string());
+        check("orset", 7_i32, set, &[(2, 40, 41)]);
+    }
+
+    /// A model records its documents' format; a build refuses a model
+    /// written in a newer one, saying what to do.
+    #[test]
+    fn a_model_in_a_newer_format_is_refused() {
+        let s = store("format");
+        s.prepare("m").unwrap();
+        let models = s.coll(MODELS);
+        let format = |s: &MongoStore| {
+            s.coll(MODELS)
+                .find_one(doc! { "_id": "m" })
+                .run()
+                .unwrap()
+                .unwrap()
+                .get_i64("format")
+                .unwrap()
+        };
+        assert_eq!(format(&s), i64::from(DOCUMENT_FORMAT));
+        models
+            .update_one(doc! { "_id": "m" }, doc! { "$set": { "format": 99_i64 } })
+            .run()
+            .unwrap();
+        let e = s.prepare("m").unwrap_err().to_string();
+        assert!(e.contains("format 99") && e.contains("upgrade"), "{e}");
+        assert_eq!(format(&s), 99, "a refused prepare writes nothing");
         s.database().drop().run().unwrap();
     }
 
