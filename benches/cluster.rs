@@ -233,10 +233,14 @@ fn wait_hooked(node: &Node, events: u64) -> u64 {
     while node.folded(Revenue::NAME).unwrap() < events {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let changes = node.stats(Revenue::NAME).unwrap().changes;
     loop {
+        // Read again each time: a batch's changes are counted after its
+        // positions move, so `folded` can be complete before they are.
+        let changes = node.stats(Revenue::NAME).unwrap().changes;
         let h = node.hook_stats(Count::NAME).unwrap();
-        if h.runs + h.coalesced + h.duplicates_suppressed >= changes {
+        if h.runs + h.coalesced + h.duplicates_suppressed >= changes
+            && node.hook_lag(Count::NAME, Revenue::NAME).unwrap() == 0
+        {
             return changes;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -426,9 +426,15 @@ fn plan_batch<H: ClusterHook>(
             state: Some(state),
         }));
     }
-    // Runs recorded already (a `ONCE` hook's) are not planned again.
-    let ids: Vec<String> = runs.iter().flatten().map(|r| r.plan.id.clone()).collect();
-    let recorded = backend.recorded(&ids)?;
+    // Runs recorded already (a `ONCE` hook's) are not planned again. A
+    // run keyed by event ranges cannot have been: its coverage, written
+    // with its plan, would have made its changes duplicates.
+    let recorded = if H::ONCE || versions {
+        let ids: Vec<String> = runs.iter().flatten().map(|r| r.plan.id.clone()).collect();
+        backend.recorded(&ids)?
+    } else {
+        HashSet::new()
+    };
     let mut skipped = 0;
     for slot in &mut runs {
         if slot.as_ref().is_some_and(|r| recorded.contains(&r.plan.id)) {
