@@ -314,6 +314,16 @@ fn plan_batch<H: ClusterHook>(
     let mut fresh: Vec<Fresh<'_, H>> = Vec::new();
     let mut suppressed = 0;
     let mut overlapping = 0;
+    // Event spans below a key's coverage horizon (a key whose coverage
+    // outgrew `IdSet::MAX_RANGES` and folded its lowest half, which can
+    // span whole events partitions): cannot tell, so they run (at least
+    // once), and their ids are checked against the recorded outcomes.
+    let mut unknown = false;
+    let counts = |c: &Covers| match c {
+        Covers::New | Covers::Partial => true,
+        Covers::BelowHorizon(_) => !versions,
+        Covers::Duplicate => false,
+    };
     for (bytes, mut coverage) in encoded.iter().zip(covered) {
         let p = &batch.pending[*bytes];
         let key = match crate::event::from_bytes::<Key<H>>(bytes) {
@@ -335,13 +345,12 @@ fn plan_batch<H: ClusterHook>(
             for &(first, last) in change {
                 covers.push(coverage.set.insert_span(first, last));
             }
-            if covers
-                .iter()
-                .all(|c| !matches!(c, Covers::New | Covers::Partial))
-            {
+            if !covers.iter().any(counts) {
                 continue;
             }
-            if !covers.iter().all(|c| *c == Covers::New) {
+            if covers.iter().any(|c| matches!(c, Covers::BelowHorizon(_))) {
+                unknown = true;
+            } else if !covers.iter().all(|c| *c == Covers::New) {
                 overlapping += 1;
                 tracing::warn!(
                     hook = H::NAME,
@@ -429,7 +438,7 @@ fn plan_batch<H: ClusterHook>(
     // Runs recorded already (a `ONCE` hook's) are not planned again. A
     // run keyed by event ranges cannot have been: its coverage, written
     // with its plan, would have made its changes duplicates.
-    let recorded = if H::ONCE || versions {
+    let recorded = if H::ONCE || versions || unknown {
         let ids: Vec<String> = runs.iter().flatten().map(|r| r.plan.id.clone()).collect();
         backend.recorded(&ids)?
     } else {

@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! { _id: <key>, s: <state>, v: <version>, p: { "<partition>": <end offset> },
-//!   w: [ <logged write>, … ], c: true }
+//!   w: { "<partition>": [ <logged write>, … ] }, c: true, wn: <logged writes> }
 //! ```
 //!
 //! - `_id` is the key's BSON form: a string, an integer (`Int32` or `Int64`
@@ -29,12 +29,14 @@
 //! - `p` is the exactly-once guard: for each events partition, the end of
 //!   the last batch whose events for this key are in `s`. Every event of that
 //!   partition below it is applied, none at or beyond it.
-//! - `w` logs the latest guarded writes (at most 8), each as the postcard
-//!   bytes of the change it published (`Binary`), and `c: true` marks a
-//!   document whose every guarded write since its creation was logged. Both
-//!   are accrete's bookkeeping for re-publishing a write a crashed node did
-//!   not publish; other readers ignore them. Absent from documents written
-//!   before format 1 (or whose last write was idempotent).
+//! - `w` logs, per events partition, the latest guarded writes that
+//!   touched it (at most 4 each), each as the postcard bytes of the change
+//!   it published (`Binary`); `wn` counts the logged
+//!   writes (equal to `v` while every write was logged), and `c: true`
+//!   marks a document created by a write that logged. All three are
+//!   accrete's bookkeeping for re-publishing a write a crashed node did not
+//!   publish; other readers ignore them. Absent from documents written
+//!   before format 1 (or after an idempotent write).
 //!
 //! The collection `accrete.models` holds `{_id: <model>, format: <n>}`: the
 //! newest format written to the model's collection. A build refuses to
@@ -1146,19 +1148,23 @@ fn guard_field(partition: u32) -> String {
     format!("p.{partition}")
 }
 
-/// How many of its latest guarded writes a state document keeps, in field
-/// `w`: each as the change it published (postcard bytes of [`Written`]), so that a
-/// writer that finds a key partly applied by another (a crashed node, or
-/// one that does not yet know it lost the partition) publishes those very
-/// changes again, with their own boundaries and deltas, rather than its own
-/// cut of them. Two changes of a key are then either the same change or
-/// cover disjoint events, and a hook that skips what it covered runs every
-/// event's delta exactly once (see `hooks::runner`). An idempotent write
-/// (no guard) is not logged: it clears the log, and a key found partly
-/// applied after one is published as the writer's own cut, as before.
-const WRITES_KEPT: i32 = 8;
+/// How many of its latest guarded writes of each events partition a state
+/// document keeps, in field `w.<partition>`: each as the change it
+/// published (postcard bytes of [`Written`]; a write of several partitions
+/// is in each of their logs), so that a writer that finds a key partly
+/// applied by another (a crashed node, or one that does not yet know it lost
+/// the partition) publishes those very changes again, with their own
+/// boundaries and deltas, rather than its own cut of them. Two changes of a
+/// key are then either the same change or cover disjoint events, and a hook
+/// that skips what it covered runs every event's delta exactly once (see
+/// `hooks::runner`). Kept per partition: one log for the whole key was
+/// rolled over by the other partitions' writes before a crashed writer's
+/// successor read it (CI, session 7). An idempotent write (no guard) is not
+/// logged: it clears the log, and a key found partly applied after one is
+/// published as the writer's own cut, as before.
+const WRITES_KEPT: i32 = 4;
 
-/// A write's entry in its document's `w`.
+/// A write's entry in its document's logs.
 fn logged<S: Serialize>(change: &Written<S>) -> Result<Bson> {
     let bytes = postcard::to_stdvec(change).map_err(|e| Error::Encode {
         what: "change",
@@ -1170,68 +1176,88 @@ fn logged<S: Serialize>(change: &Written<S>) -> Result<Bson> {
     }))
 }
 
-/// Adds to `ops` the push of a write's entry (keeping the latest
-/// [`WRITES_KEPT`]), and marks a document this write creates as logging
+/// The logs of a document a write creates: its entry in each of its
+/// partitions' logs.
+fn new_logs(ranges: &[Range], entry: &Bson) -> Document {
+    let mut w = Document::new();
+    for r in ranges {
+        w.insert(r.partition.to_string(), vec![entry.clone()]);
+    }
+    w
+}
+
+/// Adds to `ops` the push of a write's entry to each of its partitions'
+/// logs (keeping the latest [`WRITES_KEPT`]) and the count of logged writes
+/// (`wn`, which equals the version `v` while every write that changed the
+/// document was logged), and marks a document this write creates as logging
 /// every write since (`c`).
-fn log_write(ops: &mut Document, entry: Bson) {
+fn log_write(ops: &mut Document, ranges: &[Range], entry: Bson) {
     let mut u = Update::default();
-    u.push(
-        "$push",
-        "w",
-        Bson::Document(doc! { "$each": [entry], "$slice": -WRITES_KEPT }),
-    );
+    for r in ranges {
+        u.push(
+            "$push",
+            &format!("w.{}", r.partition),
+            Bson::Document(doc! { "$each": [entry.clone()], "$slice": -WRITES_KEPT }),
+        );
+    }
     u.push("$setOnInsert", "c", Bson::Boolean(true));
+    u.push("$inc", "wn", Bson::Int64(1));
     u.merge_into(ops);
 }
 
 /// The logged writes of `doc` that applied events of `ranges` at or beyond
 /// their start, on the partitions where the document's guard is beyond it:
 /// the changes to publish again for a key found partly applied. `None` when
-/// the log cannot say (a document from before writes were logged, or one
-/// whose older writes were dropped from the log): the caller publishes its
-/// own cut of them instead.
+/// the logs cannot say (a document from before writes were logged, one
+/// written since by a build that does not log, or one whose partition log
+/// dropped a write in the window): the caller publishes its own cut of them
+/// instead.
 fn logged_writes<S: DeserializeOwned>(
     doc: &Document,
     ranges: &[Range],
     guards: &HashMap<u32, u64>,
 ) -> Option<Vec<Written<S>>> {
-    let log = doc.get_array("w").ok()?;
-    let mut entries: Vec<Written<S>> = Vec::with_capacity(log.len());
-    for e in log {
-        let Bson::Binary(b) = e else { return None };
-        entries.push(crate::event::from_bytes(&b.bytes).ok()?);
+    // Every write that changed the document since its creation was logged
+    // (a build that does not log, before format 1, bumps `v` alone; an
+    // idempotent write clears `c`): else the logs cannot vouch.
+    let wn = doc.get("wn").and_then(as_u64);
+    if !doc.get_bool("c").unwrap_or(false) || wn.is_none() || wn != doc.get("v").and_then(as_u64) {
+        return None;
     }
-    let whole = doc.get_bool("c").unwrap_or(false) && log.len() < WRITES_KEPT as usize;
-    let mut wanted = vec![false; entries.len()];
+    let logs = doc.get_document("w").ok()?;
+    let mut out: Vec<Written<S>> = Vec::new();
     for r in ranges {
         if guards.get(&r.partition).is_none_or(|g| *g <= r.from) {
             continue;
         }
+        // A partition without a log: no logged write touched it, yet its
+        // guard moved: cannot say.
+        let log = logs.get_array(r.partition.to_string()).ok()?;
+        let mut entries: Vec<Written<S>> = Vec::with_capacity(log.len());
+        for e in log {
+            let Bson::Binary(b) = e else { return None };
+            entries.push(crate::event::from_bytes(&b.bytes).ok()?);
+        }
         let on = |e: &Written<S>| {
             e.ranges
                 .iter()
-                .filter(|x| x.partition == r.partition)
+                .find(|x| x.partition == r.partition)
                 .copied()
-                .collect::<Vec<Range>>()
         };
-        // Writes of a partition are logged in offset order: one that starts
-        // at or before the batch's start means none after it was dropped.
-        if !whole && !entries.iter().flat_map(on).any(|x| x.from <= r.from) {
+        // A partition's writes are logged in offset order: a log never
+        // rolled over, or one whose oldest write starts at or before the
+        // batch's start, holds every write since.
+        let whole = log.len() < WRITES_KEPT as usize;
+        if !whole && !entries.iter().filter_map(on).any(|x| x.from <= r.from) {
             return None;
         }
-        for (i, e) in entries.iter().enumerate() {
-            if on(e).iter().any(|x| x.end > r.from) {
-                wanted[i] = true;
+        for e in entries {
+            if on(&e).is_some_and(|x| x.end > r.from) && !out.iter().any(|o| o.ranges == e.ranges) {
+                out.push(e);
             }
         }
     }
-    Some(
-        entries
-            .into_iter()
-            .zip(wanted)
-            .filter_map(|(e, w)| w.then_some(e))
-            .collect(),
-    )
+    Some(out)
 }
 
 /// The documents of a bulk write the server did not apply, by index.
@@ -1453,10 +1479,12 @@ where
             let mut unlog = Update::default();
             unlog.push("$unset", "w", Bson::String(String::new()));
             unlog.push("$unset", "c", Bson::String(String::new()));
+            unlog.push("$unset", "wn", Bson::String(String::new()));
             unlog.merge_into(&mut ops);
         } else {
             log_write(
                 &mut ops,
+                &kw.ranges,
                 logged(&Written {
                     ranges: kw.ranges.clone(),
                     idempotent,
@@ -1602,7 +1630,9 @@ fn new_document<K: Serialize, S: Serialize + Clone>(
         idempotent: false,
         delta: kw.delta.clone(),
     })?;
-    Ok(doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards, "w": [entry], "c": true })
+    Ok(
+        doc! { "_id": key_id(&kw.key)?, "s": s, "v": 1_i64, "p": guards, "w": new_logs(&kw.ranges, &entry), "c": true, "wn": 1_i64 },
+    )
 }
 
 /// Idempotent deltas that changed nothing: if a write covering part of
@@ -1818,7 +1848,7 @@ where
                     if changed {
                         update.insert("$set", doc! { "s": s });
                         update.insert("$inc", doc! { "v": 1_i64 });
-                        log_write(&mut update, entry);
+                        log_write(&mut update, &ranges, entry);
                     }
                     (doc! { "_id": id.clone(), "v": v as i64 }, update)
                 }
@@ -1828,8 +1858,9 @@ where
                     let mut set = guards;
                     set.insert("s", s);
                     set.insert("v", 1_i64);
-                    set.insert("w", vec![entry]);
+                    set.insert("w", new_logs(&ranges, &entry));
                     set.insert("c", true);
+                    set.insert("wn", 1_i64);
                     (
                         doc! { "_id": id.clone(), "v": { "$exists": false } },
                         doc! { "$set": set },
@@ -2273,6 +2304,18 @@ mod tests {
                 ],
                 "X's second change again, then Y's own part since the guard"
             );
+            // A write by a build that does not log (it bumps `v` alone):
+            // the log can no longer vouch for the window; the cut, counted.
+            s.states("m")
+                .update_one(doc! { "_id": "a" }, doc! { "$inc": { "v": 1_i64 } })
+                .run()
+                .unwrap();
+            let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
+                HashMap::from([("a".to_string(), (Sum(4), Sum(0)))])
+            };
+            let w =
+                write_batch(&s, "m", true, vec![kw("a", 4, &[(0, 35, 40)])], &mut split).unwrap();
+            assert_eq!(w.recut, 1);
             // Without a log (a document written before writes were logged):
             // the cut, counted.
             s.states("m")
