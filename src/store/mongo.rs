@@ -348,6 +348,19 @@ impl MongoStore {
 
     /// Upserts `(collection, filter, update)` triples in one unordered bulk
     /// write.
+    /// An upsert of one document of accrete's collection `coll`, for a
+    /// bulk write.
+    fn upsert(&self, coll: &str, filter: Document, update: Document) -> WriteModel {
+        WriteModel::UpdateOne(
+            UpdateOneModel::builder()
+                .namespace(self.coll(coll).namespace())
+                .filter(filter)
+                .update(update)
+                .upsert(true)
+                .build(),
+        )
+    }
+
     fn upsert_all(
         &self,
         what: &'static str,
@@ -355,16 +368,7 @@ impl MongoStore {
     ) -> Result<()> {
         let models: Vec<WriteModel> = ops
             .into_iter()
-            .map(|(coll, filter, update)| {
-                WriteModel::UpdateOne(
-                    UpdateOneModel::builder()
-                        .namespace(self.coll(coll).namespace())
-                        .filter(filter)
-                        .update(update)
-                        .upsert(true)
-                        .build(),
-                )
-            })
+            .map(|(coll, filter, update)| self.upsert(coll, filter, update))
             .collect();
         if models.is_empty() {
             return Ok(());
@@ -617,19 +621,9 @@ impl MongoStore {
         let before = bson::DateTime::from_millis(
             bson::DateTime::now().timestamp_millis() - min_age.as_millis() as i64,
         );
-        let cursor = self
-            .coll(HOOK_RUNS)
-            .find(doc! { "h": hook, "plans.id": { "$exists": true } })
-            .projection(doc! { "part": 1, "plans": 1 })
-            .run()
-            .map_err(|e| Error::mongo("read hook plans", e))?;
         let mut out = Vec::new();
-        for d in cursor {
-            let d = d.map_err(|e| Error::mongo("read hook plans", e))?;
+        self.with_plans(hook, doc! { "part": 1, "plans": 1 }, |d, plans| {
             let part = d.get("part").and_then(as_u64).map(|p| p as u32);
-            let Ok(plans) = d.get_array("plans") else {
-                continue;
-            };
             for p in plans {
                 let Some(p) = p.as_document() else { continue };
                 if p.get_datetime("at").is_ok_and(|at| *at > before) {
@@ -647,24 +641,43 @@ impl MongoStore {
                     out.push(plan);
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// Calls `f` with each document of a hook (`<hook>/<model>`) in
+    /// `accrete.hook_runs` that has planned runs, and its plans (the fields
+    /// of `projection`).
+    fn with_plans(
+        &self,
+        hook: &str,
+        projection: Document,
+        mut f: impl FnMut(&Document, &bson::Array) -> Result<()>,
+    ) -> Result<()> {
+        let cursor = self
+            .coll(HOOK_RUNS)
+            .find(doc! { "h": hook, "plans.id": { "$exists": true } })
+            .projection(projection)
+            .run()
+            .map_err(|e| Error::mongo("read hook plans", e))?;
+        for d in cursor {
+            let d = d.map_err(|e| Error::mongo("read hook plans", e))?;
+            if let Ok(plans) = d.get_array("plans") {
+                f(&d, plans)?;
+            }
+        }
+        Ok(())
     }
 
     /// How many runs of a hook (`<hook>/<model>`) are planned and not yet
     /// recorded, over all keys.
     pub(crate) fn hook_plans_open(&self, hook: &str) -> Result<u64> {
-        let cursor = self
-            .coll(HOOK_RUNS)
-            .find(doc! { "h": hook, "plans.id": { "$exists": true } })
-            .projection(doc! { "plans.id": 1 })
-            .run()
-            .map_err(|e| Error::mongo("read hook plans", e))?;
         let mut open = 0;
-        for d in cursor {
-            let d = d.map_err(|e| Error::mongo("read hook plans", e))?;
-            open += d.get_array("plans").map_or(0, |p| p.len() as u64);
-        }
+        self.with_plans(hook, doc! { "plans.id": 1 }, |_, plans| {
+            open += plans.len() as u64;
+            Ok(())
+        })?;
         Ok(open)
     }
 
@@ -681,20 +694,10 @@ impl MongoStore {
         // the plans' removal, so that no plan goes without its outcome.
         let now = bson::DateTime::now();
         let runs = format!("{hook}/{model}");
-        let upsert = |coll: &str, filter: Document, update: Document| {
-            WriteModel::UpdateOne(
-                UpdateOneModel::builder()
-                    .namespace(self.coll(coll).namespace())
-                    .filter(filter)
-                    .update(update)
-                    .upsert(true)
-                    .build(),
-            )
-        };
         let mut models = Vec::with_capacity(outcomes.len() * 2);
         for o in outcomes {
             if let Some(reason) = &o.error {
-                models.push(upsert(
+                models.push(self.upsert(
                     HOOK_DEAD_LETTERS,
                     doc! { "_id": &o.id },
                     doc! { "$setOnInsert": {
@@ -702,7 +705,7 @@ impl MongoStore {
                     }},
                 ));
             }
-            models.push(upsert(
+            models.push(self.upsert(
                 HOOK_OUTCOMES,
                 doc! { "_id": &o.id },
                 doc! { "$setOnInsert": {
@@ -1136,6 +1139,18 @@ pub(crate) struct BatchWrite<K, S> {
     pub(crate) rejected: Vec<(K, String)>,
 }
 
+impl<K, S> BatchWrite<K, S> {
+    fn empty() -> Self {
+        BatchWrite {
+            changes: Vec::new(),
+            writes: 0,
+            conflicts: 0,
+            recut: 0,
+            rejected: Vec::new(),
+        }
+    }
+}
+
 /// For keys found partly applied: the guard positions per partition, to
 /// split the batch's events at.
 pub(crate) type Guards<K> = HashMap<K, Vec<(u32, u64)>>;
@@ -1375,13 +1390,7 @@ where
     // see `cluster::pace`). Keys are independent: a failed chunk fails the
     // batch, which is retried whole, and the guards make the written
     // chunks' second application a no-op.
-    let mut out = BatchWrite {
-        changes: Vec::new(),
-        writes: 0,
-        conflicts: 0,
-        recut: 0,
-        rejected: Vec::new(),
-    };
+    let mut out = BatchWrite::empty();
     let mut keys = keys.into_iter();
     loop {
         let chunk: Vec<KeyWrite<K, S>> = keys.by_ref().take(WRITE_CHUNK).collect();
@@ -1413,13 +1422,7 @@ where
 {
     let coll = store.states(model);
     let ns = coll.namespace();
-    let mut out = BatchWrite {
-        changes: Vec::new(),
-        writes: 0,
-        conflicts: 0,
-        recut: 0,
-        rejected: Vec::new(),
-    };
+    let mut out = BatchWrite::empty();
     // A key without an `_id` is rejected here: nothing below fails on one.
     let mut valid = Vec::with_capacity(keys.len());
     for kw in keys {
@@ -1922,24 +1925,28 @@ mod tests {
         s
     }
 
+    /// `(partition, from, end)` triples as ranges.
+    fn ranges(r: &[(u32, u64, u64)]) -> Vec<Range> {
+        r.iter()
+            .map(|&(partition, from, end)| Range {
+                partition,
+                from,
+                end,
+            })
+            .collect()
+    }
+
     fn kw(
         key: &str,
         delta: i64,
-        ranges: &[(u32, u64, u64)],
+        r: &[(u32, u64, u64)],
         maybe_new: bool,
     ) -> KeyWrite<String, Sum<i64>> {
         KeyWrite {
             maybe_new,
             key: key.into(),
             delta: Sum(delta),
-            ranges: ranges
-                .iter()
-                .map(|&(partition, from, end)| Range {
-                    partition,
-                    from,
-                    end,
-                })
-                .collect(),
+            ranges: ranges(r),
         }
     }
 
@@ -2151,7 +2158,7 @@ mod tests {
     #[test]
     fn documents_match_their_golden_bson() {
         use crate::monoids::{Max, OrSet};
-        fn check<K, S>(name: &str, key: K, delta: S, ranges: &[(u32, u64, u64)])
+        fn check<K, S>(name: &str, key: K, delta: S, r: &[(u32, u64, u64)])
         where
             K: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
             S: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Monoid,
@@ -2159,14 +2166,7 @@ mod tests {
             let kw = KeyWrite {
                 key,
                 delta,
-                ranges: ranges
-                    .iter()
-                    .map(|&(partition, from, end)| Range {
-                        partition,
-                        from,
-                        end,
-                    })
-                    .collect(),
+                ranges: ranges(r),
                 maybe_new: true,
             };
             let d = new_document(&kw, state_bson(&kw.delta).unwrap()).unwrap();
@@ -2242,65 +2242,54 @@ mod tests {
     fn a_partly_applied_key_republishes_the_changes_that_applied_it() {
         for maybe_new in [false, true] {
             let s = store(&format!("logged_{maybe_new}"));
-            let kw = |key: &str, delta: i64, ranges: &[(u32, u64, u64)]| {
-                kw(key, delta, ranges, maybe_new)
+            // Writes key `a`'s batch `r`, whose part already applied (by the
+            // document's guard) is `before` and the rest `since`; returns
+            // what it published, as (ranges, delta), and how many keys it
+            // had to cut.
+            let write = |r: &[(u32, u64, u64)], before: i64, since: i64| {
+                let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
+                    HashMap::from([("a".to_string(), (Sum(before), Sum(since)))])
+                };
+                let w = write_batch(
+                    &s,
+                    "m",
+                    true,
+                    vec![kw("a", before + since, r, maybe_new)],
+                    &mut split,
+                )
+                .unwrap();
+                let published: Vec<(Vec<Range>, i64)> = w
+                    .changes
+                    .iter()
+                    .map(|(_, c)| (c.ranges.clone(), c.delta.0))
+                    .collect();
+                (published, w.recut)
             };
-            let range = |partition, from, end| Range {
-                partition,
-                from,
-                end,
-            };
-            let mut none = |_: &Guards<String>| -> Split<String, Sum<i64>> { HashMap::new() };
             // X writes events [10, 20) and [20, 30) of partition 0 (and,
             // in the second write, [0, 6) of partition 1) and dies before
             // publishing.
-            write_batch(&s, "m", true, vec![kw("a", 5, &[(0, 10, 20)])], &mut none).unwrap();
-            write_batch(
-                &s,
-                "m",
-                true,
-                vec![kw("a", 6, &[(0, 20, 30), (1, 0, 6)])],
-                &mut none,
-            )
-            .unwrap();
+            write(&[(0, 10, 20)], 0, 5);
+            write(&[(0, 20, 30), (1, 0, 6)], 0, 6);
             // Y reads partition 0 from 10 in batches of other boundaries:
             // [10, 25) is all applied; [25, 40) applied up to 30.
-            let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
-                HashMap::from([("a".to_string(), (Sum(8), Sum(0)))])
-            };
-            let w =
-                write_batch(&s, "m", true, vec![kw("a", 8, &[(0, 10, 25)])], &mut split).unwrap();
+            let (again, recut) = write(&[(0, 10, 25)], 8, 0);
             assert_eq!(get(&s, "a"), 11);
-            assert_eq!(w.recut, 0);
-            let again: Vec<(Vec<Range>, i64)> = w
-                .changes
-                .iter()
-                .map(|(_, c)| (c.ranges.clone(), c.delta.0))
-                .collect();
+            assert_eq!(recut, 0);
             assert_eq!(
                 again,
                 vec![
-                    (vec![range(0, 10, 20)], 5),
-                    (vec![range(0, 20, 30), range(1, 0, 6)], 6)
+                    (ranges(&[(0, 10, 20)]), 5),
+                    (ranges(&[(0, 20, 30), (1, 0, 6)]), 6)
                 ],
                 "X's changes, as X wrote them"
             );
-            let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
-                HashMap::from([("a".to_string(), (Sum(2), Sum(4)))])
-            };
-            let w =
-                write_batch(&s, "m", true, vec![kw("a", 6, &[(0, 25, 40)])], &mut split).unwrap();
+            let (published, _) = write(&[(0, 25, 40)], 2, 4);
             assert_eq!(get(&s, "a"), 15);
-            let published: Vec<(Vec<Range>, i64)> = w
-                .changes
-                .iter()
-                .map(|(_, c)| (c.ranges.clone(), c.delta.0))
-                .collect();
             assert_eq!(
                 published,
                 vec![
-                    (vec![range(0, 20, 30), range(1, 0, 6)], 6),
-                    (vec![range(0, 30, 40)], 4)
+                    (ranges(&[(0, 20, 30), (1, 0, 6)]), 6),
+                    (ranges(&[(0, 30, 40)]), 4)
                 ],
                 "X's second change again, then Y's own part since the guard"
             );
@@ -2310,26 +2299,16 @@ mod tests {
                 .update_one(doc! { "_id": "a" }, doc! { "$inc": { "v": 1_i64 } })
                 .run()
                 .unwrap();
-            let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
-                HashMap::from([("a".to_string(), (Sum(4), Sum(0)))])
-            };
-            let w =
-                write_batch(&s, "m", true, vec![kw("a", 4, &[(0, 35, 40)])], &mut split).unwrap();
-            assert_eq!(w.recut, 1);
+            assert_eq!(write(&[(0, 35, 40)], 4, 0).1, 1);
             // Without a log (a document written before writes were logged):
             // the cut, counted.
             s.states("m")
                 .update_one(doc! { "_id": "a" }, doc! { "$unset": { "w": "", "c": "" } })
                 .run()
                 .unwrap();
-            let mut split = |_: &Guards<String>| -> Split<String, Sum<i64>> {
-                HashMap::from([("a".to_string(), (Sum(4), Sum(0)))])
-            };
-            let w =
-                write_batch(&s, "m", true, vec![kw("a", 4, &[(0, 35, 40)])], &mut split).unwrap();
-            assert_eq!(w.recut, 1);
-            assert_eq!(w.changes.len(), 1);
-            assert_eq!(w.changes[0].1.ranges, vec![range(0, 35, 40)]);
+            let (published, recut) = write(&[(0, 35, 40)], 4, 0);
+            assert_eq!(recut, 1);
+            assert_eq!(published, vec![(ranges(&[(0, 35, 40)]), 4)]);
             assert_eq!(get(&s, "a"), 15);
             s.database().drop().run().unwrap();
         }
