@@ -1690,6 +1690,18 @@ where
     Ok(())
 }
 
+/// A key's changes to publish again, and whether they are this batch's cut
+/// (the document's logs could not vouch for them).
+type Again<S> = (Vec<Written<S>>, bool);
+
+fn publish_again<K: Clone, S>(out: &mut BatchWrite<K, S>, key: &K, (changes, cut): Again<S>) {
+    if cut {
+        out.recut += 1;
+    }
+    out.changes
+        .extend(changes.into_iter().map(|w| (key.clone(), w)));
+}
+
 /// Reads the documents, keeps each key's events at or beyond its guards,
 /// combines in process, writes with the version as the condition; retries
 /// keys another writer changed meanwhile.
@@ -1774,6 +1786,10 @@ where
                 }
             };
             let version = doc.and_then(|d| d.get("v")).and_then(as_u64);
+            // The changes to publish again for this key, once its write is
+            // settled (a retry reads the document again and decides anew:
+            // published now, they could overlap the next attempt's in part).
+            let mut again: Again<S> = (Vec::new(), false);
             let delta = match splits.remove(&kw.key) {
                 Some((before, since)) => {
                     // What a crashed or deposed writer applied may never
@@ -1781,11 +1797,11 @@ where
                     // hooks drop what they have by its ranges), as the very
                     // changes it wrote where the document logs them, else as
                     // this batch's cut of them.
-                    if let Some(again) = doc.and_then(|d| logged_writes::<S>(d, &kw.ranges, &pos)) {
-                        out.changes
-                            .extend(again.into_iter().map(|w| (kw.key.clone(), w)));
+                    if let Some(logged) = doc.and_then(|d| logged_writes::<S>(d, &kw.ranges, &pos))
+                    {
+                        again.0 = logged;
                     } else if !before.is_identity() {
-                        out.recut += 1;
+                        again.1 = true;
                         let ranges = kw
                             .ranges
                             .iter()
@@ -1797,14 +1813,11 @@ where
                                 })
                             })
                             .collect();
-                        out.changes.push((
-                            kw.key.clone(),
-                            Written {
-                                ranges,
-                                idempotent: false,
-                                delta: before,
-                            },
-                        ));
+                        again.0.push(Written {
+                            ranges,
+                            idempotent: false,
+                            delta: before,
+                        });
                     }
                     since
                 }
@@ -1821,6 +1834,7 @@ where
                 })
                 .collect();
             if ranges.is_empty() || delta.is_identity() {
+                publish_again(out, &kw.key, again);
                 continue;
             }
             let state = stored.unwrap_or_else(S::identity);
@@ -1830,6 +1844,7 @@ where
             let s = match state_bson(&next) {
                 Ok(s) => s,
                 Err(e) => {
+                    publish_again(out, &kw.key, again);
                     out.rejected.push((kw.key, e.to_string()));
                     continue;
                 }
@@ -1878,17 +1893,20 @@ where
                     .upsert(true)
                     .build(),
             ));
-            pending.push((kw, changed, ranges, delta));
+            pending.push((kw, changed, ranges, delta, again));
         }
         let mut retry = Vec::new();
         if !models.is_empty() {
             out.writes += models.len() as u64;
             let refused = refused(store.client.bulk_write(models).ordered(false).run())?;
-            for (i, (kw, changed, ranges, delta)) in pending.into_iter().enumerate() {
+            for (i, (kw, changed, ranges, delta, again)) in pending.into_iter().enumerate() {
+                if refused.duplicates.contains(&i) {
+                    retry.push(kw);
+                    continue;
+                }
+                publish_again(out, &kw.key, again);
                 if let Some(reason) = refused.failed.get(&i) {
                     out.rejected.push((kw.key, reason.clone()));
-                } else if refused.duplicates.contains(&i) {
-                    retry.push(kw);
                 } else if changed {
                     out.changes.push((
                         kw.key,
