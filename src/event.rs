@@ -22,6 +22,20 @@ impl std::fmt::Display for EventId {
     }
 }
 
+/// A random number from the standard library's per-process random hasher
+/// keys, the time and the process id.
+pub(crate) fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
 /// The source number of a topic name: a stable 32-bit hash, so ids are
 /// compact and the same on every node.
 pub fn source_id(topic: &str) -> u32 {

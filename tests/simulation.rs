@@ -11,7 +11,8 @@
 //! log fails every publication and commit while batches are written, then
 //! the runtime is dropped), a second open of the live directory (and a
 //! read-only one), a reopen with the wrong partition count, and the cluster
-//! hook added and removed. Faults, drawn per history and changed by
+//! hook added and removed, and the runtime run by a child process killed
+//! with SIGKILL at a random moment. Faults, drawn per history and changed by
 //! operations: failing and short reads, failing commits and publications,
 //! failing group resets, store transactions that fail instead of committing. Projections fail (`Err`) and panic on some events.
 //!
@@ -99,6 +100,14 @@ enum Op {
         flush_ms: u64,
     },
     Crash,
+    /// `events` appended to the log, then the runtime run by a child
+    /// process (this test binary again) on the same directory with the same
+    /// models and hook, killed with SIGKILL after `after_ms` milliseconds;
+    /// then reopened here.
+    Kill {
+        after_ms: u64,
+        events: Vec<Payment>,
+    },
     Faults(Faults),
     SecondOpen,
     WrongPartitions,
@@ -244,7 +253,19 @@ fn generate(seed: u64) -> History {
             43..=57 => admin(&mut rng),
             58..=63 => Op::Race(Box::new(admin(&mut rng)), Box::new(admin(&mut rng))),
             64..=71 => config_op(&mut rng),
-            72..=76 => Op::Crash,
+            72..=74 => Op::Crash,
+            75..=76 => {
+                let n = 1 + rng.below(400) as usize;
+                Op::Kill {
+                    after_ms: rng.below(400),
+                    events: (0..n)
+                        .map(|_| {
+                            next_id += 1;
+                            payment(&mut rng, next_id)
+                        })
+                        .collect(),
+                }
+            }
             77..=83 => Op::Faults(Faults {
                 read_fail: [0.0, 0.05, 0.3][rng.below(3) as usize],
                 short_reads: [0, 0, 1, 5][rng.below(4) as usize],
@@ -377,6 +398,108 @@ impl ClusterHook for Journal {
     }
 }
 
+/// The hook, in a child process: each run is one line of its journal file
+/// (`key version delta id`), written with one `write` before the run
+/// returns, so a SIGKILL leaves whole lines and at most one partial one.
+struct FileJournal(Mutex<std::fs::File>);
+impl ClusterHook for FileJournal {
+    type Model = Balances;
+    const NAME: &'static str = "journal";
+    fn run(&self, t: &Trigger<'_, Balances>) -> Result<(), String> {
+        use std::io::Write;
+        let line = format!(
+            "{} {} {} {}\n",
+            t.key, t.version, t.delta.0, t.idempotency_key
+        );
+        self.0
+            .lock()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The runs a killed child's journal holds (a last partial line is a run
+/// that did not return: the runtime runs it again).
+fn read_journal(path: &Path) -> Vec<HookRun> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = text.rsplit_once('\n').map_or("", |(whole, _)| whole);
+    whole
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            Some(HookRun {
+                key: f.next()?.parse().ok()?,
+                version: f.next()?.parse().ok()?,
+                delta: f.next()?.parse().ok()?,
+                id: f.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// What a child process runs (see [`Op::Kill`]), passed as JSON.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChildSpec {
+    dir: PathBuf,
+    partitions: u32,
+    batch_size: usize,
+    workers: usize,
+    flush_ms: u64,
+    running: [bool; 4],
+    hook: bool,
+    journal: PathBuf,
+}
+
+const CHILD: &str = "ACCRETE_SIM_CHILD";
+
+/// Child processes SIGKILLed, over the whole run.
+static KILLS: AtomicUsize = AtomicUsize::new(0);
+/// Hook runs those children made before they were killed.
+static CHILD_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// The child: open the directory as the parent would, run until killed.
+fn child(spec: &str) -> ! {
+    let spec: ChildSpec = serde_json::from_str(spec).expect("child spec");
+    let config = sim_config(
+        spec.partitions,
+        spec.batch_size,
+        spec.workers,
+        spec.flush_ms,
+    );
+    let log = EmbeddedLog::open_with(spec.dir.join("log"), SyncPolicy::Never).expect("child: log");
+    let store = EmbeddedStore::open(spec.dir.join("state.redb")).expect("child: store");
+    let rt = Runtime::new(Arc::new(log), Arc::new(store), config).expect("child: runtime");
+    for (i, on) in spec.running.iter().enumerate() {
+        if *on {
+            add(&rt, i).expect("child: add model");
+        }
+    }
+    if spec.hook {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.journal)
+            .expect("child: journal");
+        rt.add_cluster_hook(FileJournal(Mutex::new(file)))
+            .expect("child: hook");
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn sim_config(partitions: u32, batch_size: usize, workers: usize, flush_ms: u64) -> Config {
+    Config {
+        partitions,
+        batch_size,
+        workers,
+        flush_interval: Duration::from_millis(flush_ms),
+        max_retry_backoff: Duration::from_millis(4),
+        ..Config::default()
+    }
+}
+
 /// One history's world: the directory, the runtime, what the oracle needs.
 struct World {
     dir: PathBuf,
@@ -399,6 +522,7 @@ struct World {
     /// Raw hostile appends.
     garbage: usize,
     rebuilt_balances: bool,
+    kills: usize,
 }
 
 impl World {
@@ -564,6 +688,69 @@ impl World {
                 });
                 std::thread::sleep(Duration::from_millis(3));
                 self.close();
+                self.open()?;
+            }
+            Op::Kill { after_ms, events } => {
+                self.close();
+                // A backlog for the child, appended as `submit` would.
+                let log = EmbeddedLog::open_with(self.dir.join("log"), SyncPolicy::Never)
+                    .map_err(|e| format!("open log: {e}"))?;
+                for e in events {
+                    let key = e.from.to_le_bytes();
+                    let payload = accrete::event::encode(e).map_err(|e| e.to_string())?;
+                    log.append(
+                        "events",
+                        partition_for(&key, self.partitions),
+                        &[NewRecord {
+                            key: &key,
+                            timestamp: e.at_ms,
+                            payload: &payload,
+                            origin: None,
+                        }],
+                    )
+                    .map_err(|e| format!("append for the child: {e}"))?;
+                    self.distinct.push(e.clone());
+                }
+                drop(log);
+                self.kills += 1;
+                KILLS.fetch_add(1, SeqCst);
+                let journal = self.dir.join(format!("journal-{}", self.kills));
+                let spec = ChildSpec {
+                    dir: self.dir.clone(),
+                    partitions: self.partitions,
+                    batch_size: self.config.batch_size,
+                    workers: self.config.workers,
+                    flush_ms: self.config.flush_interval.as_millis() as u64,
+                    running: self.running,
+                    hook: self.hook,
+                    journal: journal.clone(),
+                };
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                let mut child = std::process::Command::new(exe)
+                    .args([
+                        "whole_histories_match_the_oracle",
+                        "--exact",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(CHILD, serde_json::to_string(&spec).unwrap())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("spawn the child: {e}"))?;
+                std::thread::sleep(Duration::from_millis(*after_ms));
+                let exited = child.try_wait().map_err(|e| e.to_string())?;
+                let _ = child.kill(); // SIGKILL
+                let output = child.wait_with_output().map_err(|e| e.to_string())?;
+                if let Some(status) = exited {
+                    return Err(format!(
+                        "the child exited by itself before the kill ({status}): {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    ));
+                }
+                let runs = read_journal(&journal);
+                CHILD_RUNS.fetch_add(runs.len(), SeqCst);
+                self.journal.lock().unwrap().extend(runs);
                 self.open()?;
             }
             Op::Faults(f) => {
@@ -863,14 +1050,7 @@ fn run(h: &History) -> Result<(), String> {
         log: None,
         store: None,
         rt: None,
-        config: Config {
-            partitions: h.partitions,
-            batch_size: 100,
-            workers: 2,
-            flush_interval: Duration::from_millis(1),
-            max_retry_backoff: Duration::from_millis(4),
-            ..Config::default()
-        },
+        config: sim_config(h.partitions, 100, 2, 1),
         dice: h.seed,
         faults: Faults::default(),
         running: [true, true, false, true],
@@ -881,6 +1061,7 @@ fn run(h: &History) -> Result<(), String> {
         own: Vec::new(),
         garbage: 0,
         rebuilt_balances: false,
+        kills: 0,
     };
     w.open()?;
     let outcome = (|| {
@@ -970,6 +1151,9 @@ fn report(h: &History, error: &str) -> ! {
 
 #[test]
 fn whole_histories_match_the_oracle() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        child(&spec);
+    }
     // The fragile projection panics on purpose: keep those panics quiet.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -1017,8 +1201,11 @@ fn whole_histories_match_the_oracle() {
         report(&h, &e);
     }
     eprintln!(
-        "simulation: {} histories, {} operations, every check held",
+        "simulation: {} histories, {} operations ({} child processes SIGKILLed after {} hook \
+         runs), every check held",
         seeds.len(),
-        ops.load(SeqCst)
+        ops.load(SeqCst),
+        KILLS.load(SeqCst),
+        CHILD_RUNS.load(SeqCst)
     );
 }

@@ -17,6 +17,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::placement::{Audit, Placement};
 use super::replica::Replica;
 use super::{CHANGE_FORMAT, Counters, Shared};
+use crate::event::EventId;
 use crate::log::RecordBatch;
 use crate::log::kafka::Producer;
 use crate::model::{Deltas, ReadModel};
@@ -121,6 +122,54 @@ impl<M: ReadModel> Batcher<M>
 where
     M::State: Pushdown,
 {
+    /// Decides, for every forwarded record of `partitions`, whether it is
+    /// the copy of its event that applies (claimed in MongoDB, see
+    /// [`MongoStore::claim_origins`](crate::store::mongo::MongoStore)): that
+    /// copy is then folded as an event of this topic (exactly once by the
+    /// per-key guard), and every other copy is marked as a copy of it, which
+    /// [`aggregate`] skips. A copy of one of this topic's own events is
+    /// left as it is: `aggregate` skips it too.
+    fn resolve_copies(&mut self, partitions: &[u32]) -> Result<()> {
+        let source = self.source;
+        let mut claims = Vec::new();
+        for p in partitions {
+            for e in &self.buffers[p].batch.entries {
+                if let Some(origin) = e.origin.filter(|o| o.source != source) {
+                    claims.push((origin, (*p, e.offset)));
+                }
+            }
+        }
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let winners = self.shared.store.claim_origins(source, &claims)?;
+        let mut decided = claims.into_iter().zip(winners);
+        for p in partitions {
+            let Some(buf) = self.buffers.get_mut(p) else {
+                continue;
+            };
+            for e in &mut buf.batch.entries {
+                if e.origin.is_none_or(|o| o.source == source) {
+                    continue;
+                }
+                let Some(((_, native), (wp, wo))) = decided.next() else {
+                    break;
+                };
+                debug_assert_eq!(native, (*p, e.offset));
+                e.origin = if (wp, wo) == native {
+                    None
+                } else {
+                    Some(EventId {
+                        source,
+                        partition: wp,
+                        offset: wo,
+                    })
+                };
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the buffered partitions (`only` those, if given), publishes
     /// their changes, commits. On error the buffers stay, to retry.
     fn flush(&mut self, only: Option<&[u32]>, commit: &CommitFn<'_>) -> Result<()> {
@@ -140,6 +189,7 @@ where
         // Pre-aggregate each partition, then merge them per key: a key
         // touched from several partitions is written once, guarded per
         // partition.
+        self.resolve_copies(&partitions)?;
         let mut merged: HashMap<M::Key, (M::State, Vec<Range>), foldhash::fast::RandomState> =
             HashMap::default();
         let mut tpl = TopicPartitionList::new();
@@ -405,7 +455,7 @@ where
         model,
         producer: config.kafka.producer()?,
         changes_topic: config.changes_topic(M::NAME),
-        source: crate::event::source_id(&topic),
+        source: shared.store.source_id(&topic)?,
         replica,
         shared: shared.clone(),
         counters,
@@ -457,6 +507,34 @@ where
 /// `flush_interval`, if longer).
 const BEHIND_HOLD: Duration = Duration::from_secs(5);
 
+/// How often an idle materializer passes holes at the ends of its
+/// partitions (see [`Placement::settle`]).
+const SETTLE_EVERY: Duration = Duration::from_millis(500);
+
+/// Stores, for partitions with nothing held, the consumer's position where
+/// it passed a hole at the end (transaction markers): otherwise the model
+/// would stay that many records behind the topic's end.
+fn settle<M: ReadModel>(
+    consumer: &BaseConsumer<Ctx<M>>,
+    batcher: &Mutex<Batcher<M>>,
+    placement: &Placement,
+    shared: &Shared,
+) where
+    M::State: Pushdown,
+{
+    let b = batcher.lock();
+    let ends = placement.settle(consumer, |p| {
+        b.buffers.get(&p).is_none_or(|buf| buf.batch.is_empty())
+    });
+    drop(b);
+    if ends.is_empty() {
+        return;
+    }
+    if let Err(e) = shared.store.advance_positions(M::NAME, &ends) {
+        tracing::warn!(model = M::NAME, error = %e, "could not store positions past a hole");
+    }
+}
+
 /// The events of the first batch (or `batch_size`, if smaller): from there
 /// the limit doubles while batches are quick (see [`super::pace`]), so a
 /// restart against a slow store never starts with a batch it cannot write
@@ -481,6 +559,7 @@ fn run<M: ReadModel>(
     let hold = interval.max(BEHIND_HOLD);
     let mut backoff = Duration::from_millis(50);
     let mut failing_until: Option<Instant> = None;
+    let mut settled_at = Instant::now();
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
         let full = batcher.lock().buffered >= pace.limit();
@@ -501,7 +580,7 @@ fn run<M: ReadModel>(
                         msg.key().unwrap_or_default(),
                         msg.timestamp().to_millis().unwrap_or(0),
                         msg.payload().unwrap_or_default(),
-                        None,
+                        crate::log::kafka::origin_of(&msg),
                     );
                     b.buffered += 1;
                     b.oldest.get_or_insert_with(Instant::now);
@@ -509,7 +588,12 @@ fn run<M: ReadModel>(
                     continue;
                 }
                 Some(Err(e)) => tracing::warn!(model = M::NAME, error = %e, "consumer error"),
-                None => {}
+                None => {
+                    if settled_at.elapsed() >= SETTLE_EVERY {
+                        settled_at = Instant::now();
+                        settle(&consumer, &batcher, &placement, &shared);
+                    }
+                }
             }
         }
         placement.reseek(&consumer);

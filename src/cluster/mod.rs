@@ -65,6 +65,7 @@ use serde::Serialize;
 
 pub use config::NodeConfig;
 
+use crate::event::EventId;
 use crate::log::kafka::Producer;
 use crate::model::ReadModel;
 use crate::store::mongo::MongoStore;
@@ -360,6 +361,60 @@ impl Node {
             &payload,
             Some(event_time_ms),
         )
+    }
+
+    /// Submits events that first entered another log, keeping the ids they
+    /// got there: a replay from an export, a stream forwarded from upstream
+    /// with at-least-once delivery. However many copies of one event are
+    /// forwarded, to whichever partitions, in whatever order, each read
+    /// model applies it once: the first copy a node reads is claimed in
+    /// MongoDB (`accrete.origins`) as the one that applies, and every other
+    /// copy is skipped. Ids of this deployment's own events topic forwarded
+    /// back are copies of its own events: skipped. Returns the number of
+    /// events queued; [`flush`](Self::flush) waits for the broker.
+    ///
+    /// The id travels in the record's `accrete-origin` header, so any
+    /// producer can forward: 16 bytes, the source, partition and offset,
+    /// big-endian.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    pub fn forward<'a, E, K>(
+        &self,
+        events: impl IntoIterator<Item = (K, i64, &'a E, EventId)>,
+    ) -> Result<usize>
+    where
+        E: Serialize + 'a,
+        K: AsRef<[u8]>,
+    {
+        let mut n = 0;
+        for (key, time, event, origin) in events {
+            let payload = crate::event::encode(event)?;
+            self.producer.send_from(
+                &self.shared.config.events_topic,
+                None,
+                key.as_ref(),
+                &payload,
+                Some(time),
+                Some(origin),
+            )?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The source number of the event ids this deployment's events topic
+    /// gives (dead letters carry them; [`forward`](Self::forward) of such an
+    /// id is a copy of one of this topic's own events).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn source_id(&self) -> Result<u32> {
+        self.shared
+            .store
+            .source_id(&self.shared.config.events_topic)
     }
 
     /// Waits until every submitted event is acknowledged by the broker.

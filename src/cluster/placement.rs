@@ -7,9 +7,17 @@
 //! position and drops records below it: some brokers (tansu 0.6) answer a
 //! fetch that starts inside a producer's record batch with the next batch,
 //! silently skipping records, or with nothing when it is the last batch.
-//! Records beyond the position mean the consumer skipped ahead: it is
-//! placed again, further back. The topic has no holes in its offsets
-//! (accrete creates it non-compacted and writes it without transactions).
+//! A first record beyond the position means the consumer skipped ahead: it
+//! is placed again, further back.
+//!
+//! Once a record at or below the position has been read, the consumer
+//! reads on sequentially, each fetch starting where a whole record batch
+//! ended, which no broker answers by skipping. A record beyond the
+//! expected offset is then the next one there is: the offsets between hold
+//! nothing a consumer sees (a transactional producer's commit or abort
+//! marker, an aborted transaction's records). Such holes at the end of a
+//! partition are passed by [`Placement::settle`], from the consumer's own
+//! position, so a topic ending in a marker is not one record behind forever.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -149,23 +157,48 @@ impl Placement {
             }
             return false;
         }
-        if offset > expected
-            && let Position::At(at, _) = position
-        {
-            tracing::warn!(reader = %self.reader, partition, expected, got = offset,
-                    "the consumer skipped records; reading them again");
-            next.insert(
-                partition,
-                Position::Sought {
-                    at,
-                    back: READ_BACK / 4,
-                    since: Instant::now() - RESEEK_AFTER,
-                },
-            );
+        if let Position::At(..) = position {
+            // Reading sequentially: the offsets skipped hold no record a
+            // consumer sees (transaction markers, aborted records).
+            tracing::debug!(reader = %self.reader, partition, expected, got = offset,
+                "a hole in the offsets (transaction markers or aborted records)");
+            next.insert(partition, Position::At(offset + 1, Instant::now()));
+            return true;
         }
-        // Below: read again after a placement. Beyond: fetched before a
-        // seek, or skipped to.
+        // Below: read again after a placement. Beyond, before the position
+        // was reached: fetched before a seek, or skipped to.
         false
+    }
+
+    /// Passes holes at the end of partitions: for each partition read up to
+    /// its expected offset whose consumer position (which librdkafka moves
+    /// past transaction markers) is beyond it, and for which `settled`
+    /// says every record read is written, the partition now expects that
+    /// position. Returns those partitions and positions, to be stored.
+    pub(crate) fn settle<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        settled: impl Fn(u32) -> bool,
+    ) -> Vec<(u32, u64)> {
+        let Ok(positions) = consumer.position() else {
+            return Vec::new();
+        };
+        let mut next = self.next.lock();
+        let mut out = Vec::new();
+        for e in positions.elements_for_topic(&self.topic) {
+            let (p, Offset::Offset(at)) = (e.partition() as u32, e.offset()) else {
+                continue;
+            };
+            let at = at.max(0) as u64;
+            if let Some(Position::At(expected, _)) = next.get(&p).copied()
+                && at > expected
+                && settled(p)
+            {
+                next.insert(p, Position::At(at, Instant::now()));
+                out.push((p, at));
+            }
+        }
+        out
     }
 
     /// Whether a partition this reader holds has records at or beyond its

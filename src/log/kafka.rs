@@ -24,11 +24,40 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
 
+use crate::event::EventId;
 use crate::{Error, Result};
+
+/// The header of a forwarded event's record: the id it first got, as 16
+/// bytes (source, partition, offset; big-endian).
+pub(crate) const ORIGIN_HEADER: &str = "accrete-origin";
+
+fn encode_origin(o: EventId) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..4].copy_from_slice(&o.source.to_be_bytes());
+    out[4..8].copy_from_slice(&o.partition.to_be_bytes());
+    out[8..].copy_from_slice(&o.offset.to_be_bytes());
+    out
+}
+
+/// The id a record's event first got in another log, from its
+/// [`ORIGIN_HEADER`]. A header of another length is ignored: the record is
+/// then an event of this log, applied once at its own position.
+pub(crate) fn origin_of(msg: &impl rdkafka::Message) -> Option<EventId> {
+    use rdkafka::message::Headers as _;
+    let headers = msg.headers()?;
+    let value = headers.iter().find(|h| h.key == ORIGIN_HEADER)?.value?;
+    let bytes: &[u8; 16] = value.try_into().ok()?;
+    Some(EventId {
+        source: u32::from_be_bytes(bytes[..4].try_into().ok()?),
+        partition: u32::from_be_bytes(bytes[4..8].try_into().ok()?),
+        offset: u64::from_be_bytes(bytes[8..].try_into().ok()?),
+    })
+}
 
 /// How to reach the brokers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -368,12 +397,33 @@ impl Producer {
         payload: &[u8],
         timestamp: Option<i64>,
     ) -> Result<()> {
+        self.send_from(topic, partition, key, payload, timestamp, None)
+    }
+
+    /// As [`send`](Self::send), with the id the event first got in another
+    /// log (a header, see [`origin_of`]).
+    pub(crate) fn send_from(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        timestamp: Option<i64>,
+        origin: Option<EventId>,
+    ) -> Result<()> {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
         if let Some(p) = partition {
             record = record.partition(p);
         }
         if let Some(t) = timestamp {
             record = record.timestamp(t);
+        }
+        if let Some(o) = origin {
+            let value = encode_origin(o);
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: ORIGIN_HEADER,
+                value: Some(&value[..]),
+            }));
         }
         loop {
             match self.inner.send(record) {

@@ -848,7 +848,7 @@ impl EmbeddedStore {
                 legacy
             } else {
                 loop {
-                    let id = random_u32();
+                    let id = crate::event::random_u32();
                     if id != legacy
                         && !self
                             .own_sources_in(&sources)
@@ -926,20 +926,6 @@ impl EmbeddedStore {
             Ok(())
         })
     }
-}
-
-/// A random number from the standard library's per-process random hasher
-/// keys, the time and the process id.
-fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish() as u32
 }
 
 /// The tables of one model inside a write transaction.

@@ -48,7 +48,11 @@
 //! next}`: where each reader resumes), `accrete.dead_letters`,
 //! `accrete.hook_outcomes` and `accrete.hook_dead_letters` (by idempotency
 //! key), `accrete.hook_runs` (per hook, model and key: what runs covered and
-//! the runs planned, see `hooks::runner`) and `accrete.members`.
+//! the runs planned, see `hooks::runner`), `accrete.members`,
+//! `accrete.sources` (`{_id: <events topic>, s}`: the source number of the
+//! ids the topic's events carry) and `accrete.origins` (`{_id:
+//! "<source>/<origin id>", p, o}`: which copy of a forwarded event applies,
+//! see `Node::forward` in the cluster module).
 //!
 //! # The write
 //!
@@ -73,6 +77,7 @@ use serde::de::DeserializeOwned;
 
 use super::DeadLetter;
 use super::pushdown::{Pushdown, Update};
+use crate::event::EventId;
 use crate::hooks::runner::{Coverage, IdSet, KeyPlan, Plan};
 use crate::model::ReadModel;
 use crate::monoids::Monoid;
@@ -135,6 +140,12 @@ const MEMBERS: &str = "accrete.members";
 const HOOK_RUNS: &str = "accrete.hook_runs";
 /// Per model, the format of its documents.
 const MODELS: &str = "accrete.models";
+/// Per events topic, the source number of its event ids.
+const SOURCES: &str = "accrete.sources";
+/// Per events topic and forwarded event id, the copy that applies.
+const ORIGINS: &str = "accrete.origins";
+/// Documents per request when claiming forwarded ids.
+const CLAIM_CHUNK: usize = 1_000;
 
 /// The version of the state documents' format this build writes and reads
 /// (see the [module docs](self)).
@@ -760,6 +771,125 @@ impl MongoStore {
         Ok(out)
     }
 
+    /// The source number of the event ids of `topic` on this database:
+    /// drawn at random the first time a node uses the topic (never the
+    /// name's hash, so that an export from another deployment whose topic
+    /// has the same name is not taken for copies of this one's events), and
+    /// the same for every node from then on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn source_id(&self, topic: &str) -> Result<u32> {
+        let sources = self.coll(SOURCES);
+        let read = || -> Result<Option<u32>> {
+            Ok(sources
+                .find_one(doc! { "_id": topic })
+                .run()
+                .map_err(|e| Error::mongo("read the topic's source number", e))?
+                .and_then(|d| d.get("s").and_then(as_u64))
+                .and_then(|s| u32::try_from(s).ok()))
+        };
+        if let Some(s) = read()? {
+            return Ok(s);
+        }
+        let hashed = crate::event::source_id(topic);
+        let drawn = std::iter::repeat_with(crate::event::random_u32)
+            .find(|s| *s != hashed)
+            .unwrap_or(hashed ^ 1);
+        // Two nodes may draw at once: the first insert wins, both read it.
+        match sources
+            .update_one(
+                doc! { "_id": topic },
+                doc! { "$setOnInsert": { "s": i64::from(drawn) } },
+            )
+            .upsert(true)
+            .run()
+        {
+            Ok(_) => {}
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(Error::mongo("record the topic's source number", e)),
+        }
+        read()?.ok_or_else(|| {
+            Error::mongo(
+                "read the topic's source number",
+                format!("{topic}: recorded, then not found"),
+            )
+        })
+    }
+
+    /// Decides which copy of each forwarded event applies. `claims` holds,
+    /// per record of the events topic `source` that carries an origin, the
+    /// origin and the record's own `(partition, offset)`; the answer holds,
+    /// per claim, the `(partition, offset)` of the copy that applies: the
+    /// first one claimed, by whichever node got there first, forever. Only
+    /// that copy is folded (at its own position, by the per-key guard, so
+    /// exactly once); every other copy is skipped as a copy of it. A claim
+    /// is made before its copy is written, and a crash in between leaves
+    /// the claim pointing at a record that is read again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub(crate) fn claim_origins(
+        &self,
+        source: u32,
+        claims: &[(EventId, (u32, u64))],
+    ) -> Result<Vec<(u32, u64)>> {
+        let coll = self.coll(ORIGINS);
+        let id = |origin: &EventId| format!("{source:08x}/{origin}");
+        let mut winners: HashMap<String, (u32, u64)> = HashMap::with_capacity(claims.len());
+        for chunk in claims.chunks(CLAIM_CHUNK) {
+            let mut seen = std::collections::HashSet::with_capacity(chunk.len());
+            let docs: Vec<Document> = chunk
+                .iter()
+                .filter(|(origin, _)| seen.insert(*origin))
+                .map(|(origin, (p, o))| {
+                    doc! { "_id": id(origin), "p": i64::from(*p), "o": *o as i64 }
+                })
+                .collect();
+            match coll.insert_many(docs).ordered(false).run() {
+                Ok(_) => {}
+                Err(e) => match *e.kind {
+                    mongodb::error::ErrorKind::InsertMany(ref im)
+                        if im.write_concern_error.is_none()
+                            && im.write_errors.iter().flatten().all(|w| w.code == 11000) => {}
+                    _ => return Err(Error::mongo("claim forwarded ids", e)),
+                },
+            }
+            let ids: Vec<String> = seen.iter().map(id).collect();
+            let cursor = coll
+                .find(doc! { "_id": { "$in": ids } })
+                .run()
+                .map_err(|e| Error::mongo("read forwarded ids' claims", e))?;
+            for d in cursor {
+                let d = d.map_err(|e| Error::mongo("read forwarded ids' claims", e))?;
+                let (Ok(key), Some(p), Some(o)) = (
+                    d.get_str("_id"),
+                    d.get("p").and_then(as_u64),
+                    d.get("o").and_then(as_u64),
+                ) else {
+                    return Err(Error::Corrupt {
+                        what: "claim of a forwarded id",
+                        detail: format!("in {ORIGINS}, not {{_id, p, o}}: {d}"),
+                    });
+                };
+                winners.insert(key.to_string(), (p as u32, o));
+            }
+        }
+        claims
+            .iter()
+            .map(|(origin, _)| {
+                winners.get(&id(origin)).copied().ok_or_else(|| {
+                    Error::mongo(
+                        "claim forwarded ids",
+                        format!("the claim of {origin} was made, then not found"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Keeps dead letters, idempotently (one per model and event id).
     pub(crate) fn dead_letters_put(&self, model: &str, letters: &[DeadLetter]) -> Result<()> {
         self.upsert_all(
@@ -806,7 +936,7 @@ impl MongoStore {
                 detail: format!("field `{what}` missing or malformed in {doc}"),
             };
             out.push(DeadLetter {
-                event: crate::event::EventId {
+                event: EventId {
                     source: doc.get_i64("source").map_err(|_| corrupt("source"))? as u32,
                     partition: doc.get_i64("partition").map_err(|_| corrupt("partition"))? as u32,
                     offset: doc.get_i64("offset").map_err(|_| corrupt("offset"))? as u64,
@@ -879,12 +1009,8 @@ impl MongoStore {
             update.merge_into(&mut ops);
             let matched = match coll.update_one(filter, ops.clone()).upsert(true).run() {
                 Ok(_) => true,
-                Err(e) => match *e.kind {
-                    mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(
-                        ref w,
-                    )) if w.code == 11000 => false,
-                    _ => return Err(Error::mongo("update", format!("{e} for {ops}"))),
-                },
+                Err(e) if is_duplicate_key(&e) => false,
+                Err(e) => return Err(Error::mongo("update", format!("{e} for {ops}"))),
             };
             if !matched && conditional {
                 // The fallback: combine in process, set the result.
@@ -1334,6 +1460,15 @@ const DOCUMENT_REFUSED: &[i32] = &[
     17280, // a key too large to index
     17419, // the document after the update is too large
 ];
+
+/// Whether a single write failed with "duplicate key" (E11000).
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(
+        *e.kind,
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w))
+            if w.code == 11000
+    )
+}
 
 /// Write errors by index: "duplicate key" (E11000) apart from the documents
 /// refused for what they are ([`DOCUMENT_REFUSED`]); any other write error
