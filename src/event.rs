@@ -181,3 +181,11 @@ pub(crate) fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
         (_, rest) => Err(format!("{} trailing bytes", rest.len())),
     }
 }
+
+/// The wall clock, in the unit of event times: milliseconds since the
+/// Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -25,13 +25,13 @@ use accrete_monoids::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::event::EventId;
-use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, SyncPolicy};
-use crate::runtime::absorbed::Absorbed;
-use crate::runtime::worker::{
+use crate::codec::{
     StoredRecord, decode_change, decode_change_payload, decode_record, encode_record,
     record_version,
 };
+use crate::event::EventId;
+use crate::ids::Absorbed;
+use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, SyncPolicy};
 
 /// Why an input did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,16 +28,22 @@ pub use accrete_monoids as monoids;
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
 pub mod cluster;
+pub(crate) mod codec;
 #[cfg(feature = "cli")]
 pub mod demo;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod failpoint;
+pub(crate) mod fold;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hooks;
+pub(crate) mod ids;
 pub mod log;
 pub mod model;
+pub mod names;
 pub mod observability;
 pub mod runtime;
 pub mod store;

@@ -19,8 +19,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use accrete::event::EventId;
+use accrete::failpoint::{FAILPOINTS, REBUILD_FAILPOINTS};
 use accrete::log::{EmbeddedLog, Log, NewRecord, partition_for};
-use accrete::runtime::failpoint::{FAILPOINTS, REBUILD_FAILPOINTS};
 use accrete::runtime::{Config, Runtime};
 use common::*;
 

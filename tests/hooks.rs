@@ -11,10 +11,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use accrete::failpoint::HOOK_FAILPOINTS;
 use accrete::hooks::{ClusterHook, Trigger};
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::{GSet, Max, Sum};
-use accrete::runtime::failpoint::HOOK_FAILPOINTS;
 use accrete::runtime::{Config, Runtime, changes_topic, hook_group};
 use common::{Rng, seeds_with};
 use parking_lot::Mutex;

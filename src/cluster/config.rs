@@ -238,12 +238,12 @@ impl NodeConfig {
 
     /// The changes topic of a model.
     pub fn changes_topic(&self, model: &str) -> String {
-        format!("{}.changes.{model}", self.events_topic)
+        crate::names::cluster_changes_topic(&self.events_topic, model)
     }
 
     /// The consumer group that materializes a model.
     pub fn materialize_group(&self, model: &str) -> String {
-        format!("{}.materialize.{model}", self.group_prefix)
+        crate::names::cluster_materialize_group(&self.group_prefix, model)
     }
 }
 

@@ -117,14 +117,14 @@ pub(super) fn start<H: ClusterHook>(
     let config = &shared.config;
     let model = <H::Model as ReadModel>::NAME;
     let topic = config.changes_topic(model);
-    let reader = format!("hook:{}", H::NAME);
+    let reader = crate::names::hook_reader(H::NAME);
     let placement = Arc::new(Placement::new(
         shared.store.clone(),
         reader.clone(),
         topic.clone(),
     ));
     let consumer = config.kafka.consumer(
-        &format!("{}.hook.{}", config.group_prefix, H::NAME),
+        &crate::names::cluster_hook_group(&config.group_prefix, H::NAME),
         Ctx {
             placement: placement.clone(),
             assigned: std::sync::atomic::AtomicBool::new(true),

@@ -328,7 +328,10 @@ impl Node {
     pub fn hook_lag(&self, hook: &str, model: &str) -> Result<u64> {
         let p = self.shared.config.partitions;
         let ends = self.changes_end(model)?;
-        let done = self.shared.store.positions(&format!("hook:{hook}"), p)?;
+        let done = self
+            .shared
+            .store
+            .positions(&crate::names::hook_reader(hook), p)?;
         let untaken: u64 = ends
             .iter()
             .zip(&done)
@@ -606,11 +609,7 @@ impl Drop for Node {
     }
 }
 
-/// Under which name the ends of a model's changes topic, as delivered to
-/// its materializers' producers, are kept with the positions.
-pub(crate) fn published_key(model: &str) -> String {
-    format!("changes:{model}")
-}
+pub(crate) use crate::names::published_key;
 
 /// What the changes topic carries for one key, after a format byte.
 pub(crate) const CHANGE_FORMAT: u8 = 0xC1;

@@ -10,14 +10,16 @@
 //! A first record beyond the position means the consumer skipped ahead: it
 //! is placed again, further back.
 //!
-//! Once a record at or below the position has been read, the consumer
-//! reads on sequentially, each fetch starting where a whole record batch
-//! ended, which no broker answers by skipping. A record beyond the
-//! expected offset is then the next one there is: the offsets between hold
-//! nothing a consumer sees (a transactional producer's commit or abort
-//! marker, an aborted transaction's records). Such holes at the end of a
-//! partition are passed by [`Placement::settle`], from the consumer's own
-//! position, so a topic ending in a marker is not one record behind forever.
+//! The offsets of a topic written by other producers may have holes: a
+//! transactional producer's commit and abort markers, an aborted
+//! transaction's records. A record beyond the expected offset is therefore
+//! either a skip or the next record there is. The partition is read again
+//! from before the expected offset; if the same record follows it again, the
+//! offsets between hold nothing a consumer sees, and reading goes on from
+//! it. (Accepting the first such record outright lost records on tansu:
+//! sequential fetches skip too.) Holes at the end of a partition are passed
+//! by [`Placement::settle`], from the consumer's own position, so a topic
+//! ending in a marker is not one record behind forever.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -58,6 +60,9 @@ pub(crate) struct Placement {
     reader: String,
     topic: String,
     next: Mutex<HashMap<u32, Position>>,
+    /// Per partition, the first record read beyond a suspected hole: a
+    /// hole once read again after the same offsets.
+    holes: Mutex<HashMap<u32, u64>>,
 }
 
 impl Placement {
@@ -67,6 +72,7 @@ impl Placement {
             reader,
             topic,
             next: Mutex::new(HashMap::new()),
+            holes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -132,6 +138,7 @@ impl Placement {
     /// The partition left this member.
     pub(crate) fn forget(&self, partition: u32) {
         self.next.lock().remove(&partition);
+        self.holes.lock().remove(&partition);
     }
 
     /// Whether the record at `offset` is the partition's next one.
@@ -157,13 +164,32 @@ impl Placement {
             }
             return false;
         }
-        if let Position::At(..) = position {
-            // Reading sequentially: the offsets skipped hold no record a
-            // consumer sees (transaction markers, aborted records).
+        if let Position::At(at, _) = position {
+            let mut holes = self.holes.lock();
+            if holes.get(&partition) == Some(&offset) {
+                // The same record follows `at` when read again from
+                // before it: the offsets between hold nothing a consumer
+                // sees (transaction markers, aborted records; or records
+                // retention deleted before they were read).
+                holes.remove(&partition);
+                tracing::debug!(reader = %self.reader, partition, expected, got = offset,
+                    "a hole in the offsets (transaction markers or aborted records)");
+                next.insert(partition, Position::At(offset + 1, Instant::now()));
+                return true;
+            }
+            // Skipped records (some brokers skip part of a batch), or a
+            // hole: read again from before `at` to tell.
+            holes.insert(partition, offset);
             tracing::debug!(reader = %self.reader, partition, expected, got = offset,
-                "a hole in the offsets (transaction markers or aborted records)");
-            next.insert(partition, Position::At(offset + 1, Instant::now()));
-            return true;
+                "the consumer skipped records, or the offsets have a hole: reading again");
+            next.insert(
+                partition,
+                Position::Sought {
+                    at,
+                    back: READ_BACK / 4,
+                    since: Instant::now() - RESEEK_AFTER,
+                },
+            );
         }
         // Below: read again after a placement. Beyond, before the position
         // was reached: fetched before a seek, or skipped to.
@@ -398,7 +424,7 @@ impl Audit {
                 .collect(),
             Err(_) => return,
         };
-        let now = now_ms();
+        let now = crate::event::now_ms();
         let fresh = now - CLAIM_FRESH.as_millis() as i64;
         let claims = self
             .store
@@ -452,12 +478,6 @@ fn disagreement(claims: &[(String, Vec<u32>)], partitions: u32) -> (Vec<u32>, Ve
         .collect();
     let doubled = (0..partitions).filter(|p| count[*p as usize] > 1).collect();
     (missing, doubled)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ pub(super) fn start<M: ReadModel>(
     let consumer: BaseConsumer<Ends> = client
         .set(
             "group.id",
-            format!("{}.replica.{}", config.group_prefix, config.node_id),
+            crate::names::cluster_replica_group(&config.group_prefix, &config.node_id),
         )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -20,8 +20,8 @@ use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::Mutex;
 
 use super::{ClusterHook, HookStats, Trigger, idempotency_key, key_text};
+pub(crate) use crate::ids::{Covers, IdSet};
 use crate::model::ReadModel;
-pub(crate) use crate::runtime::absorbed::{Covers, IdSet};
 use crate::{Error, Result};
 
 pub(crate) type State<H> = <<H as ClusterHook>::Model as ReadModel>::State;
@@ -260,10 +260,7 @@ impl<S: Semigroup> Batch<S> {
 
 /// The message of a panic, for the dead letter.
 fn panic_reason(panic: &(dyn std::any::Any + Send)) -> String {
-    format!(
-        "the hook panicked: {}",
-        crate::runtime::worker::panic_message(panic)
-    )
+    format!("the hook panicked: {}", crate::error::panic_message(panic))
 }
 
 /// One run to make: its plan, and the plan's key and delta decoded.
@@ -532,8 +529,8 @@ fn run_all<H: ClusterHook>(
             // What ran is recorded; the rest is delivered again.
             return Ok((outcomes, false));
         }
-        let latency_ms = (crate::runtime::worker::now_ms() - run.plan.published_ms)
-            .clamp(0, i64::from(u32::MAX)) as u32;
+        let latency_ms =
+            (crate::event::now_ms() - run.plan.published_ms).clamp(0, i64::from(u32::MAX)) as u32;
         counters.latency(H::NAME, latency_ms);
         let mut attempt = 1;
         let error = loop {
@@ -630,7 +627,7 @@ pub(crate) fn run_until_recorded<H: ClusterHook>(
                     .map(|(runs, done)| (runs, done, false))
             } else {
                 plan_batch(hook, backend, counters, batch)
-                    .inspect(|_| crate::runtime::failpoint::hit("hook_after_plan"))
+                    .inspect(|_| crate::failpoint::hit("hook_after_plan"))
                     .map(|p| (p.runs, Vec::new(), p.lost))
             };
             match planned {

@@ -242,7 +242,7 @@ impl KafkaConfig {
     }
 
     /// A consumer in `group`: manual commits, cooperative-sticky assignment,
-    /// earliest offset for a new group; with `statistics`, its context's
+    /// earliest offset for a new group, committed records only; with `statistics`, its context's
     /// `stats` receives librdkafka's statistics every 250 ms (unless
     /// `statistics.interval.ms` is configured).
     pub(crate) fn consumer<C: ConsumerContext>(
@@ -259,6 +259,9 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // Never an aborted transaction's records (librdkafka's default,
+            // kept whatever the properties say).
+            .set("isolation.level", "read_committed")
             .set("partition.assignment.strategy", "cooperative-sticky");
         if !self.properties.contains_key("session.timeout.ms") {
             c.set("session.timeout.ms", "6000");

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use accrete_monoids::Monoid;
 
-use super::worker::{decode_change, decode_change_payload, read_records};
+use super::worker::read_records;
+use crate::codec::{decode_change, decode_change_payload};
 use crate::hooks::ClusterHook;
 use crate::hooks::runner::{
     Batch, Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, State, Versioned,
@@ -21,13 +22,9 @@ use crate::hooks::runner::{
 };
 use crate::log::{Log, RecordBatch};
 use crate::model::ReadModel;
+use crate::names::hook_group;
 use crate::store::EmbeddedStore;
 use crate::{Error, Result};
-
-/// The consumer group of a cluster hook on the embedded log.
-pub fn hook_group(hook: &str) -> String {
-    format!("hook-{hook}")
-}
 
 impl<M: ReadModel> HookBackend<M> for EmbeddedStore {
     fn states(&self, keys: &[&M::Key]) -> Result<Vec<Versioned<M::State>>> {
@@ -182,7 +179,7 @@ impl<H: ClusterHook> Member<H> {
             ) {
                 return;
             }
-            super::failpoint::hit("hook_before_commit");
+            crate::failpoint::hit("hook_before_commit");
             for (i, p, end) in ends {
                 match self.log.commit(&group, &topic, p, end) {
                     Ok(()) => positions[i] = Some(end),

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use super::worker::BatchOutcome;
+use crate::fold::BatchOutcome;
 
 pub(crate) fn events_in(model: &'static str, partition: u32, events: u64) {
     metrics::counter!("accrete_events_in_total", "model" => model, "partition" => partition.to_string())

@@ -30,8 +30,6 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod absorbed;
-pub mod failpoint;
 mod hooks;
 pub(crate) mod metrics;
 pub(crate) mod worker;
@@ -47,9 +45,10 @@ use accrete_monoids::Monoid;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-pub use hooks::hook_group;
-pub use worker::{Change, changes_topic, group_name};
-use worker::{Pipeline, Runner, decode_change, decode_record, read_records};
+use crate::codec::{decode_change, decode_record};
+pub use crate::names::{changes_topic, group_name, hook_group};
+pub use worker::Change;
+use worker::{Pipeline, Runner, read_records};
 
 use crate::event::EventId;
 use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for, validate_name};
@@ -673,9 +672,9 @@ impl Runtime {
         // otherwise delete from the outbox.
         let published = pipeline.recover();
         let rebuilt = published.and_then(|_| {
-            failpoint::hit("rebuild_before_clear");
+            crate::failpoint::hit("rebuild_before_clear");
             self.inner.store.clear_model(M::NAME)?;
-            failpoint::hit("rebuild_after_clear");
+            crate::failpoint::hit("rebuild_after_clear");
             self.finish_rebuild(M::NAME)
         });
         if let Err(e) = rebuilt {

@@ -11,45 +11,15 @@ use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use super::absorbed::{Absorbed, CHUNK_OFFSETS, ForwardedIds, MAX_CHUNKS, Seen};
-use super::failpoint;
-use crate::event::EventId;
+use crate::codec::{StoredRecord, decode_record, encode_key, encode_record};
+use crate::failpoint;
+use crate::fold::{BatchOutcome, Copy, FoldMap, Work, aggregate};
+use crate::ids::{Absorbed, CHUNK_OFFSETS, ForwardedIds, MAX_CHUNKS, Seen};
 use crate::log::{Log, NewRecord, RecordBatch, partition_for};
-use crate::model::{Deltas, ReadModel};
+use crate::model::ReadModel;
+use crate::names::{changes_topic, group_name};
 use crate::store::{DeadLetter, EmbeddedStore, ModelWrite};
 use crate::{Error, Result};
-
-/// The format byte in front of every stored record.
-const RECORD_FORMAT: u8 = 1;
-
-/// What is stored for one key: its version (bumped by every write that
-/// changed the state), the absorbed event ids, and the state.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct StoredRecord<S> {
-    pub(crate) version: u64,
-    pub(crate) absorbed: Absorbed,
-    pub(crate) state: S,
-}
-
-pub(crate) fn encode_record<S: Serialize>(
-    record: &StoredRecord<S>,
-    buf: &mut Vec<u8>,
-) -> Result<()> {
-    buf.clear();
-    buf.push(RECORD_FORMAT);
-    postcard::to_io(record, &mut *buf).map_err(|e| Error::Encode {
-        what: "state",
-        detail: e.to_string(),
-    })?;
-    Ok(())
-}
-
-fn encode_key<K: Serialize>(key: &K) -> Result<Vec<u8>> {
-    postcard::to_stdvec(key).map_err(|e| Error::Encode {
-        what: "key",
-        detail: e.to_string(),
-    })
-}
 
 /// The records of encoded keys, decoded (`None`: nothing stored), read in
 /// one transaction.
@@ -63,66 +33,6 @@ pub(crate) fn read_records<S: serde::de::DeserializeOwned>(
         .into_iter()
         .map(|bytes| bytes.as_deref().map(decode_record).transpose())
         .collect()
-}
-
-/// Decodes the payload of a changes topic's record: `(version, delta)`.
-pub(crate) fn decode_change_payload<S: serde::de::DeserializeOwned>(
-    payload: &[u8],
-) -> Result<(u64, S)> {
-    crate::event::take_from_bytes(payload)
-        .map(|(change, _)| change)
-        .map_err(|detail| Error::Corrupt {
-            what: "change",
-            detail,
-        })
-}
-
-/// Decodes a record of a changes topic: the key, and `(version, delta)`.
-pub(crate) fn decode_change<K, S>(key: &[u8], payload: &[u8]) -> Result<(K, u64, S)>
-where
-    K: serde::de::DeserializeOwned,
-    S: serde::de::DeserializeOwned,
-{
-    let key = crate::event::from_bytes(key).map_err(|detail| Error::Corrupt {
-        what: "change key",
-        detail,
-    })?;
-    let (version, delta) = decode_change_payload(payload)?;
-    Ok((key, version, delta))
-}
-
-/// The version of a stored record, read without knowing its state type (0
-/// for a record that does not decode).
-pub(crate) fn record_version(bytes: &[u8]) -> u64 {
-    match bytes.split_first() {
-        Some((&RECORD_FORMAT, rest)) => {
-            postcard::take_from_bytes::<u64>(rest).map_or(0, |(v, _)| v)
-        }
-        _ => 0,
-    }
-}
-
-pub(crate) fn decode_record<S: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<StoredRecord<S>> {
-    match bytes.split_first() {
-        Some((&RECORD_FORMAT, rest)) => crate::event::take_from_bytes(rest)
-            .map(|(record, _)| record)
-            .map_err(|e| Error::Corrupt {
-                what: "stored state",
-                detail: format!("{e} (did the state type change? rebuild the read model)"),
-            }),
-        Some((other, _)) => Err(Error::Corrupt {
-            what: "stored state",
-            detail: format!(
-                "unknown record format {other}; this build reads format {RECORD_FORMAT}"
-            ),
-        }),
-        None => Err(Error::Corrupt {
-            what: "stored state",
-            detail: "empty record".into(),
-        }),
-    }
 }
 
 /// A change published for a key: the combined delta of one write and the
@@ -142,50 +52,6 @@ pub struct Change<K, S> {
 pub(crate) struct Outbox {
     seq: u64,
     changes: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// One delta of an event forwarded with its original id
-/// (`Runtime::forward`), applied only if the model has not applied the id
-/// before. An event's deltas are consecutive.
-pub(crate) struct Copy<K, S> {
-    pub(crate) id: EventId,
-    /// Its offset in this log (to read its payload back for a dead letter).
-    pub(crate) offset: u64,
-    pub(crate) key: K,
-    pub(crate) delta: S,
-}
-
-/// One partition's batch, aggregated, waiting for the step's transaction.
-pub(crate) struct Work<K, S> {
-    pub(crate) partition: u32,
-    pub(crate) end: u64,
-    pub(crate) pending: FoldMap<K, S>,
-    /// Forwarded events, checked against the model's forwarded ids in the
-    /// write. Rare: empty unless events are forwarded.
-    pub(crate) copies: Vec<Copy<K, S>>,
-}
-
-/// The deltas of one key in one batch.
-pub(crate) struct Pending<S> {
-    /// Deltas of events that cannot be duplicates, pre-combined.
-    pub(crate) fresh: Option<S>,
-    /// Deltas of forwarded events the write found new, with their ids.
-    pub(crate) copies: Vec<(EventId, S)>,
-}
-
-/// The pre-aggregation map: a fast hasher, seeded per process so that keys
-/// chosen by users cannot flood it.
-pub(crate) type FoldMap<K, S> = HashMap<K, Pending<S>, foldhash::fast::RandomState>;
-
-/// What one batch did, for metrics and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BatchOutcome {
-    pub(crate) events: u64,
-    pub(crate) deltas: u64,
-    pub(crate) duplicates: u64,
-    pub(crate) dead_letters: u64,
-    pub(crate) writes: u64,
-    pub(crate) changes: u64,
 }
 
 /// Per-partition state of a model's pipeline; its mutex makes the holder
@@ -565,7 +431,7 @@ impl<M: ReadModel> Runner<M> {
     /// Appends changes to the changes topic, grouped by partition.
     fn publish(&self, changes: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let mut by_partition: HashMap<u32, Vec<NewRecord<'_>>> = HashMap::new();
-        let now = now_ms();
+        let now = crate::event::now_ms();
         for (key, payload) in changes {
             by_partition
                 .entry(partition_for(key, self.change_partitions))
@@ -582,168 +448,6 @@ impl<M: ReadModel> Runner<M> {
         }
         Ok(())
     }
-}
-
-/// Decode, project, pre-aggregate one partition batch. Events at their
-/// native position combine right away, unless they lie below `written_end`
-/// (re-read after a crash: a batch's keys and its written end are one
-/// atomic write, so every offset below the highest end written is
-/// absorbed). Forwarded copies go to `work.copies`, checked in the write.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn aggregate<M: ReadModel>(
-    model: &M,
-    source: u32,
-    partition: u32,
-    batch: &RecordBatch,
-    written_end: u64,
-    work: &mut Work<M::Key, M::State>,
-    dead: &mut Vec<DeadLetter>,
-    outcome: &mut BatchOutcome,
-) {
-    let mut deltas = Deltas::new();
-    for record in batch.iter() {
-        outcome.events += 1;
-        // A copy re-appended into the log it first entered: its original is
-        // in this log and is (or was) applied at its native position, so the
-        // copy is always a duplicate.
-        if record.origin.is_some_and(|o| o.source == source) {
-            outcome.duplicates += 1;
-            continue;
-        }
-        let native = record.origin.is_none();
-        if M::EXACTLY_ONCE && native && record.offset < written_end {
-            outcome.duplicates += 1;
-            continue;
-        }
-        let id = record.origin.unwrap_or(EventId {
-            source,
-            partition,
-            offset: record.offset,
-        });
-        let event: M::Event = match crate::event::decode(record.payload) {
-            Ok(e) => e,
-            Err(reason) => {
-                dead_letter::<M>(
-                    id,
-                    format!("undecodable event: {reason}"),
-                    record.payload,
-                    dead,
-                );
-                continue;
-            }
-        };
-        deltas.items.clear();
-        // A panicking projection is a bad event, not a dead worker.
-        let projected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            model.project(&event, &mut deltas)
-        }))
-        .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(panic.as_ref()))));
-        if let Err(reason) = projected {
-            deltas.items.clear();
-            dead_letter::<M>(
-                id,
-                format!("projection failed: {reason}"),
-                record.payload,
-                dead,
-            );
-            continue;
-        }
-        if !M::EXACTLY_ONCE || native {
-            for (key, delta) in deltas.items.drain(..) {
-                if delta.is_identity() {
-                    continue;
-                }
-                outcome.deltas += 1;
-                match work.pending.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(mut e) => {
-                        match &mut e.get_mut().fresh {
-                            Some(acc) => acc.combine_owned(delta),
-                            slot @ None => *slot = Some(delta),
-                        }
-                    }
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(Pending {
-                            fresh: Some(delta),
-                            copies: Vec::new(),
-                        });
-                    }
-                }
-            }
-        } else {
-            // One event may push several deltas for one key (a transfer to
-            // the same account): one effect, checked once.
-            collapse_by_key(&mut deltas.items);
-            for (key, delta) in deltas.items.drain(..) {
-                if delta.is_identity() {
-                    continue;
-                }
-                outcome.deltas += 1;
-                work.pending.entry(key.clone()).or_insert(Pending {
-                    fresh: None,
-                    copies: Vec::new(),
-                });
-                work.copies.push(Copy {
-                    id,
-                    offset: record.offset,
-                    key,
-                    delta,
-                });
-            }
-        }
-    }
-}
-
-/// The message of a panic.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
-fn dead_letter<M: ReadModel>(
-    id: EventId,
-    reason: String,
-    payload: &[u8],
-    dead: &mut Vec<DeadLetter>,
-) {
-    tracing::warn!(model = M::NAME, event = %id, %reason, "event sent to the dead letters");
-    dead.push(DeadLetter {
-        event: id,
-        reason,
-        payload: payload.to_vec(),
-    });
-}
-
-/// Combines the deltas of one event that share a key (few per event: a
-/// quadratic scan beats hashing).
-fn collapse_by_key<K: PartialEq, S: Semigroup>(items: &mut Vec<(K, S)>) {
-    let mut i = 0;
-    while i < items.len() {
-        if let Some(j) = items[..i].iter().position(|(k, _)| *k == items[i].0) {
-            let (_, d) = items.remove(i);
-            items[j].1.combine_owned(d);
-        } else {
-            i += 1;
-        }
-    }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The changes topic of a model.
-pub fn changes_topic(model: &str) -> String {
-    format!("changes.{model}")
-}
-
-/// The consumer group that materializes a model.
-pub fn group_name(model: &str) -> String {
-    format!("materialize-{model}")
 }
 
 impl<M: ReadModel> Pipeline for Runner<M> {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EventId;
 use crate::hooks::runner::{Outcome, Plan};
-use crate::runtime::absorbed::{Chunk, ChunkStore, IdSet};
+use crate::ids::{Chunk, ChunkStore, IdSet};
 use crate::{Error, Result};
 
 fn state_table(model: &str) -> String {
@@ -880,20 +880,19 @@ impl EmbeddedStore {
                     .map_err(|e| Error::store("clear written ends", e))?;
             }
             // Versions continue above every version the model had.
-            let highest = match txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&state_table(model)))
-            {
-                Ok(table) => {
-                    let mut highest = 0;
-                    for item in table.iter().map_err(|e| Error::store("scan state", e))? {
-                        let (_, v) = item.map_err(|e| Error::store("scan state", e))?;
-                        highest = highest.max(crate::runtime::worker::record_version(v.value()));
+            let highest =
+                match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&state_table(model))) {
+                    Ok(table) => {
+                        let mut highest = 0;
+                        for item in table.iter().map_err(|e| Error::store("scan state", e))? {
+                            let (_, v) = item.map_err(|e| Error::store("scan state", e))?;
+                            highest = highest.max(crate::codec::record_version(v.value()));
+                        }
+                        highest
                     }
-                    highest
-                }
-                Err(redb::TableError::TableDoesNotExist(_)) => 0,
-                Err(e) => return Err(Error::store("open state table", e)),
-            };
+                    Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                    Err(e) => return Err(Error::store("open state table", e)),
+                };
             {
                 let mut floors = txn
                     .open_table(VERSION_FLOOR)

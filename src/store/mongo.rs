@@ -124,26 +124,11 @@ pub struct MongoStore {
     prefix: String,
 }
 
-/// The dead-letter collection.
-const DEAD_LETTERS: &str = "accrete.dead_letters";
-/// Per model and events partition, the next offset to fold.
-const POSITIONS: &str = "accrete.positions";
-/// The recorded outcome of every hook run, by idempotency key.
-const HOOK_OUTCOMES: &str = "accrete.hook_outcomes";
-/// Hook triggers that failed every attempt.
-const HOOK_DEAD_LETTERS: &str = "accrete.hook_dead_letters";
-/// Which partitions each node's consumer holds, per reader (see
-/// `cluster::placement::Audit`).
-const MEMBERS: &str = "accrete.members";
-/// Per hook, model and key: the changes runs covered, and the runs planned
-/// and not yet recorded.
-const HOOK_RUNS: &str = "accrete.hook_runs";
-/// Per model, the format of its documents.
-const MODELS: &str = "accrete.models";
-/// Per events topic, the source number of its event ids.
-const SOURCES: &str = "accrete.sources";
-/// Per events topic and forwarded event id, the copy that applies.
-const ORIGINS: &str = "accrete.origins";
+use crate::names::mongo::{
+    DEAD_LETTERS, HOOK_DEAD_LETTERS, HOOK_OUTCOMES, HOOK_RUNS, MEMBERS, MODELS, ORIGINS, POSITIONS,
+    SOURCES,
+};
+
 /// Documents per request when claiming forwarded ids.
 const CLAIM_CHUNK: usize = 1_000;
 

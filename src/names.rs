@@ -1,0 +1,78 @@
+//! Every name accrete gives a topic, a consumer group, a position record or
+//! a MongoDB collection, in one place. The two backends name things
+//! differently (the embedded log was first; the cluster's names carry a
+//! prefix so that several deployments share one broker); both are kept as
+//! they are, since data written under them must still be found.
+
+/// The changes topic of a model, on the embedded log.
+pub fn changes_topic(model: &str) -> String {
+    format!("changes.{model}")
+}
+
+/// The consumer group that materializes a model, on the embedded log.
+pub fn group_name(model: &str) -> String {
+    format!("materialize-{model}")
+}
+
+/// The consumer group of a cluster hook, on the embedded log.
+pub fn hook_group(hook: &str) -> String {
+    format!("hook-{hook}")
+}
+
+/// The changes topic of a model on Kafka: beside its events topic.
+pub(crate) fn cluster_changes_topic(events_topic: &str, model: &str) -> String {
+    format!("{events_topic}.changes.{model}")
+}
+
+/// The Kafka consumer group that materializes a model.
+pub(crate) fn cluster_materialize_group(prefix: &str, model: &str) -> String {
+    format!("{prefix}.materialize.{model}")
+}
+
+/// The Kafka consumer group of a cluster hook.
+pub(crate) fn cluster_hook_group(prefix: &str, hook: &str) -> String {
+    format!("{prefix}.hook.{hook}")
+}
+
+/// The Kafka consumer group of one node's replicas.
+pub(crate) fn cluster_replica_group(prefix: &str, node: &str) -> String {
+    format!("{prefix}.replica.{node}")
+}
+
+/// Under which reader a cluster hook's positions are kept in MongoDB (a
+/// model's positions are kept under the model's name).
+pub(crate) fn hook_reader(hook: &str) -> String {
+    format!("hook:{hook}")
+}
+
+/// Under which reader the ends of a model's changes topic, as delivered to
+/// its materializers' producers, are kept with the positions.
+pub(crate) fn published_key(model: &str) -> String {
+    format!("changes:{model}")
+}
+
+/// MongoDB collections accrete keeps beside the models' own (each under
+/// `MongoConfig::collection_prefix`; a model's state is the collection
+/// named as the model).
+pub(crate) mod mongo {
+    /// The dead letters.
+    pub(crate) const DEAD_LETTERS: &str = "accrete.dead_letters";
+    /// Per reader and events partition, the next offset to fold.
+    pub(crate) const POSITIONS: &str = "accrete.positions";
+    /// The recorded outcome of every hook run, by idempotency key.
+    pub(crate) const HOOK_OUTCOMES: &str = "accrete.hook_outcomes";
+    /// Hook triggers that failed every attempt.
+    pub(crate) const HOOK_DEAD_LETTERS: &str = "accrete.hook_dead_letters";
+    /// Which partitions each node's consumer holds, per reader (see
+    /// `cluster::placement::Audit`).
+    pub(crate) const MEMBERS: &str = "accrete.members";
+    /// Per hook, model and key: the changes runs covered, and the runs
+    /// planned and not yet recorded.
+    pub(crate) const HOOK_RUNS: &str = "accrete.hook_runs";
+    /// Per model, the format of its documents.
+    pub(crate) const MODELS: &str = "accrete.models";
+    /// Per events topic, the source number of its event ids.
+    pub(crate) const SOURCES: &str = "accrete.sources";
+    /// Per events topic and forwarded event id, the copy that applies.
+    pub(crate) const ORIGINS: &str = "accrete.origins";
+}
