@@ -174,7 +174,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Wait until every change has been acted on.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while node.hook_lag(Charge::NAME, Owed::NAME)? > 0 || node.hook_stats(Charge::NAME)?.runs == 0 {
+    while node.hook_lag(Charge::NAME)? > 0 || node.hook_stats(Charge::NAME)?.runs == 0 {
         if Instant::now() > deadline {
             return Err("the hook did not catch up within 60 s".into());
         }

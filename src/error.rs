@@ -129,6 +129,29 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether trying the same call again later may succeed: I/O, the
+    /// store, the broker or the database failing, a timeout, a directory
+    /// another process holds. Bad input, bad configuration, misuse and
+    /// corrupt data are not: they fail the same way until something is
+    /// changed.
+    ///
+    /// ```
+    /// use accrete::Error;
+    /// assert!(Error::Timeout("not caught up".into()).is_retriable());
+    /// assert!(!Error::Usage("no such model".into()).is_retriable());
+    /// ```
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. }
+                | Error::Store { .. }
+                | Error::Timeout(_)
+                | Error::Locked { .. }
+                | Error::Kafka { .. }
+                | Error::Mongo { .. }
+        )
+    }
+
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             what,

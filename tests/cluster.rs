@@ -1047,7 +1047,7 @@ fn wait_hook(node: &Node, ctx: &str) {
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut quiet_since: Option<Instant> = None;
     loop {
-        let lag = node.hook_lag("audit", Balances::NAME).unwrap();
+        let lag = node.hook_lag("audit").unwrap();
         if lag == 0 {
             // Ends reported by some brokers lag behind: quiet for a while.
             match quiet_since {

@@ -142,7 +142,9 @@ struct Served {
 }
 
 /// A cluster hook running on this node: its name, counters and thread.
+/// A cluster hook running on this node: its name, its model's name.
 type RunningHook = (
+    &'static str,
     &'static str,
     Arc<crate::hooks::runner::HookCounters>,
     Option<JoinHandle<()>>,
@@ -263,16 +265,16 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::Model`] if a hook of that name runs here already, or the
+    /// [`Error::Usage`] if a hook of that name runs here already, or the
     /// errors of creating the changes topic.
     pub fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
         crate::log::validate_name("group", H::NAME, 150)?;
         let mut hooks = self.hooks.lock();
-        if hooks.iter().any(|(n, _, _)| *n == H::NAME) {
-            return Err(Error::Model(
-                H::NAME.into(),
-                "hook already runs on this node".into(),
-            ));
+        if hooks.iter().any(|(n, ..)| *n == H::NAME) {
+            return Err(Error::Usage(format!(
+                "a cluster hook named `{}` is already running",
+                H::NAME
+            )));
         }
         let config = &self.shared.config;
         let model = <H::Model as ReadModel>::NAME;
@@ -281,7 +283,7 @@ impl Node {
             .create_topic(&config.changes_topic(model), config.partitions)?;
         let counters = Arc::new(crate::hooks::runner::HookCounters::default());
         let thread = hooks::start(hook, self.shared.clone(), counters.clone())?;
-        hooks.push((H::NAME, counters, Some(thread)));
+        hooks.push((H::NAME, model, counters, Some(thread)));
         Ok(())
     }
 
@@ -305,14 +307,14 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::Model`] if the hook does not run here.
+    /// [`Error::Usage`] if no hook of that name runs here.
     pub fn hook_stats(&self, hook: &str) -> Result<crate::hooks::HookStats> {
         self.hooks
             .lock()
             .iter()
-            .find(|(n, _, _)| *n == hook)
-            .map(|(_, c, _)| c.snapshot())
-            .ok_or_else(|| Error::Model(hook.into(), "no such hook runs on this node".into()))
+            .find(|(n, ..)| *n == hook)
+            .map(|(_, _, c, _)| c.snapshot())
+            .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))
     }
 
     /// What a cluster hook has still to do (over all nodes): the changes it
@@ -324,8 +326,16 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::Kafka`] or [`Error::Mongo`].
-    pub fn hook_lag(&self, hook: &str, model: &str) -> Result<u64> {
+    /// [`Error::Usage`] if no hook of that name runs here; [`Error::Kafka`]
+    /// or [`Error::Mongo`].
+    pub fn hook_lag(&self, hook: &str) -> Result<u64> {
+        let model = self
+            .hooks
+            .lock()
+            .iter()
+            .find(|(n, ..)| *n == hook)
+            .map(|(_, m, ..)| *m)
+            .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))?;
         let p = self.shared.config.partitions;
         let ends = self.changes_end(model)?;
         let done = self
@@ -554,7 +564,7 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::Usage`] on timeout, saying how far behind it is.
+    /// [`Error::Timeout`] on timeout, saying how far behind it is.
     pub fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<ClusterStatus> {
         let deadline = Instant::now() + timeout;
         let mut seen_at: Option<Instant> = None;
@@ -572,7 +582,7 @@ impl Node {
                 seen_at = None;
             }
             if Instant::now() >= deadline {
-                return Err(Error::Usage(format!(
+                return Err(Error::Timeout(format!(
                     "read model `{}` not caught up after {timeout:?}: {} events not materialized, \
                      {} changes not grafted on this node (are the model's nodes running?)",
                     M::NAME,
@@ -589,7 +599,7 @@ impl Node {
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.producer.flush(Duration::from_secs(30));
-        for (_, _, t) in self.hooks.lock().iter_mut() {
+        for (.., t) in self.hooks.lock().iter_mut() {
             if let Some(t) = t.take() {
                 let _ = t.join();
             }

@@ -186,7 +186,7 @@ mod enabled {
             "within its error bound of the plain fold",
         );
         let deadline = Instant::now() + Duration::from_secs(120);
-        while node.hook_lag(BestSeller::HOOK, ProductSales::NAME)? > 0 {
+        while node.hook_lag(BestSeller::HOOK)? > 0 {
             if Instant::now() > deadline {
                 return Err("the best_seller hook did not catch up within 120 s".into());
             }
