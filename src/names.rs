@@ -19,32 +19,38 @@ pub fn hook_group(hook: &str) -> String {
     format!("hook-{hook}")
 }
 
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
 /// The changes topic of a model on Kafka: beside its events topic.
 pub(crate) fn cluster_changes_topic(events_topic: &str, model: &str) -> String {
     format!("{events_topic}.changes.{model}")
 }
 
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
 /// The Kafka consumer group that materializes a model.
 pub(crate) fn cluster_materialize_group(prefix: &str, model: &str) -> String {
     format!("{prefix}.materialize.{model}")
 }
 
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
 /// The Kafka consumer group of a cluster hook.
 pub(crate) fn cluster_hook_group(prefix: &str, hook: &str) -> String {
     format!("{prefix}.hook.{hook}")
 }
 
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
 /// The Kafka consumer group of one node's replicas.
 pub(crate) fn cluster_replica_group(prefix: &str, node: &str) -> String {
     format!("{prefix}.replica.{node}")
 }
 
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
 /// Under which reader a cluster hook's positions are kept in MongoDB (a
 /// model's positions are kept under the model's name).
 pub(crate) fn hook_reader(hook: &str) -> String {
     format!("hook:{hook}")
 }
 
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
 /// Under which reader the ends of a model's changes topic, as delivered to
 /// its materializers' producers, are kept with the positions.
 pub(crate) fn published_key(model: &str) -> String {
@@ -54,6 +60,7 @@ pub(crate) fn published_key(model: &str) -> String {
 /// MongoDB collections accrete keeps beside the models' own (each under
 /// `MongoConfig::collection_prefix`; a model's state is the collection
 /// named as the model).
+#[cfg(feature = "mongodb")]
 pub(crate) mod mongo {
     /// The dead letters.
     pub(crate) const DEAD_LETTERS: &str = "accrete.dead_letters";

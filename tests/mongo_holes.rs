@@ -467,8 +467,8 @@ fn forwarded_copies_are_applied_once_on_the_cluster() {
     b.add_model(Total).unwrap();
     let same_name = accrete::event::source_id(&config.events_topic);
     let upstream = accrete::event::source_id("upstream");
-    let own = a.source_id().unwrap();
-    assert_eq!(own, b.source_id().unwrap(), "one source number per topic");
+    let own = a.source_id();
+    assert_eq!(own, b.source_id(), "one source number per topic");
     assert_ne!(own, same_name, "the source number is not the name's hash");
     let events: Vec<(Add, accrete::event::EventId)> = (0..300_u64)
         .map(|i| {

@@ -455,7 +455,7 @@ where
         model,
         producer: config.kafka.producer()?,
         changes_topic: config.changes_topic(M::NAME),
-        source: shared.store.source_id(&topic)?,
+        source: shared.source,
         replica,
         shared: shared.clone(),
         counters,

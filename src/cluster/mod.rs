@@ -128,6 +128,9 @@ pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
     pub(crate) store: MongoStore,
     pub(crate) stop: AtomicBool,
+    /// The source number of the events topic's ids (see
+    /// [`Node::source_id`]).
+    pub(crate) source: u32,
 }
 
 /// One served model: its replica (typed, behind `Any`) and counters.
@@ -191,12 +194,14 @@ impl Node {
             .kafka
             .create_topic(&config.events_topic, config.partitions)?;
         let producer = config.kafka.producer()?;
+        let source = store.source_id(&config.events_topic)?;
         tracing::info!(node = %config.node_id, brokers = %config.kafka.brokers, "node started");
         Ok(Node {
             shared: Arc::new(Shared {
                 config,
                 store,
                 stop: AtomicBool::new(false),
+                source,
             }),
             producer,
             served: Mutex::new(Vec::new()),
@@ -419,15 +424,10 @@ impl Node {
 
     /// The source number of the event ids this deployment's events topic
     /// gives (dead letters carry them; [`forward`](Self::forward) of such an
-    /// id is a copy of one of this topic's own events).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Mongo`].
-    pub fn source_id(&self) -> Result<u32> {
-        self.shared
-            .store
-            .source_id(&self.shared.config.events_topic)
+    /// id is a copy of one of this topic's own events). Drawn at random
+    /// when the first node used the topic, kept in MongoDB.
+    pub fn source_id(&self) -> u32 {
+        self.shared.source
     }
 
     /// Waits until every submitted event is acknowledged by the broker.

@@ -33,6 +33,7 @@ pub(crate) struct Outcome {
     /// The idempotency key.
     pub(crate) id: String,
     /// The key, encoded.
+    #[cfg_attr(not(feature = "mongodb"), allow(dead_code))] // read by the MongoDB store
     pub(crate) key: Vec<u8>,
     /// Attempts made (1: the first succeeded).
     pub(crate) attempts: u32,
@@ -70,6 +71,7 @@ pub(crate) type Spans = Vec<(u64, u64)>;
 /// The events `[from, end)` of an events partition as a span of ids (the
 /// partition in the top 24 bits, the offset in the low 40); `None` for an
 /// empty range or one beyond the id space.
+#[cfg_attr(not(feature = "mongodb"), allow(dead_code))] // read by the MongoDB store
 pub(crate) fn event_span(partition: u32, from: u64, end: u64) -> Option<(u64, u64)> {
     const OFFSET_BITS: u32 = 40;
     if end <= from || end > 1 << OFFSET_BITS || partition >= 1 << (64 - OFFSET_BITS) {
@@ -108,6 +110,7 @@ fn describe_event_spans(spans: &[(u64, u64)]) -> String {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Coverage {
     pub(crate) set: IdSet,
+    #[cfg_attr(not(feature = "mongodb"), allow(dead_code))] // read by the MongoDB store
     pub(crate) stamp: Option<u64>,
 }
 
@@ -120,6 +123,7 @@ pub(crate) struct KeyPlan<'a> {
     pub(crate) coverage: &'a Coverage,
     /// The changes topic's partition the key's changes come from, if the
     /// backend has partitions to own.
+    #[cfg_attr(not(feature = "mongodb"), allow(dead_code))] // read by the MongoDB store
     pub(crate) partition: Option<u32>,
     pub(crate) run: Option<&'a Plan>,
 }

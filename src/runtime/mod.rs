@@ -382,6 +382,13 @@ impl Runtime {
         &self.inner.config
     }
 
+    /// The source number of the ids this runtime's events topic gives
+    /// ([`forward`](Self::forward) of such an id is a copy of one of its
+    /// own events). Drawn at random when the store first used the topic.
+    pub fn source_id(&self) -> u32 {
+        self.inner.source
+    }
+
     /// Submits one event: encodes it, routes it by `key` to a partition,
     /// appends it durably. Returns its id.
     ///

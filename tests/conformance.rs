@@ -1,0 +1,466 @@
+//! The backend conformance suite (issue #11): one set of scenarios, written
+//! once against [`Backend`], run against every backend. The embedded
+//! default runs in every `cargo test`; Kafka + MongoDB (features `kafka`
+//! and `mongodb`) runs against the real servers `scripts/test.sh` starts,
+//! and fails, saying so, when they do not answer.
+//!
+//! `Backend` is a thin adapter over the two public faces (`Runtime`,
+//! `Node`); where the faces differ the adapter says how, and each such
+//! difference is a step of issue #11 still to take.
+//!
+//! Scenarios (per backend):
+//! - `the_oracle_with_copies_and_bad_events`: native events, upstream events
+//!   forwarded in one to three copies in a scrambled order, copies of the
+//!   backend's own events forwarded back, events the projection refuses,
+//!   hostile payloads: every model equals the oracle, every bad event is one
+//!   dead letter per model.
+//! - `hooks_run_every_change_and_deltas_add_up`: a cluster hook runs each
+//!   key's changes; per key, the deltas of its distinct runs add up to the
+//!   state, and a repeated run repeats the same delta.
+//! - `hook_names_are_checked_alike`: a second hook of one name, and an
+//!   unknown hook, are `Error::Usage`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use accrete::event::{EventId, source_id};
+use accrete::hooks::{ClusterHook, HookStats, Trigger};
+use accrete::model::ReadModel;
+use accrete::store::DeadLetter;
+use accrete::{Error, Result};
+use common::{Balances, Payment, Receipts, Rng, Visitors, oracle, payments, seeds_with};
+use serde::de::DeserializeOwned;
+
+/// What the cluster needs of a state (its MongoDB pushdown); nothing on the
+/// embedded backend alone.
+#[cfg(feature = "mongodb")]
+trait Stored: accrete::store::pushdown::Pushdown {}
+#[cfg(feature = "mongodb")]
+impl<T: accrete::store::pushdown::Pushdown> Stored for T {}
+#[cfg(not(feature = "mongodb"))]
+trait Stored {}
+#[cfg(not(feature = "mongodb"))]
+impl<T> Stored for T {}
+
+/// One backend, as the scenarios use it.
+trait Backend {
+    fn add_model<M: ReadModel>(&self, model: M) -> Result<()>
+    where
+        M::State: Stored;
+    fn submit(&self, event: &Payment) -> Result<()>;
+    fn forward(&self, event: &Payment, id: EventId) -> Result<()>;
+    /// Bytes appended to the events topic as they are, not as an event.
+    fn append_raw(&self, key: &[u8], payload: &[u8]);
+    fn source_id(&self) -> u32;
+    /// Everything submitted is folded into `M`.
+    fn caught_up<M: ReadModel>(&self);
+    fn state<M: ReadModel>(&self) -> BTreeMap<M::Key, M::State>
+    where
+        M::Key: DeserializeOwned + Ord;
+    fn dead_letters<M: ReadModel>(&self) -> Vec<DeadLetter>;
+    fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> Result<()>
+    where
+        <H::Model as ReadModel>::State: Stored;
+    fn hook_lag(&self, hook: &str) -> Result<u64>;
+    fn hook_stats(&self, hook: &str) -> Result<HookStats>;
+}
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn key(e: &Payment) -> [u8; 2] {
+    e.from.to_le_bytes()
+}
+
+// ---- the embedded backend ----
+
+struct Embedded {
+    rt: accrete::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Embedded {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = accrete::runtime::Config {
+            partitions: 4,
+            flush_interval: Duration::from_millis(2),
+            ..accrete::runtime::Config::default()
+        };
+        let rt = accrete::runtime::Runtime::open_with(dir.path(), config).unwrap();
+        Embedded { rt, _dir: dir }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.rt.shutdown();
+    }
+}
+
+impl Backend for Embedded {
+    fn add_model<M: ReadModel>(&self, model: M) -> Result<()> {
+        self.rt.add_model(model)
+    }
+    fn submit(&self, e: &Payment) -> Result<()> {
+        self.rt.submit(key(e), e.at_ms, e).map(|_| ())
+    }
+    fn forward(&self, e: &Payment, id: EventId) -> Result<()> {
+        self.rt.forward([(key(e), e.at_ms, e, id)]).map(|_| ())
+    }
+    fn append_raw(&self, key: &[u8], payload: &[u8]) {
+        let config = self.rt.config();
+        let record = accrete::log::NewRecord {
+            key,
+            timestamp: 0,
+            payload,
+            origin: None,
+        };
+        self.rt
+            .log()
+            .append(
+                &config.events_topic,
+                accrete::log::partition_for(key, config.partitions),
+                &[record],
+            )
+            .unwrap();
+    }
+    fn source_id(&self) -> u32 {
+        self.rt.source_id()
+    }
+    fn caught_up<M: ReadModel>(&self) {
+        self.rt.wait_caught_up::<M>(TIMEOUT).unwrap();
+    }
+    fn state<M: ReadModel>(&self) -> BTreeMap<M::Key, M::State>
+    where
+        M::Key: Ord,
+    {
+        common::stored::<M>(&self.rt)
+    }
+    fn dead_letters<M: ReadModel>(&self) -> Vec<DeadLetter> {
+        self.rt.dead_letters::<M>().unwrap()
+    }
+    fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> Result<()> {
+        self.rt.add_cluster_hook(hook)
+    }
+    fn hook_lag(&self, hook: &str) -> Result<u64> {
+        self.rt.hook_lag(hook)
+    }
+    fn hook_stats(&self, hook: &str) -> Result<HookStats> {
+        self.rt.hook_stats(hook)
+    }
+}
+
+// ---- Kafka + MongoDB ----
+
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
+mod cluster_backend {
+    use super::*;
+    use accrete::cluster::{Node, NodeConfig};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    pub(super) struct Cluster {
+        pub(super) node: Node,
+        raw: ThreadedProducer<DefaultProducerContext>,
+    }
+
+    impl Cluster {
+        pub(super) fn new(tag: &str) -> Self {
+            let brokers =
+                std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+            let uri = std::env::var("ACCRETE_MONGODB_URI")
+                .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let name = format!(
+                "conf-{}-{}-{}",
+                tag.replace('_', "-"),
+                std::process::id(),
+                nanos % 1_000_000_000_000
+            );
+            let mut c = NodeConfig::default();
+            c.kafka.brokers = brokers.clone();
+            c.mongodb.uri = uri;
+            c.mongodb.database = name.replace('-', "_").chars().take(60).collect();
+            c.events_topic = format!("{name}.events");
+            c.group_prefix = name;
+            c.partitions = 4;
+            c.flush_interval_ms = 20;
+            let node = Node::start(c).unwrap_or_else(|e| {
+                panic!(
+                    "the Kafka + MongoDB conformance tests need the servers (`scripts/servers.sh \
+                     start`, or ACCRETE_KAFKA_BROKERS and ACCRETE_MONGODB_URI): {e}"
+                )
+            });
+            let raw = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+            Cluster { node, raw }
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            self.node.shutdown();
+            let _ = self.node.store().database().drop().run();
+        }
+    }
+
+    impl Backend for Cluster {
+        fn add_model<M: ReadModel>(&self, model: M) -> Result<()>
+        where
+            M::State: Stored,
+        {
+            self.node.add_model(model)
+        }
+        fn submit(&self, e: &Payment) -> Result<()> {
+            self.node.submit(key(e), e.at_ms, e)
+        }
+        fn forward(&self, e: &Payment, id: EventId) -> Result<()> {
+            self.node.forward([(key(e), e.at_ms, e, id)]).map(|_| ())
+        }
+        fn append_raw(&self, key: &[u8], payload: &[u8]) {
+            let topic = &self.node.config().events_topic;
+            self.raw
+                .send(BaseRecord::to(topic).key(key).payload(payload))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            self.raw.flush(Duration::from_secs(30)).unwrap();
+        }
+        fn source_id(&self) -> u32 {
+            self.node.source_id()
+        }
+        fn caught_up<M: ReadModel>(&self) {
+            self.node.flush().unwrap();
+            self.node.wait_caught_up::<M>(TIMEOUT).unwrap();
+        }
+        fn state<M: ReadModel>(&self) -> BTreeMap<M::Key, M::State>
+        where
+            M::Key: DeserializeOwned + Ord,
+        {
+            let mut out = BTreeMap::new();
+            self.node
+                .store()
+                .scan::<M>(|k, s| {
+                    out.insert(k, s);
+                    true
+                })
+                .unwrap();
+            out
+        }
+        fn dead_letters<M: ReadModel>(&self) -> Vec<DeadLetter> {
+            self.node.store().dead_letters::<M>().unwrap()
+        }
+        fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> Result<()>
+        where
+            <H::Model as ReadModel>::State: Stored,
+        {
+            self.node.add_cluster_hook(hook)
+        }
+        fn hook_lag(&self, hook: &str) -> Result<u64> {
+            self.node.hook_lag(hook)
+        }
+        fn hook_stats(&self, hook: &str) -> Result<HookStats> {
+            self.node.hook_stats(hook)
+        }
+    }
+}
+
+// ---- the scenarios ----
+
+fn the_oracle_with_copies_and_bad_events<B: Backend>(b: &B) {
+    let seed = seeds_with("conformance", "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
+    let mut rng = Rng(seed);
+    b.add_model(Balances).unwrap();
+    b.add_model(Receipts).unwrap();
+    b.add_model(Visitors).unwrap();
+    let events = payments(&mut rng, 400, 25);
+    let (native, upstream) = events.split_at(250);
+    for e in native {
+        b.submit(e).unwrap();
+    }
+    // Upstream events, each in one to three copies, scrambled.
+    let from = source_id("conformance-upstream");
+    let mut copies = Vec::new();
+    for (i, e) in upstream.iter().enumerate() {
+        let id = EventId {
+            source: from,
+            partition: (i % 3) as u32,
+            offset: if i == 5 { u64::MAX } else { i as u64 * 3 },
+        };
+        for _ in 0..1 + rng.below(3) {
+            copies.push((e, id));
+        }
+    }
+    rng.shuffle(&mut copies);
+    for (e, id) in &copies {
+        b.forward(e, *id).unwrap();
+    }
+    // Copies of this backend's own events, forwarded back: skipped.
+    let own = b.source_id();
+    for (i, e) in native.iter().take(5).enumerate() {
+        let id = EventId {
+            source: own,
+            partition: 0,
+            offset: i as u64,
+        };
+        b.forward(e, id).unwrap();
+    }
+    // Hostile payloads: not events at all.
+    b.append_raw(b"x", &[0xFF; 40]);
+    b.append_raw(b"y", b"not an event");
+    let garbage = 2;
+    b.caught_up::<Balances>();
+    b.caught_up::<Receipts>();
+    b.caught_up::<Visitors>();
+    let ctx = format!("seed {seed}");
+    assert_eq!(
+        b.state::<Balances>(),
+        oracle(&Balances, &events),
+        "{ctx}: balances"
+    );
+    assert_eq!(
+        b.state::<Receipts>(),
+        oracle(&Receipts, &events),
+        "{ctx}: receipts"
+    );
+    assert_eq!(
+        b.state::<Visitors>(),
+        oracle(&Visitors, &events),
+        "{ctx}: visitors"
+    );
+    let refused = events.iter().filter(|e| e.cents == 0).count();
+    assert!(
+        refused > 0,
+        "{ctx}: the scenario has events the projection refuses"
+    );
+    assert_eq!(
+        b.dead_letters::<Balances>().len(),
+        refused + garbage,
+        "{ctx}"
+    );
+    assert_eq!(b.dead_letters::<Receipts>().len(), garbage, "{ctx}");
+    assert_eq!(b.dead_letters::<Visitors>().len(), garbage, "{ctx}");
+}
+
+/// A hook run, as the journal saw it.
+type Run = (u16, i64, String);
+
+struct Journal(Arc<Mutex<Vec<Run>>>);
+impl ClusterHook for Journal {
+    type Model = Balances;
+    const NAME: &'static str = "journal";
+    fn run(&self, t: &Trigger<'_, Balances>) -> std::result::Result<(), String> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((*t.key, t.delta.0, t.idempotency_key.to_string()));
+        Ok(())
+    }
+}
+
+fn hooks_run_every_change_and_deltas_add_up<B: Backend>(b: &B) {
+    let seed = seeds_with("conformance", "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
+    let mut rng = Rng(seed);
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    b.add_model(Balances).unwrap();
+    b.add_cluster_hook(Journal(runs.clone())).unwrap();
+    let events = payments(&mut rng, 300, 15);
+    // Two waves: each key changes more than once.
+    for wave in events.chunks(150) {
+        for e in wave {
+            b.submit(e).unwrap();
+        }
+        b.caught_up::<Balances>();
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while b.hook_lag(Journal::NAME).unwrap() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the hook never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = b.state::<Balances>();
+    let runs = runs.lock().unwrap().clone();
+    let mut by_id: BTreeMap<&str, (u16, i64)> = BTreeMap::new();
+    for (key, delta, id) in &runs {
+        if let Some(seen) = by_id.insert(id, (*key, *delta)) {
+            assert_eq!(
+                seen,
+                (*key, *delta),
+                "seed {seed}: run {id} repeated differently"
+            );
+        }
+    }
+    let mut sums: BTreeMap<u16, i64> = BTreeMap::new();
+    for (key, delta) in by_id.values() {
+        *sums.entry(*key).or_default() += delta;
+    }
+    let keys: BTreeSet<u16> = state.keys().copied().collect();
+    assert_eq!(
+        sums.keys().copied().collect::<BTreeSet<_>>(),
+        keys,
+        "seed {seed}: every key's changes ran the hook"
+    );
+    for (key, s) in &state {
+        assert_eq!(
+            sums[key], s.0,
+            "seed {seed}: key {key}: the deltas run add up to the state"
+        );
+    }
+    assert!(b.hook_stats(Journal::NAME).unwrap().runs > 0);
+}
+
+fn hook_names_are_checked_alike<B: Backend>(b: &B) {
+    b.add_model(Balances).unwrap();
+    b.add_cluster_hook(Journal(Arc::default())).unwrap();
+    let again = b.add_cluster_hook(Journal(Arc::default()));
+    assert!(matches!(again, Err(Error::Usage(_))), "{again:?}");
+    let lag = b.hook_lag("no-such-hook");
+    assert!(matches!(lag, Err(Error::Usage(_))), "{lag:?}");
+    let stats = b.hook_stats("no-such-hook");
+    assert!(matches!(stats, Err(Error::Usage(_))), "{stats:?}");
+}
+
+/// Each scenario, once per backend.
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario(&super::Embedded::new());
+                }
+            )*
+        }
+        #[cfg(all(feature = "kafka", feature = "mongodb"))]
+        mod kafka_mongodb {
+            $(
+                #[test]
+                fn $scenario() {
+                    let _one = super::one_at_a_time();
+                    super::$scenario(&super::cluster_backend::Cluster::new(stringify!($scenario)));
+                }
+            )*
+        }
+    };
+}
+
+/// The cluster scenarios run one at a time (two cores, one broker).
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+conformance!(
+    the_oracle_with_copies_and_bad_events,
+    hooks_run_every_change_and_deltas_add_up,
+    hook_names_are_checked_alike,
+);
