@@ -19,6 +19,9 @@
 //!   state, and a repeated run repeats the same delta.
 //! - `hook_names_are_checked_alike`: a second hook of one name, and an
 //!   unknown hook, are `Error::Usage`.
+//! - `a_write_that_changes_nothing_runs_no_hook`: an idempotent state sent
+//!   what it holds publishes nothing, so its hook does not run.
+//! - `status_of_an_unknown_model_is_an_error`: `Error::Model`, not a lag.
 
 mod common;
 
@@ -66,6 +69,8 @@ trait Backend {
         <H::Model as ReadModel>::State: Stored;
     fn hook_lag(&self, hook: &str) -> Result<u64>;
     fn hook_stats(&self, hook: &str) -> Result<HookStats>;
+    /// The model's lag, from its status.
+    fn status(&self, model: &str) -> Result<u64>;
 }
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -150,6 +155,9 @@ impl Backend for Embedded {
     }
     fn hook_stats(&self, hook: &str) -> Result<HookStats> {
         self.rt.hook_stats(hook)
+    }
+    fn status(&self, model: &str) -> Result<u64> {
+        self.rt.status(model).map(|s| s.lag())
     }
 }
 
@@ -267,6 +275,9 @@ mod cluster_backend {
         }
         fn hook_stats(&self, hook: &str) -> Result<HookStats> {
             self.node.hook_stats(hook)
+        }
+        fn status(&self, model: &str) -> Result<u64> {
+            self.node.status(model).map(|s| s.lag)
         }
     }
 }
@@ -428,6 +439,79 @@ fn hook_names_are_checked_alike<B: Backend>(b: &B) {
     assert!(matches!(stats, Err(Error::Usage(_))), "{stats:?}");
 }
 
+/// Runs of a hook on `Visitors` (an idempotent set per account).
+struct SeenVisitors(Arc<Mutex<Vec<(u16, u64)>>>);
+impl ClusterHook for SeenVisitors {
+    type Model = Visitors;
+    const NAME: &'static str = "seen_visitors";
+    fn run(&self, t: &Trigger<'_, Visitors>) -> std::result::Result<(), String> {
+        self.0.lock().unwrap().push((*t.key, t.delta.len() as u64));
+        Ok(())
+    }
+}
+
+fn wait_hook<B: Backend>(b: &B, hook: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    while b.hook_lag(hook).unwrap() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the hook `{hook}` never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A write that changes no state publishes no change: an idempotent state
+/// sent what it holds already runs no hook.
+fn a_write_that_changes_nothing_runs_no_hook<B: Backend>(b: &B) {
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    b.add_model(Visitors).unwrap();
+    b.add_cluster_hook(SeenVisitors(runs.clone())).unwrap();
+    let pay = |id: u64, from: u16, visitor: u32| Payment {
+        id,
+        from,
+        to: 0,
+        cents: 1,
+        visitor,
+        at_ms: 0,
+    };
+    for (i, from) in (0..5_u16).enumerate() {
+        b.submit(&pay(i as u64, from, 7)).unwrap();
+    }
+    b.caught_up::<Visitors>();
+    wait_hook(b, SeenVisitors::NAME);
+    let first = runs.lock().unwrap().len();
+    assert!(
+        first >= 5,
+        "every account's first visitor ran the hook ({first} runs)"
+    );
+    // The same visitors again: the sets do not change.
+    for (i, from) in (0..5_u16).enumerate() {
+        b.submit(&pay(100 + i as u64, from, 7)).unwrap();
+    }
+    b.caught_up::<Visitors>();
+    wait_hook(b, SeenVisitors::NAME);
+    // A new visitor for one account: one change more.
+    b.submit(&pay(200, 3, 8)).unwrap();
+    b.caught_up::<Visitors>();
+    wait_hook(b, SeenVisitors::NAME);
+    let runs = runs.lock().unwrap().clone();
+    let keys: BTreeSet<u16> = runs[first..].iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([3]),
+        "after the first wave only the account with a new visitor ran the hook: {runs:?}"
+    );
+}
+
+/// `status` of a model that does not exist is an error, not a lag.
+fn status_of_an_unknown_model_is_an_error<B: Backend>(b: &B) {
+    b.add_model(Balances).unwrap();
+    let status = b.status("no_such_model");
+    assert!(matches!(status, Err(Error::Model(..))), "{status:?}");
+    assert!(b.status(Balances::NAME).is_ok());
+}
+
 /// Each scenario, once per backend.
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
@@ -463,4 +547,6 @@ conformance!(
     the_oracle_with_copies_and_bad_events,
     hooks_run_every_change_and_deltas_add_up,
     hook_names_are_checked_alike,
+    a_write_that_changes_nothing_runs_no_hook,
+    status_of_an_unknown_model_is_an_error,
 );

@@ -540,14 +540,22 @@ impl Node {
     /// [`Error::Model`] if the model is not served here, [`Error::Kafka`]
     /// when the broker cannot be asked.
     pub fn status(&self, model: &str) -> Result<ClusterStatus> {
-        let lag = self.lag(model)?;
-        let changes_end = self.changes_end(model)?;
-        let served = self.served.lock();
-        let tracked = served
+        // An unknown model is an error of its own, before any broker is
+        // asked about topics it does not have.
+        let tracked = self
+            .served
+            .lock()
             .iter()
             .find(|s| s.name == model)
             .map(|s| s.replica_position.clone())
-            .ok_or_else(|| Error::Model(model.into(), "is not served by this node".into()))?;
+            .ok_or_else(|| {
+                Error::Model(
+                    model.into(),
+                    "is not served by this node (add it with add_model)".into(),
+                )
+            })?;
+        let lag = self.lag(model)?;
+        let changes_end = self.changes_end(model)?;
         let replica_lag = changes_end
             .iter()
             .zip(tracked.position.iter().zip(tracked.high.iter()))
