@@ -114,10 +114,9 @@ fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
     // A backfill: large batches, few writes per event.
     config.batch_size = env("ACCRETE_BENCH_BATCH", 500_000) as usize;
     let submitter = Node::start(config.clone()).unwrap();
-    for s in sales {
-        submitter.submit(s.key.to_le_bytes(), 0, s).unwrap();
-    }
-    submitter.flush().unwrap();
+    submitter
+        .submit_batch(sales.iter().map(|s| (s.key.to_le_bytes(), 0, s)))
+        .unwrap();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut children: Vec<Child> = Vec::new();
@@ -267,9 +266,8 @@ fn hooks(sales: &[Sale]) -> (f64, (f64, f64), u64, u64, u64) {
     node.add_cluster_hook(Count).unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let started = Instant::now();
-    for s in sales {
-        node.submit(s.key.to_le_bytes(), 0, s).unwrap();
-    }
+    node.submit_batch(sales.iter().map(|s| (s.key.to_le_bytes(), 0, s)))
+        .unwrap();
     let changes = wait_hooked(&node, sales.len() as u64);
     let took = started.elapsed().as_secs_f64();
     let h = finish(node, &config);
@@ -298,15 +296,18 @@ fn hooks_steady(rate: u64, seconds: u64, keys: u64) -> ((f64, f64), u64, u64) {
     let mut key = 0_u64;
     let mut sent = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
-        for _ in 0..per_tick {
-            key = (key + 7_919) % keys;
-            let sale = Sale {
-                key: key as u32,
-                cents: 1,
-            };
-            node.submit(sale.key.to_le_bytes(), 0, &sale).unwrap();
-            sent += 1;
-        }
+        let tick_sales: Vec<Sale> = (0..per_tick)
+            .map(|_| {
+                key = (key + 7_919) % keys;
+                Sale {
+                    key: key as u32,
+                    cents: 1,
+                }
+            })
+            .collect();
+        node.submit_batch(tick_sales.iter().map(|s| (s.key.to_le_bytes(), 0, s)))
+            .unwrap();
+        sent += tick_sales.len() as u64;
         next += tick;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -321,10 +322,9 @@ fn hooks_steady(rate: u64, seconds: u64, keys: u64) -> ((f64, f64), u64, u64) {
 fn naive(sales: &[Sale]) -> f64 {
     let config = config("naive");
     let submitter = Node::start(config.clone()).unwrap();
-    for s in sales {
-        submitter.submit(s.key.to_le_bytes(), 0, s).unwrap();
-    }
-    submitter.flush().unwrap();
+    submitter
+        .submit_batch(sales.iter().map(|s| (s.key.to_le_bytes(), 0, s)))
+        .unwrap();
     let store = MongoStore::connect(&config.mongodb).unwrap();
     let coll = store
         .database()
@@ -366,10 +366,8 @@ fn produce(sales: &[Sale]) -> f64 {
     let config = config("produce");
     let node = Node::start(config.clone()).unwrap();
     let started = Instant::now();
-    for s in sales {
-        node.submit(s.key.to_le_bytes(), 0, s).unwrap();
-    }
-    node.flush().unwrap();
+    node.submit_batch(sales.iter().map(|s| (s.key.to_le_bytes(), 0, s)))
+        .unwrap();
     let rate = sales.len() as f64 / started.elapsed().as_secs_f64();
     node.shutdown();
     rate

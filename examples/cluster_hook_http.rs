@@ -168,9 +168,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             customer: customer.to_string(),
             cents: 1_000 * (i as i64 + 1),
         };
-        node.submit(customer, 0, &p)?;
+        let id = node.submit(customer, 0, &p)?;
+        println!("submitted {id}: {customer} pays {} cents", p.cents);
     }
-    node.flush()?;
 
     // Wait until every change has been acted on.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -600,10 +600,8 @@ fn check_all_keeping(
 }
 
 fn submit(node: &Node, events: &[Payment]) {
-    for e in events {
-        node.submit(e.from.to_le_bytes(), e.at_ms, e).unwrap();
-    }
-    node.flush().unwrap();
+    node.submit_batch(events.iter().map(|e| (e.from.to_le_bytes(), e.at_ms, e)))
+        .unwrap();
 }
 
 /// Waits until every model has folded all `n` events (the positions kept in
@@ -1366,7 +1364,6 @@ fn pay(node: &Node, id: u64, to: u16, cents: i64) {
         at_ms: id as i64,
     };
     node.submit(p.to.to_le_bytes(), p.at_ms, &p).unwrap();
-    node.flush().unwrap();
 }
 
 fn settle(node: &Node, hook: &str) {

@@ -227,7 +227,7 @@ mod cluster_backend {
             self.node.add_model(model)
         }
         fn submit(&self, e: &Payment) -> Result<()> {
-            self.node.submit(key(e), e.at_ms, e)
+            self.node.submit(key(e), e.at_ms, e).map(|_| ())
         }
         fn forward(&self, e: &Payment, id: EventId) -> Result<()> {
             self.node.forward([(key(e), e.at_ms, e, id)]).map(|_| ())

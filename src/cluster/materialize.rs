@@ -369,15 +369,7 @@ fn dead_letters_of<M: ReadModel>(
     for &p in flushed {
         let Some(buf) = buffers.get(&p) else { continue };
         for record in buf.batch.iter() {
-            let Ok(event) = crate::event::decode::<M::Event>(record.payload) else {
-                continue;
-            };
-            deltas.clear();
-            // A projection that fails or panics was dead-lettered already.
-            let projected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                model.project(&event, &mut deltas)
-            }));
-            if !matches!(projected, Ok(Ok(()))) {
+            if !project_applied(model, &record, &mut deltas) {
                 continue;
             }
             let Some((key, reason)) = deltas
@@ -405,6 +397,28 @@ fn dead_letters_of<M: ReadModel>(
 
 /// Recomputes, for keys found partly applied, the deltas of the buffered
 /// events before and since each key's guard, in one pass over the batch.
+/// Projects a record of a batch again into `deltas`, if [`aggregate`]
+/// applied it: not a copy of an event applied elsewhere (after
+/// `resolve_copies`, only those keep an origin), not an event that does
+/// not decode or whose projection fails or panics (dead letters already).
+fn project_applied<M: ReadModel>(
+    model: &M,
+    record: &crate::log::Record<'_>,
+    deltas: &mut Deltas<M::Key, M::State>,
+) -> bool {
+    if record.origin.is_some() {
+        return false;
+    }
+    let Ok(event) = crate::event::decode::<M::Event>(record.payload) else {
+        return false;
+    };
+    deltas.clear();
+    let projected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.project(&event, deltas)
+    }));
+    matches!(projected, Ok(Ok(())))
+}
+
 fn split_at_guards<M: ReadModel>(
     model: &M,
     buffers: &HashMap<u32, Buffer>,
@@ -416,11 +430,7 @@ fn split_at_guards<M: ReadModel>(
     for &p in flushed {
         let Some(buf) = buffers.get(&p) else { continue };
         for record in buf.batch.iter() {
-            let Ok(event) = crate::event::decode::<M::Event>(record.payload) else {
-                continue;
-            };
-            deltas.clear();
-            if model.project(&event, &mut deltas).is_err() {
+            if !project_applied(model, &record, &mut deltas) {
                 continue;
             }
             for (key, delta) in deltas.drain() {
@@ -646,4 +656,48 @@ fn run<M: ReadModel>(
         let _ = consumer.poll(Duration::from_millis(50));
     }
     audit.release();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monoids::Sum;
+
+    struct Total;
+    impl ReadModel for Total {
+        const NAME: &'static str = "total";
+        type Event = i64;
+        type Key = String;
+        type State = Sum<i64>;
+        fn project(&self, n: &i64, out: &mut Deltas<String, Sum<i64>>) -> Result<(), String> {
+            if *n == 13 {
+                panic!("unlucky");
+            }
+            out.push("k".into(), Sum(*n));
+            Ok(())
+        }
+    }
+
+    /// A key found partly applied is split again from the buffered
+    /// records: a copy of a forwarded event that applies elsewhere (it
+    /// keeps its origin after `resolve_copies`) must stay out, and a
+    /// panicking projection must not take the materializer down.
+    #[test]
+    fn a_partly_applied_key_is_split_without_skipped_copies() {
+        let mut batch = RecordBatch::new();
+        let enc = |n: i64| crate::event::encode(&n).unwrap();
+        batch.push(10, b"k", 0, &enc(1), None);
+        let elsewhere = EventId {
+            source: 7,
+            partition: 1,
+            offset: 3,
+        };
+        batch.push(11, b"k", 0, &enc(100), Some(elsewhere));
+        batch.push(12, b"k", 0, &enc(13), None);
+        batch.push(13, b"k", 0, &enc(20), None);
+        let buffers = HashMap::from([(0, Buffer { batch })]);
+        let guards: Guards<String> = HashMap::from([("k".to_string(), vec![(0, 12)])]);
+        let split = split_at_guards(&Total, &buffers, &[0], &guards);
+        assert_eq!(split["k"], (Sum(1), Sum(20)));
+    }
 }

@@ -359,26 +359,52 @@ impl Node {
         Ok(untaken + planned)
     }
 
-    /// Submits an event, partitioned by `key` as Kafka's Java client does.
-    /// Returns once queued; [`flush`](Self::flush) waits for the broker.
+    /// Submits an event, partitioned by `key` as Kafka's Java client does,
+    /// and waits for the broker to acknowledge it. Returns its id (the
+    /// topic's [`source_id`](Self::source_id), the partition and offset
+    /// the broker gave it). One round trip per event: for many at once,
+    /// [`submit_batch`](Self::submit_batch).
     ///
     /// # Errors
     ///
-    /// [`Error::Encode`], or [`Error::Kafka`] when the producer refuses.
+    /// [`Error::Encode`]; [`Error::Kafka`] when the producer or the broker
+    /// refuses; [`Error::Timeout`] when no acknowledgement comes.
     pub fn submit<E: Serialize>(
         &self,
         key: impl AsRef<[u8]>,
         event_time_ms: i64,
         event: &E,
-    ) -> Result<()> {
+    ) -> Result<EventId> {
         let payload = crate::event::encode(event)?;
-        self.producer.send(
+        let (partition, offset) = self.producer.send_and_wait(
             &self.shared.config.events_topic,
-            None,
             key.as_ref(),
             &payload,
             Some(event_time_ms),
-        )
+        )?;
+        Ok(EventId {
+            source: self.shared.source,
+            partition,
+            offset,
+        })
+    }
+
+    /// Submits events, each partitioned by its key, and waits until the
+    /// broker has acknowledged them all. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit); on an error some of the events may
+    /// have been written.
+    pub fn submit_batch<'a, E, K>(
+        &self,
+        events: impl IntoIterator<Item = (K, i64, &'a E)>,
+    ) -> Result<usize>
+    where
+        E: Serialize + 'a,
+        K: AsRef<[u8]>,
+    {
+        self.send_events(events.into_iter().map(|(k, t, e)| (k, t, e, None)))
     }
 
     /// Submits events that first entered another log, keeping the ids they
@@ -388,8 +414,8 @@ impl Node {
     /// model applies it once: the first copy a node reads is claimed in
     /// MongoDB (`accrete.origins`) as the one that applies, and every other
     /// copy is skipped. Ids of this deployment's own events topic forwarded
-    /// back are copies of its own events: skipped. Returns the number of
-    /// events queued; [`flush`](Self::flush) waits for the broker.
+    /// back are copies of its own events: skipped. Returns once the broker
+    /// has acknowledged them all, with how many.
     ///
     /// The id travels in the record's `accrete-origin` header, so any
     /// producer can forward: 16 bytes, the source, partition and offset,
@@ -406,6 +432,18 @@ impl Node {
         E: Serialize + 'a,
         K: AsRef<[u8]>,
     {
+        self.send_events(events.into_iter().map(|(k, t, e, id)| (k, t, e, Some(id))))
+    }
+
+    /// Queues events, then waits for the broker to acknowledge them all.
+    fn send_events<'a, E, K>(
+        &self,
+        events: impl IntoIterator<Item = (K, i64, &'a E, Option<EventId>)>,
+    ) -> Result<usize>
+    where
+        E: Serialize + 'a,
+        K: AsRef<[u8]>,
+    {
         let mut n = 0;
         for (key, time, event, origin) in events {
             let payload = crate::event::encode(event)?;
@@ -415,10 +453,11 @@ impl Node {
                 key.as_ref(),
                 &payload,
                 Some(time),
-                Some(origin),
+                origin,
             )?;
             n += 1;
         }
+        self.flush()?;
         Ok(n)
     }
 

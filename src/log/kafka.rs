@@ -280,6 +280,7 @@ impl KafkaConfig {
         let errors = Arc::new(Mutex::new(None));
         let ends = Arc::new(Mutex::new(std::collections::HashMap::new()));
         let reported = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let waiters = Arc::new(Mutex::new(std::collections::HashMap::new()));
         let mut c = self.client_config();
         c.set("enable.idempotence", "true")
             .set("partitioner", "murmur2_random");
@@ -294,6 +295,7 @@ impl KafkaConfig {
                 errors: errors.clone(),
                 ends: ends.clone(),
                 reported: reported.clone(),
+                waiters: waiters.clone(),
             })
             .map_err(|e| Error::kafka("create producer", e))?;
         Ok(Producer {
@@ -302,6 +304,8 @@ impl KafkaConfig {
             ends,
             sent: std::sync::atomic::AtomicU64::new(0),
             reported,
+            waiters,
+            next_waiter: std::sync::atomic::AtomicUsize::new(1),
         })
     }
 }
@@ -312,7 +316,14 @@ pub(crate) struct Delivery {
     ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
     /// How many delivery reports were handled (counted after their effect).
     reported: Arc<std::sync::atomic::AtomicU64>,
+    /// Senders waiting for their record's report, by the record's opaque.
+    waiters: Arc<Mutex<Waiters>>,
 }
+
+/// Where a waited-for record's report goes: its partition and offset, or
+/// the broker's error.
+type Waiters = std::collections::HashMap<usize, std::sync::mpsc::SyncSender<Delivered>>;
+type Delivered = std::result::Result<(i32, i64), String>;
 
 impl ClientContext for Delivery {
     log_through_tracing!();
@@ -355,19 +366,32 @@ pub(crate) fn librdkafka_error(error: &KafkaError, reason: &str) {
 }
 
 impl ProducerContext for Delivery {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    /// 0, or the key of a sender waiting for this record's report.
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, waiter: usize) {
+        use rdkafka::Message;
+        let waiter = (waiter != 0)
+            .then(|| self.waiters.lock().remove(&waiter))
+            .flatten();
         match result {
             Ok(m) => {
-                use rdkafka::Message;
                 let mut ends = self.ends.lock();
                 let end = ends.entry(m.partition()).or_insert(0);
                 *end = (*end).max(m.offset() + 1);
+                drop(ends);
+                if let Some(w) = waiter {
+                    let _ = w.try_send(Ok((m.partition(), m.offset())));
+                }
             }
             Err((e, _)) => {
-                let mut slot = self.errors.lock();
-                if slot.is_none() {
-                    *slot = Some(e.to_string());
+                if let Some(w) = waiter {
+                    // The sender hears of it; `flush` need not.
+                    let _ = w.try_send(Err(e.to_string()));
+                } else {
+                    let mut slot = self.errors.lock();
+                    if slot.is_none() {
+                        *slot = Some(e.to_string());
+                    }
                 }
             }
         }
@@ -388,7 +412,12 @@ pub(crate) struct Producer {
     /// these to meet.
     sent: std::sync::atomic::AtomicU64,
     reported: Arc<std::sync::atomic::AtomicU64>,
+    waiters: Arc<Mutex<Waiters>>,
+    next_waiter: std::sync::atomic::AtomicUsize,
 }
+
+/// How long [`Producer::send_and_wait`] waits for the broker.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Producer {
     /// Queues a record; waits while librdkafka's queue is full.
@@ -403,6 +432,37 @@ impl Producer {
         self.send_from(topic, partition, key, payload, timestamp, None)
     }
 
+    /// Sends a record and waits for the broker to acknowledge it: its
+    /// partition and offset.
+    pub(crate) fn send_and_wait(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        timestamp: Option<i64>,
+    ) -> Result<(u32, u64)> {
+        use std::sync::atomic::Ordering;
+        let waiter = self.next_waiter.fetch_add(1, Ordering::Relaxed).max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.waiters.lock().insert(waiter, tx);
+        if let Err(e) = self.queue(topic, None, key, payload, timestamp, None, waiter) {
+            self.waiters.lock().remove(&waiter);
+            return Err(e);
+        }
+        match rx.recv_timeout(DELIVERY_TIMEOUT) {
+            Ok(Ok((p, o))) => Ok((p.max(0) as u32, o.max(0) as u64)),
+            Ok(Err(e)) => Err(Error::kafka("produce", format!("{topic}: {e}"))),
+            Err(_) => {
+                self.waiters.lock().remove(&waiter);
+                Err(Error::Timeout(format!(
+                    "the broker did not acknowledge a record sent to {topic} within \
+                     {DELIVERY_TIMEOUT:?} (is it up? `message.timeout.ms` bounds librdkafka's \
+                     retries)"
+                )))
+            }
+        }
+    }
+
     /// As [`send`](Self::send), with the id the event first got in another
     /// log (a header, see [`origin_of`]).
     pub(crate) fn send_from(
@@ -414,7 +474,23 @@ impl Producer {
         timestamp: Option<i64>,
         origin: Option<EventId>,
     ) -> Result<()> {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        self.queue(topic, partition, key, payload, timestamp, origin, 0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn queue(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        timestamp: Option<i64>,
+        origin: Option<EventId>,
+        waiter: usize,
+    ) -> Result<()> {
+        let mut record = BaseRecord::with_opaque_to(topic, waiter)
+            .key(key)
+            .payload(payload);
         if let Some(p) = partition {
             record = record.partition(p);
         }

@@ -127,11 +127,10 @@ mod enabled {
         let announced = best_seller.announced.clone();
         node.add_cluster_hook(best_seller)?;
         let bar = progress(n as u64, "submitting");
-        for e in &events {
-            node.submit(e.routing_key(), e.at_ms(), e)?;
-            bar.inc(1);
+        for chunk in events.chunks(1_000) {
+            node.submit_batch(chunk.iter().map(|e| (e.routing_key(), e.at_ms(), e)))?;
+            bar.inc(chunk.len() as u64);
         }
-        node.flush()?;
         bar.finish();
         let bar = progress(n as u64, "folding");
         let models = [
