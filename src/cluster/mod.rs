@@ -66,7 +66,7 @@ use serde::Serialize;
 pub use config::NodeConfig;
 
 use crate::event::EventId;
-use crate::log::kafka::Producer;
+use crate::log::kafka::{Outgoing, Producer};
 use crate::model::ReadModel;
 use crate::store::mongo::MongoStore;
 use crate::store::pushdown::Pushdown;
@@ -376,12 +376,16 @@ impl Node {
         event: &E,
     ) -> Result<EventId> {
         let payload = crate::event::encode(event)?;
-        let (partition, offset) = self.producer.send_and_wait(
+        let sent = self.producer.send_all_and_wait(
             &self.shared.config.events_topic,
-            key.as_ref(),
-            &payload,
-            Some(event_time_ms),
+            [Outgoing {
+                key: key.as_ref(),
+                payload: &payload,
+                timestamp: Some(event_time_ms),
+                origin: None,
+            }],
         )?;
+        let (partition, offset) = sent[0];
         Ok(EventId {
             source: self.shared.source,
             partition,
@@ -444,21 +448,21 @@ impl Node {
         E: Serialize + 'a,
         K: AsRef<[u8]>,
     {
-        let mut n = 0;
+        let mut encoded = Vec::new();
         for (key, time, event, origin) in events {
             let payload = crate::event::encode(event)?;
-            self.producer.send_from(
-                &self.shared.config.events_topic,
-                None,
-                key.as_ref(),
-                &payload,
-                Some(time),
-                origin,
-            )?;
-            n += 1;
+            encoded.push((key, time, payload, origin));
         }
-        self.flush()?;
-        Ok(n)
+        let sent = self.producer.send_all_and_wait(
+            &self.shared.config.events_topic,
+            encoded.iter().map(|(key, time, payload, origin)| Outgoing {
+                key: key.as_ref(),
+                payload,
+                timestamp: Some(*time),
+                origin: *origin,
+            }),
+        )?;
+        Ok(sent.len())
     }
 
     /// The source number of the event ids this deployment's events topic

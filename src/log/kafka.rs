@@ -32,6 +32,10 @@ use rdkafka::producer::{
 use crate::event::EventId;
 use crate::{Error, Result};
 
+/// How long a producer tries to deliver a record unless
+/// `message.timeout.ms` says otherwise (librdkafka's own default is 300 s).
+pub(crate) const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The header of a forwarded event's record: the id it first got, as 16
 /// bytes (source, partition, offset; big-endian).
 pub(crate) const ORIGIN_HEADER: &str = "accrete-origin";
@@ -241,6 +245,15 @@ impl KafkaConfig {
             .map_or(Duration::from_secs(300), Duration::from_millis)
     }
 
+    /// How long librdkafka tries to deliver a record (`message.timeout.ms`,
+    /// [`DEFAULT_MESSAGE_TIMEOUT`] unless set).
+    pub(crate) fn message_timeout(&self) -> Duration {
+        self.properties
+            .get("message.timeout.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_MESSAGE_TIMEOUT, Duration::from_millis)
+    }
+
     /// A consumer in `group`: manual commits, cooperative-sticky assignment,
     /// earliest offset for a new group, committed records only; with `statistics`, its context's
     /// `stats` receives librdkafka's statistics every 250 ms (unless
@@ -287,6 +300,12 @@ impl KafkaConfig {
         if !self.properties.contains_key("linger.ms") {
             c.set("linger.ms", "5");
         }
+        if !self.properties.contains_key("message.timeout.ms") {
+            c.set(
+                "message.timeout.ms",
+                DEFAULT_MESSAGE_TIMEOUT.as_millis().to_string(),
+            );
+        }
         // Consumers read a partition again from up to 1 024 records before
         // their position (see cluster::materialize): keep batches smaller.
         c.set("batch.num.messages", "1000");
@@ -306,6 +325,7 @@ impl KafkaConfig {
             reported,
             waiters,
             next_waiter: std::sync::atomic::AtomicUsize::new(1),
+            delivery_timeout: self.message_timeout() + Duration::from_secs(10),
         })
     }
 }
@@ -322,8 +342,18 @@ pub(crate) struct Delivery {
 
 /// Where a waited-for record's report goes: its partition and offset, or
 /// the broker's error.
-type Waiters = std::collections::HashMap<usize, std::sync::mpsc::SyncSender<Delivered>>;
-type Delivered = std::result::Result<(i32, i64), String>;
+type Waiters = std::collections::HashMap<usize, (usize, std::sync::mpsc::SyncSender<Report>)>;
+/// A record's index in its caller's list, and its partition and offset or
+/// the error.
+type Report = (usize, std::result::Result<(i32, i64), String>);
+
+/// A record for [`Producer::send_all_and_wait`].
+pub(crate) struct Outgoing<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) payload: &'a [u8],
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) origin: Option<EventId>,
+}
 
 impl ClientContext for Delivery {
     log_through_tracing!();
@@ -379,14 +409,14 @@ impl ProducerContext for Delivery {
                 let end = ends.entry(m.partition()).or_insert(0);
                 *end = (*end).max(m.offset() + 1);
                 drop(ends);
-                if let Some(w) = waiter {
-                    let _ = w.try_send(Ok((m.partition(), m.offset())));
+                if let Some((i, w)) = waiter {
+                    let _ = w.try_send((i, Ok((m.partition(), m.offset()))));
                 }
             }
             Err((e, _)) => {
-                if let Some(w) = waiter {
+                if let Some((i, w)) = waiter {
                     // The sender hears of it; `flush` need not.
-                    let _ = w.try_send(Err(e.to_string()));
+                    let _ = w.try_send((i, Err(e.to_string())));
                 } else {
                     let mut slot = self.errors.lock();
                     if slot.is_none() {
@@ -414,10 +444,10 @@ pub(crate) struct Producer {
     reported: Arc<std::sync::atomic::AtomicU64>,
     waiters: Arc<Mutex<Waiters>>,
     next_waiter: std::sync::atomic::AtomicUsize,
+    /// librdkafka's `message.timeout.ms`, and a little more: by then every
+    /// record has been reported.
+    delivery_timeout: Duration,
 }
-
-/// How long [`Producer::send_and_wait`] waits for the broker.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Producer {
     /// Queues a record; waits while librdkafka's queue is full.
@@ -429,52 +459,64 @@ impl Producer {
         payload: &[u8],
         timestamp: Option<i64>,
     ) -> Result<()> {
-        self.send_from(topic, partition, key, payload, timestamp, None)
+        self.queue(topic, partition, key, payload, timestamp, None, 0)
     }
 
-    /// Sends a record and waits for the broker to acknowledge it: its
-    /// partition and offset.
-    pub(crate) fn send_and_wait(
+    /// Sends records and waits for the broker to acknowledge each: their
+    /// partitions and offsets, in order. The reports come to this call
+    /// alone (another caller's failure is never this one's, nor the
+    /// reverse); the first failure is the error, once every report is in.
+    /// librdkafka reports every record within `message.timeout.ms`, so the
+    /// wait is bounded by it; a record reported failed may still have been
+    /// written (Kafka cannot tell), so a retry is at-least-once.
+    pub(crate) fn send_all_and_wait<'r>(
         &self,
         topic: &str,
-        key: &[u8],
-        payload: &[u8],
-        timestamp: Option<i64>,
-    ) -> Result<(u32, u64)> {
+        records: impl IntoIterator<Item = Outgoing<'r>>,
+    ) -> Result<Vec<(u32, u64)>> {
         use std::sync::atomic::Ordering;
-        let waiter = self.next_waiter.fetch_add(1, Ordering::Relaxed).max(1);
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.waiters.lock().insert(waiter, tx);
-        if let Err(e) = self.queue(topic, None, key, payload, timestamp, None, waiter) {
-            self.waiters.lock().remove(&waiter);
-            return Err(e);
-        }
-        match rx.recv_timeout(DELIVERY_TIMEOUT) {
-            Ok(Ok((p, o))) => Ok((p.max(0) as u32, o.max(0) as u64)),
-            Ok(Err(e)) => Err(Error::kafka("produce", format!("{topic}: {e}"))),
-            Err(_) => {
+        let records: Vec<Outgoing<'r>> = records.into_iter().collect();
+        let (tx, rx) = std::sync::mpsc::sync_channel(records.len().max(1));
+        let mut ids = Vec::with_capacity(records.len());
+        let mut queued = Ok(());
+        for r in &records {
+            let waiter = self.next_waiter.fetch_add(1, Ordering::Relaxed).max(1);
+            self.waiters.lock().insert(waiter, (ids.len(), tx.clone()));
+            if let Err(e) = self.queue(topic, None, r.key, r.payload, r.timestamp, r.origin, waiter)
+            {
                 self.waiters.lock().remove(&waiter);
-                Err(Error::Timeout(format!(
-                    "the broker did not acknowledge a record sent to {topic} within \
-                     {DELIVERY_TIMEOUT:?} (is it up? `message.timeout.ms` bounds librdkafka's \
-                     retries)"
-                )))
+                queued = Err(e);
+                break;
+            }
+            ids.push(waiter);
+        }
+        drop(tx);
+        let mut out = vec![(0, 0); ids.len()];
+        let mut first_error = None;
+        let deadline = std::time::Instant::now() + self.delivery_timeout;
+        for _ in 0..ids.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((i, Ok((p, o)))) => out[i] = (p.max(0) as u32, o.max(0) as u64),
+                Ok((_, Err(e))) => {
+                    first_error.get_or_insert(e);
+                }
+                // Late reports find no receiver and are dropped: never
+                // another caller's error.
+                Err(_) => {
+                    return Err(Error::Timeout(format!(
+                        "the broker did not acknowledge records sent to {topic} within \
+                         {:?} (`message.timeout.ms`): they may or may not have been written",
+                        self.delivery_timeout
+                    )));
+                }
             }
         }
-    }
-
-    /// As [`send`](Self::send), with the id the event first got in another
-    /// log (a header, see [`origin_of`]).
-    pub(crate) fn send_from(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        payload: &[u8],
-        timestamp: Option<i64>,
-        origin: Option<EventId>,
-    ) -> Result<()> {
-        self.queue(topic, partition, key, payload, timestamp, origin, 0)
+        queued?;
+        match first_error {
+            Some(e) => Err(Error::kafka("produce", format!("{topic}: {e}"))),
+            None => Ok(out),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
