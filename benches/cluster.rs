@@ -238,7 +238,7 @@ fn wait_hooked(node: &Node, events: u64) -> u64 {
         let changes = node.stats(Revenue::NAME).unwrap().changes;
         let h = node.hook_stats(Count::NAME).unwrap();
         if h.runs + h.coalesced + h.duplicates_suppressed >= changes
-            && node.hook_lag(Count::NAME).unwrap() == 0
+            && node.hook_lag_of(Count::NAME, Revenue::NAME).unwrap() == 0
         {
             return changes;
         }

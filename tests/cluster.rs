@@ -1045,7 +1045,7 @@ fn wait_hook(node: &Node, ctx: &str) {
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut quiet_since: Option<Instant> = None;
     loop {
-        let lag = node.hook_lag("audit").unwrap();
+        let lag = node.hook_lag_of("audit", Balances::NAME).unwrap();
         if lag == 0 {
             // Ends reported by some brokers lag behind: quiet for a while.
             match quiet_since {

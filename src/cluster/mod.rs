@@ -322,12 +322,9 @@ impl Node {
             .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))
     }
 
-    /// What a cluster hook has still to do (over all nodes): the changes it
-    /// has not yet taken, plus the runs planned and not yet recorded. A run
-    /// that a killed node had planned is made by the partition's next
-    /// holder once the plan is 30 s old, so after a kill the lag can stay
-    /// above 0 for up to a minute and a half: 0 means every change has
-    /// reached a recorded run.
+    /// What a cluster hook running on this node has still to do (over all
+    /// nodes): see [`hook_lag_of`](Self::hook_lag_of), which any node can
+    /// ask about any hook.
     ///
     /// # Errors
     ///
@@ -341,6 +338,21 @@ impl Node {
             .find(|(n, ..)| *n == hook)
             .map(|(_, m, ..)| *m)
             .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))?;
+        self.hook_lag_of(hook, model)
+    }
+
+    /// What the cluster hook `hook` on `model` has still to do, over all
+    /// nodes, asked from any node (one that does not run it too): the
+    /// changes it has not yet taken, plus the runs planned and not yet
+    /// recorded. A run that a killed node had planned is made by the
+    /// partition's next holder once the plan is 30 s old, so after a kill
+    /// the lag can stay above 0 for up to a minute and a half: 0 means
+    /// every change has reached a recorded run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Kafka`] or [`Error::Mongo`].
+    pub fn hook_lag_of(&self, hook: &str, model: &str) -> Result<u64> {
         let p = self.shared.config.partitions;
         let ends = self.changes_end(model)?;
         let done = self
