@@ -27,6 +27,8 @@ pub(crate) struct Copy<K, S> {
 /// One partition's batch, aggregated, waiting for the step's transaction.
 pub(crate) struct Work<K, S> {
     pub(crate) partition: u32,
+    /// The batch's events are those of `[from, end)`.
+    pub(crate) from: u64,
     pub(crate) end: u64,
     pub(crate) pending: FoldMap<K, S>,
     /// Forwarded events, checked against the model's forwarded ids in the

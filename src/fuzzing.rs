@@ -26,8 +26,8 @@ use accrete_monoids::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::codec::{
-    StoredRecord, decode_change, decode_change_payload, decode_record, encode_record,
-    record_version,
+    Range, StoredRecord, Written, decode_change, decode_change_payload, decode_record,
+    encode_change, encode_record, record_version,
 };
 use crate::event::EventId;
 use crate::ids::Absorbed;
@@ -361,7 +361,7 @@ pub fn change(key: &[u8], payload: &[u8]) -> Outcome {
         change_as::<u64, Sum<i64>>(key, payload),
         decode_change_payload::<Stats>(payload)
             .map_err(rejected)
-            .and_then(|(version, delta)| postcard_round_trip(&(version, delta), "change payload")),
+            .and_then(|change| postcard_round_trip(&change, "change payload")),
     ])
 }
 
@@ -370,11 +370,26 @@ where
     K: Serialize + DeserializeOwned,
     S: Monoid + Clone + Serialize + DeserializeOwned,
 {
-    let (k, version, delta) = decode_change::<K, S>(key, payload).map_err(rejected)?;
-    let mut doubled = delta.clone();
-    doubled.combine(&delta);
+    let (k, (version, written)) = decode_change::<K, S>(key, payload).map_err(rejected)?;
+    let mut doubled = written.delta.clone();
+    doubled.combine(&written.delta);
     postcard_round_trip(&k, "change key")?;
-    postcard_round_trip(&(version, delta), "change")?;
+    // What the backends publish, decoded again, re-encodes to the same bytes.
+    let encode = |version: u64, written: &Written<S>| {
+        let mut bytes = Vec::new();
+        encode_change(version, written, &mut bytes)
+            .map_err(|e| Failure::Broken(format!("a decoded change does not encode: {e}")))?;
+        Ok::<_, Failure>(bytes)
+    };
+    let bytes = encode(version, &written)?;
+    let (v, w) = decode_change_payload::<S>(&bytes)
+        .map_err(|e| Failure::Broken(format!("a change does not decode once re-encoded: {e}")))?;
+    if encode(v, &w)? != bytes {
+        return Err(Failure::Broken(
+            "a published change does not round-trip".into(),
+        ));
+    }
+    postcard_round_trip(&(version, written), "change")?;
     postcard_round_trip(&(version, doubled), "combined change")
 }
 
@@ -870,18 +885,32 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     .expect("encode");
     record_seed("map", buf.clone());
 
+    fn published<S: Serialize>(version: u64, partition: u32, delta: S) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let written = Written {
+            ranges: vec![Range {
+                partition,
+                from: 10,
+                end: 20,
+            }],
+            idempotent: version == 0,
+            delta,
+        };
+        encode_change(version, &written, &mut buf).expect("encode");
+        buf
+    }
     let changes = [
         (
             postcard::to_stdvec("product-1").expect("encode"),
-            postcard::to_stdvec(&(4_u64, &stats)).expect("encode"),
+            published(4, 0, &stats),
         ),
         (
             postcard::to_stdvec(&99_u64).expect("encode"),
-            postcard::to_stdvec(&(1_u64, Sum(7_i64))).expect("encode"),
+            published(1, 3, Sum(7_i64)),
         ),
         (
             postcard::to_stdvec("").expect("encode"),
-            postcard::to_stdvec(&(9_u64, Stats::identity())).expect("encode"),
+            published(0, 1, Stats::identity()),
         ),
     ];
     for (i, (key, payload)) in changes.iter().enumerate() {

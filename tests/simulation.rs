@@ -978,10 +978,9 @@ fn check(w: &World) -> Result<(), String> {
             .read(&topic, p, 0, usize::MAX, &mut batch)
             .map_err(|e| e.to_string())?;
         for r in batch.iter() {
-            let key: u16 = postcard::from_bytes(r.key).map_err(|e| e.to_string())?;
-            let (version, _): (u64, Sum<i64>) =
-                postcard::from_bytes(r.payload).map_err(|e| e.to_string())?;
-            published.insert((key, version));
+            let change = accrete::runtime::Change::<u16, Sum<i64>>::decode(r.key, r.payload)
+                .map_err(|e| e.to_string())?;
+            published.insert((change.key, change.version));
         }
     }
     let mut finals = BTreeMap::new();

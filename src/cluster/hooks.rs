@@ -15,15 +15,16 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::Shared;
 use super::placement::{Audit, Placement};
-use super::{CHANGE_FORMAT, Shared};
+use crate::codec::decode_change_payload;
 use crate::hooks::ClusterHook;
 use crate::hooks::runner::{
     Batch, Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, State, Versioned,
     event_span, run_until_recorded,
 };
 use crate::model::ReadModel;
-use crate::store::mongo::{MongoStore, Written, key_id};
+use crate::store::mongo::{MongoStore, key_id};
 use crate::{Error, Result};
 
 impl<M: ReadModel> HookBackend<M> for MongoStore {
@@ -183,9 +184,9 @@ fn run<H: ClusterHook>(
             }
             ends.insert(p, offset + 1);
             let published_ms = msg.timestamp().to_millis().unwrap_or(0);
-            match decode::<State<H>>(msg.payload().unwrap_or_default()) {
+            match decode_change_payload::<State<H>>(msg.payload().unwrap_or_default()) {
                 // A change is identified by the event ranges it covers.
-                Ok(change) => batch.add(
+                Ok((_, change)) => batch.add(
                     H::NAME,
                     &counters,
                     msg.key().unwrap_or_default(),
@@ -266,20 +267,4 @@ fn run<H: ClusterHook>(
     }
     consumer.unsubscribe();
     audit.release();
-}
-
-fn decode<S: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Written<S>> {
-    match payload.split_first() {
-        // With a stack budget: the bytes come from the broker.
-        Some((&CHANGE_FORMAT, rest)) => crate::event::take_from_bytes(rest)
-            .map(|(change, _)| change)
-            .map_err(|detail| Error::Corrupt {
-                what: "change",
-                detail,
-            }),
-        _ => Err(Error::Corrupt {
-            what: "change",
-            detail: "unknown change format".into(),
-        }),
-    }
 }

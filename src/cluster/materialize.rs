@@ -16,7 +16,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::placement::{Audit, Placement};
 use super::replica::Replica;
-use super::{CHANGE_FORMAT, Counters, Shared};
+use super::{Counters, Shared};
+use crate::codec::{Range, encode_change};
 use crate::event::EventId;
 use crate::failpoint;
 use crate::fold::{BatchOutcome, FoldMap, Work, aggregate};
@@ -24,7 +25,7 @@ use crate::log::RecordBatch;
 use crate::log::kafka::Producer;
 use crate::model::{Deltas, ReadModel};
 use crate::store::DeadLetter;
-use crate::store::mongo::{Guards, KeyWrite, Range, Split, write_batch};
+use crate::store::mongo::{Guards, KeyWrite, Split, write_batch};
 use crate::store::pushdown::Pushdown;
 use crate::{Error, Result};
 
@@ -199,6 +200,7 @@ where
             let end = buf.batch.next_offset().unwrap_or(from);
             let mut work = Work {
                 partition: p,
+                from,
                 end,
                 pending: FoldMap::default(),
                 copies: Vec::new(),
@@ -300,12 +302,8 @@ where
                 what: "key",
                 detail: e.to_string(),
             })?;
-            payload.clear();
-            payload.push(CHANGE_FORMAT);
-            postcard::to_io(change, &mut payload).map_err(|e| Error::Encode {
-                what: "change",
-                detail: e.to_string(),
-            })?;
+            // The version is not learnt here (most writes are blind).
+            encode_change(0, change, &mut payload)?;
             self.producer
                 .send(&self.changes_topic, None, &key, &payload, None)?;
         }

@@ -683,6 +683,3 @@ impl Drop for Node {
 }
 
 pub(crate) use crate::names::published_key;
-
-/// What the changes topic carries for one key, after a format byte.
-pub(crate) const CHANGE_FORMAT: u8 = 0xC1;

@@ -23,9 +23,10 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::placement::{Placement, READ_BACK};
-use super::{CHANGE_FORMAT, Counters, Shared};
+use super::{Counters, Shared};
+use crate::codec::Written;
 use crate::model::ReadModel;
-use crate::store::mongo::{Written, decode_doc, key_id, positions};
+use crate::store::mongo::{decode_doc, key_id, positions};
 use crate::{Error, Result};
 
 struct Entry<S> {
@@ -401,27 +402,7 @@ fn follow<M: ReadModel>(
 }
 
 fn decode<M: ReadModel>(key: &[u8], payload: &[u8]) -> Result<(M::Key, Written<M::State>)> {
-    // Through the decoder with a stack budget: a change comes from the
-    // broker, and a recursive key or state type must not overflow.
-    let key = crate::event::from_bytes(key).map_err(|detail| Error::Corrupt {
-        what: "change key",
-        detail,
-    })?;
-    match payload.split_first() {
-        Some((&CHANGE_FORMAT, rest)) => Ok((
-            key,
-            crate::event::take_from_bytes(rest)
-                .map(|(change, _)| change)
-                .map_err(|detail| Error::Corrupt {
-                    what: "change",
-                    detail,
-                })?,
-        )),
-        _ => Err(Error::Corrupt {
-            what: "change",
-            detail: "unknown change format".into(),
-        }),
-    }
+    crate::codec::decode_change(key, payload).map(|(key, (_, written))| (key, written))
 }
 
 #[cfg(test)]
@@ -432,9 +413,9 @@ mod tests {
     //! changes carry no version). The replica grafts by per-partition ranges
     //! into a commutative state, so either order gives the same replica.
     use super::*;
+    use crate::codec::Range;
     use crate::model::Deltas;
     use crate::monoids::Sum;
-    use crate::store::mongo::Range;
 
     struct Totals;
 

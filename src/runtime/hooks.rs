@@ -134,11 +134,11 @@ impl<H: ClusterHook> Member<H> {
                         // The key stays encoded: the runner decodes each
                         // key once per batch.
                         match decode_change_payload::<State<H>>(r.payload) {
-                            Ok((version, delta)) => batch.add(
+                            Ok((version, written)) => batch.add(
                                 H::NAME,
                                 &self.counters,
                                 r.key,
-                                delta,
+                                written.delta,
                                 r.timestamp,
                                 vec![(version, version)],
                                 None,
@@ -226,8 +226,8 @@ pub(crate) fn spawn_node_hook<M: ReadModel>(
                         continue;
                     }
                     for r in records.iter() {
-                        let (key, _, delta) = match decode_change::<M::Key, M::State>(r.key, r.payload) {
-                            Ok(d) => d,
+                        let (key, delta) = match decode_change::<M::Key, M::State>(r.key, r.payload) {
+                            Ok((key, (_, written))) => (key, written.delta),
                             Err(e) => {
                                 tracing::error!(model = M::NAME, error = %e, "node hook: undecodable change skipped");
                                 continue;

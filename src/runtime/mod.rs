@@ -45,7 +45,7 @@ use accrete_monoids::Monoid;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::codec::{decode_change, decode_record};
+use crate::codec::decode_record;
 pub use crate::names::{changes_topic, group_name, hook_group};
 pub use worker::Change;
 use worker::{Pipeline, Runner, read_records};
@@ -1242,12 +1242,7 @@ impl<M: ReadModel> Subscription<M> {
                 self.log
                     .read(&self.topic, p as u32, *pos, 4096, &mut self.batch)?;
                 for record in self.batch.iter() {
-                    let (key, version, delta) = decode_change(record.key, record.payload)?;
-                    out.push(Change {
-                        key,
-                        delta,
-                        version,
-                    });
+                    out.push(Change::decode(record.key, record.payload)?);
                 }
                 if let Some(next) = self.batch.next_offset() {
                     *pos = next;

@@ -11,7 +11,9 @@ use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{StoredRecord, decode_record, encode_key, encode_record};
+use crate::codec::{
+    Range, StoredRecord, Written, decode_record, encode_change, encode_key, encode_record,
+};
 use crate::failpoint;
 use crate::fold::{BatchOutcome, Copy, FoldMap, Work, aggregate};
 use crate::ids::{Absorbed, CHUNK_OFFSETS, ForwardedIds, MAX_CHUNKS, Seen};
@@ -43,8 +45,37 @@ pub struct Change<K, S> {
     pub key: K,
     /// What the write combined into the state.
     pub delta: S,
-    /// The key's version after the write (1 for the first).
+    /// The key's version after the write (1 for the first); 0 on Kafka +
+    /// MongoDB, whose writes are mostly blind and do not learn it.
     pub version: u64,
+}
+
+impl<K: serde::de::DeserializeOwned, S: serde::de::DeserializeOwned> Change<K, S> {
+    /// Decodes a record of a changes topic (its key and payload), as
+    /// either backend publishes it: for a consumer of the changes topic
+    /// outside accrete. The payload's format is described in `DESIGN.md`.
+    ///
+    /// ```
+    /// use accrete::runtime::Change;
+    /// use accrete::monoids::Sum;
+    ///
+    /// // Not a change: a clear error rather than a panic.
+    /// let e = Change::<String, Sum<i64>>::decode(b"\x01k", b"\x05").unwrap_err();
+    /// assert!(e.to_string().contains("unknown change format"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`]: bytes that are not a change of these key and
+    /// state types.
+    pub fn decode(key: &[u8], payload: &[u8]) -> Result<Self> {
+        let (key, (version, written)) = crate::codec::decode_change(key, payload)?;
+        Ok(Change {
+            key,
+            delta: written.delta,
+            version,
+        })
+    }
 }
 
 /// The changes of one batch, `(key, (version, delta))` encoded, and the
@@ -159,6 +190,7 @@ impl<M: ReadModel> Runner<M> {
             let mut rec_buf = Vec::new();
             for Work {
                 partition,
+                from,
                 end,
                 pending,
                 copies,
@@ -259,11 +291,17 @@ impl<M: ReadModel> Runner<M> {
                         w.put(&key_buf, &rec_buf)?;
                         outcome.writes += 1;
                     }
-                    let bytes =
-                        postcard::to_stdvec(&(rec.version, &delta)).map_err(|e| Error::Encode {
-                            what: "change",
-                            detail: e.to_string(),
-                        })?;
+                    let written = Written {
+                        ranges: vec![Range {
+                            partition,
+                            from,
+                            end,
+                        }],
+                        idempotent: false,
+                        delta,
+                    };
+                    let mut bytes = Vec::new();
+                    encode_change(rec.version, &written, &mut bytes)?;
                     changes.push((key_buf, bytes));
                 }
                 w.set_written_end(self.source, partition, end)?;
@@ -359,6 +397,7 @@ impl<M: ReadModel> Runner<M> {
             let events = outcome.events;
             let mut work = Work {
                 partition,
+                from,
                 end,
                 pending: FoldMap::default(),
                 copies: Vec::new(),

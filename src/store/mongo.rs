@@ -77,6 +77,7 @@ use serde::de::DeserializeOwned;
 
 use super::DeadLetter;
 use super::pushdown::{Pushdown, Update};
+use crate::codec::{Range, Written};
 use crate::event::EventId;
 use crate::hooks::runner::{Coverage, IdSet, KeyPlan, Plan};
 use crate::model::ReadModel;
@@ -1202,15 +1203,6 @@ fn as_u64(v: &Bson) -> Option<u64> {
     }
 }
 
-/// One event partition's part of a batch: the key's events of `partition`
-/// in `[from, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub(crate) struct Range {
-    pub(crate) partition: u32,
-    pub(crate) from: u64,
-    pub(crate) end: u64,
-}
-
 /// One key's write in a batch: its pre-aggregated delta and the partition
 /// ranges its events came from.
 pub(crate) struct KeyWrite<K, S> {
@@ -1220,16 +1212,6 @@ pub(crate) struct KeyWrite<K, S> {
     /// The key may have no document yet (the writer's replica does not
     /// know it): the write tries an insert first.
     pub(crate) maybe_new: bool,
-}
-
-/// A write that changed a key's state, to publish.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub(crate) struct Written<S> {
-    /// The change covers the key's events in these ranges.
-    pub(crate) ranges: Vec<Range>,
-    /// An idempotent delta (no guard): may be applied again harmlessly.
-    pub(crate) idempotent: bool,
-    pub(crate) delta: S,
 }
 
 /// What a batch write did.

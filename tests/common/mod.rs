@@ -246,9 +246,9 @@ pub fn assert_every_change_published(
     for p in 0..log.partitions(&topic).unwrap() {
         log.read(&topic, p, 0, usize::MAX, &mut batch).unwrap();
         for r in batch.iter() {
-            let key: u16 = postcard::from_bytes(r.key).unwrap();
-            let (version, _): (u64, Sum<i64>) = postcard::from_bytes(r.payload).unwrap();
-            seen.insert((key, version));
+            let change =
+                accrete::runtime::Change::<u16, Sum<i64>>::decode(r.key, r.payload).unwrap();
+            seen.insert((change.key, change.version));
         }
     }
     let mut floors = std::collections::BTreeSet::new();
