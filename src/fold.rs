@@ -57,6 +57,8 @@ pub(crate) struct BatchOutcome {
     pub(crate) dead_letters: u64,
     pub(crate) writes: u64,
     pub(crate) changes: u64,
+    /// Keys found partly applied by an earlier write.
+    pub(crate) conflicts: u64,
 }
 
 /// Decode, project, pre-aggregate one partition batch. Events at their

@@ -31,6 +31,7 @@ pub mod cluster;
 pub(crate) mod codec;
 #[cfg(feature = "cli")]
 pub mod demo;
+pub(crate) mod engine;
 pub mod error;
 pub mod event;
 #[doc(hidden)]

@@ -17,10 +17,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::placement::{Audit, Placement};
 use super::replica::Replica;
 use super::{Counters, Shared};
-use crate::codec::{Range, encode_change};
+use crate::codec::{Range, encode_change, encode_key};
+use crate::engine::{Applied, ChangeFeed, Input, Positions, StateStore, run_batch};
 use crate::event::EventId;
-use crate::failpoint;
-use crate::fold::{BatchOutcome, FoldMap, Work, aggregate};
+use crate::fold::{BatchOutcome, Work};
 use crate::log::RecordBatch;
 use crate::log::kafka::Producer;
 use crate::model::{Deltas, ReadModel};
@@ -123,20 +123,98 @@ impl<M: ReadModel> Batcher<M>
 where
     M::State: Pushdown,
 {
-    /// Decides, for every forwarded record of `partitions`, whether it is
-    /// the copy of its event that applies (claimed in MongoDB, see
+    /// Writes the buffered partitions (`only` those, if given), publishes
+    /// their changes, commits: one run of the pipeline ([`run_batch`]). On
+    /// error the buffers stay, to retry.
+    fn flush(&mut self, only: Option<&[u32]>, commit: &CommitFn<'_>) -> Result<()> {
+        let Batcher {
+            model,
+            shared,
+            counters,
+            producer,
+            changes_topic,
+            source,
+            replica,
+            buffers,
+            buffered,
+            oldest,
+        } = self;
+        let mut inputs: Vec<Input<'_>> = buffers
+            .iter_mut()
+            .filter(|(p, b)| !b.batch.is_empty() && only.is_none_or(|o| o.contains(p)))
+            .map(|(p, b)| {
+                let from = b.batch.iter().next().map_or(0, |r| r.offset);
+                Input {
+                    partition: *p,
+                    from,
+                    batch: &mut b.batch,
+                    written_end: 0,
+                }
+            })
+            .collect();
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let events: usize = inputs.iter().map(|i| i.batch.len()).sum();
+        run_batch(
+            &*model,
+            *source,
+            &mut inputs,
+            &mut MongoStep {
+                shared,
+                replica,
+                source: *source,
+            },
+            &mut KafkaFeed {
+                producer,
+                topic: changes_topic,
+                shared,
+                model: M::NAME,
+            },
+            &mut MongoPositions {
+                shared,
+                model: M::NAME,
+                commit,
+            },
+            counters,
+        )?;
+        *buffered -= events;
+        if *buffered == 0 {
+            *oldest = None;
+        }
+        Ok(())
+    }
+}
+
+/// MongoDB's side of one batch of a model.
+struct MongoStep<'a, M: ReadModel> {
+    shared: &'a Shared,
+    replica: &'a Replica<M>,
+    source: u32,
+}
+
+impl<M: ReadModel> StateStore<M> for MongoStep<'_, M>
+where
+    M::State: Pushdown,
+{
+    /// Nothing: a change whose publication failed is published again by
+    /// the retry, which finds its write applied and its log in the document.
+    type Receipt = ();
+
+    /// Decides, for every forwarded record, whether it is the copy of its
+    /// event that applies (claimed in MongoDB, see
     /// [`MongoStore::claim_origins`](crate::store::mongo::MongoStore)): that
     /// copy is then folded as an event of this topic (exactly once by the
     /// per-key guard), and every other copy is marked as a copy of it, which
-    /// [`aggregate`] skips. A copy of one of this topic's own events is
-    /// left as it is: `aggregate` skips it too.
-    fn resolve_copies(&mut self, partitions: &[u32]) -> Result<()> {
+    /// [`aggregate`](crate::fold::aggregate) skips. A copy of one of this
+    /// topic's own events is left as it is: `aggregate` skips it too.
+    fn prepare(&mut self, inputs: &mut [Input<'_>]) -> Result<()> {
         let source = self.source;
         let mut claims = Vec::new();
-        for p in partitions {
-            for e in &self.buffers[p].batch.entries {
+        for input in inputs.iter() {
+            for e in &input.batch.entries {
                 if let Some(origin) = e.origin.filter(|o| o.source != source) {
-                    claims.push((origin, (*p, e.offset)));
+                    claims.push((origin, (input.partition, e.offset)));
                 }
             }
         }
@@ -145,18 +223,15 @@ where
         }
         let winners = self.shared.store.claim_origins(source, &claims)?;
         let mut decided = claims.into_iter().zip(winners);
-        for p in partitions {
-            let Some(buf) = self.buffers.get_mut(p) else {
-                continue;
-            };
-            for e in &mut buf.batch.entries {
+        for input in inputs.iter_mut() {
+            for e in &mut input.batch.entries {
                 if e.origin.is_none_or(|o| o.source == source) {
                     continue;
                 }
                 let Some(((_, native), (wp, wo))) = decided.next() else {
                     break;
                 };
-                debug_assert_eq!(native, (*p, e.offset));
+                debug_assert_eq!(native, (input.partition, e.offset));
                 e.origin = if (wp, wo) == native {
                     None
                 } else {
@@ -171,55 +246,29 @@ where
         Ok(())
     }
 
-    /// Writes the buffered partitions (`only` those, if given), publishes
-    /// their changes, commits. On error the buffers stay, to retry.
-    fn flush(&mut self, only: Option<&[u32]>, commit: &CommitFn<'_>) -> Result<()> {
-        let partitions: Vec<u32> = self
-            .buffers
-            .iter()
-            .filter(|(p, b)| !b.batch.is_empty() && only.is_none_or(|o| o.contains(p)))
-            .map(|(p, _)| *p)
-            .collect();
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let gathered = self.oldest.map(|t| started.duration_since(t));
-        let mut outcome = BatchOutcome::default();
-        let mut dead: Vec<DeadLetter> = Vec::new();
-        // Pre-aggregate each partition, then merge them per key: a key
-        // touched from several partitions is written once, guarded per
-        // partition.
-        self.resolve_copies(&partitions)?;
+    /// Merges the partitions' works per key (a key touched from several
+    /// partitions is written once, guarded per partition), writes them
+    /// (see [`write_batch`]), and sends the events of keys that cannot be
+    /// written to the dead letters.
+    fn apply(
+        &mut self,
+        model: &M,
+        inputs: &[Input<'_>],
+        works: Vec<Work<M::Key, M::State>>,
+        mut dead: Vec<DeadLetter>,
+        outcome: &mut BatchOutcome,
+    ) -> Result<Applied<()>> {
+        let store = &self.shared.store;
+        store.dead_letters_put(M::NAME, &dead)?;
         let mut merged: HashMap<M::Key, (M::State, Vec<Range>), foldhash::fast::RandomState> =
             HashMap::default();
-        let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            let buf = &self.buffers[&p];
-            let from = buf.batch.iter().next().map_or(0, |r| r.offset);
-            let end = buf.batch.next_offset().unwrap_or(from);
-            let mut work = Work {
-                partition: p,
-                from,
-                end,
-                pending: FoldMap::default(),
-                copies: Vec::new(),
-            };
-            aggregate(
-                &self.model,
-                self.source,
-                p,
-                &buf.batch,
-                0,
-                &mut work,
-                &mut dead,
-                &mut outcome,
-            );
+        for work in works {
             let range = Range {
-                partition: p,
-                from,
-                end,
+                partition: work.partition,
+                from: work.from,
+                end: work.end,
             };
+            // After `prepare`, every copy that applies is native here.
             for (key, pending) in work.pending {
                 let Some(delta) = pending.fresh else { continue };
                 match merged.get_mut(&key) {
@@ -232,15 +281,7 @@ where
                     }
                 }
             }
-            tpl.add_partition_offset(
-                &self.shared.config.events_topic,
-                p as i32,
-                Offset::Offset(end as i64),
-            )
-            .map_err(|e| Error::kafka("commit", e))?;
         }
-        self.shared.store.dead_letters_put(M::NAME, &dead)?;
-        let aggregated = started.elapsed();
         let merged: Vec<_> = merged
             .into_iter()
             .filter(|(_, (d, _))| !d.is_identity())
@@ -259,19 +300,8 @@ where
                 maybe_new: !known,
             })
             .collect();
-        failpoint::hit("before_store_write");
-        let buffers = &self.buffers;
-        let model = &self.model;
-        let flushed = &partitions;
-        let mut split = |guards: &Guards<M::Key>| split_at_guards(model, buffers, flushed, guards);
-        let written = write_batch(
-            &self.shared.store,
-            M::NAME,
-            M::EXACTLY_ONCE,
-            keys,
-            &mut split,
-        )?;
-        failpoint::hit("after_store_write");
+        let mut split = |guards: &Guards<M::Key>| split_at_guards(model, inputs, guards);
+        let written = write_batch(store, M::NAME, M::EXACTLY_ONCE, keys, &mut split)?;
         if written.recut > 0 {
             tracing::warn!(
                 model = M::NAME,
@@ -285,68 +315,83 @@ where
         // form, a document the server refuses): their events go to the dead
         // letters, and the rest of the batch is published and committed.
         if !written.rejected.is_empty() {
-            let letters = dead_letters_of(model, self.source, buffers, flushed, &written.rejected);
+            let letters = dead_letters_of(model, self.source, inputs, &written.rejected);
             tracing::warn!(
                 model = M::NAME,
                 keys = written.rejected.len(),
                 events = letters.len(),
                 "keys that cannot be written: their events go to the dead letters"
             );
-            self.shared.store.dead_letters_put(M::NAME, &letters)?;
+            store.dead_letters_put(M::NAME, &letters)?;
             dead.extend(letters);
         }
-        let stored = started.elapsed();
-        let mut payload = Vec::new();
+        outcome.writes = written.writes;
+        outcome.conflicts = written.conflicts;
+        outcome.dead_letters = dead.len() as u64;
+        outcome.changes = written.changes.len() as u64;
+        let mut changes = Vec::with_capacity(written.changes.len());
         for (key, change) in &written.changes {
-            let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
-                what: "key",
-                detail: e.to_string(),
-            })?;
+            let mut payload = Vec::new();
             // The version is not learnt here (most writes are blind).
             encode_change(0, change, &mut payload)?;
-            self.producer
-                .send(&self.changes_topic, None, &key, &payload, None)?;
+            changes.push((encode_key(key)?, payload));
+        }
+        Ok(Applied {
+            changes,
+            receipt: (),
+        })
+    }
+
+    fn published(&mut self, (): ()) {}
+
+    fn unpublished(&mut self, _: Applied<()>) {}
+}
+
+/// The model's changes topic, through the node's producer.
+struct KafkaFeed<'a> {
+    producer: &'a Producer,
+    topic: &'a str,
+    shared: &'a Shared,
+    model: &'static str,
+}
+
+impl ChangeFeed for KafkaFeed<'_> {
+    fn publish(&mut self, changes: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        for (key, payload) in changes {
+            self.producer.send(self.topic, None, key, payload, None)?;
         }
         self.producer.flush(Duration::from_secs(60))?;
         // Where the changes topic ends, as delivered: brokers have been seen
         // to under-report it, and replicas measure their lag against it.
         let published = self.producer.take_ends();
-        let sent = started.elapsed();
         self.shared
             .store
-            .advance_positions(&super::published_key(M::NAME), &published)?;
-        failpoint::hit("after_publish");
-        let ends: Vec<(u32, u64)> = partitions
-            .iter()
-            .map(|p| (*p, self.buffers[p].batch.next_offset().unwrap_or(0)))
-            .collect();
-        self.shared.store.advance_positions(M::NAME, &ends)?;
-        // The group's offsets follow, for tools that read them; the stored
-        // positions above are what a node resumes from.
-        if let Err(e) = commit(&tpl) {
-            tracing::warn!(model = M::NAME, error = %e, "offset commit failed (positions are kept in MongoDB)");
+            .advance_positions(&super::published_key(self.model), &published)
+    }
+}
+
+/// The model's positions in MongoDB (what a node resumes from), then the
+/// consumer group's offsets (for tools that read them).
+struct MongoPositions<'a, 'c> {
+    shared: &'a Shared,
+    model: &'static str,
+    commit: &'a CommitFn<'c>,
+}
+
+impl Positions for MongoPositions<'_, '_> {
+    fn commit(&mut self, ends: &[(u32, u64)]) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, end) in ends {
+            tpl.add_partition_offset(
+                &self.shared.config.events_topic,
+                *p as i32,
+                Offset::Offset(*end as i64),
+            )
+            .map_err(|e| Error::kafka("commit", e))?;
         }
-        failpoint::hit("after_commit");
-        let c = &self.counters;
-        c.events.fetch_add(outcome.events, Ordering::Relaxed);
-        c.batches.fetch_add(1, Ordering::Relaxed);
-        c.writes.fetch_add(written.writes, Ordering::Relaxed);
-        c.changes
-            .fetch_add(written.changes.len() as u64, Ordering::Relaxed);
-        c.conflicts.fetch_add(written.conflicts, Ordering::Relaxed);
-        c.dead_letters
-            .fetch_add(dead.len() as u64, Ordering::Relaxed);
-        tracing::debug!(model = M::NAME, events = outcome.events, writes = written.writes,
-            changes = written.changes.len(), ?gathered, ?aggregated, ?stored, ?sent, elapsed = ?started.elapsed(),
-            "batch written");
-        for p in partitions {
-            if let Some(buf) = self.buffers.get_mut(&p) {
-                self.buffered -= buf.batch.len();
-                buf.batch.clear_and_shrink(4 << 20);
-            }
-        }
-        if self.buffered == 0 {
-            self.oldest = None;
+        self.shared.store.advance_positions(self.model, ends)?;
+        if let Err(e) = (self.commit)(&tpl) {
+            tracing::warn!(model = self.model, error = %e, "offset commit failed (positions are kept in MongoDB)");
         }
         Ok(())
     }
@@ -357,16 +402,15 @@ where
 fn dead_letters_of<M: ReadModel>(
     model: &M,
     source: u32,
-    buffers: &HashMap<u32, Buffer>,
-    flushed: &[u32],
+    inputs: &[Input<'_>],
     rejected: &[(M::Key, String)],
 ) -> Vec<DeadLetter> {
     let rejected: HashMap<&M::Key, &String> = rejected.iter().map(|(k, r)| (k, r)).collect();
     let mut out = Vec::new();
     let mut deltas = Deltas::new();
-    for &p in flushed {
-        let Some(buf) = buffers.get(&p) else { continue };
-        for record in buf.batch.iter() {
+    for input in inputs {
+        let p = input.partition;
+        for record in input.batch.iter() {
             if !project_applied(model, &record, &mut deltas) {
                 continue;
             }
@@ -419,15 +463,14 @@ fn project_applied<M: ReadModel>(
 
 fn split_at_guards<M: ReadModel>(
     model: &M,
-    buffers: &HashMap<u32, Buffer>,
-    flushed: &[u32],
+    inputs: &[Input<'_>],
     guards: &Guards<M::Key>,
 ) -> Split<M::Key, M::State> {
     let mut out: Split<M::Key, M::State> = HashMap::new();
     let mut deltas = Deltas::new();
-    for &p in flushed {
-        let Some(buf) = buffers.get(&p) else { continue };
-        for record in buf.batch.iter() {
+    for input in inputs {
+        let p = input.partition;
+        for record in input.batch.iter() {
             if !project_applied(model, &record, &mut deltas) {
                 continue;
             }
@@ -693,9 +736,14 @@ mod tests {
         batch.push(11, b"k", 0, &enc(100), Some(elsewhere));
         batch.push(12, b"k", 0, &enc(13), None);
         batch.push(13, b"k", 0, &enc(20), None);
-        let buffers = HashMap::from([(0, Buffer { batch })]);
+        let inputs = [Input {
+            partition: 0,
+            from: 10,
+            batch: &mut batch,
+            written_end: 0,
+        }];
         let guards: Guards<String> = HashMap::from([("k".to_string(), vec![(0, 12)])]);
-        let split = split_at_guards(&Total, &buffers, &[0], &guards);
+        let split = split_at_guards(&Total, &inputs, &guards);
         assert_eq!(split["k"], (Sum(1), Sum(20)));
     }
 }

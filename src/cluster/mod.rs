@@ -56,7 +56,7 @@ mod replica;
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,56 +72,11 @@ use crate::store::mongo::MongoStore;
 use crate::store::pushdown::Pushdown;
 use crate::{Error, Result};
 
-/// What a node's materializer of one model has done since it started.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct NodeStats {
-    /// Events read from the events topic (each delivery counts).
-    pub events: u64,
-    /// Batches written.
-    pub batches: u64,
-    /// Document writes sent to MongoDB.
-    pub writes: u64,
-    /// Changes published.
-    pub changes: u64,
-    /// Keys found partly applied by an earlier write (after a crash or a
-    /// rebalance) and resolved by reading them.
-    pub conflicts: u64,
-    /// Events sent to the dead letters.
-    pub dead_letters: u64,
-    /// Changes grafted into this node's replica.
-    pub grafted: u64,
-    /// Replica entries re-read from MongoDB because a change overlapped what
-    /// the replica had.
-    pub refetched: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) events: AtomicU64,
-    pub(crate) batches: AtomicU64,
-    pub(crate) writes: AtomicU64,
-    pub(crate) changes: AtomicU64,
-    pub(crate) conflicts: AtomicU64,
-    pub(crate) dead_letters: AtomicU64,
-    pub(crate) grafted: AtomicU64,
-    pub(crate) refetched: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> NodeStats {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        NodeStats {
-            events: g(&self.events),
-            batches: g(&self.batches),
-            writes: g(&self.writes),
-            changes: g(&self.changes),
-            conflicts: g(&self.conflicts),
-            dead_letters: g(&self.dead_letters),
-            grafted: g(&self.grafted),
-            refetched: g(&self.refetched),
-        }
-    }
-}
+pub use crate::engine::ModelStats;
+/// What a node's pipeline of one model did: [`ModelStats`], by its
+/// earlier name.
+pub type NodeStats = ModelStats;
+pub(crate) use crate::engine::Counters;
 
 /// The shared parts of a node.
 pub(crate) struct Shared {

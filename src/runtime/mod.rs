@@ -31,7 +31,6 @@
 //! ```
 
 mod hooks;
-pub(crate) mod metrics;
 pub(crate) mod worker;
 
 use std::collections::BTreeMap;
@@ -46,6 +45,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::codec::decode_record;
+pub use crate::engine::ModelStats;
 pub use crate::names::{changes_topic, group_name, hook_group};
 pub use worker::Change;
 use worker::{Pipeline, Runner, read_records};
@@ -540,6 +540,7 @@ impl Runtime {
             &c.events_topic,
             self.inner.source,
             c.partitions,
+            Arc::default(),
         )?;
         self.finish_rebuild(M::NAME)?;
         self.repair_lost_tail(M::NAME)?;
@@ -782,6 +783,23 @@ impl Runtime {
     /// Store errors.
     pub fn dead_letters<M: ReadModel>(&self) -> Result<Vec<DeadLetter>> {
         self.inner.store.dead_letters(M::NAME)
+    }
+
+    /// What the model's pipeline did in this process since the model was
+    /// added (batches, writes, changes, dead letters), as
+    /// [`Node::stats`](crate::cluster::Node::stats) reports it on Kafka +
+    /// MongoDB.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not running.
+    pub fn stats(&self, model: &str) -> Result<ModelStats> {
+        self.inner
+            .models
+            .lock()
+            .get(model)
+            .map(|running| running.pipeline.stats())
+            .ok_or_else(|| Error::Model(model.into(), "is not running".into()))
     }
 
     /// Progress of a model by name: committed position, end and lag per
@@ -1198,7 +1216,7 @@ fn work(
             Err(e) => {
                 failed = true;
                 health.failed(pipeline.name(), &e);
-                metrics::error(pipeline.name());
+                crate::engine::metrics::error(pipeline.name());
                 tracing::error!(model = pipeline.name(), partitions = ?mine, error = %e, "batch failed; retrying from the committed positions");
             }
         }

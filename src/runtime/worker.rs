@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::{Mutex, MutexGuard};
@@ -14,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{
     Range, StoredRecord, Written, decode_record, encode_change, encode_key, encode_record,
 };
-use crate::failpoint;
-use crate::fold::{BatchOutcome, Copy, FoldMap, Work, aggregate};
+use crate::engine::{Applied, ChangeFeed, Counters, Input, Positions, StateStore, run_batch};
+use crate::fold::{BatchOutcome, Copy, Work};
 use crate::ids::{Absorbed, CHUNK_OFFSETS, ForwardedIds, MAX_CHUNKS, Seen};
 use crate::log::{Log, NewRecord, RecordBatch, partition_for};
 use crate::model::ReadModel;
@@ -93,12 +92,19 @@ pub(crate) struct PartitionState {
     /// The end of the last batch written for this partition: events at or
     /// beyond it cannot be absorbed yet.
     written_end: Option<u64>,
+    /// The worker's outbox bookkeeping (kept by its first partition).
+    outbox: OutboxState,
+    batch: RecordBatch,
+}
+
+/// What a worker knows of its outbox rows.
+#[derive(Default)]
+pub(crate) struct OutboxState {
     /// Outbox sequences published and not yet deleted.
     published: Vec<u64>,
     /// Changes written whose publication failed: published before the next
     /// batch.
     unpublished: Option<Outbox>,
-    batch: RecordBatch,
 }
 
 /// Type-erased pipeline of one read model.
@@ -113,6 +119,8 @@ pub(crate) trait Pipeline: Send + Sync {
     fn forget(&self);
     /// Deletes published outbox entries when idle.
     fn tidy(&self, partitions: &[u32]) -> Result<()>;
+    /// What the pipeline has done since the model was added.
+    fn stats(&self) -> crate::engine::ModelStats;
 }
 
 pub(crate) struct Runner<M: ReadModel> {
@@ -130,6 +138,7 @@ pub(crate) struct Runner<M: ReadModel> {
     recovered: Mutex<bool>,
     /// The source numbers of this store's other events topics.
     own_sources: Vec<u32>,
+    counters: Arc<Counters>,
 }
 
 impl<M: ReadModel> Runner<M> {
@@ -140,6 +149,7 @@ impl<M: ReadModel> Runner<M> {
         events_topic: &str,
         source: u32,
         partitions: u32,
+        counters: Arc<Counters>,
     ) -> Result<Self> {
         let changes_topic = changes_topic(M::NAME);
         log.create_topic(&changes_topic, partitions)?;
@@ -162,14 +172,14 @@ impl<M: ReadModel> Runner<M> {
                     Mutex::new(PartitionState {
                         position: None,
                         written_end: None,
-                        published: Vec::new(),
-                        unpublished: None,
+                        outbox: OutboxState::default(),
                         batch: RecordBatch::new(),
                     })
                 })
                 .collect(),
             recovered: Mutex::new(false),
             own_sources,
+            counters,
         })
     }
 
@@ -359,18 +369,20 @@ impl<M: ReadModel> Runner<M> {
         }
     }
 
+    /// Reads the next batch of each locked partition and runs it through
+    /// the pipeline ([`run_batch`]); the worker's outbox bookkeeping is
+    /// `outbox`.
     fn step_locked(
         &self,
         guards: &mut [(u32, MutexGuard<'_, PartitionState>)],
         max: usize,
+        outbox: &mut OutboxState,
     ) -> Result<Option<BatchOutcome>> {
-        let started = Instant::now();
-        let mut outcome = BatchOutcome::default();
-        let mut works = Vec::new();
-        let mut dead = Vec::new();
-        let mut per_partition = Vec::new();
+        let mut inputs = Vec::with_capacity(guards.len());
+        let mut ends = Vec::with_capacity(guards.len());
         for (partition, st) in guards.iter_mut() {
             let partition = *partition;
+            let st = &mut **st;
             let from = match st.position {
                 Some(p) => p,
                 None => *st.position.insert(self.log.committed(
@@ -389,82 +401,40 @@ impl<M: ReadModel> Runner<M> {
             };
             self.log
                 .read(&self.events_topic, partition, from, max, &mut st.batch)?;
-            let Some(end) = st.batch.next_offset() else {
-                continue;
-            };
-            let span = tracing::debug_span!("batch", model = M::NAME, partition, from, end);
-            let _enter = span.enter();
-            let events = outcome.events;
-            let mut work = Work {
+            if let Some(end) = st.batch.next_offset() {
+                ends.push((partition, end));
+            }
+            inputs.push(Input {
                 partition,
                 from,
-                end,
-                pending: FoldMap::default(),
-                copies: Vec::new(),
-            };
-            aggregate(
-                &self.model,
-                self.source,
-                partition,
-                &st.batch,
+                batch: &mut st.batch,
                 written_end,
-                &mut work,
-                &mut dead,
-                &mut outcome,
-            );
-            per_partition.push((partition, outcome.events - events));
-            works.push(work);
+            });
         }
-        if works.is_empty() {
-            return Ok(None);
-        }
-        let ends: Vec<(u32, u64)> = works.iter().map(|w| (w.partition, w.end)).collect();
-
-        failpoint::hit("before_store_write");
-        let published = guards[0].1.published.clone();
-        let outbox = self.write(works, dead, &published, &mut outcome)?;
-        guards[0].1.published.clear();
-        for (partition, end) in &ends {
+        let mut store = StoreStep {
+            runner: self,
+            outbox,
+        };
+        let outcome = run_batch(
+            &self.model,
+            self.source,
+            &mut inputs,
+            &mut store,
+            &mut LogFeed(self),
+            &mut LogPositions(self),
+            &self.counters,
+        )?;
+        drop(inputs);
+        for (partition, end) in ends {
             let st = &mut guards
                 .iter_mut()
-                .find(|(p, _)| p == partition)
+                .find(|(p, _)| *p == partition)
                 .expect("a locked partition")
                 .1;
-            st.written_end = st.written_end.max(Some(*end));
+            st.written_end = st.written_end.max(Some(end));
+            st.position = Some(end);
         }
-        failpoint::hit("after_store_write");
-
-        if let Some(outbox) = outbox {
-            if let Err(e) = self.publish(&outbox.changes) {
-                guards[0].1.unpublished = Some(outbox);
-                return Err(e);
-            }
-            guards[0].1.published.push(outbox.seq);
-        }
-        failpoint::hit("after_publish");
-
-        for (partition, end) in &ends {
-            self.log
-                .commit(&self.group, &self.events_topic, *partition, *end)?;
-            let st = &mut guards
-                .iter_mut()
-                .find(|(p, _)| p == partition)
-                .expect("a locked partition")
-                .1;
-            st.position = Some(*end);
-        }
-        failpoint::hit("after_commit");
-
-        // Counted once the batch is committed: a failed batch is read again.
-        for (partition, events) in per_partition {
-            super::metrics::events_in(M::NAME, partition, events);
-        }
-        super::metrics::batch(M::NAME, &outcome, started.elapsed());
-        for (_, st) in guards.iter_mut() {
-            // Large batches (a backfill) give their memory back.
-            st.batch.clear_and_shrink(4 << 20);
-        }
-        Ok(Some(outcome))
+        Ok(outcome)
     }
 
     /// Appends changes to the changes topic, grouped by partition.
@@ -484,6 +454,91 @@ impl<M: ReadModel> Runner<M> {
         }
         for (p, records) in by_partition {
             self.log.append(&self.changes_topic, p, &records)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the changes of a batch whose publication failed, before
+    /// the worker's next batch.
+    fn publish_unpublished(&self, outbox: &mut OutboxState) -> Result<()> {
+        if let Some(row) = outbox.unpublished.take() {
+            if let Err(e) = self.publish(&row.changes) {
+                outbox.unpublished = Some(row);
+                return Err(e);
+            }
+            outbox.published.push(row.seq);
+        }
+        Ok(())
+    }
+}
+
+/// The embedded store's side of one step: one transaction, and the
+/// worker's outbox rows.
+struct StoreStep<'a, M: ReadModel> {
+    runner: &'a Runner<M>,
+    outbox: &'a mut OutboxState,
+}
+
+impl<M: ReadModel> StateStore<M> for StoreStep<'_, M> {
+    /// The outbox row holding the changes.
+    type Receipt = Option<u64>;
+
+    fn apply(
+        &mut self,
+        _model: &M,
+        _inputs: &[Input<'_>],
+        works: Vec<Work<M::Key, M::State>>,
+        dead: Vec<DeadLetter>,
+        outcome: &mut BatchOutcome,
+    ) -> Result<Applied<Option<u64>>> {
+        // Rows published since the last write are deleted in this one.
+        let row = self
+            .runner
+            .write(works, dead, &self.outbox.published, outcome)?;
+        self.outbox.published.clear();
+        Ok(match row {
+            Some(row) => Applied {
+                changes: row.changes,
+                receipt: Some(row.seq),
+            },
+            None => Applied {
+                changes: Vec::new(),
+                receipt: None,
+            },
+        })
+    }
+
+    fn published(&mut self, receipt: Option<u64>) {
+        self.outbox.published.extend(receipt);
+    }
+
+    fn unpublished(&mut self, applied: Applied<Option<u64>>) {
+        if let Some(seq) = applied.receipt {
+            self.outbox.unpublished = Some(Outbox {
+                seq,
+                changes: applied.changes,
+            });
+        }
+    }
+}
+
+/// The embedded log's changes topic of a model.
+struct LogFeed<'a, M: ReadModel>(&'a Runner<M>);
+
+impl<M: ReadModel> ChangeFeed for LogFeed<'_, M> {
+    fn publish(&mut self, changes: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        self.0.publish(changes)
+    }
+}
+
+/// The model's consumer group in the embedded log.
+struct LogPositions<'a, M: ReadModel>(&'a Runner<M>);
+
+impl<M: ReadModel> Positions for LogPositions<'_, M> {
+    fn commit(&mut self, ends: &[(u32, u64)]) -> Result<()> {
+        let r = self.0;
+        for (partition, end) in ends {
+            r.log.commit(&r.group, &r.events_topic, *partition, *end)?;
         }
         Ok(())
     }
@@ -513,14 +568,11 @@ impl<M: ReadModel> Pipeline for Runner<M> {
         }
         // The first partition's state keeps the worker's outbox bookkeeping.
         debug_assert_eq!(guards[0].0, first);
-        if let Some(outbox) = guards[0].1.unpublished.take() {
-            if let Err(e) = self.publish(&outbox.changes) {
-                guards[0].1.unpublished = Some(outbox);
-                return Err(e);
-            }
-            guards[0].1.published.push(outbox.seq);
-        }
-        let result = self.step_locked(&mut guards, max);
+        let mut outbox = std::mem::take(&mut guards[0].1.outbox);
+        let result = self
+            .publish_unpublished(&mut outbox)
+            .and_then(|()| self.step_locked(&mut guards, max, &mut outbox));
+        guards[0].1.outbox = outbox;
         if result.is_err() {
             // Start over from what is durable: the committed positions and
             // the store's written ends.
@@ -563,10 +615,14 @@ impl<M: ReadModel> Pipeline for Runner<M> {
             let mut st = p.lock();
             st.position = None;
             st.written_end = None;
-            st.published.clear();
-            // `recover` published it before the rebuild cleared the outbox.
-            st.unpublished = None;
+            // `recover` published what was unpublished before the rebuild
+            // cleared the outbox.
+            st.outbox = OutboxState::default();
         }
+    }
+
+    fn stats(&self) -> crate::engine::ModelStats {
+        self.counters.snapshot()
     }
 
     fn tidy(&self, partitions: &[u32]) -> Result<()> {
@@ -574,10 +630,10 @@ impl<M: ReadModel> Pipeline for Runner<M> {
             return Ok(());
         };
         let mut st = self.partitions[first as usize].lock();
-        if st.published.is_empty() {
+        if st.outbox.published.is_empty() {
             return Ok(());
         }
-        let seqs = std::mem::take(&mut st.published);
+        let seqs = std::mem::take(&mut st.outbox.published);
         self.store
             .write(|txn| ModelWrite::open(txn, M::NAME)?.remove_changes(&seqs))
     }

@@ -1,0 +1,197 @@
+//! The one pipeline of a read model, written once for every backend: the
+//! records of the partitions a worker owns → decode, project,
+//! pre-aggregate ([`aggregate`]) → the state store applies the folded batch
+//! exactly once and returns its changes → the change feed publishes them →
+//! the input positions are committed. [`run_batch`] is that sequence, with
+//! its crash points and its metrics; the backends implement the three
+//! traits it is written against:
+//!
+//! | trait | embedded | Kafka + MongoDB |
+//! | --- | --- | --- |
+//! | [`StateStore`] | redb: records with absorbed ranges, forwarded ids and written ends, and an outbox row, in one transaction | MongoDB: claims of forwarded copies, one guarded document write per touched key, logged writes |
+//! | [`ChangeFeed`] | the embedded log's changes topic | the changes topic, through the producer, its ends stored as delivered |
+//! | [`Positions`] | the model's consumer group in the embedded log | positions in MongoDB, then the consumer group's offsets |
+//!
+//! Reading the records (which partitions a worker owns, when a batch is
+//! due) is the backends' own: the embedded workers pull from the log, a
+//! node's materializer is fed by its consumer and by rebalances.
+
+pub(crate) mod metrics;
+
+use std::time::Instant;
+
+use crate::Result;
+use crate::failpoint;
+use crate::fold::{BatchOutcome, FoldMap, Work, aggregate};
+use crate::log::RecordBatch;
+use crate::model::ReadModel;
+use crate::store::DeadLetter;
+
+pub(crate) use metrics::Counters;
+pub use metrics::ModelStats;
+
+/// One partition's records, read and not yet folded.
+pub(crate) struct Input<'a> {
+    pub(crate) partition: u32,
+    /// The batch's first offset: its events are `[from, batch end)`.
+    pub(crate) from: u64,
+    pub(crate) batch: &'a mut RecordBatch,
+    /// Native events below this offset are applied already (the embedded
+    /// store's written end; 0 where the store guards per key instead).
+    pub(crate) written_end: u64,
+}
+
+/// The changes a write made, encoded (`(key, payload)`, see
+/// [`crate::codec::encode_change`]), and what the store wants back once
+/// they are published.
+pub(crate) struct Applied<R> {
+    pub(crate) changes: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) receipt: R,
+}
+
+/// A state store's side of one model's pipeline: applies a folded batch
+/// exactly once, whatever was applied before (a crash, another member
+/// holding the partition a moment ago), and returns the changes the batch
+/// made. Nothing is published before `apply` returns, so a published
+/// change is always durable.
+pub(crate) trait StateStore<M: ReadModel> {
+    /// Handed back once the changes are published (the embedded outbox
+    /// row, to delete).
+    type Receipt;
+
+    /// Decisions on the raw records before they are folded (which copy of
+    /// a forwarded event applies, on MongoDB).
+    fn prepare(&mut self, _inputs: &mut [Input<'_>]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Writes the batch: every work's keys, the dead letters, the
+    /// bookkeeping that makes a second apply of the same records a no-op.
+    /// Sets `outcome`'s `writes`, `changes`, `dead_letters`, `conflicts`.
+    fn apply(
+        &mut self,
+        model: &M,
+        inputs: &[Input<'_>],
+        works: Vec<Work<M::Key, M::State>>,
+        dead: Vec<DeadLetter>,
+        outcome: &mut BatchOutcome,
+    ) -> Result<Applied<Self::Receipt>>;
+
+    /// The changes are published.
+    fn published(&mut self, receipt: Self::Receipt);
+
+    /// Publishing failed: the store keeps what it needs to publish them
+    /// again (or relies on its own recovery to).
+    fn unpublished(&mut self, applied: Applied<Self::Receipt>);
+}
+
+/// Where a model's changes go.
+pub(crate) trait ChangeFeed {
+    /// Publishes encoded `(key, payload)` changes (perhaps none), durably,
+    /// before it returns.
+    fn publish(&mut self, changes: &[(Vec<u8>, Vec<u8>)]) -> Result<()>;
+}
+
+/// Where a model's input positions are kept.
+pub(crate) trait Positions {
+    /// Records that each `(partition, end)` was read up to `end`.
+    fn commit(&mut self, ends: &[(u32, u64)]) -> Result<()>;
+}
+
+/// Folds one batch of each input through the pipeline: aggregate, apply,
+/// publish, commit. `Ok(None)` when no input has records. On error nothing
+/// is committed: the records are read again, and the store's bookkeeping
+/// makes the second apply exact.
+pub(crate) fn run_batch<M, S, F, P>(
+    model: &M,
+    source: u32,
+    inputs: &mut [Input<'_>],
+    store: &mut S,
+    feed: &mut F,
+    positions: &mut P,
+    counters: &Counters,
+) -> Result<Option<BatchOutcome>>
+where
+    M: ReadModel,
+    S: StateStore<M>,
+    F: ChangeFeed,
+    P: Positions,
+{
+    if inputs.iter().all(|i| i.batch.is_empty()) {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    store.prepare(inputs)?;
+    let mut outcome = BatchOutcome::default();
+    let mut works = Vec::with_capacity(inputs.len());
+    let mut dead = Vec::new();
+    let mut events_in = Vec::with_capacity(inputs.len());
+    for input in inputs.iter() {
+        let Some(end) = input.batch.next_offset() else {
+            continue;
+        };
+        let span = tracing::debug_span!(
+            "batch",
+            model = M::NAME,
+            partition = input.partition,
+            from = input.from,
+            end
+        );
+        let _enter = span.enter();
+        let before = outcome.events;
+        let mut work = Work {
+            partition: input.partition,
+            from: input.from,
+            end,
+            pending: FoldMap::default(),
+            copies: Vec::new(),
+        };
+        aggregate(
+            model,
+            source,
+            input.partition,
+            input.batch,
+            input.written_end,
+            &mut work,
+            &mut dead,
+            &mut outcome,
+        );
+        events_in.push((input.partition, outcome.events - before));
+        works.push(work);
+    }
+    let ends: Vec<(u32, u64)> = works.iter().map(|w| (w.partition, w.end)).collect();
+    let aggregated = started.elapsed();
+
+    failpoint::hit("before_store_write");
+    let applied = store.apply(model, inputs, works, dead, &mut outcome)?;
+    failpoint::hit("after_store_write");
+    let stored = started.elapsed();
+
+    // Called even with no changes: a feed may have deliveries of an earlier
+    // batch to wait for (the Kafka producer's).
+    if let Err(e) = feed.publish(&applied.changes) {
+        store.unpublished(applied);
+        return Err(e);
+    }
+    store.published(applied.receipt);
+    failpoint::hit("after_publish");
+    let sent = started.elapsed();
+
+    positions.commit(&ends)?;
+    failpoint::hit("after_commit");
+
+    // Counted once the batch is committed: a failed batch is read again.
+    for (partition, events) in events_in {
+        metrics::events_in(M::NAME, partition, events);
+    }
+    let took = started.elapsed();
+    metrics::batch(M::NAME, &outcome, took);
+    counters.batch(&outcome);
+    tracing::debug!(model = M::NAME, events = outcome.events, writes = outcome.writes,
+        changes = outcome.changes, ?aggregated, ?stored, ?sent, elapsed = ?took, "batch written");
+    for input in inputs.iter_mut() {
+        // Large batches (a backfill) give their memory back.
+        input.batch.clear_and_shrink(4 << 20);
+    }
+    Ok(Some(outcome))
+}
