@@ -17,11 +17,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::Shared;
 use super::placement::{Audit, Placement};
-use crate::codec::decode_change_payload;
 use crate::hooks::ClusterHook;
+use crate::hooks::member::{ChangeRecord, ChangeSource, run_member};
 use crate::hooks::runner::{
-    Batch, Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, State, Versioned,
-    event_span, run_until_recorded,
+    Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, Versioned,
 };
 use crate::model::ReadModel;
 use crate::store::mongo::{MongoStore, key_id};
@@ -157,114 +156,138 @@ fn run<H: ClusterHook>(
     hook: H,
     consumer: BaseConsumer<Ctx>,
     placement: Arc<Placement>,
-    mut audit: Audit,
+    audit: Audit,
     reader: String,
     topic: String,
     shared: Arc<Shared>,
     counters: Arc<HookCounters>,
 ) {
     let stopping = || shared.stop.load(Ordering::Acquire);
-    let mut next_sweep = Instant::now() + SWEEP_EVERY;
-    let mut pace = super::pace::Pace::new(
+    let pace = super::pace::Pace::new(
         FIRST_POLL,
         1,
         LARGEST_POLL,
         super::pace::batch_target(shared.config.kafka.max_poll_interval()),
     );
-    while !stopping() {
-        let mut batch = Batch::new();
-        let mut ends: HashMap<u32, u64> = HashMap::new();
+    let mut source = KafkaChanges {
+        hook: H::NAME,
+        consumer,
+        placement,
+        audit,
+        reader,
+        topic,
+        shared: &shared,
+        pace,
+        polled: 0,
+        ends: HashMap::new(),
+        held: HashSet::new(),
+        next_sweep: Instant::now() + SWEEP_EVERY,
+    };
+    run_member(&hook, &shared.store, &counters, &mut source, &stopping);
+    source.consumer.unsubscribe();
+    source.audit.release();
+}
+
+/// A node's share of the changes topic, through the hook's consumer group:
+/// the partitions placed on this node, positions kept in MongoDB.
+struct KafkaChanges<'a> {
+    hook: &'static str,
+    consumer: BaseConsumer<Ctx>,
+    placement: Arc<Placement>,
+    audit: Audit,
+    reader: String,
+    topic: String,
+    shared: &'a Shared,
+    pace: super::pace::Pace,
+    /// Messages the last read polled (accepted or not): what the pace
+    /// measures.
+    polled: usize,
+    /// Where each partition's read reached.
+    ends: HashMap<u32, u64>,
+    /// The partitions the consumer holds, as of the last read.
+    held: HashSet<u32>,
+    next_sweep: Instant,
+}
+
+impl ChangeSource for KafkaChanges<'_> {
+    fn read(&mut self, f: &mut dyn FnMut(ChangeRecord<'_>)) -> Result<usize> {
+        self.polled = 0;
         let mut taken = 0;
-        super::placement::drain(&consumer, pace.limit(), H::NAME, |msg| {
-            taken += 1;
+        let (placement, ends, polled) = (&self.placement, &mut self.ends, &mut self.polled);
+        super::placement::drain(&self.consumer, self.pace.limit(), self.hook, |msg| {
+            *polled += 1;
             let p = msg.partition() as u32;
             let offset = msg.offset() as u64;
             if !placement.accept(p, offset) {
                 return;
             }
             ends.insert(p, offset + 1);
-            let published_ms = msg.timestamp().to_millis().unwrap_or(0);
-            match decode_change_payload::<State<H>>(msg.payload().unwrap_or_default()) {
-                // A change is identified by the event ranges it covers.
-                Ok((_, change)) => batch.add(
-                    H::NAME,
-                    &counters,
-                    msg.key().unwrap_or_default(),
-                    change.delta,
-                    published_ms,
-                    change
-                        .ranges
-                        .iter()
-                        .filter_map(|r| event_span(r.partition, r.from, r.end))
-                        .collect(),
-                    Some(p),
-                ),
-                Err(e) => {
-                    tracing::error!(hook = H::NAME, error = %e, "undecodable change skipped");
-                }
-            }
+            f(ChangeRecord {
+                partition: p,
+                key: msg.key().unwrap_or_default(),
+                payload: msg.payload().unwrap_or_default(),
+                published_ms: msg.timestamp().to_millis().unwrap_or(0),
+            });
+            taken += 1;
         });
-        placement.reseek(&consumer);
-        audit.check(&consumer);
-        // Now and then (and soon after an assignment), the runs a former
-        // holder of these partitions planned and did not record are made
-        // first, once they are old enough that no live node is making them:
-        // a new member's assignment can arrive while the former holder is
-        // still running what it planned (seen on tansu), and taking fresh
-        // plans then ran them twice.
-        let assigned = consumer.context().assigned.swap(false, Ordering::AcqRel);
-        if assigned {
-            next_sweep = next_sweep.min(Instant::now() + ORPHANED_PLAN);
-        }
-        let leftovers = (Instant::now() >= next_sweep).then(|| {
-            next_sweep = Instant::now() + SWEEP_EVERY;
-            ORPHANED_PLAN
-        });
-        if ends.is_empty() && leftovers.is_none() {
-            continue;
-        }
-        let held: HashSet<u32> = consumer
+        self.placement.reseek(&self.consumer);
+        self.audit.check(&self.consumer);
+        self.held = self
+            .consumer
             .assignment()
             .map(|a| {
-                a.elements_for_topic(&topic)
+                a.elements_for_topic(&self.topic)
                     .iter()
                     .map(|e| e.partition() as u32)
                     .collect()
             })
             .unwrap_or_default();
-        let mine = |_: &[u8], p: Option<u32>| p.is_some_and(|p| held.contains(&p));
-        let started = Instant::now();
-        let recorded = run_until_recorded(
-            &hook,
-            &shared.store,
-            &counters,
-            &batch,
-            leftovers,
-            &mine,
-            &stopping,
-        );
-        pace.observe(taken, started.elapsed());
-        if !recorded {
-            break;
+        Ok(taken)
+    }
+
+    /// Now and then (and soon after an assignment), the runs a former
+    /// holder of these partitions planned and did not record are made
+    /// first, once they are old enough that no live node is making them: a
+    /// new member's assignment can arrive while the former holder is still
+    /// running what it planned (seen on tansu), and taking fresh plans then
+    /// ran them twice.
+    fn leftovers(&mut self, _taken: usize) -> Option<Duration> {
+        let assigned = self
+            .consumer
+            .context()
+            .assigned
+            .swap(false, Ordering::AcqRel);
+        if assigned {
+            self.next_sweep = self.next_sweep.min(Instant::now() + ORPHANED_PLAN);
         }
-        if ends.is_empty() {
-            continue;
-        }
-        let ends: Vec<(u32, u64)> = ends.into_iter().collect();
-        if let Err(e) = shared.store.advance_positions(&reader, &ends) {
+        (Instant::now() >= self.next_sweep).then(|| {
+            self.next_sweep = Instant::now() + SWEEP_EVERY;
+            ORPHANED_PLAN
+        })
+    }
+
+    fn owns(&self, _: &[u8], partition: Option<u32>) -> bool {
+        partition.is_some_and(|p| self.held.contains(&p))
+    }
+
+    fn ran(&mut self, took: Duration) {
+        self.pace.observe(self.polled, took);
+    }
+
+    fn commit(&mut self) {
+        let ends: Vec<(u32, u64)> = self.ends.drain().collect();
+        if let Err(e) = self.shared.store.advance_positions(&self.reader, &ends) {
             // Not advanced: the triggers are delivered again; their recorded
             // outcomes skip them.
-            tracing::error!(hook = H::NAME, error = %e, "could not record the hook's position");
-            continue;
+            tracing::error!(hook = self.hook, error = %e, "could not record the hook's position");
+            return;
         }
         let mut tpl = TopicPartitionList::new();
         for (p, end) in &ends {
-            let _ = tpl.add_partition_offset(&topic, *p as i32, Offset::Offset(*end as i64));
+            let _ = tpl.add_partition_offset(&self.topic, *p as i32, Offset::Offset(*end as i64));
         }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(hook = H::NAME, error = %e, "offset commit failed (positions are kept in MongoDB)");
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(hook = self.hook, error = %e, "offset commit failed (positions are kept in MongoDB)");
         }
     }
-    consumer.unsubscribe();
-    audit.release();
 }

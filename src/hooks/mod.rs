@@ -39,6 +39,7 @@
 //! [`Node::add_cluster_hook`]: crate::cluster::Node::add_cluster_hook
 //! [`Runtime::add_cluster_hook`]: crate::runtime::Runtime::add_cluster_hook
 
+pub(crate) mod member;
 pub(crate) mod runner;
 
 use std::time::Duration;

@@ -14,11 +14,11 @@ use std::time::Duration;
 use accrete_monoids::Monoid;
 
 use super::worker::read_records;
-use crate::codec::{decode_change, decode_change_payload};
+use crate::codec::decode_change;
 use crate::hooks::ClusterHook;
+use crate::hooks::member::{ChangeRecord, ChangeSource, run_member};
 use crate::hooks::runner::{
-    Batch, Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, State, Versioned,
-    run_until_recorded,
+    Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, Versioned,
 };
 use crate::log::{Log, RecordBatch};
 use crate::model::ReadModel;
@@ -109,89 +109,104 @@ impl<H: ClusterHook> Member<H> {
     pub(crate) fn spawn(self, member: usize) -> Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name(format!("accrete-hook-{}-{member}", H::NAME))
-            .spawn(move || self.run())
+            .spawn(move || {
+                let stopping = || self.stop.load(Ordering::Acquire);
+                let mut source = LogChanges {
+                    log: &*self.log,
+                    topic: super::changes_topic(<H::Model as ReadModel>::NAME),
+                    group: hook_group(H::NAME),
+                    positions: vec![None; self.partitions.len()],
+                    ends: Vec::new(),
+                    records: RecordBatch::new(),
+                    partitions: &self.partitions,
+                    change_partitions: self.change_partitions,
+                    idle: self.idle,
+                };
+                run_member(
+                    &*self.hook,
+                    &*self.store,
+                    &self.counters,
+                    &mut source,
+                    &stopping,
+                );
+            })
             .map_err(|e| Error::io("spawn a hook thread", ".", e))
     }
+}
 
-    fn run(self) {
-        let model = <H::Model as ReadModel>::NAME;
-        let topic = super::changes_topic(model);
-        let group = hook_group(H::NAME);
-        let stopping = || self.stop.load(Ordering::Acquire);
-        let mut positions: Vec<Option<u64>> = vec![None; self.partitions.len()];
-        let mut records = RecordBatch::new();
-        while !stopping() {
-            let mut batch = Batch::<State<H>>::new();
-            let mut ends = Vec::new();
-            let result = (|| -> Result<()> {
-                for (i, &p) in self.partitions.iter().enumerate() {
-                    let from = match positions[i] {
-                        Some(at) => at,
-                        None => *positions[i].insert(self.log.committed(&group, &topic, p)?),
-                    };
-                    self.log.read(&topic, p, from, MAX_PER_READ, &mut records)?;
-                    for r in records.iter() {
-                        // The key stays encoded: the runner decodes each
-                        // key once per batch.
-                        match decode_change_payload::<State<H>>(r.payload) {
-                            Ok((version, written)) => batch.add(
-                                H::NAME,
-                                &self.counters,
-                                r.key,
-                                written.delta,
-                                r.timestamp,
-                                vec![(version, version)],
-                                None,
-                            ),
-                            // A change from before the state type changed
-                            // (then the model was rebuilt): nothing to run.
-                            Err(e) => tracing::error!(hook = H::NAME, partition = p,
-                                offset = r.offset, error = %e, "undecodable change skipped"),
-                        }
-                    }
-                    if let Some(end) = records.next_offset() {
-                        ends.push((i, p, end));
-                    }
+/// A hook member's partitions of the changes topic in the embedded log,
+/// read from the hook's consumer group.
+struct LogChanges<'a> {
+    log: &'a dyn Log,
+    topic: String,
+    group: String,
+    /// Per owned partition: where the next read starts, once known.
+    positions: Vec<Option<u64>>,
+    /// What the last read reached: `(index, partition, end)`.
+    ends: Vec<(usize, u32, u64)>,
+    records: RecordBatch,
+    partitions: &'a [u32],
+    /// The changes topic's partition count.
+    change_partitions: u32,
+    idle: Duration,
+}
+
+impl ChangeSource for LogChanges<'_> {
+    fn read(&mut self, f: &mut dyn FnMut(ChangeRecord<'_>)) -> Result<usize> {
+        self.ends.clear();
+        let mut taken = 0;
+        for (i, &p) in self.partitions.iter().enumerate() {
+            let from = match self.positions[i] {
+                Some(at) => at,
+                None => {
+                    *self.positions[i].insert(self.log.committed(&self.group, &self.topic, p)?)
                 }
-                Ok(())
-            })();
-            if let Err(e) = result {
-                tracing::error!(hook = H::NAME, error = %e, "reading changes failed; retrying");
-                std::thread::sleep(self.idle.max(Duration::from_millis(100)));
-                continue;
-            }
-            if ends.is_empty() {
-                std::thread::sleep(self.idle);
-                continue;
-            }
-            let mine = |key: &[u8], _: Option<u32>| {
-                self.partitions
-                    .contains(&crate::log::partition_for(key, self.change_partitions))
             };
-            if !run_until_recorded(
-                &*self.hook,
-                &*self.store,
-                &self.counters,
-                &batch,
-                Some(Duration::ZERO),
-                &mine,
-                &stopping,
-            ) {
-                return;
+            self.log
+                .read(&self.topic, p, from, MAX_PER_READ, &mut self.records)?;
+            for r in self.records.iter() {
+                f(ChangeRecord {
+                    partition: p,
+                    key: r.key,
+                    payload: r.payload,
+                    published_ms: r.timestamp,
+                });
+                taken += 1;
             }
-            crate::failpoint::hit("hook_before_commit");
-            for (i, p, end) in ends {
-                match self.log.commit(&group, &topic, p, end) {
-                    Ok(()) => positions[i] = Some(end),
-                    Err(e) => {
-                        // Read again from the committed position: the
-                        // recorded outcomes skip what already ran.
-                        tracing::error!(hook = H::NAME, error = %e, "could not commit the hook's position");
-                        positions[i] = None;
-                    }
+            if let Some(end) = self.records.next_offset() {
+                self.ends.push((i, p, end));
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Plans here are only ever a crashed process's (the directory has one
+    /// process): looked for before every batch, whatever their age.
+    fn leftovers(&mut self, taken: usize) -> Option<Duration> {
+        (taken > 0).then_some(Duration::ZERO)
+    }
+
+    fn owns(&self, key: &[u8], _: Option<u32>) -> bool {
+        self.partitions
+            .contains(&crate::log::partition_for(key, self.change_partitions))
+    }
+
+    fn commit(&mut self) {
+        for (i, p, end) in self.ends.drain(..) {
+            match self.log.commit(&self.group, &self.topic, p, end) {
+                Ok(()) => self.positions[i] = Some(end),
+                Err(e) => {
+                    // Read again from the committed position: the recorded
+                    // outcomes skip what already ran.
+                    tracing::error!(group = %self.group, error = %e, "could not commit the hook's position");
+                    self.positions[i] = None;
                 }
             }
         }
+    }
+
+    fn idle(&mut self) {
+        std::thread::sleep(self.idle);
     }
 }
 
