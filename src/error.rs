@@ -99,21 +99,34 @@ pub enum Error {
     /// Something did not happen within the time allowed.
     #[error("{0}")]
     Timeout(String),
-    /// The Kafka log failed (feature `kafka`).
+    /// The Kafka log failed (feature `kafka`). The client's error, where
+    /// there is one, is the [`source`](std::error::Error::source) (an
+    /// `rdkafka::error::KafkaError`); [`Error::kafka_code`] reads its code.
     #[error("kafka {op} failed: {detail}")]
+    #[non_exhaustive]
     Kafka {
         /// The operation.
         op: &'static str,
         /// The broker's or client's message, with a hint where one helps.
         detail: String,
+        /// The client's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// The MongoDB store failed (feature `mongodb`).
+    /// The MongoDB store failed (feature `mongodb`). The driver's error,
+    /// where there is one, is the [`source`](std::error::Error::source) (a
+    /// `mongodb::error::Error`); [`Error::mongo_code`] reads the server's
+    /// code.
     #[error("mongodb {op} failed: {detail}")]
+    #[non_exhaustive]
     Mongo {
         /// The operation.
         op: &'static str,
         /// The server's or driver's message, with a hint where one helps.
         detail: String,
+        /// The driver's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A configuration file or variable could not be used.
     #[error("configuration {source_name}: {detail}")]
@@ -141,15 +154,58 @@ impl Error {
     /// assert!(!Error::Usage("no such model".into()).is_retriable());
     /// ```
     pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            Error::Io { .. }
-                | Error::Store { .. }
-                | Error::Timeout(_)
-                | Error::Locked { .. }
-                | Error::Kafka { .. }
-                | Error::Mongo { .. }
-        )
+        match self {
+            Error::Io { .. } | Error::Store { .. } | Error::Timeout(_) | Error::Locked { .. } => {
+                true
+            }
+            Error::Kafka { .. } => !self.kafka_refused_for_good(),
+            Error::Mongo { .. } => !self.mongo_refused_for_good(),
+            _ => false,
+        }
+    }
+
+    /// A Kafka error no retry cures: a fatal client error, or the broker
+    /// refusing the request itself (authentication, authorization, an
+    /// invalid setting or record).
+    fn kafka_refused_for_good(&self) -> bool {
+        #[cfg(feature = "kafka")]
+        {
+            use rdkafka::types::RDKafkaErrorCode as C;
+            matches!(
+                self.kafka_code(),
+                Some(
+                    C::Fatal
+                        | C::Authentication
+                        | C::SaslAuthenticationFailed
+                        | C::TopicAuthorizationFailed
+                        | C::GroupAuthorizationFailed
+                        | C::ClusterAuthorizationFailed
+                        | C::InvalidConfig
+                        | C::InvalidRecord
+                        | C::MessageSizeTooLarge
+                        | C::InvalidArgument
+                )
+            )
+        }
+        #[cfg(not(feature = "kafka"))]
+        false
+    }
+
+    /// A MongoDB error no retry cures: the server refusing the request
+    /// itself (a duplicate key, a document it will not take, a bad value,
+    /// failed authentication or authorization).
+    fn mongo_refused_for_good(&self) -> bool {
+        #[cfg(feature = "mongodb")]
+        {
+            // DuplicateKey, DocumentValidationFailure, BadValue, FailedToParse,
+            // TypeMismatch, Unauthorized, AuthenticationFailed, InvalidBSON, BSONObjectTooLarge.
+            matches!(
+                self.mongo_code(),
+                Some(11000 | 121 | 2 | 9 | 14 | 13 | 18 | 22 | 10334)
+            )
+        }
+        #[cfg(not(feature = "mongodb"))]
+        false
     }
 
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -160,19 +216,135 @@ impl Error {
         }
     }
 
+    /// A Kafka client error, kept as the source.
     #[cfg(feature = "kafka")]
-    pub(crate) fn kafka(op: &'static str, detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn kafka(op: &'static str, e: rdkafka::error::KafkaError) -> Self {
         Error::Kafka {
             op,
-            detail: detail.to_string(),
+            detail: e.to_string(),
+            source: Some(Box::new(e)),
         }
     }
 
+    /// A Kafka client error with more said (a topic, a hint), kept as the
+    /// source.
+    #[cfg(feature = "kafka")]
+    pub(crate) fn kafka_with(
+        op: &'static str,
+        detail: String,
+        e: rdkafka::error::KafkaError,
+    ) -> Self {
+        Error::Kafka {
+            op,
+            detail,
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// A Kafka failure that has no client error (a refused setting, a
+    /// broker's answer read by hand).
+    #[cfg(feature = "kafka")]
+    pub(crate) fn kafka_msg(op: &'static str, detail: impl std::fmt::Display) -> Self {
+        Error::Kafka {
+            op,
+            detail: detail.to_string(),
+            source: None,
+        }
+    }
+
+    /// A MongoDB driver error, kept as the source.
     #[cfg(feature = "mongodb")]
-    pub(crate) fn mongo(op: &'static str, detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn mongo(op: &'static str, e: mongodb::error::Error) -> Self {
+        Error::Mongo {
+            op,
+            detail: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// A MongoDB driver error with more said, kept as the source.
+    #[cfg(feature = "mongodb")]
+    pub(crate) fn mongo_with(op: &'static str, detail: String, e: mongodb::error::Error) -> Self {
+        Error::Mongo {
+            op,
+            detail,
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// A MongoDB failure that has no driver error (a document that is not
+    /// what accrete wrote, a BSON conversion).
+    #[cfg(feature = "mongodb")]
+    pub(crate) fn mongo_msg(op: &'static str, detail: impl std::fmt::Display) -> Self {
         Error::Mongo {
             op,
             detail: detail.to_string(),
+            source: None,
+        }
+    }
+
+    /// The Kafka client's error code, for an [`Error::Kafka`] that has the
+    /// client's error as its source.
+    ///
+    /// ```
+    /// # #[cfg(feature = "kafka")] {
+    /// use accrete::Error;
+    /// // An error accrete makes itself has no client code.
+    /// assert_eq!(Error::Timeout("late".into()).kafka_code(), None);
+    /// # }
+    /// ```
+    #[cfg(feature = "kafka")]
+    pub fn kafka_code(&self) -> Option<rdkafka::types::RDKafkaErrorCode> {
+        match self {
+            Error::Kafka {
+                source: Some(source),
+                ..
+            } => source
+                .downcast_ref::<rdkafka::error::KafkaError>()
+                .and_then(rdkafka::error::KafkaError::rdkafka_error_code),
+            _ => None,
+        }
+    }
+
+    /// The MongoDB server's error code (11000 for a duplicate key, 13 for
+    /// unauthorized, …), for an [`Error::Mongo`] whose source is the
+    /// driver's error and carries one: a command's, a write's or a write
+    /// concern's, or the first of a bulk write's.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mongodb")] {
+    /// use accrete::Error;
+    /// assert_eq!(Error::Timeout("late".into()).mongo_code(), None);
+    /// # }
+    /// ```
+    #[cfg(feature = "mongodb")]
+    pub fn mongo_code(&self) -> Option<i32> {
+        use mongodb::error::{ErrorKind, WriteFailure};
+        let Error::Mongo {
+            source: Some(source),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let e = source.downcast_ref::<mongodb::error::Error>()?;
+        match e.kind.as_ref() {
+            ErrorKind::Command(c) => Some(c.code),
+            ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+            ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+            ErrorKind::InsertMany(m) => m
+                .write_errors
+                .as_ref()
+                .and_then(|w| w.first())
+                .map(|w| w.code)
+                .or_else(|| m.write_concern_error.as_ref().map(|w| w.code)),
+            ErrorKind::BulkWrite(b) => b
+                .write_errors
+                .values()
+                .map(|w| w.code)
+                .min()
+                .or_else(|| b.write_concern_errors.first().map(|w| w.code)),
+            _ => None,
         }
     }
 
@@ -194,4 +366,65 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(all(test, any(feature = "kafka", feature = "mongodb")))]
+mod tests {
+    use super::*;
+
+    /// The driver's error stays reachable, with the server's code, and
+    /// decides whether a retry may help.
+    #[cfg(feature = "mongodb")]
+    #[test]
+    fn a_mongodb_error_keeps_its_source_and_code() {
+        use mongodb::error::{CommandError, ErrorKind};
+        use std::error::Error as _;
+        let command = |code: i32| -> mongodb::error::Error {
+            let c: CommandError = bson::deserialize_from_document(bson::doc! {
+                "code": code, "codeName": "X", "errmsg": "refused"
+            })
+            .unwrap();
+            ErrorKind::Command(c).into()
+        };
+        let dup = Error::mongo("insert", command(11000));
+        assert_eq!(dup.mongo_code(), Some(11000));
+        assert!(
+            dup.source()
+                .is_some_and(|s| s.downcast_ref::<mongodb::error::Error>().is_some())
+        );
+        assert!(
+            !dup.is_retriable(),
+            "a duplicate key fails the same way again"
+        );
+        // NotWritablePrimary: an election; a later try may succeed.
+        assert!(Error::mongo("update", command(10107)).is_retriable());
+        assert_eq!(
+            Error::mongo_msg("write", "no driver error").mongo_code(),
+            None
+        );
+        assert!(Error::mongo_msg("write", "no driver error").is_retriable());
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn a_kafka_error_keeps_its_source_and_code() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        use std::error::Error as _;
+        let timed_out = Error::kafka(
+            "produce",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        );
+        assert_eq!(
+            timed_out.kafka_code(),
+            Some(RDKafkaErrorCode::MessageTimedOut)
+        );
+        assert!(timed_out.source().is_some());
+        assert!(timed_out.is_retriable());
+        let denied = Error::kafka(
+            "produce",
+            KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+        );
+        assert!(!denied.is_retriable(), "{denied}");
+    }
 }

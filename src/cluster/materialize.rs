@@ -96,7 +96,7 @@ where
         // before they go: the next owner starts where this one ended.
         let lost = consumer.assignment_lost();
         let result = if lost {
-            Err(Error::kafka(
+            Err(Error::kafka_msg(
                 "rebalance",
                 "assignment lost: the group moved on without this node",
             ))

@@ -167,14 +167,15 @@ impl KafkaConfig {
             TopicReplication::Fixed(self.replication_factor),
         );
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = block_on(admin.create_topics([&new], &opts))
-            .map_err(|e| Error::kafka("create topic", format!("{topic}: {e}{}", hint(&e))))?;
+        let results = block_on(admin.create_topics([&new], &opts)).map_err(|e| {
+            Error::kafka_with("create topic", format!("{topic}: {e}{}", hint(&e)), e)
+        })?;
         for r in results {
             match r {
                 Ok(_) => {}
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(Error::kafka("create topic", format!("{name}: {code}")));
+                    return Err(Error::kafka_msg("create topic", format!("{name}: {code}")));
                 }
             }
         }
@@ -203,7 +204,7 @@ impl KafkaConfig {
         for attempt in 0..50 {
             let md = consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .map_err(|e| Error::kafka("fetch metadata", format!("{e}{}", hint(&e))))?;
+                .map_err(|e| Error::kafka_with("fetch metadata", format!("{e}{}", hint(&e)), e))?;
             if let Some(t) = md.topics().iter().find(|t| t.name() == topic)
                 && t.error().is_none()
                 && !t.partitions().is_empty()
@@ -229,7 +230,9 @@ impl KafkaConfig {
                 consumer
                     .fetch_watermarks(topic, p, Duration::from_secs(10))
                     .map(|(_, high)| high.max(0) as u64)
-                    .map_err(|e| Error::kafka("fetch watermarks", format!("{topic}/{p}: {e}")))
+                    .map_err(|e| {
+                        Error::kafka_with("fetch watermarks", format!("{topic}/{p}: {e}"), e)
+                    })
             })
             .collect()
     }
@@ -331,7 +334,7 @@ impl KafkaConfig {
 }
 
 pub(crate) struct Delivery {
-    errors: Arc<Mutex<Option<String>>>,
+    errors: Arc<Mutex<Option<KafkaError>>>,
     /// The end (last offset + 1) of what was delivered, per partition.
     ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
     /// How many delivery reports were handled (counted after their effect).
@@ -345,7 +348,7 @@ pub(crate) struct Delivery {
 type Waiters = std::collections::HashMap<usize, (usize, std::sync::mpsc::SyncSender<Report>)>;
 /// A record's index in its caller's list, and its partition and offset or
 /// the error.
-type Report = (usize, std::result::Result<(i32, i64), String>);
+type Report = (usize, std::result::Result<(i32, i64), KafkaError>);
 
 /// A record for [`Producer::send_all_and_wait`].
 pub(crate) struct Outgoing<'a> {
@@ -416,11 +419,11 @@ impl ProducerContext for Delivery {
             Err((e, _)) => {
                 if let Some((i, w)) = waiter {
                     // The sender hears of it; `flush` need not.
-                    let _ = w.try_send((i, Err(e.to_string())));
+                    let _ = w.try_send((i, Err(e.clone())));
                 } else {
                     let mut slot = self.errors.lock();
                     if slot.is_none() {
-                        *slot = Some(e.to_string());
+                        *slot = Some(e.clone());
                     }
                 }
             }
@@ -434,7 +437,7 @@ impl ProducerContext for Delivery {
 /// [`flush`](Producer::flush).
 pub(crate) struct Producer {
     inner: ThreadedProducer<Delivery>,
-    errors: Arc<Mutex<Option<String>>>,
+    errors: Arc<Mutex<Option<KafkaError>>>,
     ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
     /// Records queued, and delivery reports handled: librdkafka's flush
     /// returns once the broker acknowledged everything, possibly before the
@@ -514,7 +517,7 @@ impl Producer {
         }
         queued?;
         match first_error {
-            Some(e) => Err(Error::kafka("produce", format!("{topic}: {e}"))),
+            Some(e) => Err(Error::kafka_with("produce", format!("{topic}: {e}"), e)),
             None => Ok(out),
         }
     }
@@ -556,7 +559,9 @@ impl Producer {
                     record = r;
                     self.inner.poll(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(Error::kafka("produce", format!("{topic}: {e}"))),
+                Err((e, _)) => {
+                    return Err(Error::kafka_with("produce", format!("{topic}: {e}"), e));
+                }
             }
         }
     }
@@ -578,14 +583,14 @@ impl Producer {
         let deadline = std::time::Instant::now() + timeout;
         self.inner
             .flush(timeout)
-            .map_err(|e| Error::kafka("flush", format!("{e}{}", hint(&e))))?;
+            .map_err(|e| Error::kafka_with("flush", format!("{e}{}", hint(&e)), e))?;
         // Acknowledged is not yet reported: wait for every report, so that
         // the errors and ends read next are complete.
         while self.reported.load(Ordering::Acquire) < self.sent.load(Ordering::Acquire) {
             if std::time::Instant::now() >= deadline {
-                return Err(Error::kafka(
+                return Err(Error::kafka_msg(
                     "flush",
-                    "delivery reports did not arrive in time".to_string(),
+                    "delivery reports did not arrive in time",
                 ));
             }
             self.inner.poll(Duration::from_millis(1));

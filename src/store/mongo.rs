@@ -152,21 +152,22 @@ impl MongoStore {
         let shown = redact(&config.uri);
         let mut options = ClientOptions::parse(&config.uri)
             .run()
-            .map_err(|e| Error::mongo("connect", format!("bad URI {shown}: {e}")))?;
+            .map_err(|e| Error::mongo_with("connect", format!("bad URI {shown}: {e}"), e))?;
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(Duration::from_secs(10));
         }
         options.app_name.get_or_insert_with(|| "accrete".into());
         let client = Client::with_options(options)
-            .map_err(|e| Error::mongo("connect", format!("{shown}: {e}")))?;
+            .map_err(|e| Error::mongo_with("connect", format!("{shown}: {e}"), e))?;
         let db = client.database(&config.database);
         db.run_command(doc! { "ping": 1 }).run().map_err(|e| {
-            Error::mongo(
+            Error::mongo_with(
                 "connect",
                 format!(
                     "no MongoDB server answers at {shown}: {e} (is it running? \
                      `scripts/servers.sh start` starts one for development)"
                 ),
+                e,
             )
         })?;
         Ok(MongoStore {
@@ -598,7 +599,7 @@ impl MongoStore {
         }
         let refused = refused(self.client.bulk_write(models).ordered(false).run())?;
         if let Some((_, reason)) = refused.failed.iter().next() {
-            return Err(Error::mongo("write hook plans", reason));
+            return Err(Error::mongo_msg("write hook plans", reason));
         }
         Ok(refused
             .duplicates
@@ -797,7 +798,7 @@ impl MongoStore {
             Err(e) => return Err(Error::mongo("record the topic's source number", e)),
         }
         read()?.ok_or_else(|| {
-            Error::mongo(
+            Error::mongo_msg(
                 "read the topic's source number",
                 format!("{topic}: recorded, then not found"),
             )
@@ -867,7 +868,7 @@ impl MongoStore {
             .iter()
             .map(|(origin, _)| {
                 winners.get(&id(origin)).copied().ok_or_else(|| {
-                    Error::mongo(
+                    Error::mongo_msg(
                         "claim forwarded ids",
                         format!("the claim of {origin} was made, then not found"),
                     )
@@ -996,7 +997,7 @@ impl MongoStore {
             let matched = match coll.update_one(filter, ops.clone()).upsert(true).run() {
                 Ok(_) => true,
                 Err(e) if is_duplicate_key(&e) => false,
-                Err(e) => return Err(Error::mongo("update", format!("{e} for {ops}"))),
+                Err(e) => return Err(Error::mongo_with("update", format!("{e} for {ops}"), e)),
             };
             if !matched && conditional {
                 // The fallback: combine in process, set the result.
@@ -1457,7 +1458,7 @@ fn sort_errors<'a>(
                 format!("the server refused the write ({code}): {message}"),
             );
         } else {
-            return Err(Error::mongo(
+            return Err(Error::mongo_msg(
                 what,
                 format!(
                     "write error {code} (retried: it says nothing about the document): {message}"
@@ -1827,7 +1828,7 @@ where
             return Ok(());
         }
         if attempt > 50 {
-            return Err(Error::mongo(
+            return Err(Error::mongo_msg(
                 "write",
                 format!(
                     "{} keys of {} still conflict after 50 attempts: is a process that lost its \
