@@ -1,6 +1,8 @@
 //! `accrete`: the command-line tool.
 //!
-//! - `accrete demo`: the quickstart on the embedded default.
+//! - `accrete demo`: the quickstart, on the embedded default or (with
+//!   `--kafka`/`--mongodb`) on Kafka + MongoDB: one scenario, see `demo.rs`.
+//! - `accrete node`: one node of a Kafka + MongoDB cluster.
 //! - `accrete inspect`: a model's lag, dead letters, and a key's state.
 //! - `accrete rebuild`: re-fold a model from the beginning of the log, with
 //!   a progress bar.
@@ -10,11 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use accrete::demo::{
-    BestSeller, LastSeen, PageVisitors, ProductSales, Sales, TopProducts, at_least_once,
-    shop_events,
-};
-use accrete::log::NewRecord;
+use accrete::demo::{BestSeller, LastSeen, PageVisitors, ProductSales, TopProducts};
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::{Monoid, Semigroup};
 use accrete::runtime::{Config, Runtime, Status};
@@ -34,8 +32,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the shop demo on the embedded default: events delivered at least
-    /// once and out of order, four read models, a plain-fold check.
+    /// Run the shop demo: events delivered at least once and out of order,
+    /// bytes that are no event, four read models (one added halfway), a
+    /// cluster hook, a plain-fold check. On the embedded default, or on
+    /// Kafka + MongoDB with `--kafka` and `--mongodb` (or `--config`): the
+    /// same scenario and checks.
     Demo {
         /// Where to keep the log and the store (default: a fresh temporary
         /// directory, deleted afterwards).
@@ -103,15 +104,23 @@ fn main() -> ExitCode {
             mongodb: Some(mongodb),
             config,
             events,
+            duplicates,
             seed,
             ..
-        } => cluster::demo(config.as_deref(), &kafka, &mongodb, events, seed),
+        } => cluster::demo(
+            config.as_deref(),
+            Some((&kafka, &mongodb)),
+            events,
+            duplicates,
+            seed,
+        ),
         Command::Demo {
             config: Some(config),
             events,
+            duplicates,
             seed,
             ..
-        } => cluster::demo_from_file(&config, events, seed),
+        } => cluster::demo(Some(&config), None, events, duplicates, seed),
         Command::Demo {
             dir,
             events,
@@ -135,6 +144,7 @@ fn main() -> ExitCode {
 type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
 mod cluster;
+mod demo;
 
 /// The demo's best_seller hook announces products at this many units: 1 000
 /// for the default 300 000 events, so that about ten products pass it.
@@ -188,6 +198,8 @@ fn follow(rt: &Runtime, models: &[&str], message: &str) -> Fallible<()> {
     }
 }
 
+/// The demo on the embedded default, in `dir` or a fresh temporary
+/// directory.
 fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<ExitCode> {
     let (dir, temporary) = match dir {
         Some(d) => (d, false),
@@ -197,189 +209,13 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
         "accrete demo: a shop's events, delivered at least once and out of order, folded by four read models"
     );
     println!("data directory: {}\n", dir.display());
-    let config = Config::default();
-    let rt = Runtime::open_with(&dir, config.clone())?;
-
-    let events = shop_events(n, seed);
-    let delivery = at_least_once(n, duplicates, 2_000, seed);
-    let started = Instant::now();
-
-    // Three models run from the start; the fourth is added halfway through,
-    // while events keep arriving: a backfill, with no two-phase deploy.
-    rt.add_model(ProductSales)?;
-    rt.add_model(PageVisitors)?;
-    rt.add_model(LastSeen)?;
-    // A cluster hook: announce each product once when it passes a mark.
-    let best_seller = BestSeller {
-        units: best_seller_units(n),
-        ..BestSeller::default()
-    };
-    let announced = best_seller.announced.clone();
-    rt.add_cluster_hook(best_seller)?;
-    let topic = config.events_topic.clone();
-    let mut garbage = 0;
-    let mut backfilled = false;
-    let bar = progress(delivery.len() as u64, "submitting");
-    for (chunk_no, chunk) in delivery.chunks(20_000).enumerate() {
-        // The upstream's deliveries, with the ids the events got there.
-        rt.forward(chunk.iter().map(|(index, id)| {
-            let e = &events[*index];
-            (e.routing_key(), e.at_ms(), e, *id)
-        }))?;
-        if chunk_no == 1 {
-            // Bad input: bytes that are no event at all, on every partition.
-            for p in 0..config.partitions {
-                let garbage_record = NewRecord {
-                    key: b"?",
-                    timestamp: 0,
-                    payload: b"\xff\xfegarbage",
-                    origin: None,
-                };
-                rt.log().append(&topic, p, &[garbage_record])?;
-                garbage += 1;
-            }
-        }
-        bar.inc(chunk.len() as u64);
-        if chunk_no == delivery.len() / 20_000 / 2 {
-            rt.add_model(TopProducts)?;
-            backfilled = true;
-        }
-    }
-    if !backfilled {
-        rt.add_model(TopProducts)?;
-    }
-    bar.finish();
-    follow(&rt, &MODELS, "folding")?;
-    let took = started.elapsed();
-
-    let copies = delivery.len() - n;
-    println!(
-        "\n{n} distinct events, {copies} duplicate deliveries, shuffled in windows of 2000, {garbage} undecodable \
-         records;\nsubmitted live and folded by four read models in {:.1}s\n",
-        took.as_secs_f64()
-    );
-
-    // The read models, next to the plain left fold of the distinct events.
-    let mut ok = true;
-    let sales = stored::<ProductSales>(&rt)?;
-    let expected = fold(&ProductSales, &events);
-    let mut best: Vec<(&String, &Sales)> = sales.iter().collect();
-    best.sort_by_key(|(_, s)| std::cmp::Reverse(s.revenue_cents.0));
-    println!("product_sales (top 5 by revenue)      orders    units      revenue");
-    for (product, s) in best.iter().take(5) {
-        println!(
-            "  {product:<34} {:>7} {:>8} {:>12.2}",
-            s.orders.0,
-            s.units.0,
-            s.revenue_cents.0 as f64 / 100.0
-        );
-    }
-    ok &= check(
-        "product_sales",
-        sales == expected,
-        "equals the plain fold, exactly (each order counted once)",
-    );
-
-    let visitors = stored::<PageVisitors>(&rt)?;
-    let expected = fold(&PageVisitors, &events);
-    let mut pages: Vec<(&String, f64)> = visitors.iter().map(|(p, h)| (p, h.estimate())).collect();
-    pages.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("\npage_visitors (top 3)                 distinct visitors (HyperLogLog, ±1.6%)");
-    for (page, estimate) in pages.iter().take(3) {
-        println!("  {page:<34} {estimate:>8.0}");
-    }
-    ok &= check(
-        "page_visitors",
-        visitors == expected,
-        "equals the plain fold, exactly (duplicates are harmless)",
-    );
-
-    let top = rt.get::<TopProducts>(&())?.unwrap_or_default();
-    let expected = fold(&TopProducts, &events).remove(&()).unwrap_or_default();
-    println!("\ntop_products (added halfway: a backfill while events arrived)");
-    for (product, units) in top.top().iter().take(5) {
-        println!("  {product:<34} ≥ {units} units");
-    }
-    ok &= check(
-        "top_products",
-        top.within_bound(&expected),
-        &format!(
-            "within its error bound of the plain fold (± {} units)",
-            top.error_bound()
-        ),
-    );
-
-    let last = stored::<LastSeen>(&rt)?;
-    let expected = fold(&LastSeen, &events);
-    println!(
-        "\nlast_seen: {} visitors, e.g. visitor 42 last viewed {:?}",
-        last.len(),
-        last.get(&42).and_then(|l| l.get())
-    );
-    ok &= check(
-        "last_seen",
-        last == expected,
-        "equals the plain fold, exactly (latest by event time, not arrival)",
-    );
-
-    // The hook: once per product that passed the mark, no more, no less.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while accrete::runtime::hook_lag(&**rt.log(), BestSeller::HOOK, ProductSales::NAME)? > 0 {
-        if Instant::now() > deadline {
-            return Err("the best_seller hook did not catch up within 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let announced = announced.lock().map_err(|_| "poisoned")?.clone();
-    let mut passed: Vec<&String> = sales
-        .iter()
-        .filter(|(_, s)| s.units.0 >= best_seller_units(n))
-        .map(|(p, _)| p)
-        .collect();
-    passed.sort();
-    let mut fired: Vec<&String> = announced.iter().map(|(p, _)| p).collect();
-    fired.sort();
-    let stats = rt.hook_stats(BestSeller::HOOK)?;
-    println!(
-        "\nbest_seller hook (fires once per product at {} units): {} announcements, \
-         {} changes coalesced, change-to-hook latency median {:.0} ms, p99 {:.0} ms",
-        best_seller_units(n),
-        announced.len(),
-        stats.coalesced,
-        stats.latency_ms.0,
-        stats.latency_ms.1
-    );
-    if let Some((product, key)) = announced.first() {
-        println!("  e.g. {product} (idempotency key {key})");
-    }
-    ok &= check(
-        "best_seller",
-        fired == passed,
-        "announced exactly the products past the mark, each once",
-    );
-
-    let dead = rt.store().dead_letters(ProductSales::NAME)?;
-    println!(
-        "\ndead letters of product_sales: {} (undecodable records and zero-unit orders), e.g.",
-        dead.len()
-    );
-    for d in dead.iter().take(2) {
-        println!("  {}: {}", d.event, d.reason);
-    }
-    rt.shutdown();
-    drop(rt);
-    if temporary {
-        std::fs::remove_dir_all(&dir)?;
-        println!(
-            "\nKeep a run with `accrete demo --dir DIR`, then try `accrete inspect --dir DIR --key sku-001`"
-        );
-        println!("and `accrete rebuild --dir DIR --model product_sales`.");
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let rt = Runtime::open_with(&dir, Config::default())?;
+    demo::run(
+        demo::Deployment::Embedded { rt, dir, temporary },
+        n,
+        duplicates,
+        seed,
+    )
 }
 
 pub(crate) fn check(model: &str, ok: bool, what: &str) -> bool {
@@ -401,15 +237,6 @@ pub(crate) fn fold<M: ReadModel>(model: &M, events: &[M::Event]) -> BTreeMap<M::
     }
     out.retain(|_, v| !v.is_identity());
     out
-}
-
-fn stored<M: ReadModel>(rt: &Runtime) -> Fallible<BTreeMap<M::Key, M::State>> {
-    let mut out = BTreeMap::new();
-    rt.scan::<M>(|k, v| {
-        out.insert(k, v);
-        true
-    })?;
-    Ok(out)
 }
 
 fn tempfile_dir() -> Fallible<PathBuf> {
