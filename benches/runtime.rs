@@ -224,7 +224,12 @@ fn main() {
     std::thread::scope(|scope| {
         for member in 0..workers {
             let (db, log) = (db.clone(), log.clone());
-            scope.spawn(move || hand_rolled(&db, &*log, member, workers, batch_size, false));
+            std::thread::Builder::new()
+                .name("hand-rolled".into())
+                .spawn_scoped(scope, move || {
+                    hand_rolled(&db, &*log, member, workers, batch_size, false)
+                })
+                .unwrap();
         }
     });
     let hand = started.elapsed();
@@ -245,7 +250,12 @@ fn main() {
     std::thread::scope(|scope| {
         for member in 0..workers {
             let (db, log) = (db.clone(), log.clone());
-            scope.spawn(move || hand_rolled(&db, &*log, member, workers, batch_size, true));
+            std::thread::Builder::new()
+                .name("hand-rolled-changes".into())
+                .spawn_scoped(scope, move || {
+                    hand_rolled(&db, &*log, member, workers, batch_size, true)
+                })
+                .unwrap();
         }
     });
     let hand_changes = started.elapsed();

@@ -22,6 +22,13 @@
 //! - `a_write_that_changes_nothing_runs_no_hook`: an idempotent state sent
 //!   what it holds publishes nothing, so its hook does not run.
 //! - `status_of_an_unknown_model_is_an_error`: `Error::Model`, not a lag.
+//! - `a_model_added_later_backfills_to_the_oracle`: a model added while
+//!   events arrive ends equal to the oracle.
+//! - `stats_count_what_the_pipeline_did`: records read, writes, changes,
+//!   dead letters, as `stats` reports them; an unknown model is an error.
+//! - `a_failing_hook_is_retried_then_dead_lettered`: a hook failing for one
+//!   key is retried up to `max_attempts`, then dead-lettered with the
+//!   reason; other keys run after a failure.
 
 mod common;
 
@@ -71,6 +78,9 @@ trait Backend {
     fn hook_stats(&self, hook: &str) -> Result<HookStats>;
     /// The model's lag, from its status.
     fn status(&self, model: &str) -> Result<u64>;
+    /// What the model's pipeline did in this process.
+    fn stats(&self, model: &str) -> Result<accrete::runtime::ModelStats>;
+    fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter>;
 }
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -158,6 +168,12 @@ impl Backend for Embedded {
     }
     fn status(&self, model: &str) -> Result<u64> {
         self.rt.status(model).map(|s| s.lag())
+    }
+    fn stats(&self, model: &str) -> Result<accrete::runtime::ModelStats> {
+        self.rt.stats(model)
+    }
+    fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter> {
+        self.rt.store().hook_dead_letters(hook).unwrap()
     }
 }
 
@@ -278,6 +294,12 @@ mod cluster_backend {
         }
         fn status(&self, model: &str) -> Result<u64> {
             self.node.status(model).map(|s| s.lag)
+        }
+        fn stats(&self, model: &str) -> Result<accrete::runtime::ModelStats> {
+            self.node.stats(model)
+        }
+        fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter> {
+            self.node.store().hook_dead_letters(hook).unwrap()
         }
     }
 }
@@ -512,6 +534,129 @@ fn status_of_an_unknown_model_is_an_error<B: Backend>(b: &B) {
     assert!(b.status(Balances::NAME).is_ok());
 }
 
+/// A model added while events keep arriving folds the log from its
+/// beginning: it ends equal to the oracle, as the model that ran throughout.
+fn a_model_added_later_backfills_to_the_oracle<B: Backend>(b: &B) {
+    let seed = seeds_with("conformance", "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
+    let mut rng = Rng(seed);
+    let events = payments(&mut rng, 300, 20);
+    b.add_model(Balances).unwrap();
+    let (before, after) = events.split_at(200);
+    for e in before {
+        b.submit(e).unwrap();
+    }
+    b.caught_up::<Balances>();
+    b.add_model(Receipts).unwrap();
+    for e in after {
+        b.submit(e).unwrap();
+    }
+    b.caught_up::<Balances>();
+    b.caught_up::<Receipts>();
+    assert_eq!(
+        b.state::<Receipts>(),
+        oracle(&Receipts, &events),
+        "seed {seed}: the model added later"
+    );
+    assert_eq!(
+        b.state::<Balances>(),
+        oracle(&Balances, &events),
+        "seed {seed}: the model that ran throughout"
+    );
+}
+
+/// What a model's pipeline counts: every record read, the writes and
+/// changes, each refused event as one dead letter.
+fn stats_count_what_the_pipeline_did<B: Backend>(b: &B) {
+    let seed = seeds_with("conformance", "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
+    let mut rng = Rng(seed);
+    let events = payments(&mut rng, 200, 10);
+    b.add_model(Balances).unwrap();
+    for e in &events {
+        b.submit(e).unwrap();
+    }
+    b.caught_up::<Balances>();
+    let s = b.stats(Balances::NAME).unwrap();
+    let refused = events.iter().filter(|e| e.cents == 0).count() as u64;
+    let keys = b.state::<Balances>().len() as u64;
+    assert_eq!(s.events, events.len() as u64, "seed {seed}: {s:?}");
+    assert_eq!(s.dead_letters, refused, "seed {seed}: {s:?}");
+    assert!(s.batches >= 1, "seed {seed}: {s:?}");
+    assert!(
+        s.writes >= keys && s.changes >= keys,
+        "seed {seed}: {keys} keys: {s:?}"
+    );
+    let unknown = b.stats("no_such_model");
+    assert!(matches!(unknown, Err(Error::Model(..))), "{unknown:?}");
+}
+
+/// A hook that fails for one key: retried, then a dead letter saying why,
+/// while every other key's change runs (after one failure each).
+struct Flaky {
+    attempts: Arc<Mutex<BTreeMap<u16, u32>>>,
+}
+impl ClusterHook for Flaky {
+    type Model = Balances;
+    const NAME: &'static str = "flaky";
+    fn max_attempts(&self) -> u32 {
+        3
+    }
+    fn backoff(&self, _attempt: u32) -> Duration {
+        Duration::from_millis(5)
+    }
+    fn run(&self, t: &Trigger<'_, Balances>) -> std::result::Result<(), String> {
+        let mut attempts = self.attempts.lock().unwrap();
+        let n = attempts.entry(*t.key).or_default();
+        *n += 1;
+        if *t.key == 7 {
+            return Err(format!("account 7 is frozen (attempt {})", t.attempt));
+        }
+        if t.attempt == 1 {
+            return Err("a first attempt fails".into());
+        }
+        Ok(())
+    }
+}
+
+fn a_failing_hook_is_retried_then_dead_lettered<B: Backend>(b: &B) {
+    let attempts = Arc::new(Mutex::new(BTreeMap::new()));
+    b.add_model(Balances).unwrap();
+    b.add_cluster_hook(Flaky {
+        attempts: attempts.clone(),
+    })
+    .unwrap();
+    let pay = |id: u64, from: u16| Payment {
+        id,
+        from,
+        to: 0,
+        cents: 5,
+        visitor: 1,
+        at_ms: 0,
+    };
+    for from in [3_u16, 7, 9] {
+        b.submit(&pay(u64::from(from), from)).unwrap();
+    }
+    b.caught_up::<Balances>();
+    wait_hook(b, Flaky::NAME);
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(attempts.get(&7), Some(&3), "{attempts:?}");
+    let dead = b.hook_dead_letters(Flaky::NAME);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].attempts, 3, "{dead:?}");
+    assert!(
+        dead[0].reason.contains("account 7 is frozen (attempt 3)"),
+        "{dead:?}"
+    );
+    for key in [3_u16, 9] {
+        assert!(
+            attempts.get(&key).is_some_and(|n| *n >= 2),
+            "key {key} ran after its failure: {attempts:?}"
+        );
+    }
+    let stats = b.hook_stats(Flaky::NAME).unwrap();
+    assert_eq!(stats.dead_letters, 1, "{stats:?}");
+    assert!(stats.retries >= 4, "{stats:?}");
+}
+
 /// Each scenario, once per backend.
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
@@ -549,4 +694,7 @@ conformance!(
     hook_names_are_checked_alike,
     a_write_that_changes_nothing_runs_no_hook,
     status_of_an_unknown_model_is_an_error,
+    a_model_added_later_backfills_to_the_oracle,
+    stats_count_what_the_pipeline_did,
+    a_failing_hook_is_retried_then_dead_lettered,
 );
