@@ -45,7 +45,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-pub use accrete_derive::Pushdown;
+pub use accrete_mongodb_derive::Pushdown;
 pub use bson::Document;
 use bson::{Bson, doc};
 
