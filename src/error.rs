@@ -191,18 +191,33 @@ impl Error {
         false
     }
 
-    /// A MongoDB error no retry cures: the server refusing the request
-    /// itself (a duplicate key, a document it will not take, a bad value,
-    /// failed authentication or authorization).
+    /// A MongoDB error no retry cures: the server refusing the document
+    /// itself ([`DOCUMENT_REFUSED`]), or refusing this client (failed
+    /// authentication, not authorized). A duplicate key is not among them:
+    /// two upserts racing on one `_id` succeed when retried.
     fn mongo_refused_for_good(&self) -> bool {
         #[cfg(feature = "mongodb")]
         {
-            // DuplicateKey, DocumentValidationFailure, BadValue, FailedToParse,
-            // TypeMismatch, Unauthorized, AuthenticationFailed, InvalidBSON, BSONObjectTooLarge.
-            matches!(
-                self.mongo_code(),
-                Some(11000 | 121 | 2 | 9 | 14 | 13 | 18 | 22 | 10334)
-            )
+            let Error::Mongo {
+                source: Some(source),
+                ..
+            } = self
+            else {
+                return false;
+            };
+            // A refused login comes as its own kind, the server's code
+            // inside it.
+            if source
+                .downcast_ref::<mongodb::error::Error>()
+                .is_some_and(|e| {
+                    matches!(*e.kind, mongodb::error::ErrorKind::Authentication { .. })
+                })
+            {
+                return true;
+            }
+            // Unauthorized, AuthenticationFailed.
+            self.mongo_code()
+                .is_some_and(|c| matches!(c, 13 | 18) || DOCUMENT_REFUSED.contains(&c))
         }
         #[cfg(not(feature = "mongodb"))]
         false
@@ -308,8 +323,9 @@ impl Error {
 
     /// The MongoDB server's error code (11000 for a duplicate key, 13 for
     /// unauthorized, …), for an [`Error::Mongo`] whose source is the
-    /// driver's error and carries one: a command's, a write's or a write
-    /// concern's, or the first of a bulk write's.
+    /// driver's error and carries one: a command's, a write's, or a bulk
+    /// write's (its write concern's error, else the write error of the
+    /// lowest index).
     ///
     /// ```
     /// # #[cfg(feature = "mongodb")] {
@@ -332,18 +348,25 @@ impl Error {
             ErrorKind::Command(c) => Some(c.code),
             ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
             ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
-            ErrorKind::InsertMany(m) => m
-                .write_errors
-                .as_ref()
-                .and_then(|w| w.first())
-                .map(|w| w.code)
-                .or_else(|| m.write_concern_error.as_ref().map(|w| w.code)),
-            ErrorKind::BulkWrite(b) => b
-                .write_errors
-                .values()
-                .map(|w| w.code)
-                .min()
-                .or_else(|| b.write_concern_errors.first().map(|w| w.code)),
+            // A write concern's error first (it concerns the whole write),
+            // then the write error of the lowest index.
+            ErrorKind::InsertMany(m) => {
+                m.write_concern_error.as_ref().map(|w| w.code).or_else(|| {
+                    m.write_errors
+                        .iter()
+                        .flatten()
+                        .min_by_key(|w| w.index)
+                        .map(|w| w.code)
+                })
+            }
+            ErrorKind::BulkWrite(b) => {
+                b.write_concern_errors.first().map(|w| w.code).or_else(|| {
+                    b.write_errors
+                        .iter()
+                        .min_by_key(|(index, _)| **index)
+                        .map(|(_, w)| w.code)
+                })
+            }
             _ => None,
         }
     }
@@ -368,6 +391,36 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// Write errors that say the document itself cannot be written, whenever
+/// and wherever it is tried: a value or `_id` MongoDB does not accept, an
+/// operator it cannot apply to the stored value, a document too large.
+/// Every other code (a write conflict, a primary stepping down, a shutdown,
+/// a time limit, an unknown code) may pass: the batch is retried whole,
+/// never sent to the dead letters for it.
+#[cfg(feature = "mongodb")]
+pub(crate) const DOCUMENT_REFUSED: &[i32] = &[
+    2,     // BadValue
+    9,     // FailedToParse
+    14,    // TypeMismatch
+    15,    // Overflow
+    16,    // InvalidLength
+    22,    // InvalidBSON
+    28,    // PathNotViable
+    30,    // InvalidPath
+    52,    // DollarPrefixedFieldName
+    53,    // InvalidIdField
+    54,    // NotSingleValueField
+    55,    // InvalidDBRef
+    56,    // EmptyFieldName
+    57,    // DottedFieldName
+    66,    // ImmutableField
+    121,   // DocumentValidationFailure
+    10334, // BSONObjectTooLarge
+    16837, // an array `_id` (older servers)
+    17280, // a key too large to index
+    17419, // the document after the update is too large
+];
+
 #[cfg(all(test, any(feature = "kafka", feature = "mongodb")))]
 mod tests {
     use super::*;
@@ -386,16 +439,20 @@ mod tests {
             .unwrap();
             ErrorKind::Command(c).into()
         };
-        let dup = Error::mongo("insert", command(11000));
-        assert_eq!(dup.mongo_code(), Some(11000));
+        let refused = Error::mongo("update", command(121));
+        assert_eq!(refused.mongo_code(), Some(121));
         assert!(
-            dup.source()
+            refused
+                .source()
                 .is_some_and(|s| s.downcast_ref::<mongodb::error::Error>().is_some())
         );
         assert!(
-            !dup.is_retriable(),
-            "a duplicate key fails the same way again"
+            !refused.is_retriable(),
+            "a document the server refuses is refused again"
         );
+        assert!(!Error::mongo("find", command(13)).is_retriable());
+        // Two upserts racing on one `_id`: the retry succeeds.
+        assert!(Error::mongo("insert", command(11000)).is_retriable());
         // NotWritablePrimary: an election; a later try may succeed.
         assert!(Error::mongo("update", command(10107)).is_retriable());
         assert_eq!(

@@ -20,7 +20,7 @@ pub const FAILPOINTS: [&str; 4] = [
 /// between clearing it and resetting the model's consumer group.
 pub const REBUILD_FAILPOINTS: [&str; 2] = ["rebuild_before_clear", "rebuild_after_clear"];
 
-/// The places an embedded cluster hook can be crashed at: after a batch's
+/// The places a cluster hook's member can be crashed at: after a batch's
 /// runs are planned (recorded, not yet made), and after its runs and
 /// recorded outcomes, before its position is committed.
 pub const HOOK_FAILPOINTS: [&str; 2] = ["hook_after_plan", "hook_before_commit"];

@@ -84,8 +84,8 @@ pub(crate) fn run_member<H: ClusterHook>(
         if !recorded {
             return;
         }
-        crate::failpoint::hit("hook_before_commit");
         if taken > 0 {
+            crate::failpoint::hit("hook_before_commit");
             source.commit();
         }
     }

@@ -78,6 +78,7 @@ use serde::de::DeserializeOwned;
 use super::DeadLetter;
 use super::pushdown::{Pushdown, Update};
 use crate::codec::{Range, Written};
+use crate::error::DOCUMENT_REFUSED;
 use crate::event::EventId;
 use crate::hooks::runner::{Coverage, IdSet, KeyPlan, Plan};
 use crate::model::ReadModel;
@@ -826,25 +827,8 @@ impl MongoStore {
         let coll = self.coll(ORIGINS);
         let id = |origin: &EventId| format!("{source:08x}/{origin}");
         let mut winners: HashMap<String, (u32, u64)> = HashMap::with_capacity(claims.len());
-        for chunk in claims.chunks(CLAIM_CHUNK) {
-            let mut seen = std::collections::HashSet::with_capacity(chunk.len());
-            let docs: Vec<Document> = chunk
-                .iter()
-                .filter(|(origin, _)| seen.insert(*origin))
-                .map(|(origin, (p, o))| {
-                    doc! { "_id": id(origin), "p": i64::from(*p), "o": *o as i64 }
-                })
-                .collect();
-            match coll.insert_many(docs).ordered(false).run() {
-                Ok(_) => {}
-                Err(e) => match *e.kind {
-                    mongodb::error::ErrorKind::InsertMany(ref im)
-                        if im.write_concern_error.is_none()
-                            && im.write_errors.iter().flatten().all(|w| w.code == 11000) => {}
-                    _ => return Err(Error::mongo("claim forwarded ids", e)),
-                },
-            }
-            let ids: Vec<String> = seen.iter().map(id).collect();
+        // The claims already made, read into `winners`.
+        let read = |ids: Vec<String>, winners: &mut HashMap<String, (u32, u64)>| -> Result<()> {
             let cursor = coll
                 .find(doc! { "_id": { "$in": ids } })
                 .run()
@@ -863,6 +847,48 @@ impl MongoStore {
                 };
                 winners.insert(key.to_string(), (p as u32, o));
             }
+            Ok(())
+        };
+        for chunk in claims.chunks(CLAIM_CHUNK) {
+            let mut seen = std::collections::HashSet::with_capacity(chunk.len());
+            let unique: Vec<&(EventId, (u32, u64))> = chunk
+                .iter()
+                .filter(|(origin, _)| seen.insert(*origin))
+                .collect();
+            // Most copies were claimed already (by another model of the
+            // topic, or an earlier batch): read first, and insert only the
+            // claims not made yet. Inserting every one and ignoring the
+            // refusals cost the server one error per claim made before.
+            read(
+                unique.iter().map(|(origin, _)| id(origin)).collect(),
+                &mut winners,
+            )?;
+            let docs: Vec<Document> = unique
+                .iter()
+                .filter(|(origin, _)| !winners.contains_key(&id(origin)))
+                .map(|(origin, (p, o))| {
+                    doc! { "_id": id(origin), "p": i64::from(*p), "o": *o as i64 }
+                })
+                .collect();
+            if docs.is_empty() {
+                continue;
+            }
+            let inserted: Vec<String> = docs
+                .iter()
+                .filter_map(|d| d.get_str("_id").ok().map(str::to_string))
+                .collect();
+            match coll.insert_many(docs).ordered(false).run() {
+                Ok(_) => {}
+                // Another writer claimed some in between: read below.
+                Err(e) => match *e.kind {
+                    mongodb::error::ErrorKind::InsertMany(ref im)
+                        if im.write_concern_error.is_none()
+                            && im.write_errors.iter().flatten().all(|w| w.code == 11000) => {}
+                    _ => return Err(Error::mongo("claim forwarded ids", e)),
+                },
+            }
+            // What won, read back: the one answer every model gets.
+            read(inserted, &mut winners)?;
         }
         claims
             .iter()
@@ -1402,35 +1428,6 @@ fn refused(
         _ => Err(Error::mongo("bulk write", e)),
     }
 }
-
-/// Write errors that say the document itself cannot be written, whenever
-/// and wherever it is tried: a value or `_id` MongoDB does not accept, an
-/// operator it cannot apply to the stored value, a document too large.
-/// Every other code (a write conflict, a primary stepping down, a shutdown,
-/// a time limit, an unknown code) may pass: the batch is retried whole,
-/// never sent to the dead letters for it.
-const DOCUMENT_REFUSED: &[i32] = &[
-    2,     // BadValue
-    9,     // FailedToParse
-    14,    // TypeMismatch
-    15,    // Overflow
-    16,    // InvalidLength
-    22,    // InvalidBSON
-    28,    // PathNotViable
-    30,    // InvalidPath
-    52,    // DollarPrefixedFieldName
-    53,    // InvalidIdField
-    54,    // NotSingleValueField
-    55,    // InvalidDBRef
-    56,    // EmptyFieldName
-    57,    // DottedFieldName
-    66,    // ImmutableField
-    121,   // DocumentValidationFailure
-    10334, // BSONObjectTooLarge
-    16837, // an array `_id` (older servers)
-    17280, // a key too large to index
-    17419, // the document after the update is too large
-];
 
 /// Whether a single write failed with "duplicate key" (E11000).
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
