@@ -57,6 +57,26 @@ pub(crate) fn published_key(model: &str) -> String {
     format!("changes:{model}")
 }
 
+/// The prefix of accrete's own collections and tables, refused for read
+/// models: a model named `accrete.origins` would share the collection of
+/// the claims of forwarded copies (found by an attack test, session 9).
+pub(crate) const RESERVED_PREFIX: &str = "accrete.";
+
+/// Checks a read model's name, the same on every backend: the log's name
+/// rules (at most 180 characters, so that its topics and groups fit), and
+/// none of accrete's own names.
+pub(crate) fn validate_model_name(name: &str) -> crate::Result<()> {
+    crate::log::validate_name("read model", name, 180)?;
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(crate::Error::InvalidName {
+            kind: "read model",
+            name: name.to_owned(),
+            reason: "names starting with `accrete.` are accrete's own (its MongoDB collections)",
+        });
+    }
+    Ok(())
+}
+
 /// MongoDB collections accrete keeps beside the models' own (each under
 /// `MongoConfig::collection_prefix`; a model's state is the collection
 /// named as the model).

@@ -29,6 +29,7 @@
 //! - `a_failing_hook_is_retried_then_dead_lettered`: a hook failing for one
 //!   key is retried up to `max_attempts`, then dead-lettered with the
 //!   reason; other keys run after a failure.
+//! - `a_model_named_like_accretes_own_is_refused`: `Error::InvalidName`.
 
 mod common;
 
@@ -173,7 +174,7 @@ impl Backend for Embedded {
         self.rt.stats(model)
     }
     fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter> {
-        self.rt.store().hook_dead_letters(hook).unwrap()
+        self.rt.hook_dead_letters(hook).unwrap()
     }
 }
 
@@ -269,7 +270,6 @@ mod cluster_backend {
         {
             let mut out = BTreeMap::new();
             self.node
-                .store()
                 .scan::<M>(|k, s| {
                     out.insert(k, s);
                     true
@@ -278,7 +278,7 @@ mod cluster_backend {
             out
         }
         fn dead_letters<M: ReadModel>(&self) -> Vec<DeadLetter> {
-            self.node.store().dead_letters::<M>().unwrap()
+            self.node.dead_letters::<M>().unwrap()
         }
         fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> Result<()>
         where
@@ -299,7 +299,7 @@ mod cluster_backend {
             self.node.stats(model)
         }
         fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter> {
-            self.node.store().hook_dead_letters(hook).unwrap()
+            self.node.hook_dead_letters(hook).unwrap()
         }
     }
 }
@@ -657,6 +657,35 @@ fn a_failing_hook_is_retried_then_dead_lettered<B: Backend>(b: &B) {
     assert!(stats.retries >= 4, "{stats:?}");
 }
 
+/// A read model named like one of accrete's own collections.
+struct Rogue;
+impl ReadModel for Rogue {
+    const NAME: &'static str = "accrete.origins";
+    type Event = Payment;
+    type Key = u16;
+    type State = accrete::monoids::Sum<i64>;
+    fn project(
+        &self,
+        p: &Payment,
+        out: &mut accrete::model::Deltas<u16, accrete::monoids::Sum<i64>>,
+    ) -> std::result::Result<(), String> {
+        out.push(p.to, accrete::monoids::Sum(p.cents));
+        Ok(())
+    }
+}
+
+/// accrete's own names are refused for read models, on every backend (on
+/// MongoDB such a model shared the collection of the claims of forwarded
+/// copies: found by `tests/attack.rs`).
+fn a_model_named_like_accretes_own_is_refused<B: Backend>(b: &B) {
+    let refused = b.add_model(Rogue);
+    assert!(
+        matches!(&refused, Err(Error::InvalidName { name, .. }) if name == "accrete.origins"),
+        "{refused:?}"
+    );
+    b.add_model(Balances).unwrap();
+}
+
 /// Each scenario, once per backend.
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
@@ -697,4 +726,5 @@ conformance!(
     a_model_added_later_backfills_to_the_oracle,
     stats_count_what_the_pipeline_did,
     a_failing_hook_is_retried_then_dead_lettered,
+    a_model_named_like_accretes_own_is_refused,
 );

@@ -188,7 +188,7 @@ impl Node {
         M: ReadModel,
         M::State: Pushdown,
     {
-        crate::log::validate_name("read model", M::NAME, 180)?;
+        crate::names::validate_model_name(M::NAME)?;
         let mut served = self.served.lock();
         if served.iter().any(|s| s.name == M::NAME) {
             return Err(Error::Model(
@@ -471,6 +471,38 @@ impl Node {
     /// [`Error::Model`] if the model is not served here.
     pub fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
         Ok(self.replica::<M>()?.get(key))
+    }
+
+    /// Calls `f` with every key and state of the model as MongoDB holds
+    /// them (not this node's replica), in key order, until it returns
+    /// `false`: [`Runtime::scan`](crate::runtime::Runtime::scan) on Kafka +
+    /// MongoDB. Works on a node that does not serve the model.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`]; a stored state that does not decode.
+    pub fn scan<M: ReadModel>(&self, f: impl FnMut(M::Key, M::State) -> bool) -> Result<()> {
+        self.shared.store.scan::<M>(f)
+    }
+
+    /// The model's dead letters: events it could not apply, with the
+    /// reason and the payload.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn dead_letters<M: ReadModel>(&self) -> Result<Vec<crate::store::DeadLetter>> {
+        self.shared.store.dead_letters::<M>()
+    }
+
+    /// A cluster hook's dead letters: triggers that failed
+    /// [`max_attempts`](crate::hooks::ClusterHook::max_attempts) times.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub fn hook_dead_letters(&self, hook: &str) -> Result<Vec<crate::hooks::HookDeadLetter>> {
+        self.shared.store.hook_dead_letters(hook)
     }
 
     /// Every key and state of this node's replica, sorted by key.

@@ -526,7 +526,7 @@ impl Runtime {
     /// while publishing changes a crash left behind.
     pub fn add_model<M: ReadModel>(&self, model: M) -> Result<()> {
         // 180, so that `materialize-<name>` and `changes.<name>` fit the log's 200.
-        validate_name("read model", M::NAME, 180)?;
+        crate::names::validate_model_name(M::NAME)?;
         self.writable("add a read model")?;
         let _ops = self.inner.ops.lock();
         if self.inner.models.lock().contains_key(M::NAME) {
@@ -783,6 +783,16 @@ impl Runtime {
     /// Store errors.
     pub fn dead_letters<M: ReadModel>(&self) -> Result<Vec<DeadLetter>> {
         self.inner.store.dead_letters(M::NAME)
+    }
+
+    /// A cluster hook's dead letters: triggers that failed
+    /// [`max_attempts`](crate::hooks::ClusterHook::max_attempts) times.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn hook_dead_letters(&self, hook: &str) -> Result<Vec<crate::hooks::HookDeadLetter>> {
+        self.inner.store.hook_dead_letters(hook)
     }
 
     /// What the model's pipeline did in this process since the model was

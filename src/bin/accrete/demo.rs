@@ -152,7 +152,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.scan::<M>(each)?,
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.store().scan::<M>(each)?,
+            Deployment::Cluster(c) => c.node.scan::<M>(each)?,
         }
         Ok(out)
     }
@@ -169,7 +169,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.dead_letters::<M>(),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.store().dead_letters::<M>(),
+            Deployment::Cluster(c) => c.node.dead_letters::<M>(),
         }
     }
 
