@@ -218,21 +218,7 @@ fn main() {
 
     // (e) Hand-rolled: pre-aggregated, at-least-once, no changes; the
     // workers split the partitions as accrete's do.
-    let db = Arc::new(Database::create(dir.path().join("hand-rolled.redb")).unwrap());
     let workers = Config::default().workers.min(PARTITIONS as usize).max(1);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for member in 0..workers {
-            let (db, log) = (db.clone(), log.clone());
-            std::thread::Builder::new()
-                .name("hand-rolled".into())
-                .spawn_scoped(scope, move || {
-                    hand_rolled(&db, &*log, member, workers, batch_size, false)
-                })
-                .unwrap();
-        }
-    });
-    let hand = started.elapsed();
     let check = |db: &Database| {
         let txn = db.begin_read().unwrap();
         let t = txn.open_table(table).unwrap();
@@ -240,26 +226,30 @@ fn main() {
             assert_eq!(t.get(*k).unwrap().map(|v| v.value()), Some(*v), "key {k}");
         }
     };
-    check(&db);
+    let run_hand_rolled = |name: &str, publish: bool| {
+        let db = Database::create(dir.path().join(format!("{name}.redb"))).unwrap();
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for member in 0..workers {
+                let (db, log) = (&db, &*log);
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn_scoped(scope, move || {
+                        hand_rolled(db, log, member, workers, batch_size, publish)
+                    })
+                    .unwrap();
+            }
+        });
+        let took = started.elapsed();
+        check(&db);
+        took
+    };
+    let hand = run_hand_rolled("hand-rolled", false);
 
     // (f) Hand-rolled, and each batch's changes appended to a log: where
     // accrete's changes cost goes.
-    let db = Arc::new(Database::create(dir.path().join("hand-rolled-changes.redb")).unwrap());
     log.create_topic(HAND_CHANGES, PARTITIONS).unwrap();
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for member in 0..workers {
-            let (db, log) = (db.clone(), log.clone());
-            std::thread::Builder::new()
-                .name("hand-rolled-changes".into())
-                .spawn_scoped(scope, move || {
-                    hand_rolled(&db, &*log, member, workers, batch_size, true)
-                })
-                .unwrap();
-        }
-    });
-    let hand_changes = started.elapsed();
-    check(&db);
+    let hand_changes = run_hand_rolled("hand-rolled-changes", true);
 
     let (d, a, nv, b, h, hc) = (
         rate(n, decode),
