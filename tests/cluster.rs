@@ -231,8 +231,21 @@ impl Cluster {
     fn spawn(&mut self, id: &str, failpoint: Option<String>) {
         let exe = std::env::current_exe().unwrap();
         let log = std::fs::File::create(self.dir.path().join(format!("node-{id}.log"))).unwrap();
-        let mut cmd = Command::new(exe);
-        cmd.args([self.test, "--exact", "--nocapture", "--test-threads=1"])
+        // Each node runs in its own directory. One without a failpoint (a
+        // failpoint aborts on purpose) may leave a core there if it crashes:
+        // `explain` prints where (CI keeps only the output).
+        let cwd = self.dir.path().join(format!("cwd-{id}"));
+        std::fs::create_dir_all(&cwd).unwrap();
+        let mut cmd = if failpoint.is_none() {
+            let mut c = Command::new("sh");
+            c.args(["-c", "ulimit -c unlimited 2>/dev/null; exec \"$0\" \"$@\""])
+                .arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.current_dir(&cwd)
+            .args([self.test, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD, self.dir.path())
             .env("ACCRETE_NODE_ID", id)
             .env_remove("ACCRETE_FAILPOINT")
@@ -258,7 +271,8 @@ impl Cluster {
             if let Some(status) = child.try_wait().unwrap() {
                 assert!(
                     status.success(),
-                    "{ctx}: node {id} failed leaving ({status})"
+                    "{ctx}: node {id} failed leaving ({status}){}",
+                    explain(id, status, self.dir.path())
                 );
                 assert!(
                     self.dir.path().join(format!("left-{id}")).exists(),
@@ -266,10 +280,14 @@ impl Cluster {
                 );
                 return started.elapsed();
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "{ctx}: node {id} did not leave within 120 s"
-            );
+            if started.elapsed() > Duration::from_secs(120) {
+                print_stacks(id, child.id(), self.dir.path());
+                let _ = child.kill();
+                panic!(
+                    "{ctx}: node {id} did not leave within 120 s; logs in {}",
+                    self.dir.path().display()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -320,12 +338,16 @@ impl Cluster {
                             .rev()
                             .collect::<Vec<_>>()
                             .join("\n");
-                        panic!("{ctx}: node {id} failed at the end ({status}):\n{tail}");
+                        panic!(
+                            "{ctx}: node {id} failed at the end ({status}):\n{tail}{}",
+                            explain(id, status, self.dir.path())
+                        );
                     }
                     done.push(id.clone());
                     break;
                 }
                 if Instant::now() > deadline {
+                    print_stacks(id, child.id(), self.dir.path());
                     let _ = child.kill();
                     panic!(
                         "{ctx}: node {id} did not finish within 240 s; logs in {}",
@@ -418,6 +440,50 @@ fn rejoins(dir: &Path) -> String {
 
 /// The threads of a living node and where accrete's code is in each, with
 /// gdb (when installed; the whole dump goes to `stacks-<id>.txt`).
+/// For a node killed by a fault (not a failpoint's abort): the stack of the
+/// faulting thread from its core, if one was written and gdb is here; the
+/// whole of every thread's stack goes to `stacks-<id>.txt`.
+fn explain(id: &str, status: std::process::ExitStatus, dir: &Path) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    // SIGILL, SIGBUS, SIGFPE, SIGSEGV.
+    if !matches!(status.signal(), Some(4 | 7 | 8 | 11)) {
+        return String::new();
+    }
+    let cwd = dir.join(format!("cwd-{id}"));
+    let core = std::fs::read_dir(&cwd).ok().and_then(|entries| {
+        entries.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("core"))
+        })
+    });
+    let Some(core) = core else {
+        return format!("\n(no core in {}: core dumps are off here)", cwd.display());
+    };
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("gdb")
+        .arg("-batch")
+        .args(["-ex", "bt 40", "-ex", "thread apply all bt"])
+        .arg(&exe)
+        .arg(&core)
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return format!("\n(a core is in {}; no gdb to read it)", core.display());
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::write(dir.join(format!("stacks-{id}.txt")), text.as_bytes());
+    let faulting: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Thread "))
+        .filter(|l| l.starts_with('#'))
+        .map(|l| &l[..l.len().min(200)])
+        .collect();
+    format!(
+        "\n--- node {id}'s faulting thread (all threads in stacks-{id}.txt):\n{}",
+        faulting.join("\n")
+    )
+}
+
 fn print_stacks(id: &str, pid: u32, dir: &Path) {
     let out = Command::new("gdb")
         .args([

@@ -11,7 +11,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -120,6 +119,7 @@ pub(super) fn start<H: ClusterHook>(
     let reader = crate::names::hook_reader(H::NAME);
     let placement = Arc::new(Placement::new(
         shared.store.clone(),
+        config.kafka.clone(),
         reader.clone(),
         topic.clone(),
     ));
@@ -216,19 +216,16 @@ impl ChangeSource for KafkaChanges<'_> {
         let (placement, ends, polled) = (&self.placement, &mut self.ends, &mut self.polled);
         super::placement::drain(&self.consumer, self.pace.limit(), self.hook, |msg| {
             *polled += 1;
-            let p = msg.partition() as u32;
-            let offset = msg.offset() as u64;
-            if !placement.accept(p, offset) {
-                return;
-            }
-            ends.insert(p, offset + 1);
-            f(ChangeRecord {
-                partition: p,
-                key: msg.key().unwrap_or_default(),
-                payload: msg.payload().unwrap_or_default(),
-                published_ms: msg.timestamp().to_millis().unwrap_or(0),
+            placement.take(msg, |r| {
+                ends.insert(r.partition, r.offset + 1);
+                f(ChangeRecord {
+                    partition: r.partition,
+                    key: r.key,
+                    payload: r.payload,
+                    published_ms: r.timestamp_ms,
+                });
+                taken += 1;
             });
-            taken += 1;
         });
         self.placement.reseek(&self.consumer);
         self.audit.check(&self.consumer);

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use accrete_monoids::{Monoid, Semigroup};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -516,6 +515,7 @@ where
     }));
     let placement = Arc::new(Placement::new(
         shared.store.clone(),
+        config.kafka.clone(),
         M::NAME.to_string(),
         topic.clone(),
     ));
@@ -617,24 +617,16 @@ fn run<M: ReadModel>(
         if !full && !stopping {
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(msg)) => {
-                    let p = msg.partition() as u32;
-                    let offset = msg.offset() as u64;
-                    if !placement.accept(p, offset) {
-                        continue;
-                    }
-                    let mut b = batcher.lock();
-                    let buf = b.buffers.entry(p).or_insert_with(|| Buffer {
-                        batch: RecordBatch::new(),
+                    placement.take(&msg, |r| {
+                        let mut b = batcher.lock();
+                        let buf = b.buffers.entry(r.partition).or_insert_with(|| Buffer {
+                            batch: RecordBatch::new(),
+                        });
+                        buf.batch
+                            .push(r.offset, r.key, r.timestamp_ms, r.payload, r.origin);
+                        b.buffered += 1;
+                        b.oldest.get_or_insert_with(Instant::now);
                     });
-                    buf.batch.push(
-                        msg.offset() as u64,
-                        msg.key().unwrap_or_default(),
-                        msg.timestamp().to_millis().unwrap_or(0),
-                        msg.payload().unwrap_or_default(),
-                        crate::log::kafka::origin_of(&msg),
-                    );
-                    b.buffered += 1;
-                    b.oldest.get_or_insert_with(Instant::now);
                     // Drain what has arrived before deciding to write.
                     continue;
                 }

@@ -13,23 +13,31 @@
 //! The offsets of a topic written by other producers may have holes: a
 //! transactional producer's commit and abort markers, an aborted
 //! transaction's records. A record beyond the expected offset is therefore
-//! either a skip or the next record there is. The partition is read again
-//! from before the expected offset; if the same record follows it again, the
-//! offsets between hold nothing a consumer sees, and reading goes on from
-//! it. (Accepting the first such record outright lost records on tansu:
-//! sequential fetches skip too.) Holes at the end of a partition are passed
-//! by [`Placement::settle`], from the consumer's own position, so a topic
-//! ending in a marker is not one record behind forever.
+//! either a skip or the next record there is, and the reader's own consumer
+//! cannot tell: on tansu it skipped the same records twice in a row, from
+//! two different places (read again from before the gap, it delivered part
+//! of the skipped batch and jumped to the same record). Taking that second
+//! jump for a hole lost 40 events (`cluster_hooks_run_through_a_kill`,
+//! 2026-12-07). So a gap is decided by a *probe*: a consumer of its own,
+//! outside any group, that reads the one partition from before the gap with
+//! nothing else fetched. What it finds in the gap is handed to the reader in
+//! order, before the record that came after it; only a gap two probe reads
+//! from different places both find empty is a hole. Without a verdict
+//! (the broker slow, the probe's read not reaching back before the gap), the
+//! partition is read again, and nothing is passed. Holes at the end of a
+//! partition are passed by [`Placement::settle`], after the same check.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::event::EventId;
+use crate::log::kafka::KafkaConfig;
 use crate::store::mongo::MongoStore;
 
 /// How far before its position a partition is read again when placed;
@@ -53,26 +61,79 @@ enum Position {
     Sought { at: u64, back: u64, since: Instant },
 }
 
+/// How long a probe read may take to reach the record after a gap.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
+
+/// One record as a reader takes it: from its consumer, or from the probe
+/// (records the consumer skipped).
+pub(crate) struct Record<'a> {
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) key: &'a [u8],
+    pub(crate) payload: &'a [u8],
+    pub(crate) timestamp_ms: i64,
+    pub(crate) origin: Option<EventId>,
+}
+
+impl<'a> Record<'a> {
+    fn of(m: &'a impl Message) -> Self {
+        Record {
+            partition: m.partition() as u32,
+            offset: m.offset() as u64,
+            key: m.key().unwrap_or_default(),
+            payload: m.payload().unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+            origin: crate::log::kafka::origin_of(m),
+        }
+    }
+}
+
+/// What a probe read found between the expected offset and the record read
+/// after it.
+enum Gap {
+    /// Nothing: the offsets hold nothing a consumer sees.
+    Hole,
+    /// Records the reader's consumer skipped, in order.
+    Skipped(Vec<OwnedMessage>),
+    /// No verdict.
+    Unknown,
+}
+
+/// What the reader does with a record its consumer delivered.
+enum Admit {
+    /// Drop it (read again, or not placed).
+    No,
+    /// Take it, after these records its consumer skipped (often none).
+    After(Vec<OwnedMessage>),
+}
+
 /// The positions of one reader on one topic.
 pub(crate) struct Placement {
     store: MongoStore,
+    kafka: KafkaConfig,
     /// The name positions are kept under (a model, or `hook:<name>`).
     reader: String,
     topic: String,
     next: Mutex<HashMap<u32, Position>>,
-    /// Per partition, the first record read beyond a suspected hole: a
-    /// hole once read again after the same offsets.
-    holes: Mutex<HashMap<u32, u64>>,
+    /// Reads a partition alone to tell a skip from a hole; made the first
+    /// time a gap is seen.
+    probe: Mutex<Option<BaseConsumer>>,
 }
 
 impl Placement {
-    pub(crate) fn new(store: MongoStore, reader: String, topic: String) -> Self {
+    pub(crate) fn new(
+        store: MongoStore,
+        kafka: KafkaConfig,
+        reader: String,
+        topic: String,
+    ) -> Self {
         Placement {
             store,
+            kafka,
             reader,
             topic,
             next: Mutex::new(HashMap::new()),
-            holes: Mutex::new(HashMap::new()),
+            probe: Mutex::new(None),
         }
     }
 
@@ -138,15 +199,27 @@ impl Placement {
     /// The partition left this member.
     pub(crate) fn forget(&self, partition: u32) {
         self.next.lock().remove(&partition);
-        self.holes.lock().remove(&partition);
     }
 
-    /// Whether the record at `offset` is the partition's next one.
-    pub(crate) fn accept(&self, partition: u32, offset: u64) -> bool {
+    /// Hands `f` the record `msg` if it is its partition's next one, after
+    /// the records the consumer skipped before it (read by the probe), if
+    /// any; nothing if it was read again or came too early.
+    pub(crate) fn take(&self, msg: &impl Message, mut f: impl FnMut(Record<'_>)) {
+        if let Admit::After(skipped) = self.admit(msg.partition() as u32, msg.offset() as u64) {
+            for m in &skipped {
+                f(Record::of(m));
+            }
+            f(Record::of(msg));
+        }
+    }
+
+    /// Whether the record at `offset` is the partition's next one (after
+    /// what the consumer skipped).
+    fn admit(&self, partition: u32, offset: u64) -> Admit {
         let mut next = self.next.lock();
         let Some(position) = next.get(&partition).copied() else {
             // Not placed: the partition is being revoked.
-            return false;
+            return Admit::No;
         };
         let expected = match position {
             Position::At(e, _) => e,
@@ -154,7 +227,7 @@ impl Placement {
         };
         if offset == expected {
             next.insert(partition, Position::At(offset + 1, Instant::now()));
-            return true;
+            return Admit::After(Vec::new());
         }
         if offset < expected {
             if let Position::Sought { at, .. } = position {
@@ -162,45 +235,155 @@ impl Placement {
                 // as for any record (and read again if the partition idles).
                 next.insert(partition, Position::At(at, Instant::now()));
             }
-            return false;
+            return Admit::No;
         }
-        if let Position::At(at, _) = position {
-            let mut holes = self.holes.lock();
-            if holes.get(&partition) == Some(&offset) {
-                // The same record follows `at` when read again from
-                // before it: the offsets between hold nothing a consumer
-                // sees (transaction markers, aborted records; or records
-                // retention deleted before they were read).
-                holes.remove(&partition);
+        let Position::At(at, _) = position else {
+            // Beyond, before the position was reached: fetched before a
+            // seek, or skipped to.
+            return Admit::No;
+        };
+        // Skipped records, or a hole: the probe tells (without the lock: it
+        // takes a while).
+        drop(next);
+        let gap = self.gap(partition, at, offset);
+        let mut next = self.next.lock();
+        if !matches!(next.get(&partition), Some(Position::At(e, _)) if *e == at) {
+            // Revoked or placed again meanwhile.
+            return Admit::No;
+        }
+        match gap {
+            Gap::Hole => {
                 tracing::debug!(reader = %self.reader, partition, expected, got = offset,
                     "a hole in the offsets (transaction markers or aborted records)");
                 next.insert(partition, Position::At(offset + 1, Instant::now()));
-                return true;
+                Admit::After(Vec::new())
             }
-            // Skipped records (some brokers skip part of a batch), or a
-            // hole: read again from before `at` to tell.
-            holes.insert(partition, offset);
-            tracing::debug!(reader = %self.reader, partition, expected, got = offset,
-                "the consumer skipped records, or the offsets have a hole: reading again");
-            next.insert(
-                partition,
-                Position::Sought {
-                    at,
-                    back: READ_BACK / 4,
-                    since: Instant::now() - RESEEK_AFTER,
-                },
-            );
+            Gap::Skipped(skipped) => {
+                tracing::info!(reader = %self.reader, partition, expected, got = offset,
+                    skipped = skipped.len(), "the consumer skipped records: taken from a read of their own");
+                next.insert(partition, Position::At(offset + 1, Instant::now()));
+                Admit::After(skipped)
+            }
+            Gap::Unknown => {
+                tracing::debug!(reader = %self.reader, partition, expected, got = offset,
+                    "the consumer skipped records, or the offsets have a hole: reading again");
+                next.insert(
+                    partition,
+                    Position::Sought {
+                        at,
+                        back: READ_BACK / 4,
+                        since: Instant::now() - RESEEK_AFTER,
+                    },
+                );
+                Admit::No
+            }
         }
-        // Below: read again after a placement. Beyond, before the position
-        // was reached: fetched before a seek, or skipped to.
-        false
+    }
+
+    /// Reads `partition` alone to see what lies in `[expected, got)`: a
+    /// hole only if two reads from different places before it both find
+    /// nothing there.
+    fn gap(&self, partition: u32, expected: u64, got: u64) -> Gap {
+        let mut agreed = 0;
+        for back in [READ_BACK, 4 * READ_BACK, 16 * READ_BACK, 64 * READ_BACK] {
+            match self.probe_read(partition, expected, got, back) {
+                Some(found) if !found.is_empty() => return Gap::Skipped(found),
+                Some(_) => {
+                    agreed += 1;
+                    if agreed == 2 {
+                        return Gap::Hole;
+                    }
+                }
+                // The read did not reach back before the gap: further back.
+                None => {}
+            }
+        }
+        Gap::Unknown
+    }
+
+    /// One probe read of `partition` from `back` records before `expected`
+    /// up to `got`: the records in between, or `None` if the read did not
+    /// start before `expected` (a broker may answer a fetch inside a batch
+    /// with the next one) or did not reach `got` in time.
+    fn probe_read(
+        &self,
+        partition: u32,
+        expected: u64,
+        got: u64,
+        back: u64,
+    ) -> Option<Vec<OwnedMessage>> {
+        let mut slot = self.probe.lock();
+        if slot.is_none() {
+            match self.kafka.probe() {
+                Ok(c) => *slot = Some(c),
+                Err(e) => {
+                    tracing::warn!(reader = %self.reader, error = %e, "cannot make a probe consumer");
+                    return None;
+                }
+            }
+        }
+        let probe = slot.as_ref()?;
+        let p = partition as i32;
+        let low = probe
+            .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+            .ok()
+            .map(|(low, _)| low.max(0) as u64)?;
+        let start = expected.saturating_sub(back).max(low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, p, Offset::Offset(start as i64))
+            .ok()?;
+        probe.assign(&tpl).ok()?;
+        // From the partition's first offset, nothing can come before.
+        let mut covered = start <= low;
+        let mut found = Vec::new();
+        let deadline = Instant::now() + PROBE_WAIT;
+        let verdict = loop {
+            if Instant::now() >= deadline {
+                break None;
+            }
+            match probe.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let o = m.offset() as u64;
+                    if o < expected {
+                        covered = true;
+                    } else if o >= got {
+                        break covered.then_some(found);
+                    } else if covered {
+                        found.push(m.detach());
+                    } else {
+                        break None;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(reader = %self.reader, partition, error = %e, "probe read failed");
+                    break None;
+                }
+                // Nothing more to read: passed `got` if the position (moved
+                // past transaction markers) is there; so a hole at the end.
+                None => {
+                    let at = probe.position().ok().and_then(|tpl| {
+                        tpl.find_partition(&self.topic, p)
+                            .and_then(|e| match e.offset() {
+                                Offset::Offset(o) => Some(o.max(0) as u64),
+                                _ => None,
+                            })
+                    });
+                    if covered && at.is_some_and(|at| at >= got) {
+                        break Some(found);
+                    }
+                }
+            }
+        };
+        let _ = probe.unassign();
+        verdict
     }
 
     /// Passes holes at the end of partitions: for each partition read up to
     /// its expected offset whose consumer position (which librdkafka moves
-    /// past transaction markers) is beyond it, and for which `settled`
-    /// says every record read is written, the partition now expects that
-    /// position. Returns those partitions and positions, to be stored.
+    /// past transaction markers) is beyond it, for which `settled` says
+    /// every record read is written, and where the probe finds nothing in
+    /// between, the partition now expects that position. Returns those
+    /// partitions and positions, to be stored.
     pub(crate) fn settle<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
@@ -209,19 +392,23 @@ impl Placement {
         let Ok(positions) = consumer.position() else {
             return Vec::new();
         };
-        let mut next = self.next.lock();
         let mut out = Vec::new();
         for e in positions.elements_for_topic(&self.topic) {
             let (p, Offset::Offset(at)) = (e.partition() as u32, e.offset()) else {
                 continue;
             };
             let at = at.max(0) as u64;
-            if let Some(Position::At(expected, _)) = next.get(&p).copied()
-                && at > expected
-                && settled(p)
-            {
-                next.insert(p, Position::At(at, Instant::now()));
-                out.push((p, at));
+            let Some(Position::At(expected, _)) = self.next.lock().get(&p).copied() else {
+                continue;
+            };
+            // The consumer's position can be stale after a seek: passed
+            // only if the probe finds nothing there.
+            if at > expected && settled(p) && matches!(self.gap(p, expected, at), Gap::Hole) {
+                let mut next = self.next.lock();
+                if matches!(next.get(&p), Some(Position::At(e, _)) if *e == expected) {
+                    next.insert(p, Position::At(at, Instant::now()));
+                    out.push((p, at));
+                }
             }
         }
         out
@@ -482,7 +669,93 @@ fn disagreement(claims: &[(String, Vec<u32>)], partitions: u32) -> (Vec<u32>, Ve
 
 #[cfg(test)]
 mod tests {
-    use super::disagreement;
+    use super::*;
+
+    /// The broker the integration tests use (`scripts/test.sh` starts one);
+    /// fails loudly when none answers.
+    fn kafka() -> KafkaConfig {
+        let brokers =
+            std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let first = brokers.split(',').next().unwrap_or_default();
+        let addr: std::net::SocketAddr = first.parse().expect("ACCRETE_KAFKA_BROKERS: ip:port");
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap_or_else(|e| {
+            panic!("no Kafka broker at {brokers} ({e}): run `scripts/servers.sh start`")
+        });
+        KafkaConfig {
+            brokers,
+            ..KafkaConfig::default()
+        }
+    }
+
+    fn mongo() -> MongoStore {
+        let uri = std::env::var("ACCRETE_MONGODB_URI")
+            .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+        MongoStore::connect(&crate::store::mongo::MongoConfig {
+            uri,
+            database: "accrete_placement_test".into(),
+            collection_prefix: String::new(),
+        })
+        .expect("no MongoDB server: run `scripts/servers.sh start`")
+    }
+
+    fn offsets(admit: Admit) -> Option<Vec<u64>> {
+        match admit {
+            Admit::No => None,
+            Admit::After(skipped) => Some(skipped.iter().map(|m| m.offset() as u64).collect()),
+        }
+    }
+
+    /// The regression of 2026-12-07: the consumer jumped over records that
+    /// are there (twice in a row, on tansu), and the jump was taken for a
+    /// hole. A gap is now read by the probe: the records in it are handed
+    /// over before the record after it, and nothing is lost.
+    #[test]
+    fn records_the_consumer_skipped_are_taken_from_the_probe() {
+        let kafka = kafka();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let topic = format!(
+            "placement-gap-{}-{}",
+            std::process::id(),
+            nanos % 1_000_000_000
+        );
+        kafka.create_topic(&topic, 1).unwrap();
+        let producer = kafka.producer().unwrap();
+        // Three record batches: 0..10, 10..20, 20..30.
+        for batch in 0..3_u8 {
+            let records: Vec<Vec<u8>> = (0..10).map(|i| vec![batch * 10 + i]).collect();
+            producer
+                .send_all_and_wait(
+                    &topic,
+                    records.iter().map(|r| crate::log::kafka::Outgoing {
+                        key: b"k",
+                        payload: r,
+                        timestamp: None,
+                        origin: None,
+                    }),
+                )
+                .unwrap();
+        }
+        let placement = Placement::new(mongo(), kafka, "gap".into(), topic);
+        placement.start_at(0, 12);
+        // Read again from before the position: dropped, then expected.
+        assert_eq!(offsets(placement.admit(0, 3)), None);
+        // The consumer jumps from 12 to 25: 12..25 are there.
+        assert_eq!(
+            offsets(placement.admit(0, 25)),
+            Some((12..25).collect()),
+            "the skipped records, in order, before 25"
+        );
+        assert_eq!(offsets(placement.admit(0, 26)), Some(vec![]));
+        // What came before is not taken twice.
+        assert_eq!(offsets(placement.admit(0, 20)), None);
+        assert!(matches!(
+            placement.next.lock().get(&0),
+            Some(Position::At(27, _))
+        ));
+    }
 
     #[test]
     fn disagreement_finds_partitions_held_by_none_or_by_two() {

@@ -19,7 +19,6 @@ use accrete_monoids::Semigroup;
 use bson::doc;
 use parking_lot::RwLock;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::placement::{Placement, READ_BACK};
@@ -240,7 +239,12 @@ pub(super) fn start<M: ReadModel>(
     // A little before: some brokers skip records when a fetch starts inside
     // a record batch (see placement). Changes read again are dropped as
     // seen.
-    let placement = Placement::new(shared.store.clone(), String::new(), topic.clone());
+    let placement = Placement::new(
+        shared.store.clone(),
+        config.kafka.clone(),
+        String::new(),
+        topic.clone(),
+    );
     let mut tpl = TopicPartitionList::new();
     for (p, at) in starts.iter().enumerate() {
         placement.start_at(p as u32, *at);
@@ -322,34 +326,29 @@ fn follow<M: ReadModel>(
         // Take what has arrived (up to a bound), then re-read the keys that
         // need it in one query, then publish the new positions.
         super::placement::drain(&consumer, 10_000, M::NAME, |msg| {
-            let (p, offset) = (msg.partition() as usize, msg.offset() as u64);
-            // Only the next record of each partition: earlier ones are read
-            // again after a placement, later ones mean a skip (placement
-            // seeks back).
-            if !placement.accept(p as u32, offset) {
-                return;
-            }
-            advanced.push((p, offset + 1));
-            let decoded = decode::<M>(
-                msg.key().unwrap_or_default(),
-                msg.payload().unwrap_or_default(),
-            );
-            match decoded {
-                Ok((key, change)) => {
-                    counters.grafted.fetch_add(1, Ordering::Relaxed);
-                    // The delta is kept only for node hooks to see.
-                    let delta = replica.has_hooks().then(|| change.delta.clone());
-                    let outcome = replica.graft(key.clone(), change);
-                    match (outcome, delta) {
-                        (Graft::Applied, Some(delta)) => replica.run_hooks(&key, &delta),
-                        (Graft::Applied | Graft::Seen, _) => {}
-                        (Graft::Refetch, delta) => refetch.push((key, delta)),
+            // Only the next record of each partition (after what the
+            // consumer skipped): earlier ones are read again after a
+            // placement.
+            placement.take(msg, |r| {
+                advanced.push((r.partition as usize, r.offset + 1));
+                let decoded = decode::<M>(r.key, r.payload);
+                match decoded {
+                    Ok((key, change)) => {
+                        counters.grafted.fetch_add(1, Ordering::Relaxed);
+                        // The delta is kept only for node hooks to see.
+                        let delta = replica.has_hooks().then(|| change.delta.clone());
+                        let outcome = replica.graft(key.clone(), change);
+                        match (outcome, delta) {
+                            (Graft::Applied, Some(delta)) => replica.run_hooks(&key, &delta),
+                            (Graft::Applied | Graft::Seen, _) => {}
+                            (Graft::Refetch, delta) => refetch.push((key, delta)),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(model = M::NAME, error = %e, "undecodable change skipped")
                     }
                 }
-                Err(e) => {
-                    tracing::error!(model = M::NAME, error = %e, "undecodable change skipped")
-                }
-            }
+            });
         });
         if !refetch.is_empty() {
             let ids: Result<Vec<_>> = refetch.iter().map(|(key, _)| key_id(key)).collect();

@@ -290,6 +290,20 @@ impl KafkaConfig {
             .map_err(|e| Error::kafka("create consumer", e))
     }
 
+    /// A consumer outside any group, for reading one partition at a time
+    /// from where it is assigned (see `cluster::placement`): committed
+    /// records only, fetches as large as a record batch can be.
+    pub(crate) fn probe(&self) -> Result<BaseConsumer> {
+        let mut c = self.client_config();
+        c.set("group.id", crate::names::PROBE_GROUP)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("max.partition.fetch.bytes", "52428800")
+            .set("fetch.wait.max.ms", "10");
+        c.create().map_err(|e| Error::kafka("create consumer", e))
+    }
+
     /// A producer: idempotent, murmur2 partitioning, failures collected for
     /// [`Producer::flush`].
     pub(crate) fn producer(&self) -> Result<Producer> {
