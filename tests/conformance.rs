@@ -30,10 +30,17 @@
 //!   key is retried up to `max_attempts`, then dead-lettered with the
 //!   reason; other keys run after a failure.
 //! - `a_model_named_like_accretes_own_is_refused`: `Error::InvalidName`.
+//!
+//! And one scenario in child processes (`crashes::*`): the backend killed
+//! at each of the pipeline's and the hook member's crash points
+//! (`ACCRETE_FAILPOINT`) and SIGKILLed at random moments, events arriving
+//! between the runs; the state ends equal to the oracle and the deltas of
+//! the hook's distinct runs add up to it.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,19 +101,34 @@ fn key(e: &Payment) -> [u8; 2] {
 
 struct Embedded {
     rt: accrete::runtime::Runtime,
-    _dir: tempfile::TempDir,
+    /// The directory, when this instance made it (removed on drop).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Embedded {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let mut b = Embedded::attach(&dir.path().to_string_lossy());
+        b._dir = Some(dir);
+        b
+    }
+}
+
+impl Crashable for Embedded {
+    fn fresh(_tag: &str, scratch: &Path) -> String {
+        scratch.join("data").to_string_lossy().into_owned()
+    }
+    fn attach(at: &str) -> Self {
         let config = accrete::runtime::Config {
             partitions: 4,
             flush_interval: Duration::from_millis(2),
             ..accrete::runtime::Config::default()
         };
-        let rt = accrete::runtime::Runtime::open_with(dir.path(), config).unwrap();
-        Embedded { rt, _dir: dir }
+        let rt = accrete::runtime::Runtime::open_with(at, config).unwrap();
+        Embedded { rt, _dir: None }
+    }
+    fn remove(_at: &str) {
+        // Inside the scenario's scratch directory, removed with it.
     }
 }
 
@@ -189,24 +211,42 @@ mod cluster_backend {
     pub(super) struct Cluster {
         pub(super) node: Node,
         raw: ThreadedProducer<DefaultProducerContext>,
+        /// Whether this instance made its database (dropped on drop).
+        owned: bool,
     }
 
     impl Cluster {
         pub(super) fn new(tag: &str) -> Self {
-            let brokers =
-                std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-            let uri = std::env::var("ACCRETE_MONGODB_URI")
-                .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+            let mut c = Cluster::attach(&Cluster::fresh(tag, Path::new(".")));
+            c.owned = true;
+            c
+        }
+    }
+
+    impl Crashable for Cluster {
+        fn fresh(tag: &str, _scratch: &Path) -> String {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos();
-            let name = format!(
+            format!(
                 "conf-{}-{}-{}",
-                tag.replace('_', "-"),
+                tag.replace(['_', ':'], "-"),
                 std::process::id(),
                 nanos % 1_000_000_000_000
-            );
+            )
+        }
+        fn remove(name: &str) {
+            let c = Cluster::attach(name);
+            c.node.shutdown();
+            let _ = c.node.store().database().drop().run();
+        }
+        fn attach(name: &str) -> Self {
+            let brokers =
+                std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+            let uri = std::env::var("ACCRETE_MONGODB_URI")
+                .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+            let name = name.to_string();
             let mut c = NodeConfig::default();
             c.kafka.brokers = brokers.clone();
             c.mongodb.uri = uri;
@@ -225,14 +265,20 @@ mod cluster_backend {
                 .set("bootstrap.servers", &brokers)
                 .create()
                 .unwrap();
-            Cluster { node, raw }
+            Cluster {
+                node,
+                raw,
+                owned: false,
+            }
         }
     }
 
     impl Drop for Cluster {
         fn drop(&mut self) {
             self.node.shutdown();
-            let _ = self.node.store().database().drop().run();
+            if self.owned {
+                let _ = self.node.store().database().drop().run();
+            }
         }
     }
 
@@ -684,6 +730,234 @@ fn a_model_named_like_accretes_own_is_refused<B: Backend>(b: &B) {
         "{refused:?}"
     );
     b.add_model(Balances).unwrap();
+}
+
+// ---- crashes: the backend in child processes, killed ----
+
+/// A backend whose data outlives the process serving it: the crash
+/// scenario serves it in child processes (this test binary, run again) and
+/// kills them.
+trait Crashable: Backend + Sized {
+    /// A new place for the backend's data (a directory under `scratch`; a
+    /// database and topics named after `tag`).
+    fn fresh(tag: &str, scratch: &Path) -> String;
+    /// The backend on the data at `at` (left in place when dropped).
+    fn attach(at: &str) -> Self;
+    /// Removes what `fresh` named.
+    fn remove(at: &str);
+}
+
+/// Set in a child process: where its backend's data is.
+const CHILD: &str = "ACCRETE_CONFORMANCE_CHILD";
+/// Set in a child process: the file its hook appends its runs to.
+const JOURNAL: &str = "ACCRETE_CONFORMANCE_JOURNAL";
+
+/// A hook that appends each run to a file: what it did survives the
+/// process that ran it.
+struct FileJournal(PathBuf);
+impl ClusterHook for FileJournal {
+    type Model = Balances;
+    const NAME: &'static str = "journal";
+    fn run(&self, t: &Trigger<'_, Balances>) -> std::result::Result<(), String> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.0)
+            .map_err(|e| e.to_string())?;
+        writeln!(f, "{} {} {}", t.key, t.delta.0, t.idempotency_key).map_err(|e| e.to_string())
+    }
+}
+
+/// A child's life: serve `Balances` and its hook until both are caught up
+/// (or a failpoint aborts the process first).
+fn serve<B: Crashable>(at: &str) {
+    let b = B::attach(at);
+    b.add_model(Balances).unwrap();
+    b.add_cluster_hook(FileJournal(std::env::var(JOURNAL).unwrap().into()))
+        .unwrap();
+    b.caught_up::<Balances>();
+    wait_hook(&b, FileJournal::NAME);
+}
+
+/// Runs `test` in a child process serving the backend at `at`; with
+/// `failpoint`, the child aborts there; with `kill_after`, it is SIGKILLed
+/// then if still running. Returns whether it died rather than finished.
+fn run_child(
+    test: &str,
+    at: &str,
+    scratch: &Path,
+    failpoint: Option<&str>,
+    kill_after: Option<Duration>,
+    ctx: &str,
+) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let log_path = scratch.join("child.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, at)
+        .env(JOURNAL, scratch.join("journal"))
+        .env_remove("ACCRETE_FAILPOINT")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    if let Some(f) = failpoint {
+        cmd.env("ACCRETE_FAILPOINT", f);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if kill_after.is_some_and(|t| started.elapsed() >= t) {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            panic!(
+                "{ctx}: the child did not finish in 180 s; its log: {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    match status.signal() {
+        // A failpoint's abort, or the kill.
+        Some(6 | 9) => true,
+        _ => {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(30).collect();
+            assert!(
+                status.success(),
+                "{ctx}: the child failed ({status}); the end of its log:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+            false
+        }
+    }
+}
+
+/// The backend killed at every crash point of the pipeline and of the hook
+/// member, and SIGKILLed at random moments, events arriving between the
+/// runs: the state ends equal to the oracle, and per key the deltas of the
+/// hook's distinct runs add up to it (a run repeated after a kill repeats
+/// the same delta).
+fn killed_at_every_crash_point<B: Crashable>(test: &str) {
+    if let Ok(at) = std::env::var(CHILD) {
+        return serve::<B>(&at);
+    }
+    use accrete::failpoint::{FAILPOINTS, HOOK_FAILPOINTS};
+    let seed = seeds_with(test, "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
+    let ctx = format!("{test}, seed {seed} (replay: ACCRETE_SEED={seed})");
+    let mut rng = Rng(seed);
+    let scratch = tempfile::tempdir().unwrap();
+    let at = B::fresh(test, scratch.path());
+    let events = payments(&mut rng, 1_000, 20);
+    let points: Vec<String> = FAILPOINTS
+        .iter()
+        .chain(HOOK_FAILPOINTS.iter())
+        .map(|p| format!("{p}:{}", 1 + rng.below(3)))
+        .collect();
+    let waves: Vec<&[Payment]> = events.chunks(events.len() / (points.len() + 3)).collect();
+    let submit = |wave: &[Payment]| {
+        let b = B::attach(&at);
+        for e in wave {
+            b.submit(e).unwrap();
+        }
+    };
+    let mut died = 0;
+    let mut waves = waves.into_iter();
+    for point in &points {
+        submit(waves.next().unwrap());
+        died += usize::from(run_child(
+            test,
+            &at,
+            scratch.path(),
+            Some(point),
+            None,
+            &ctx,
+        ));
+    }
+    for _ in 0..2 {
+        submit(waves.next().unwrap());
+        let after = Duration::from_millis(300 + rng.below(1_500));
+        died += usize::from(run_child(
+            test,
+            &at,
+            scratch.path(),
+            None,
+            Some(after),
+            &ctx,
+        ));
+    }
+    for wave in waves {
+        submit(wave);
+    }
+    assert!(
+        died >= points.len() / 2,
+        "{ctx}: only {died} of the runs were killed: the crash points must be reached"
+    );
+    // The last run, here, to the end.
+    let journal = scratch.path().join("journal");
+    let b = B::attach(&at);
+    b.add_model(Balances).unwrap();
+    b.add_cluster_hook(FileJournal(journal.clone())).unwrap();
+    b.caught_up::<Balances>();
+    wait_hook(&b, FileJournal::NAME);
+    let state = b.state::<Balances>();
+    assert_eq!(state, oracle(&Balances, &events), "{ctx}: balances");
+    let runs = std::fs::read_to_string(&journal).unwrap();
+    let mut by_id: BTreeMap<&str, (u16, i64)> = BTreeMap::new();
+    for line in runs.lines() {
+        let mut parts = line.split(' ');
+        let (Some(key), Some(delta), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            panic!("{ctx}: a journal line cut short: {line:?}");
+        };
+        let run = (key.parse().unwrap(), delta.parse().unwrap());
+        if let Some(seen) = by_id.insert(id, run) {
+            assert_eq!(seen, run, "{ctx}: run {id} repeated differently");
+        }
+    }
+    let mut sums: BTreeMap<u16, i64> = BTreeMap::new();
+    for (key, delta) in by_id.values() {
+        *sums.entry(*key).or_default() += delta;
+    }
+    for (key, s) in &state {
+        assert_eq!(
+            sums.get(key).copied().unwrap_or(0),
+            s.0,
+            "{ctx}: key {key}: the deltas of the hook's runs add up to the state"
+        );
+    }
+    eprintln!(
+        "{ctx}: {} of {} runs killed, {} hook runs ({} distinct)",
+        died,
+        points.len() + 2,
+        runs.lines().count(),
+        by_id.len()
+    );
+    drop(b);
+    B::remove(&at);
+}
+
+/// The crash scenario, once per backend (child processes: not in the
+/// macro, whose scenarios take a backend made in this process).
+mod crashes {
+    #[test]
+    fn embedded() {
+        super::killed_at_every_crash_point::<super::Embedded>("crashes::embedded");
+    }
+
+    #[cfg(all(feature = "kafka", feature = "mongodb"))]
+    #[test]
+    fn kafka_mongodb() {
+        let _one = (std::env::var_os(super::CHILD).is_none()).then(super::one_at_a_time);
+        super::killed_at_every_crash_point::<super::cluster_backend::Cluster>(
+            "crashes::kafka_mongodb",
+        );
+    }
 }
 
 /// Each scenario, once per backend.

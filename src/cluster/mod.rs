@@ -99,8 +99,8 @@ struct Served {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// A cluster hook running on this node: its name, counters and thread.
-/// A cluster hook running on this node: its name, its model's name.
+/// A cluster hook running on this node: its name, its model's name, its
+/// counters and its thread.
 type RunningHook = (
     &'static str,
     &'static str,
