@@ -29,13 +29,10 @@ pub use accrete_monoids as monoids;
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
 pub mod cluster;
 pub(crate) mod codec;
-#[cfg(feature = "cli")]
-pub mod demo;
 pub(crate) mod engine;
 pub mod error;
 pub mod event;
-#[doc(hidden)]
-pub mod failpoint;
+pub(crate) mod failpoint;
 pub(crate) mod fold;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -48,5 +45,7 @@ pub mod names;
 pub mod observability;
 pub mod runtime;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, Result};

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use accrete::event::{EventId, source_id};
 use accrete::hooks::{ClusterHook, Trigger};
-use accrete::log::{Log, MemoryLog};
+use accrete::log::Log;
 use accrete::model::ReadModel;
 use accrete::monoids::Sum;
 use accrete::runtime::{Config, Runtime};
 use accrete::store::EmbeddedStore;
+use accrete::testing::MemoryLog;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -71,7 +71,7 @@ trait Backend {
     fn submit(&self, event: &Payment) -> Result<()>;
     fn forward(&self, event: &Payment, id: EventId) -> Result<()>;
     /// Bytes appended to the events topic as they are, not as an event.
-    fn append_raw(&self, key: &[u8], payload: &[u8]);
+    fn submit_encoded(&self, key: &[u8], payload: &[u8]);
     fn source_id(&self) -> u32;
     /// Everything submitted is folded into `M`.
     fn caught_up<M: ReadModel>(&self);
@@ -148,22 +148,8 @@ impl Backend for Embedded {
     fn forward(&self, e: &Payment, id: EventId) -> Result<()> {
         self.rt.forward([(key(e), e.at_ms, e, id)]).map(|_| ())
     }
-    fn append_raw(&self, key: &[u8], payload: &[u8]) {
-        let config = self.rt.config();
-        let record = accrete::log::NewRecord {
-            key,
-            timestamp: 0,
-            payload,
-            origin: None,
-        };
-        self.rt
-            .log()
-            .append(
-                &config.events_topic,
-                accrete::log::partition_for(key, config.partitions),
-                &[record],
-            )
-            .unwrap();
+    fn submit_encoded(&self, key: &[u8], payload: &[u8]) {
+        self.rt.submit_encoded(key, 0, payload).unwrap();
     }
     fn source_id(&self) -> u32 {
         self.rt.source_id()
@@ -206,11 +192,9 @@ impl Backend for Embedded {
 mod cluster_backend {
     use super::*;
     use accrete::cluster::{Node, NodeConfig};
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
     pub(super) struct Cluster {
         pub(super) node: Node,
-        raw: ThreadedProducer<DefaultProducerContext>,
         /// Whether this instance made its database (dropped on drop).
         owned: bool,
     }
@@ -248,7 +232,7 @@ mod cluster_backend {
                 .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
             let name = name.to_string();
             let mut c = NodeConfig::default();
-            c.kafka.brokers = brokers.clone();
+            c.kafka.brokers = brokers;
             c.mongodb.uri = uri;
             c.mongodb.database = name.replace('-', "_").chars().take(60).collect();
             c.events_topic = format!("{name}.events");
@@ -261,15 +245,7 @@ mod cluster_backend {
                      start`, or ACCRETE_KAFKA_BROKERS and ACCRETE_MONGODB_URI): {e}"
                 )
             });
-            let raw = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()
-                .unwrap();
-            Cluster {
-                node,
-                raw,
-                owned: false,
-            }
+            Cluster { node, owned: false }
         }
     }
 
@@ -295,13 +271,8 @@ mod cluster_backend {
         fn forward(&self, e: &Payment, id: EventId) -> Result<()> {
             self.node.forward([(key(e), e.at_ms, e, id)]).map(|_| ())
         }
-        fn append_raw(&self, key: &[u8], payload: &[u8]) {
-            let topic = &self.node.config().events_topic;
-            self.raw
-                .send(BaseRecord::to(topic).key(key).payload(payload))
-                .map_err(|(e, _)| e)
-                .unwrap();
-            self.raw.flush(Duration::from_secs(30)).unwrap();
+        fn submit_encoded(&self, key: &[u8], payload: &[u8]) {
+            self.node.submit_encoded(key, 0, payload).unwrap();
         }
         fn source_id(&self) -> u32 {
             self.node.source_id()
@@ -391,8 +362,8 @@ fn the_oracle_with_copies_and_bad_events<B: Backend>(b: &B) {
         b.forward(e, id).unwrap();
     }
     // Hostile payloads: not events at all.
-    b.append_raw(b"x", &[0xFF; 40]);
-    b.append_raw(b"y", b"not an event");
+    b.submit_encoded(b"x", &[0xFF; 40]);
+    b.submit_encoded(b"y", b"not an event");
     let garbage = 2;
     b.caught_up::<Balances>();
     b.caught_up::<Receipts>();
@@ -848,7 +819,7 @@ fn killed_at_every_crash_point<B: Crashable>(test: &str) {
     if let Ok(at) = std::env::var(CHILD) {
         return serve::<B>(&at);
     }
-    use accrete::failpoint::{FAILPOINTS, HOOK_FAILPOINTS};
+    use accrete::testing::{FAILPOINTS, HOOK_FAILPOINTS};
     let seed = seeds_with(test, "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
     let ctx = format!("{test}, seed {seed} (replay: ACCRETE_SEED={seed})");
     let mut rng = Rng(seed);

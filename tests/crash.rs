@@ -19,9 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use accrete::event::EventId;
-use accrete::failpoint::{FAILPOINTS, REBUILD_FAILPOINTS};
 use accrete::log::{EmbeddedLog, Log, NewRecord, partition_for};
 use accrete::runtime::{Config, Runtime};
+use accrete::testing::{FAILPOINTS, REBUILD_FAILPOINTS};
 use common::*;
 
 const CHILD: &str = "ACCRETE_CRASH_CHILD";

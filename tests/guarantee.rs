@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use accrete::Error;
 use accrete::event::{EventId, source_id};
-use accrete::log::{Log, MemoryLog, NewRecord};
+use accrete::log::{Log, NewRecord};
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::Sum;
 use accrete::runtime::{Config, Runtime};
 use accrete::store::EmbeddedStore;
+use accrete::testing::MemoryLog;
 use common::*;
 use serde::{Deserialize, Serialize};
 

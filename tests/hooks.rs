@@ -11,11 +11,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use accrete::failpoint::HOOK_FAILPOINTS;
 use accrete::hooks::{ClusterHook, Trigger};
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::{GSet, Max, Sum};
 use accrete::runtime::{Config, Runtime, changes_topic, hook_group};
+use accrete::testing::HOOK_FAILPOINTS;
 use common::{Rng, seeds_with};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};

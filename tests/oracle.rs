@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use accrete::log::{Log, MemoryLog, NewRecord, RecordBatch, partition_for};
+use accrete::log::{Log, NewRecord, RecordBatch, partition_for};
 use accrete::runtime::{Config, Runtime};
 use accrete::store::EmbeddedStore;
+use accrete::testing::MemoryLog;
 use accrete::{Error, Result};
 use common::*;
 

@@ -343,11 +343,27 @@ impl Node {
         event: &E,
     ) -> Result<EventId> {
         let payload = crate::event::encode(event)?;
+        self.submit_encoded(key, event_time_ms, &payload)
+    }
+
+    /// Submits bytes encoded already, as
+    /// [`Runtime::submit_encoded`](crate::runtime::Runtime::submit_encoded)
+    /// does on the embedded default.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit), less the encoding.
+    pub fn submit_encoded(
+        &self,
+        key: impl AsRef<[u8]>,
+        event_time_ms: i64,
+        payload: &[u8],
+    ) -> Result<EventId> {
         let sent = self.producer.send_all_and_wait(
             &self.shared.config.events_topic,
             [Outgoing {
                 key: key.as_ref(),
-                payload: &payload,
+                payload,
                 timestamp: Some(event_time_ms),
                 origin: None,
             }],

@@ -8,10 +8,10 @@
 mod embedded;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-mod memory;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod memory;
 
 pub use embedded::{EmbeddedLog, SyncPolicy};
-pub use memory::MemoryLog;
 
 use crate::event::EventId;
 use crate::{Error, Result};

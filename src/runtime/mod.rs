@@ -367,7 +367,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// The log.
+    /// The log (feature `testing`: accrete's own tests append to it
+    /// directly).
+    #[cfg(feature = "testing")]
     pub fn log(&self) -> &Arc<dyn Log> {
         &self.inner.log
     }
@@ -401,8 +403,26 @@ impl Runtime {
         event_time_ms: i64,
         event: &E,
     ) -> Result<crate::event::EventId> {
-        self.writable("submit")?;
         let payload = crate::event::encode(event)?;
+        self.submit_encoded(key, event_time_ms, &payload)
+    }
+
+    /// Appends an event encoded already ([`crate::event::encode`], by this
+    /// process or another), as [`submit`](Self::submit) would: bytes from
+    /// a bridge, a queue, a file. Bytes that do not decode as a model's
+    /// event go to that model's dead letters, with the reason; the other
+    /// events are not held up.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit), less the encoding.
+    pub fn submit_encoded(
+        &self,
+        key: impl AsRef<[u8]>,
+        event_time_ms: i64,
+        payload: &[u8],
+    ) -> Result<crate::event::EventId> {
+        self.writable("submit")?;
         let key = key.as_ref();
         let topic = &self.inner.config.events_topic;
         let partition = partition_for(key, self.inner.config.partitions);
@@ -412,7 +432,7 @@ impl Runtime {
             &[NewRecord {
                 key,
                 timestamp: event_time_ms,
-                payload: &payload,
+                payload,
                 origin: None,
             }],
         )?;
@@ -1103,6 +1123,19 @@ impl Runtime {
         hook_lag(&*self.inner.log, hook, model)
     }
 
+    /// Changes of `model` the cluster hook named `hook` has not handled, as
+    /// its consumer group's committed positions say, whether or not the
+    /// hook runs in this process: for a tool inspecting a directory (a
+    /// runtime opened read-only runs no hook).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; [`Error::InvalidName`] for a name that cannot be one.
+    pub fn hook_lag_of(&self, hook: &str, model: &str) -> Result<u64> {
+        crate::names::validate_model_name(model)?;
+        hook_lag(&*self.inner.log, hook, model)
+    }
+
     /// Stops every model's workers and every hook, and waits for them.
     pub fn shutdown(&self) {
         let _ops = self.inner.ops.lock();
@@ -1161,7 +1194,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
 }
 
 /// Changes of `model` the hook's consumer group has not committed.
-pub fn hook_lag(log: &dyn Log, hook: &str, model: &str) -> Result<u64> {
+fn hook_lag(log: &dyn Log, hook: &str, model: &str) -> Result<u64> {
     let topic = changes_topic(model);
     let group = hook_group(hook);
     let mut lag = 0;

@@ -928,7 +928,7 @@ impl EmbeddedStore {
 }
 
 /// The tables of one model inside a write transaction.
-pub struct ModelWrite<'txn> {
+pub(crate) struct ModelWrite<'txn> {
     model: String,
     written: redb::Table<'txn, &'static str, u64>,
     state: redb::Table<'txn, &'static [u8], &'static [u8]>,

@@ -9,4 +9,5 @@ pub mod mongo;
 #[cfg(feature = "mongodb")]
 pub mod pushdown;
 
-pub use embedded::{DeadLetter, EmbeddedStore, ModelWrite};
+pub(crate) use embedded::ModelWrite;
+pub use embedded::{DeadLetter, EmbeddedStore};

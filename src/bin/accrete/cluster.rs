@@ -31,7 +31,7 @@ pub(crate) fn node(_: Option<&Path>) -> Fallible<ExitCode> {
 }
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
-pub(crate) use enabled::{Cluster, demo, node};
+pub(crate) use enabled::{demo, node};
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
 mod enabled {
@@ -39,35 +39,11 @@ mod enabled {
     use std::process::ExitCode;
     use std::time::Duration;
 
+    use crate::domain::{LastSeen, PageVisitors, ProductSales, TopProducts};
     use accrete::cluster::{Node, NodeConfig};
-    use accrete::demo::{LastSeen, PageVisitors, ProductSales, TopProducts};
     use accrete::model::ReadModel;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
     use crate::Fallible;
-
-    /// A node, and a plain producer for what the demo appends as it is
-    /// (bytes that are no event).
-    pub(crate) struct Cluster {
-        pub(crate) node: Node,
-        raw: BaseProducer,
-    }
-
-    impl Cluster {
-        pub(crate) fn append_raw(&self, partition: u32, payload: &[u8]) -> Fallible<()> {
-            let topic = &self.node.config().events_topic;
-            self.raw
-                .send(
-                    BaseRecord::to(topic)
-                        .partition(partition as i32)
-                        .key(b"?".as_slice())
-                        .payload(payload),
-                )
-                .map_err(|(e, _)| e)?;
-            self.raw.flush(Duration::from_secs(30))?;
-            Ok(())
-        }
-    }
 
     /// The demo on Kafka + MongoDB: the configuration file (if any), with
     /// the brokers and URI given on the command line over it.
@@ -97,16 +73,8 @@ mod enabled {
         println!(
             "a shop's events, delivered at least once and out of order, folded by four read models\n"
         );
-        let raw = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .create()?;
         let node = Node::start(config)?;
-        crate::demo::run(
-            crate::demo::Deployment::Cluster(Cluster { node, raw }),
-            n,
-            duplicates,
-            seed,
-        )
+        crate::demo::run(crate::demo::Deployment::Cluster(node), n, duplicates, seed)
     }
 
     fn serve(node: &Node) -> Fallible<()> {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use accrete::demo::{
+use crate::domain::{
     BestSeller, LastSeen, PageVisitors, ProductSales, Sales, TopProducts, at_least_once,
     shop_events,
 };
@@ -45,7 +45,7 @@ pub(crate) enum Deployment {
     },
     /// One node of a Kafka + MongoDB cluster.
     #[cfg(all(feature = "kafka", feature = "mongodb"))]
-    Cluster(crate::cluster::Cluster),
+    Cluster(accrete::cluster::Node),
 }
 
 impl Deployment {
@@ -56,7 +56,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.add_model(model),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.add_model(model),
+            Deployment::Cluster(c) => c.add_model(model),
         }
     }
 
@@ -67,7 +67,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.add_cluster_hook(hook),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.add_cluster_hook(hook),
+            Deployment::Cluster(c) => c.add_cluster_hook(hook),
         }
     }
 
@@ -78,7 +78,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.forward(events),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.forward(events),
+            Deployment::Cluster(c) => c.forward(events),
         }
     }
 
@@ -86,27 +86,23 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.config().partitions,
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.config().partitions,
+            Deployment::Cluster(c) => c.config().partitions,
         }
     }
 
     /// Appends bytes that are no event at all to an events partition, as a
     /// buggy or hostile producer would.
-    fn append_garbage(&self, partition: u32) -> Fallible<()> {
+    /// Bytes that are no event at all, submitted as one.
+    fn submit_garbage(&self, key: &str) -> Fallible<()> {
         const GARBAGE: &[u8] = b"\xff\xfegarbage";
         match self {
             Deployment::Embedded { rt, .. } => {
-                let record = accrete::log::NewRecord {
-                    key: b"?",
-                    timestamp: 0,
-                    payload: GARBAGE,
-                    origin: None,
-                };
-                rt.log()
-                    .append(&rt.config().events_topic, partition, &[record])?;
+                rt.submit_encoded(key, 0, GARBAGE)?;
             }
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.append_raw(partition, GARBAGE)?,
+            Deployment::Cluster(c) => {
+                c.submit_encoded(key, 0, GARBAGE)?;
+            }
         }
         Ok(())
     }
@@ -122,7 +118,7 @@ impl Deployment {
                 .map(|p| p.committed)
                 .sum()),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.folded(model),
+            Deployment::Cluster(c) => c.folded(model),
         }
     }
 
@@ -136,10 +132,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { .. } => Ok(()),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c
-                .node
-                .wait_caught_up::<M>(Duration::from_secs(120))
-                .map(|_| ()),
+            Deployment::Cluster(c) => c.wait_caught_up::<M>(Duration::from_secs(120)).map(|_| ()),
         }
     }
 
@@ -152,7 +145,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.scan::<M>(each)?,
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.scan::<M>(each)?,
+            Deployment::Cluster(c) => c.scan::<M>(each)?,
         }
         Ok(out)
     }
@@ -161,7 +154,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.get::<M>(key),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.get::<M>(key),
+            Deployment::Cluster(c) => c.get::<M>(key),
         }
     }
 
@@ -169,7 +162,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.dead_letters::<M>(),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.dead_letters::<M>(),
+            Deployment::Cluster(c) => c.dead_letters::<M>(),
         }
     }
 
@@ -177,7 +170,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.hook_lag(hook),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.hook_lag(hook),
+            Deployment::Cluster(c) => c.hook_lag(hook),
         }
     }
 
@@ -185,7 +178,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.hook_stats(hook),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.hook_stats(hook),
+            Deployment::Cluster(c) => c.hook_stats(hook),
         }
     }
 
@@ -193,7 +186,7 @@ impl Deployment {
         match self {
             Deployment::Embedded { rt, .. } => rt.stats(model),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.node.stats(model),
+            Deployment::Cluster(c) => c.stats(model),
         }
     }
 
@@ -204,7 +197,7 @@ impl Deployment {
             Deployment::Embedded { .. } => Ok(true),
             #[cfg(all(feature = "kafka", feature = "mongodb"))]
             Deployment::Cluster(c) => {
-                let replica = c.node.replica_snapshot::<ProductSales>()?;
+                let replica = c.replica_snapshot::<ProductSales>()?;
                 let held: Vec<(String, Sales)> =
                     _sales.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 Ok(check(
@@ -235,7 +228,7 @@ impl Deployment {
                     "\nRun more nodes on the same topic with `accrete node --config FILE` (see README); \
                      the demo's topic and database are left in place for inspection."
                 );
-                c.node.shutdown();
+                c.shutdown();
             }
         }
         Ok(())
@@ -274,9 +267,10 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
             (e.routing_key(), e.at_ms(), e, *id)
         }))?;
         if chunk_no == 1 {
-            // Bad input: bytes that are no event at all, on every partition.
+            // Bad input: bytes that are no event at all, one per partition
+            // (on average: they go where their keys hash).
             for p in 0..at.partitions() {
-                at.append_garbage(p)?;
+                at.submit_garbage(&format!("garbage-{p}"))?;
                 garbage += 1;
             }
         }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use accrete::demo::{BestSeller, LastSeen, PageVisitors, ProductSales, TopProducts};
+use crate::domain::{BestSeller, LastSeen, PageVisitors, ProductSales, TopProducts};
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::{Monoid, Semigroup};
 use accrete::runtime::{Config, Runtime, Status};
@@ -145,6 +145,7 @@ type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
 mod cluster;
 mod demo;
+mod domain;
 
 /// The demo's best_seller hook announces products at this many units: 1 000
 /// for the default 300 000 events, so that about ten products pass it.
@@ -306,7 +307,7 @@ fn inspect(dir: &Path, model: &str, key: Option<&str>) -> Fallible<ExitCode> {
     }
     if model == ProductSales::NAME {
         let hook = BestSeller::HOOK;
-        let lag = accrete::runtime::hook_lag(&**rt.log(), hook, model)?;
+        let lag = rt.hook_lag_of(hook, model)?;
         let h = rt.store().hook_history(hook)?;
         println!(
             "cluster hook `{hook}`: {} runs, {} retries, {} dead letters, {lag} changes not yet handled; \

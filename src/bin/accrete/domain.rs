@@ -15,13 +15,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::EventId;
-use crate::model::{Deltas, ReadModel};
-use crate::monoids::{Count, HyperLogLog, Last, Monoid, Sum, TopK};
+use accrete::event::EventId;
+use accrete::model::{Deltas, ReadModel};
+use accrete::monoids::{Count, HyperLogLog, Last, Monoid, Sum, TopK};
 
 /// Something that happened in the shop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ShopEvent {
+pub(crate) enum ShopEvent {
     /// A visitor looked at a page.
     Viewed {
         /// Who.
@@ -50,7 +50,7 @@ pub enum ShopEvent {
 
 impl ShopEvent {
     /// The routing key: the visitor, so one visitor's events stay in order.
-    pub fn routing_key(&self) -> [u8; 8] {
+    pub(crate) fn routing_key(&self) -> [u8; 8] {
         match self {
             ShopEvent::Viewed { visitor, .. } | ShopEvent::Purchased { visitor, .. } => {
                 visitor.to_le_bytes()
@@ -59,7 +59,7 @@ impl ShopEvent {
     }
 
     /// Event time.
-    pub fn at_ms(&self) -> i64 {
+    pub(crate) fn at_ms(&self) -> i64 {
         match self {
             ShopEvent::Viewed { at_ms, .. } | ShopEvent::Purchased { at_ms, .. } => *at_ms,
         }
@@ -68,20 +68,20 @@ impl ShopEvent {
 
 /// Sales of one product.
 #[derive(Monoid, Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "mongodb", derive(crate::store::pushdown::Pushdown))]
-#[monoid(crate = "crate::monoids")]
-pub struct Sales {
+#[cfg_attr(feature = "mongodb", derive(accrete::store::pushdown::Pushdown))]
+#[monoid(crate = "accrete::monoids")]
+pub(crate) struct Sales {
     /// Orders.
-    pub orders: Count,
+    pub(crate) orders: Count,
     /// Units sold.
-    pub units: Sum<u64>,
+    pub(crate) units: Sum<u64>,
     /// Revenue in cents.
-    pub revenue_cents: Sum<i64>,
+    pub(crate) revenue_cents: Sum<i64>,
 }
 
 /// Sales per product.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProductSales;
+pub(crate) struct ProductSales;
 
 impl ReadModel for ProductSales {
     const NAME: &'static str = "product_sales";
@@ -116,7 +116,7 @@ impl ReadModel for ProductSales {
 
 /// Distinct visitors per page.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PageVisitors;
+pub(crate) struct PageVisitors;
 
 impl ReadModel for PageVisitors {
     const NAME: &'static str = "page_visitors";
@@ -141,7 +141,7 @@ impl ReadModel for PageVisitors {
 
 /// The best-selling products by units, over the whole shop.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TopProducts;
+pub(crate) struct TopProducts;
 
 impl ReadModel for TopProducts {
     const NAME: &'static str = "top_products";
@@ -165,7 +165,7 @@ impl ReadModel for TopProducts {
 
 /// The latest page each visitor viewed, by event time.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LastSeen;
+pub(crate) struct LastSeen;
 
 impl ReadModel for LastSeen {
     const NAME: &'static str = "last_seen";
@@ -189,22 +189,22 @@ impl ReadModel for LastSeen {
 
 /// A small deterministic generator (SplitMix64).
 #[derive(Debug, Clone)]
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        crate::monoids::hash::stable_hash(&self.0)
+        accrete::monoids::hash::stable_hash(&self.0)
     }
 
     /// Uniform in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 
     /// Skewed towards 0: roughly Zipf-like over `0..n`.
-    pub fn skewed(&mut self, n: u64) -> u64 {
+    pub(crate) fn skewed(&mut self, n: u64) -> u64 {
         let u = (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64;
         ((n as f64).powf(u) - 1.0) as u64 % n.max(1)
     }
@@ -212,7 +212,7 @@ impl Rng {
 
 /// `n` shop events: views of product pages by 20 000 visitors, one in ten a
 /// purchase; every 997th purchase is for zero units (a projection error).
-pub fn shop_events(n: usize, seed: u64) -> Vec<ShopEvent> {
+pub(crate) fn shop_events(n: usize, seed: u64) -> Vec<ShopEvent> {
     let mut rng = Rng(seed);
     let products = 300;
     (0..n as u64)
@@ -249,14 +249,14 @@ pub fn shop_events(n: usize, seed: u64) -> Vec<ShopEvent> {
 /// into the events and the upstream id it carries. Some events come twice
 /// or three times (at least once), and the order is shuffled within windows
 /// of `window` (out of order).
-pub fn at_least_once(
+pub(crate) fn at_least_once(
     n: usize,
     duplicate_rate: f64,
     window: usize,
     seed: u64,
 ) -> Vec<(usize, EventId)> {
     let mut rng = Rng(seed ^ 0x5eed);
-    let upstream = crate::event::source_id("upstream-shop");
+    let upstream = accrete::event::source_id("upstream-shop");
     let mut out = Vec::with_capacity(n + n / 4);
     for i in 0..n {
         let id = EventId {
@@ -287,20 +287,20 @@ pub fn at_least_once(
 /// list here; a real one would call a notification service with the
 /// trigger's idempotency key.
 #[derive(Debug, Default)]
-pub struct BestSeller {
+pub(crate) struct BestSeller {
     /// The mark.
-    pub units: u64,
+    pub(crate) units: u64,
     /// The products announced, with their idempotency keys (shared: keep a
     /// clone to read them while the runtime owns the hook).
-    pub announced: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    pub(crate) announced: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl BestSeller {
     /// The hook's name.
-    pub const HOOK: &'static str = "best_seller";
+    pub(crate) const HOOK: &'static str = "best_seller";
 }
 
-impl crate::hooks::ClusterHook for BestSeller {
+impl accrete::hooks::ClusterHook for BestSeller {
     type Model = ProductSales;
     const NAME: &'static str = BestSeller::HOOK;
     const ONCE: bool = true;
@@ -309,7 +309,7 @@ impl crate::hooks::ClusterHook for BestSeller {
         sales.units.0 >= self.units
     }
 
-    fn run(&self, t: &crate::hooks::Trigger<'_, ProductSales>) -> Result<(), String> {
+    fn run(&self, t: &accrete::hooks::Trigger<'_, ProductSales>) -> Result<(), String> {
         self.announced
             .lock()
             .map_err(|_| "the announcement list is poisoned".to_string())?
