@@ -31,11 +31,14 @@
 //!   reason; other keys run after a failure.
 //! - `a_model_named_like_accretes_own_is_refused`: `Error::InvalidName`.
 //!
-//! And one scenario in child processes (`crashes::*`): the backend killed
-//! at each of the pipeline's and the hook member's crash points
-//! (`ACCRETE_FAILPOINT`) and SIGKILLed at random moments, events arriving
-//! between the runs; the state ends equal to the oracle and the deltas of
-//! the hook's distinct runs add up to it.
+//! And one scenario of generated histories in child processes
+//! (`crashes::*`, see `histories_with_kills`): submits, forwarded copies,
+//! garbage, models added later, batch sizes changed across runs, each run
+//! killed at one of the pipeline's and the hook member's crash points
+//! (`ACCRETE_FAILPOINT`) or SIGKILLed; after each history every model
+//! equals the oracle, bad events are dead letters, and the deltas of the
+//! hook's distinct runs add up to the state. Failing histories are shrunk
+//! and kept in `tests/fixtures/conformance/`.
 
 mod common;
 
@@ -108,7 +111,7 @@ struct Embedded {
 impl Embedded {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = Embedded::attach(&dir.path().to_string_lossy());
+        let mut b = Embedded::attach(&dir.path().to_string_lossy(), 1_000);
         b._dir = Some(dir);
         b
     }
@@ -118,9 +121,10 @@ impl Crashable for Embedded {
     fn fresh(_tag: &str, scratch: &Path) -> String {
         scratch.join("data").to_string_lossy().into_owned()
     }
-    fn attach(at: &str) -> Self {
+    fn attach(at: &str, batch: usize) -> Self {
         let config = accrete::runtime::Config {
             partitions: 4,
+            batch_size: batch,
             flush_interval: Duration::from_millis(2),
             ..accrete::runtime::Config::default()
         };
@@ -201,7 +205,7 @@ mod cluster_backend {
 
     impl Cluster {
         pub(super) fn new(tag: &str) -> Self {
-            let mut c = Cluster::attach(&Cluster::fresh(tag, Path::new(".")));
+            let mut c = Cluster::attach(&Cluster::fresh(tag, Path::new(".")), 1_000);
             c.owned = true;
             c
         }
@@ -221,11 +225,11 @@ mod cluster_backend {
             )
         }
         fn remove(name: &str) {
-            let c = Cluster::attach(name);
+            let c = Cluster::attach(name, 1_000);
             c.node.shutdown();
             let _ = c.node.store().database().drop().run();
         }
-        fn attach(name: &str) -> Self {
+        fn attach(name: &str, batch: usize) -> Self {
             let brokers =
                 std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
             let uri = std::env::var("ACCRETE_MONGODB_URI")
@@ -238,6 +242,7 @@ mod cluster_backend {
             c.events_topic = format!("{name}.events");
             c.group_prefix = name;
             c.partitions = 4;
+            c.batch_size = batch;
             c.flush_interval_ms = 20;
             let node = Node::start(c).unwrap_or_else(|e| {
                 panic!(
@@ -703,17 +708,18 @@ fn a_model_named_like_accretes_own_is_refused<B: Backend>(b: &B) {
     b.add_model(Balances).unwrap();
 }
 
-// ---- crashes: the backend in child processes, killed ----
+// ---- histories: the backend in child processes, killed ----
 
-/// A backend whose data outlives the process serving it: the crash
+/// A backend whose data outlives the process serving it: the history
 /// scenario serves it in child processes (this test binary, run again) and
 /// kills them.
 trait Crashable: Backend + Sized {
     /// A new place for the backend's data (a directory under `scratch`; a
     /// database and topics named after `tag`).
     fn fresh(tag: &str, scratch: &Path) -> String;
-    /// The backend on the data at `at` (left in place when dropped).
-    fn attach(at: &str) -> Self;
+    /// The backend on the data at `at` (left in place when dropped), its
+    /// batches at most `batch` events.
+    fn attach(at: &str, batch: usize) -> Self;
     /// Removes what `fresh` named.
     fn remove(at: &str);
 }
@@ -722,6 +728,122 @@ trait Crashable: Backend + Sized {
 const CHILD: &str = "ACCRETE_CONFORMANCE_CHILD";
 /// Set in a child process: the file its hook appends its runs to.
 const JOURNAL: &str = "ACCRETE_CONFORMANCE_JOURNAL";
+/// Set in a child process: how many of [`MODELS`] it serves, and its batch
+/// size.
+const SERVES: &str = "ACCRETE_CONFORMANCE_SERVES";
+
+/// The models a history adds, in this order (`Balances` from the start).
+const MODELS: [&str; 3] = [Balances::NAME, Receipts::NAME, Visitors::NAME];
+
+/// The source of the upstream ids a history forwards.
+fn upstream_source() -> u32 {
+    source_id("conformance-upstream")
+}
+
+/// One step of a history.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Step {
+    /// Submit events `from..to` natively.
+    Submit { from: usize, to: usize },
+    /// Forward events `from..to` with upstream ids, each in `copies`
+    /// copies, the deliveries scrambled.
+    Forward { from: usize, to: usize, copies: u8 },
+    /// Bytes that are no event.
+    Garbage,
+    /// Serve one more of [`MODELS`] from the next run on (a backfill).
+    AddModel,
+    /// A child serves the models so far with batches of `batch`; it aborts
+    /// at `failpoint` (`<name>:<n>`) or is SIGKILLed after `kill_after_ms`,
+    /// if given and still running, else runs until caught up.
+    Run {
+        batch: usize,
+        failpoint: Option<String>,
+        kill_after_ms: Option<u64>,
+    },
+}
+
+/// A generated history: its events come from the seed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct History {
+    seed: u64,
+    events: usize,
+    accounts: u16,
+    steps: Vec<Step>,
+}
+
+impl History {
+    fn events(&self) -> Vec<Payment> {
+        payments(&mut Rng(self.seed), self.events, self.accounts)
+    }
+
+    /// Every crash point of the pipeline and of the hook member once (in a
+    /// random order), SIGKILLs and clean runs; events submitted and
+    /// forwarded, garbage, models added, batch sizes changed between runs.
+    fn generate(seed: u64) -> History {
+        use accrete::testing::{FAILPOINTS, HOOK_FAILPOINTS};
+        let mut rng = Rng(seed ^ 0x5151);
+        let events = 300 + rng.below(900) as usize;
+        let accounts = 1 + rng.below(40) as u16;
+        let mut runs: Vec<(Option<String>, Option<u64>)> = FAILPOINTS
+            .iter()
+            .chain(HOOK_FAILPOINTS.iter())
+            .map(|p| (Some(format!("{p}:{}", 1 + rng.below(3))), None))
+            .collect();
+        for _ in 0..1 + rng.below(2) {
+            runs.push((None, Some(200 + rng.below(1_500))));
+        }
+        runs.push((None, None));
+        rng.shuffle(&mut runs);
+        let mut steps = Vec::new();
+        let per_run = events / runs.len();
+        let mut at = 0;
+        let mut added = 1;
+        for (i, (failpoint, kill_after_ms)) in runs.into_iter().enumerate() {
+            let end = if i == 0 {
+                per_run
+            } else {
+                (at + per_run).min(events)
+            };
+            while at < end {
+                let to = (at + 1 + rng.below(per_run as u64) as usize).min(end);
+                steps.push(if rng.chance(0.4) {
+                    Step::Forward {
+                        from: at,
+                        to,
+                        copies: 1 + rng.below(3) as u8,
+                    }
+                } else {
+                    Step::Submit { from: at, to }
+                });
+                at = to;
+            }
+            if rng.chance(0.3) {
+                steps.push(Step::Garbage);
+            }
+            if added < MODELS.len() && rng.chance(0.3) {
+                steps.push(Step::AddModel);
+                added += 1;
+            }
+            steps.push(Step::Run {
+                batch: [1, 7, 64, 500][rng.below(4) as usize],
+                failpoint,
+                kill_after_ms,
+            });
+        }
+        if at < events {
+            steps.push(Step::Submit {
+                from: at,
+                to: events,
+            });
+        }
+        History {
+            seed,
+            events,
+            accounts,
+            steps,
+        }
+    }
+}
 
 /// A hook that appends each run to a file: what it did survives the
 /// process that ran it.
@@ -736,32 +858,57 @@ impl ClusterHook for FileJournal {
             .append(true)
             .open(&self.0)
             .map_err(|e| e.to_string())?;
-        writeln!(f, "{} {} {}", t.key, t.delta.0, t.idempotency_key).map_err(|e| e.to_string())
+        // One write: a kill lands before or after it, never inside a line.
+        let line = format!("{} {} {}\n", t.key, t.delta.0, t.idempotency_key);
+        f.write_all(line.as_bytes()).map_err(|e| e.to_string())
     }
 }
 
-/// A child's life: serve `Balances` and its hook until both are caught up
-/// (or a failpoint aborts the process first).
-fn serve<B: Crashable>(at: &str) {
-    let b = B::attach(at);
+/// Serves the first `models` of [`MODELS`] and the hook until all are
+/// caught up (or a failpoint aborts the process first).
+fn serve_to_the_end<B: Backend>(b: &B, models: usize, journal: PathBuf) {
     b.add_model(Balances).unwrap();
-    b.add_cluster_hook(FileJournal(std::env::var(JOURNAL).unwrap().into()))
-        .unwrap();
+    if models > 1 {
+        b.add_model(Receipts).unwrap();
+    }
+    if models > 2 {
+        b.add_model(Visitors).unwrap();
+    }
+    b.add_cluster_hook(FileJournal(journal)).unwrap();
     b.caught_up::<Balances>();
-    wait_hook(&b, FileJournal::NAME);
+    if models > 1 {
+        b.caught_up::<Receipts>();
+    }
+    if models > 2 {
+        b.caught_up::<Visitors>();
+    }
+    wait_hook(b, FileJournal::NAME);
 }
 
-/// Runs `test` in a child process serving the backend at `at`; with
-/// `failpoint`, the child aborts there; with `kill_after`, it is SIGKILLed
-/// then if still running. Returns whether it died rather than finished.
+/// A child's life.
+fn child<B: Crashable>(at: &str) {
+    let serves = std::env::var(SERVES).unwrap();
+    let (models, batch) = serves.split_once(',').unwrap();
+    let b = B::attach(at, batch.parse().unwrap());
+    serve_to_the_end(
+        &b,
+        models.parse().unwrap(),
+        std::env::var(JOURNAL).unwrap().into(),
+    );
+}
+
+/// Runs `test` in a child process serving the backend at `at`. Returns
+/// whether it died (a failpoint's abort, the kill) rather than finished.
+#[allow(clippy::too_many_arguments)]
 fn run_child(
     test: &str,
     at: &str,
     scratch: &Path,
+    models: usize,
+    batch: usize,
     failpoint: Option<&str>,
     kill_after: Option<Duration>,
-    ctx: &str,
-) -> bool {
+) -> std::result::Result<bool, String> {
     use std::os::unix::process::ExitStatusExt;
     let log_path = scratch.join("child.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -769,6 +916,7 @@ fn run_child(
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, at)
         .env(JOURNAL, scratch.join("journal"))
+        .env(SERVES, format!("{models},{batch}"))
         .env_remove("ACCRETE_FAILPOINT")
         .stdout(std::process::Stdio::null())
         .stderr(log);
@@ -787,108 +935,150 @@ fn run_child(
         }
         if started.elapsed() > Duration::from_secs(180) {
             let _ = child.kill();
-            panic!(
-                "{ctx}: the child did not finish in 180 s; its log: {}",
+            let _ = child.wait();
+            return Err(format!(
+                "a child did not finish in 180 s; its log: {}",
                 log_path.display()
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     match status.signal() {
-        // A failpoint's abort, or the kill.
-        Some(6 | 9) => true,
+        Some(6 | 9) => Ok(true),
+        _ if status.success() => Ok(false),
         _ => {
-            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(30).collect();
-            assert!(
-                status.success(),
-                "{ctx}: the child failed ({status}); the end of its log:\n{}",
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            Err(format!(
+                "a child failed ({status}); the end of its log:\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-            false
+            ))
         }
     }
 }
 
-/// The backend killed at every crash point of the pipeline and of the hook
-/// member, and SIGKILLed at random moments, events arriving between the
-/// runs: the state ends equal to the oracle, and per key the deltas of the
-/// hook's distinct runs add up to it (a run repeated after a kill repeats
-/// the same delta).
-fn killed_at_every_crash_point<B: Crashable>(test: &str) {
-    if let Ok(at) = std::env::var(CHILD) {
-        return serve::<B>(&at);
-    }
-    use accrete::testing::{FAILPOINTS, HOOK_FAILPOINTS};
-    let seed = seeds_with(test, "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
-    let ctx = format!("{test}, seed {seed} (replay: ACCRETE_SEED={seed})");
-    let mut rng = Rng(seed);
+/// Plays `h` on a fresh backend and checks it; `Err` says what broke.
+fn play<B: Crashable>(test: &str, h: &History) -> std::result::Result<Played, String> {
     let scratch = tempfile::tempdir().unwrap();
     let at = B::fresh(test, scratch.path());
-    let events = payments(&mut rng, 1_000, 20);
-    let points: Vec<String> = FAILPOINTS
-        .iter()
-        .chain(HOOK_FAILPOINTS.iter())
-        .map(|p| format!("{p}:{}", 1 + rng.below(3)))
-        .collect();
-    let waves: Vec<&[Payment]> = events.chunks(events.len() / (points.len() + 3)).collect();
-    let submit = |wave: &[Payment]| {
-        let b = B::attach(&at);
-        for e in wave {
-            b.submit(e).unwrap();
+    let result = play_on::<B>(test, h, &at, scratch.path());
+    B::remove(&at);
+    result
+}
+
+fn play_on<B: Crashable>(
+    test: &str,
+    h: &History,
+    at: &str,
+    scratch: &Path,
+) -> std::result::Result<Played, String> {
+    let events = h.events();
+    let mut rng = Rng(h.seed ^ 0xf0f0);
+    let (mut models, mut died, mut runs, mut garbage) = (1, 0, 0, 0);
+    for step in &h.steps {
+        match step {
+            Step::Submit { from, to } => {
+                let b = B::attach(at, 100);
+                for e in &events[*from..*to] {
+                    b.submit(e).map_err(|e| format!("submit: {e}"))?;
+                }
+            }
+            Step::Forward { from, to, copies } => {
+                let mut deliveries = Vec::new();
+                for i in *from..*to {
+                    let id = EventId {
+                        source: upstream_source(),
+                        partition: (i % 3) as u32,
+                        offset: i as u64,
+                    };
+                    for _ in 0..*copies {
+                        deliveries.push((i, id));
+                    }
+                }
+                rng.shuffle(&mut deliveries);
+                let b = B::attach(at, 100);
+                for (i, id) in deliveries {
+                    b.forward(&events[i], id)
+                        .map_err(|e| format!("forward: {e}"))?;
+                }
+            }
+            Step::Garbage => {
+                B::attach(at, 100).submit_encoded(b"garbage", b"\xff\x00 no event");
+                garbage += 1;
+            }
+            Step::AddModel => models += 1,
+            Step::Run {
+                batch,
+                failpoint,
+                kill_after_ms,
+            } => {
+                runs += 1;
+                let killed = run_child(
+                    test,
+                    at,
+                    scratch,
+                    models,
+                    *batch,
+                    failpoint.as_deref(),
+                    kill_after_ms.map(Duration::from_millis),
+                )?;
+                died += usize::from(killed);
+            }
         }
-    };
-    let mut died = 0;
-    let mut waves = waves.into_iter();
-    for point in &points {
-        submit(waves.next().unwrap());
-        died += usize::from(run_child(
-            test,
-            &at,
-            scratch.path(),
-            Some(point),
-            None,
-            &ctx,
-        ));
     }
-    for _ in 0..2 {
-        submit(waves.next().unwrap());
-        let after = Duration::from_millis(300 + rng.below(1_500));
-        died += usize::from(run_child(
-            test,
-            &at,
-            scratch.path(),
-            None,
-            Some(after),
-            &ctx,
-        ));
+    // The oracle: the distinct events the steps delivered (a shrunk
+    // history delivers fewer).
+    let mut delivered = BTreeSet::new();
+    for step in &h.steps {
+        if let Step::Submit { from, to } | Step::Forward { from, to, .. } = step {
+            delivered.extend(*from..*to);
+        }
     }
-    for wave in waves {
-        submit(wave);
-    }
-    assert!(
-        died >= points.len() / 2,
-        "{ctx}: only {died} of the runs were killed: the crash points must be reached"
-    );
-    // The last run, here, to the end.
-    let journal = scratch.path().join("journal");
-    let b = B::attach(&at);
-    b.add_model(Balances).unwrap();
-    b.add_cluster_hook(FileJournal(journal.clone())).unwrap();
-    b.caught_up::<Balances>();
-    wait_hook(&b, FileJournal::NAME);
+    let events: Vec<Payment> = delivered.into_iter().map(|i| events[i].clone()).collect();
+    // The last run, here, to the end: every model, every check.
+    let journal = scratch.join("journal");
+    let b = B::attach(at, 100);
+    serve_to_the_end(&b, MODELS.len(), journal.clone());
+    let differs = |what: &str| format!("{what} differs from the fold of the distinct events");
     let state = b.state::<Balances>();
-    assert_eq!(state, oracle(&Balances, &events), "{ctx}: balances");
-    let runs = std::fs::read_to_string(&journal).unwrap();
+    if state != oracle(&Balances, &events) {
+        return Err(differs("balances"));
+    }
+    if b.state::<Receipts>() != oracle(&Receipts, &events) {
+        return Err(differs("receipts"));
+    }
+    if b.state::<Visitors>() != oracle(&Visitors, &events) {
+        return Err(differs("visitors"));
+    }
+    let refused = events.iter().filter(|e| e.cents == 0).count();
+    let dead = (
+        b.dead_letters::<Balances>().len(),
+        b.dead_letters::<Receipts>().len(),
+        b.dead_letters::<Visitors>().len(),
+    );
+    if dead != (refused + garbage, garbage, garbage) {
+        return Err(format!(
+            "dead letters (balances, receipts, visitors) {dead:?}, expected {:?}",
+            (refused + garbage, garbage, garbage)
+        ));
+    }
+    let ran = std::fs::read_to_string(&journal).unwrap_or_default();
     let mut by_id: BTreeMap<&str, (u16, i64)> = BTreeMap::new();
-    for line in runs.lines() {
+    for line in ran.lines() {
         let mut parts = line.split(' ');
         let (Some(key), Some(delta), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
-            panic!("{ctx}: a journal line cut short: {line:?}");
+            return Err(format!("a journal line cut short: {line:?}"));
         };
-        let run = (key.parse().unwrap(), delta.parse().unwrap());
-        if let Some(seen) = by_id.insert(id, run) {
-            assert_eq!(seen, run, "{ctx}: run {id} repeated differently");
+        let (Ok(key), Ok(delta)) = (key.parse(), delta.parse()) else {
+            return Err(format!("a journal line garbled: {line:?}"));
+        };
+        let run = (key, delta);
+        if let Some(seen) = by_id.insert(id, run)
+            && seen != run
+        {
+            return Err(format!(
+                "hook run {id} repeated differently: {seen:?}, {run:?}"
+            ));
         }
     }
     let mut sums: BTreeMap<u16, i64> = BTreeMap::new();
@@ -896,37 +1086,138 @@ fn killed_at_every_crash_point<B: Crashable>(test: &str) {
         *sums.entry(*key).or_default() += delta;
     }
     for (key, s) in &state {
-        assert_eq!(
-            sums.get(key).copied().unwrap_or(0),
-            s.0,
-            "{ctx}: key {key}: the deltas of the hook's runs add up to the state"
-        );
+        let sum = sums.get(key).copied().unwrap_or(0);
+        if sum != s.0 {
+            return Err(format!(
+                "key {key}: the deltas of the hook's runs add up to {sum}, the state is {}",
+                s.0
+            ));
+        }
     }
-    eprintln!(
-        "{ctx}: {} of {} runs killed, {} hook runs ({} distinct)",
+    Ok(Played {
         died,
-        points.len() + 2,
-        runs.lines().count(),
-        by_id.len()
-    );
-    drop(b);
-    B::remove(&at);
+        runs,
+        summary: format!(
+            "{} events, {} steps, {died} of {runs} runs killed, {} hook runs ({} distinct)",
+            events.len(),
+            h.steps.len(),
+            ran.lines().count(),
+            by_id.len()
+        ),
+    })
 }
 
-/// The crash scenario, once per backend (child processes: not in the
+/// What a history that passed did.
+struct Played {
+    died: usize,
+    runs: usize,
+    summary: String,
+}
+
+/// The kind of a failure (its first word): a shrunk history must fail the
+/// same way.
+fn kind(e: &str) -> &str {
+    e.split_whitespace().next().unwrap_or_default()
+}
+
+/// Steps removed while the history still fails the same way (at most
+/// `budget` plays).
+fn shrink<B: Crashable>(test: &str, mut h: History, error: &str, mut budget: usize) -> History {
+    let mut i = 0;
+    while i < h.steps.len() && budget > 0 {
+        let mut smaller = h.clone();
+        smaller.steps.remove(i);
+        budget -= 1;
+        match play::<B>(test, &smaller) {
+            Err(e) if kind(&e) == kind(error) => h = smaller,
+            _ => i += 1,
+        }
+    }
+    h
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conformance")
+}
+
+/// Histories of submits, forwards, garbage, models added later and batch
+/// sizes changed across runs of child processes, each killed at a crash
+/// point of the pipeline or of the hook member, or SIGKILLed: after each,
+/// every model equals the oracle, each bad event is one dead letter per
+/// model, and per key the deltas of the hook's distinct runs (appended to a
+/// file, so that they survive the kills) add up to the state, a run
+/// repeated after a kill repeating its delta. The fixtures under
+/// `tests/fixtures/conformance/` play first; a failing history is shrunk
+/// and written there. `ACCRETE_CONFORMANCE_HISTORIES` sets how many
+/// (`default`), `ACCRETE_SEED` replays one.
+fn histories_with_kills<B: Crashable>(test: &str, backend: &str, default: u64) {
+    if let Ok(at) = std::env::var(CHILD) {
+        return child::<B>(&at);
+    }
+    let mut histories: Vec<(String, History)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(fixtures()) {
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let h = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+            histories.push((format!("fixture {}", path.display()), h));
+        }
+    }
+    let fixtures_count = histories.len();
+    for seed in seeds_with(test, "ACCRETE_CONFORMANCE_HISTORIES", default) {
+        histories.push((
+            format!("seed {seed} (replay: ACCRETE_SEED={seed})"),
+            History::generate(seed),
+        ));
+    }
+    for (i, (name, h)) in histories.into_iter().enumerate() {
+        match play::<B>(test, &h) {
+            Ok(played) => {
+                eprintln!("{test}, {name}: {}", played.summary);
+                // A generated history visits every crash point: most of
+                // its runs must die, or the kills test nothing.
+                assert!(
+                    i < fixtures_count || played.died * 2 >= played.runs,
+                    "{test}, {name}: only {} of {} runs were killed",
+                    played.died,
+                    played.runs
+                );
+            }
+            Err(e) => {
+                let budget = if backend == "embedded" { 40 } else { 4 };
+                let small = shrink::<B>(test, h.clone(), &e, budget);
+                let _ = std::fs::create_dir_all(fixtures());
+                let path = fixtures().join(format!("{backend}-seed-{}.json", h.seed));
+                std::fs::write(&path, serde_json::to_string_pretty(&small).unwrap()).unwrap();
+                panic!(
+                    "{test}, {name}: {e}\nshrunk to {} of {} steps, kept in {}:\n{small:#?}",
+                    small.steps.len(),
+                    h.steps.len(),
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// The history scenario, once per backend (child processes: not in the
 /// macro, whose scenarios take a backend made in this process).
 mod crashes {
     #[test]
     fn embedded() {
-        super::killed_at_every_crash_point::<super::Embedded>("crashes::embedded");
+        super::histories_with_kills::<super::Embedded>("crashes::embedded", "embedded", 5);
     }
 
     #[cfg(all(feature = "kafka", feature = "mongodb"))]
     #[test]
     fn kafka_mongodb() {
         let _one = (std::env::var_os(super::CHILD).is_none()).then(super::one_at_a_time);
-        super::killed_at_every_crash_point::<super::cluster_backend::Cluster>(
+        super::histories_with_kills::<super::cluster_backend::Cluster>(
             "crashes::kafka_mongodb",
+            "kafka_mongodb",
+            1,
         );
     }
 }
