@@ -37,10 +37,13 @@ pub(crate) fn cluster_hook_group(prefix: &str, hook: &str) -> String {
     format!("{prefix}.hook.{hook}")
 }
 
-#[cfg(feature = "kafka")]
-/// The group id of the probe consumers (`cluster::placement`): librdkafka
-/// wants one to assign partitions; they never join it nor commit.
-pub(crate) const PROBE_GROUP: &str = "accrete.probe";
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
+/// The group id of a cluster's probe consumers (`cluster::placement`):
+/// librdkafka wants one to assign partitions; they never join it nor
+/// commit.
+pub(crate) fn cluster_probe_group(prefix: &str) -> String {
+    format!("{prefix}.probe")
+}
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
 /// The Kafka consumer group of one node's replicas.

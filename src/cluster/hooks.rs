@@ -119,7 +119,7 @@ pub(super) fn start<H: ClusterHook>(
     let reader = crate::names::hook_reader(H::NAME);
     let placement = Arc::new(Placement::new(
         shared.store.clone(),
-        config.kafka.clone(),
+        config,
         reader.clone(),
         topic.clone(),
     ));

@@ -515,7 +515,7 @@ where
     }));
     let placement = Arc::new(Placement::new(
         shared.store.clone(),
-        config.kafka.clone(),
+        config,
         M::NAME.to_string(),
         topic.clone(),
     ));
@@ -573,11 +573,16 @@ fn settle<M: ReadModel>(
 ) where
     M::State: Pushdown,
 {
-    let b = batcher.lock();
-    let ends = placement.settle(consumer, |p| {
-        b.buffers.get(&p).is_none_or(|buf| buf.batch.is_empty())
-    });
-    drop(b);
+    // Partitions with something buffered, noted first: the probe takes a
+    // while, not under the lock.
+    let busy: Vec<u32> = batcher
+        .lock()
+        .buffers
+        .iter()
+        .filter(|(_, buf)| !buf.batch.is_empty())
+        .map(|(p, _)| *p)
+        .collect();
+    let ends = placement.settle(consumer, |p| !busy.contains(&p));
     if ends.is_empty() {
         return;
     }

@@ -99,6 +99,10 @@ enum Gap {
     Unknown,
 }
 
+fn offsets_of(records: &[OwnedMessage]) -> Vec<i64> {
+    records.iter().map(|m| m.offset()).collect()
+}
+
 /// What the reader does with a record its consumer delivered.
 enum Admit {
     /// Drop it (read again, or not placed).
@@ -111,6 +115,8 @@ enum Admit {
 pub(crate) struct Placement {
     store: MongoStore,
     kafka: KafkaConfig,
+    /// The probe's group id (never joined: librdkafka wants one to assign).
+    probe_group: String,
     /// The name positions are kept under (a model, or `hook:<name>`).
     reader: String,
     topic: String,
@@ -123,13 +129,14 @@ pub(crate) struct Placement {
 impl Placement {
     pub(crate) fn new(
         store: MongoStore,
-        kafka: KafkaConfig,
+        config: &super::NodeConfig,
         reader: String,
         topic: String,
     ) -> Self {
         Placement {
             store,
-            kafka,
+            kafka: config.kafka.clone(),
+            probe_group: crate::names::cluster_probe_group(&config.group_prefix),
             reader,
             topic,
             next: Mutex::new(HashMap::new()),
@@ -265,14 +272,18 @@ impl Placement {
                 Admit::After(skipped)
             }
             Gap::Unknown => {
-                tracing::debug!(reader = %self.reader, partition, expected, got = offset,
-                    "the consumer skipped records, or the offsets have a hole: reading again");
+                // Nothing is passed without a verdict: the partition is read
+                // again (after `RESEEK_AFTER`, not in a tight loop of
+                // probes), and stays behind, visibly, while the probe
+                // cannot tell.
+                tracing::warn!(reader = %self.reader, partition, expected, got = offset,
+                    "records skipped or a hole: the probe could not tell; reading again");
                 next.insert(
                     partition,
                     Position::Sought {
                         at,
                         back: READ_BACK / 4,
-                        since: Instant::now() - RESEEK_AFTER,
+                        since: Instant::now(),
                     },
                 );
                 Admit::No
@@ -281,40 +292,62 @@ impl Placement {
     }
 
     /// Reads `partition` alone to see what lies in `[expected, got)`: a
-    /// hole only if two reads from different places before it both find
-    /// nothing there.
+    /// verdict needs two reads that find the same offsets there (none: a
+    /// hole). The probe is a consumer too and could skip as the reader's
+    /// did, so the reads start from different places before the gap (1 024,
+    /// 4 096, … records back); near the partition's start, from its start
+    /// and from halfway to the gap, and only if that fails from the start
+    /// again.
     fn gap(&self, partition: u32, expected: u64, got: u64) -> Gap {
-        let mut agreed = 0;
+        let Some(low) = self.with_probe(|probe| {
+            probe
+                .fetch_watermarks(&self.topic, partition as i32, Duration::from_secs(10))
+                .ok()
+                .map(|(low, _)| low.max(0) as u64)
+        }) else {
+            return Gap::Unknown;
+        };
+        let mut starts: Vec<u64> = Vec::new();
         for back in [READ_BACK, 4 * READ_BACK, 16 * READ_BACK, 64 * READ_BACK] {
-            match self.probe_read(partition, expected, got, back) {
-                Some(found) if !found.is_empty() => return Gap::Skipped(found),
-                Some(_) => {
-                    agreed += 1;
-                    if agreed == 2 {
-                        return Gap::Hole;
-                    }
+            let start = expected.saturating_sub(back).max(low);
+            if !starts.contains(&start) {
+                starts.push(start);
+            }
+        }
+        if starts.len() == 1 {
+            let halfway = low + expected.saturating_sub(low) / 2;
+            if halfway != low {
+                starts.push(halfway);
+            }
+            starts.push(low);
+        }
+        let mut seen: Option<Vec<OwnedMessage>> = None;
+        for start in starts {
+            let read =
+                |probe: &BaseConsumer| self.probe_read(probe, partition, expected, got, start, low);
+            let Some(found) = self.with_probe(read) else {
+                continue;
+            };
+            match seen.take() {
+                Some(first) if offsets_of(&first) == offsets_of(&found) => {
+                    return if found.is_empty() {
+                        Gap::Hole
+                    } else {
+                        Gap::Skipped(found)
+                    };
                 }
-                // The read did not reach back before the gap: further back.
-                None => {}
+                // Disagreeing reads: the later one is compared with the next.
+                _ => seen = Some(found),
             }
         }
         Gap::Unknown
     }
 
-    /// One probe read of `partition` from `back` records before `expected`
-    /// up to `got`: the records in between, or `None` if the read did not
-    /// start before `expected` (a broker may answer a fetch inside a batch
-    /// with the next one) or did not reach `got` in time.
-    fn probe_read(
-        &self,
-        partition: u32,
-        expected: u64,
-        got: u64,
-        back: u64,
-    ) -> Option<Vec<OwnedMessage>> {
+    /// Runs `f` with the probe consumer, made the first time.
+    fn with_probe<T>(&self, f: impl FnOnce(&BaseConsumer) -> Option<T>) -> Option<T> {
         let mut slot = self.probe.lock();
         if slot.is_none() {
-            match self.kafka.probe() {
+            match self.kafka.probe(&self.probe_group) {
                 Ok(c) => *slot = Some(c),
                 Err(e) => {
                     tracing::warn!(reader = %self.reader, error = %e, "cannot make a probe consumer");
@@ -322,13 +355,23 @@ impl Placement {
                 }
             }
         }
-        let probe = slot.as_ref()?;
+        f(slot.as_ref()?)
+    }
+
+    /// One probe read of `partition` from `start` up to `got`: the records
+    /// in `[expected, got)`, or `None` if the read did not start before
+    /// `expected` (a broker may answer a fetch inside a batch with the next
+    /// one) or did not reach `got` in time.
+    fn probe_read(
+        &self,
+        probe: &BaseConsumer,
+        partition: u32,
+        expected: u64,
+        got: u64,
+        start: u64,
+        low: u64,
+    ) -> Option<Vec<OwnedMessage>> {
         let p = partition as i32;
-        let low = probe
-            .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-            .ok()
-            .map(|(low, _)| low.max(0) as u64)?;
-        let start = expected.saturating_sub(back).max(low);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, p, Offset::Offset(start as i64))
             .ok()?;
@@ -401,15 +444,20 @@ impl Placement {
             let Some(Position::At(expected, _)) = self.next.lock().get(&p).copied() else {
                 continue;
             };
+            if at <= expected || !settled(p) {
+                continue;
+            }
             // The consumer's position can be stale after a seek: passed
-            // only if the probe finds nothing there.
-            if at > expected && settled(p) && matches!(self.gap(p, expected, at), Gap::Hole) {
+            // only if the probe finds nothing there. One partition probed
+            // per call: the caller's loop polls in between.
+            if matches!(self.gap(p, expected, at), Gap::Hole) {
                 let mut next = self.next.lock();
                 if matches!(next.get(&p), Some(Position::At(e, _)) if *e == expected) {
                     next.insert(p, Position::At(at, Instant::now()));
                     out.push((p, at));
                 }
             }
+            break;
         }
         out
     }
@@ -738,7 +786,11 @@ mod tests {
                 )
                 .unwrap();
         }
-        let placement = Placement::new(mongo(), kafka, "gap".into(), topic);
+        let config = super::super::NodeConfig {
+            kafka,
+            ..super::super::NodeConfig::default()
+        };
+        let placement = Placement::new(mongo(), &config, "gap".into(), topic);
         placement.start_at(0, 12);
         // Read again from before the position: dropped, then expected.
         assert_eq!(offsets(placement.admit(0, 3)), None);

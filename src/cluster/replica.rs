@@ -239,12 +239,7 @@ pub(super) fn start<M: ReadModel>(
     // A little before: some brokers skip records when a fetch starts inside
     // a record batch (see placement). Changes read again are dropped as
     // seen.
-    let placement = Placement::new(
-        shared.store.clone(),
-        config.kafka.clone(),
-        String::new(),
-        topic.clone(),
-    );
+    let placement = Placement::new(shared.store.clone(), config, String::new(), topic.clone());
     let mut tpl = TopicPartitionList::new();
     for (p, at) in starts.iter().enumerate() {
         placement.start_at(p as u32, *at);

@@ -290,12 +290,16 @@ impl KafkaConfig {
             .map_err(|e| Error::kafka("create consumer", e))
     }
 
-    /// A consumer outside any group, for reading one partition at a time
+    /// A consumer outside any group (`group` is never joined), for reading
+    /// one partition at a time
     /// from where it is assigned (see `cluster::placement`): committed
     /// records only, fetches as large as a record batch can be.
-    pub(crate) fn probe(&self) -> Result<BaseConsumer> {
+    pub(crate) fn probe(&self, group: &str) -> Result<BaseConsumer> {
         let mut c = self.client_config();
-        c.set("group.id", crate::names::PROBE_GROUP)
+        c.set("group.id", group)
+            // Placed below the partition's start (retention): an error, not
+            // a jump to the end that would look like an empty gap.
+            .set("auto.offset.reset", "error")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
