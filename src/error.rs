@@ -101,7 +101,7 @@ pub enum Error {
     Timeout(String),
     /// The Kafka log failed (feature `kafka`). The client's error, where
     /// there is one, is the [`source`](std::error::Error::source) (an
-    /// `rdkafka::error::KafkaError`); [`Error::kafka_code`] reads its code.
+    /// `rdkafka::error::KafkaError`); `Error::kafka_code` reads its code.
     #[error("kafka {op} failed: {detail}")]
     #[non_exhaustive]
     Kafka {
@@ -115,7 +115,7 @@ pub enum Error {
     },
     /// The MongoDB store failed (feature `mongodb`). The driver's error,
     /// where there is one, is the [`source`](std::error::Error::source) (a
-    /// `mongodb::error::Error`); [`Error::mongo_code`] reads the server's
+    /// `mongodb::error::Error`); `Error::mongo_code` reads the server's
     /// code.
     #[error("mongodb {op} failed: {detail}")]
     #[non_exhaustive]

@@ -7,11 +7,11 @@
 //!   share, and a node records its input position only after the hook has
 //!   finished.
 //! - A **node hook** runs on every node, when that node's replica of the
-//!   model is grafted with a change ([`Node::add_node_hook`]).
+//!   model is grafted with a change (`cluster::Node::add_node_hook`).
 //!
 //! Both backends run them: [`Runtime::add_cluster_hook`] on the embedded
 //! default (local worker threads are the "nodes"; positions in the embedded
-//! log, outcomes in the store), [`Node::add_cluster_hook`] on Kafka +
+//! log, outcomes in the store), `cluster::Node::add_cluster_hook` on Kafka +
 //! MongoDB.
 //!
 //! Triggers are level-based: the changes of one key that are pending
@@ -35,8 +35,6 @@
 //! when crossed" is well defined in any delivery order: implement
 //! [`fires`](ClusterHook::fires) and set [`ONCE`](ClusterHook::ONCE).
 //!
-//! [`Node::add_node_hook`]: crate::cluster::Node::add_node_hook
-//! [`Node::add_cluster_hook`]: crate::cluster::Node::add_cluster_hook
 //! [`Runtime::add_cluster_hook`]: crate::runtime::Runtime::add_cluster_hook
 
 pub(crate) mod member;

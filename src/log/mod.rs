@@ -1,7 +1,7 @@
 //! The log: named topics of partitions of records, read by consumer groups.
 //!
 //! [`EmbeddedLog`] keeps it on local disk. With the feature `kafka`,
-//! [`kafka`] reaches Apache Kafka; the cluster nodes use it through
+//! `log::kafka` reaches Apache Kafka; the cluster nodes use it through
 //! consumer groups rather than through the [`Log`] trait, whose
 //! offset-addressed reads fit the local workers.
 

@@ -817,7 +817,7 @@ impl Runtime {
 
     /// What the model's pipeline did in this process since the model was
     /// added (batches, writes, changes, dead letters), as
-    /// [`Node::stats`](crate::cluster::Node::stats) reports it on Kafka +
+    /// `cluster::Node::stats` reports it on Kafka +
     /// MongoDB.
     ///
     /// # Errors
