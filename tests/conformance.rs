@@ -1148,9 +1148,11 @@ fn fixtures() -> PathBuf {
 /// file, so that they survive the kills) add up to the state, a run
 /// repeated after a kill repeating its delta. The fixtures under
 /// `tests/fixtures/conformance/` play first; a failing history is shrunk
-/// and written there. `ACCRETE_CONFORMANCE_HISTORIES` sets how many
-/// (`default`), `ACCRETE_SEED` replays one.
-fn histories_with_kills<B: Crashable>(test: &str, backend: &str, default: u64) {
+/// and written there. `var` sets how many (`default`; the embedded
+/// backend's `ACCRETE_CONFORMANCE_HISTORIES`, Kafka + MongoDB's
+/// `ACCRETE_CLUSTER_HISTORIES`: about 2 min each), `ACCRETE_SEED` replays
+/// one.
+fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, default: u64) {
     if let Ok(at) = std::env::var(CHILD) {
         return child::<B>(&at);
     }
@@ -1166,7 +1168,7 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, default: u64) {
         }
     }
     let fixtures_count = histories.len();
-    for seed in seeds_with(test, "ACCRETE_CONFORMANCE_HISTORIES", default) {
+    for seed in seeds_with(test, var, default) {
         histories.push((
             format!("seed {seed} (replay: ACCRETE_SEED={seed})"),
             History::generate(seed),
@@ -1207,7 +1209,12 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, default: u64) {
 mod crashes {
     #[test]
     fn embedded() {
-        super::histories_with_kills::<super::Embedded>("crashes::embedded", "embedded", 5);
+        super::histories_with_kills::<super::Embedded>(
+            "crashes::embedded",
+            "embedded",
+            "ACCRETE_CONFORMANCE_HISTORIES",
+            5,
+        );
     }
 
     #[cfg(all(feature = "kafka", feature = "mongodb"))]
@@ -1217,6 +1224,7 @@ mod crashes {
         super::histories_with_kills::<super::cluster_backend::Cluster>(
             "crashes::kafka_mongodb",
             "kafka_mongodb",
+            "ACCRETE_CLUSTER_HISTORIES",
             1,
         );
     }
