@@ -8,7 +8,7 @@
 //! whose type implements quickcheck's `Arbitrary` shrinks.
 
 /// Field-wise access to a struct. `#[derive(Monoid)]` implements it; the
-/// law harness ([`laws!`](crate::laws!), feature `laws`) uses it for every
+/// law harness (`laws!`, feature `laws`) uses it for every
 /// type that implements it.
 ///
 /// # Examples

@@ -87,7 +87,7 @@
 //!
 //! # The law harness
 //!
-//! With the `laws` feature, [`laws!`] checks a type in one line, including
+//! With the `laws` feature, `laws!` checks a type in one line, including
 //! convergence under reordering, duplication and batching:
 //!
 //! ```
@@ -105,7 +105,7 @@
 //! field by field and names the fields that differ ([`FieldWise`]). A
 //! failure prints the commands that replay its whole run
 //! (`ACCRETE_LAWS_SEED`) and its failing case alone (`ACCRETE_LAWS_CASE`).
-//! See the [`laws`](mod@laws) module (feature `laws`).
+//! See the `laws` module (feature `laws`).
 //!
 //! # Crate features
 //!
