@@ -783,7 +783,11 @@ impl History {
         use accrete::testing::{FAILPOINTS, HOOK_FAILPOINTS};
         let mut rng = Rng(seed ^ 0x5151);
         let events = 300 + rng.below(900) as usize;
-        let accounts = 1 + rng.below(40) as u16;
+        // Two accounts at least: with one, every payment moves money from
+        // the account to itself, no balance changes, the hook never runs
+        // and its crash points are never reached (CI found such a
+        // history: 3 of 9 runs killed).
+        let accounts = 2 + rng.below(40) as u16;
         let mut runs: Vec<(Option<String>, Option<u64>)> = FAILPOINTS
             .iter()
             .chain(HOOK_FAILPOINTS.iter())
