@@ -20,6 +20,7 @@
 //! `naive`, `accrete1`, `accrete3`) and `ACCRETE_BENCH_LOG` (the nodes' debug
 //! log on stderr).
 
+use accrete::Deployment;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -16,6 +16,7 @@
 //!
 //! `cargo bench --bench forward` (`ACCRETE_BENCH_EVENTS` sets the count).
 
+use accrete::Deployment;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

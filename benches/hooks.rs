@@ -14,6 +14,7 @@
 //! distinct keys, each changed once; `ACCRETE_BENCH_RATE` events/s, default
 //! 2 000, for `ACCRETE_BENCH_SECONDS`, default 10).
 
+use accrete::Deployment;
 use std::time::{Duration, Instant};
 
 use accrete::hooks::{ClusterHook, Trigger};

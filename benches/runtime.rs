@@ -21,6 +21,7 @@
 //! profiling). Prints events/s and the ratios; asserts that accrete's state
 //! equals the fold it measures against.
 
+use accrete::Deployment;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

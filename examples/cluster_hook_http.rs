@@ -15,6 +15,7 @@
 //! example several times against the same topic (`ACCRETE_EVENTS_TOPIC`) and
 //! the nodes share the customers.
 
+use accrete::Deployment;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -8,6 +8,7 @@
 //!    exactly once, whatever the log redelivers — and publishes a change for
 //!    every key whose state really changed.
 
+use accrete::Deployment;
 use std::time::Duration;
 
 use accrete::model::{Deltas, ReadModel};

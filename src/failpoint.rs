@@ -5,6 +5,9 @@
 //! destructors, as a `kill -9` would) on the n-th time the pipeline passes
 //! `<name>`. Unset, a failpoint costs one relaxed atomic load.
 
+// The lists are public through `accrete::testing` only.
+#![cfg_attr(not(feature = "testing"), allow(dead_code, unreachable_pub))]
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -20,6 +20,7 @@
 //! use accrete::hooks::{ClusterHook, Trigger};
 //! use accrete::model::{Deltas, ReadModel};
 //! use accrete::monoids::Sum;
+//! use accrete::Deployment;
 //! use accrete::runtime::Runtime;
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
@@ -74,7 +75,9 @@
 //! ```
 //!
 //! The same model and hook run on Kafka + MongoDB with `cluster::Node`
-//! (features `kafka` and `mongodb`), the same calls with the same names.
+//! (features `kafka` and `mongodb`): the calls are those of [`Deployment`],
+//! which both implement, so code written against `D: Deployment` runs on
+//! either ([`deployment`] shows how).
 //! The project's `README.md` has the commands; its `DESIGN.md` opens with
 //! the architecture.
 //!
@@ -102,6 +105,7 @@ pub use accrete_monoids as monoids;
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
 pub mod cluster;
 pub(crate) mod codec;
+pub mod deployment;
 pub(crate) mod engine;
 pub mod error;
 pub mod event;
@@ -121,4 +125,12 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use deployment::{Deployment, Serves};
 pub use error::{Error, Result};
+
+/// What most code using accrete imports: `use accrete::prelude::*;`.
+pub mod prelude {
+    pub use crate::deployment::{Deployment, Serves};
+    pub use crate::hooks::{ClusterHook, Trigger};
+    pub use crate::model::{Deltas, ReadModel};
+}

@@ -5,6 +5,7 @@
 
 mod common;
 
+use accrete::Deployment;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};

@@ -13,6 +13,7 @@
 
 mod common;
 
+use accrete::Deployment;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -12,6 +12,7 @@
 
 mod common;
 
+use accrete::Deployment;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -42,6 +42,7 @@
 
 mod common;
 
+use accrete::Deployment;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -315,7 +316,7 @@ mod cluster_backend {
             self.node.hook_stats(hook)
         }
         fn status(&self, model: &str) -> Result<u64> {
-            self.node.status(model).map(|s| s.lag)
+            self.node.status(model).map(|s| s.lag())
         }
         fn stats(&self, model: &str) -> Result<accrete::runtime::ModelStats> {
             self.node.stats(model)

@@ -14,6 +14,7 @@
 
 mod common;
 
+use accrete::Deployment;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 
 mod common;
 
+use accrete::Deployment;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;

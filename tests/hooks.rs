@@ -5,6 +5,7 @@
 
 mod common;
 
+use accrete::Deployment;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};

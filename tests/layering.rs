@@ -37,6 +37,7 @@ fn forbidden(file: &str) -> Vec<(&'static str, &'static str)> {
         "failpoint.rs",
         "error.rs",
         "observability.rs",
+        "deployment.rs",
         "hooks/",
         "log/mod.rs",
         "log/memory.rs",

@@ -8,6 +8,7 @@
 //! node's replica hold.
 #![cfg(all(feature = "kafka", feature = "mongodb"))]
 
+use accrete::Deployment;
 use std::time::{Duration, Instant};
 
 use accrete::cluster::{Node, NodeConfig};
@@ -673,7 +674,7 @@ fn transaction_markers_in_the_events_topic_leave_no_lag() {
         .unwrap_or_else(|e| {
             panic!("a topic ending in a transaction marker must not leave a lag: {e}")
         });
-    assert_eq!(status.lag, 0);
+    assert_eq!(status.lag(), 0);
     assert_eq!(
         store.get::<Total>(&"k1".to_string()).unwrap(),
         Some(Sum(want)),

@@ -3,6 +3,7 @@
 
 mod common;
 
+use accrete::Deployment;
 use std::time::Duration;
 
 use accrete::event::{EventId, source_id};

@@ -616,6 +616,7 @@ fn run<M: ReadModel>(
     let mut backoff = Duration::from_millis(50);
     let mut failing_until: Option<Instant> = None;
     let mut settled_at = Instant::now();
+    let counters = batcher.lock().counters.clone();
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
         let full = batcher.lock().buffered >= pace.limit();
@@ -670,11 +671,13 @@ fn run<M: ReadModel>(
             match flushed {
                 Ok(()) => {
                     pace.observe(events, started.elapsed());
+                    counters.health.ok();
                     backoff = Duration::from_millis(50);
                     failing_until = None;
                 }
                 Err(e) => {
                     tracing::error!(model = M::NAME, error = %e, retry_in = ?backoff, "batch write failed");
+                    counters.health.failed(M::NAME, &e);
                     failing_until = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     if stopping {

@@ -19,6 +19,7 @@
 //! `DESIGN.md` ("The cluster").
 //!
 //! ```no_run
+//! use accrete::Deployment;
 //! use accrete::cluster::{Node, NodeConfig};
 //! # use accrete::model::{Deltas, ReadModel};
 //! # use accrete::monoids::Sum;
@@ -58,13 +59,13 @@ use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 
 pub use config::NodeConfig;
 
+use crate::deployment::{Deployment, EncodedEvent, PartitionStatus, Serves, Status};
 use crate::event::EventId;
 use crate::log::kafka::{Outgoing, Producer};
 use crate::model::ReadModel;
@@ -116,23 +117,6 @@ pub struct Node {
     hooks: Mutex<Vec<RunningHook>>,
 }
 
-/// Where a model stands on the cluster, from this node's point of view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterStatus {
-    /// Events not yet materialized (end offset minus the group's committed
-    /// offset, summed over partitions).
-    pub lag: u64,
-    /// Changes this node's replica has not yet grafted.
-    pub replica_lag: u64,
-}
-
-impl ClusterStatus {
-    /// Whether every event is materialized and the replica has every change.
-    pub fn caught_up(&self) -> bool {
-        self.lag == 0 && self.replica_lag == 0
-    }
-}
-
 impl Node {
     /// Connects to MongoDB and Kafka and creates the events topic if needed.
     ///
@@ -174,288 +158,6 @@ impl Node {
         &self.shared.store
     }
 
-    /// Starts serving a read model on this node: its materializer joins the
-    /// model's consumer group, its replica loads from MongoDB and follows the
-    /// changes. A new model backfills from the start of the events topic
-    /// while live events arrive.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Model`] if the model is already served, or the errors of
-    /// creating its changes topic and loading its replica.
-    pub fn add_model<M>(&self, model: M) -> Result<()>
-    where
-        M: ReadModel,
-        M::State: Pushdown,
-    {
-        crate::names::validate_model_name(M::NAME)?;
-        let mut served = self.served.lock();
-        if served.iter().any(|s| s.name == M::NAME) {
-            return Err(Error::Model(
-                M::NAME.into(),
-                "is already served by this node".into(),
-            ));
-        }
-        let config = &self.shared.config;
-        let changes = config.changes_topic(M::NAME);
-        config.kafka.create_topic(&changes, config.partitions)?;
-        self.shared.store.prepare(M::NAME)?;
-        let counters = Arc::new(Counters::default());
-        let (replica, position, replica_thread) =
-            replica::start::<M>(self.shared.clone(), counters.clone())?;
-        let materializer = materialize::start::<M>(
-            model,
-            self.shared.clone(),
-            counters.clone(),
-            replica.clone(),
-        )?;
-        served.push(Served {
-            name: M::NAME,
-            replica,
-            counters,
-            replica_position: position,
-            threads: vec![materializer, replica_thread],
-        });
-        Ok(())
-    }
-
-    /// Runs a cluster hook on this node's share of the model's changes (see
-    /// [`hooks`](crate::hooks)). Start it on every node that should take part:
-    /// the hook's consumer group spreads the keys over them.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if a hook of that name runs here already, or the
-    /// errors of creating the changes topic.
-    pub fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
-        crate::log::validate_name("group", H::NAME, 150)?;
-        let mut hooks = self.hooks.lock();
-        if hooks.iter().any(|(n, ..)| *n == H::NAME) {
-            return Err(Error::Usage(format!(
-                "a cluster hook named `{}` is already running",
-                H::NAME
-            )));
-        }
-        let config = &self.shared.config;
-        let model = <H::Model as ReadModel>::NAME;
-        config
-            .kafka
-            .create_topic(&config.changes_topic(model), config.partitions)?;
-        let counters = Arc::new(crate::hooks::runner::HookCounters::default());
-        let thread = hooks::start(hook, self.shared.clone(), counters.clone())?;
-        hooks.push((H::NAME, model, counters, Some(thread)));
-        Ok(())
-    }
-
-    /// Runs `f(key, delta, state)` on this node whenever its replica of the
-    /// model is grafted with a change: `delta` is the change, `state` the
-    /// replica's state after it. Every node serving the model runs its own
-    /// node hooks. Keep `f` quick: it runs on the replica's thread.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Model`] if the model is not served here.
-    pub fn add_node_hook<M: ReadModel>(
-        &self,
-        f: impl Fn(&M::Key, &M::State, &M::State) + Send + Sync + 'static,
-    ) -> Result<()> {
-        self.replica::<M>()?.add_hook(Box::new(f));
-        Ok(())
-    }
-
-    /// What a cluster hook did on this node.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if no hook of that name runs here.
-    pub fn hook_stats(&self, hook: &str) -> Result<crate::hooks::HookStats> {
-        self.hooks
-            .lock()
-            .iter()
-            .find(|(n, ..)| *n == hook)
-            .map(|(_, _, c, _)| c.snapshot())
-            .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))
-    }
-
-    /// What a cluster hook running on this node has still to do (over all
-    /// nodes): see [`hook_lag_of`](Self::hook_lag_of), which any node can
-    /// ask about any hook.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Usage`] if no hook of that name runs here; [`Error::Kafka`]
-    /// or [`Error::Mongo`].
-    pub fn hook_lag(&self, hook: &str) -> Result<u64> {
-        let model = self
-            .hooks
-            .lock()
-            .iter()
-            .find(|(n, ..)| *n == hook)
-            .map(|(_, m, ..)| *m)
-            .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))?;
-        self.hook_lag_of(hook, model)
-    }
-
-    /// What the cluster hook `hook` on `model` has still to do, over all
-    /// nodes, asked from any node (one that does not run it too): the
-    /// changes it has not yet taken, plus the runs planned and not yet
-    /// recorded. A run that a killed node had planned is made by the
-    /// partition's next holder once the plan is 30 s old, so after a kill
-    /// the lag can stay above 0 for up to a minute and a half: 0 means
-    /// every change has reached a recorded run.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Kafka`] or [`Error::Mongo`].
-    pub fn hook_lag_of(&self, hook: &str, model: &str) -> Result<u64> {
-        let p = self.shared.config.partitions;
-        let ends = self.changes_end(model)?;
-        let done = self
-            .shared
-            .store
-            .positions(&crate::names::hook_reader(hook), p)?;
-        let untaken: u64 = ends
-            .iter()
-            .zip(&done)
-            .map(|(e, d)| e.saturating_sub(*d))
-            .sum();
-        let planned = self
-            .shared
-            .store
-            .hook_plans_open(&format!("{hook}/{model}"))?;
-        Ok(untaken + planned)
-    }
-
-    /// Submits an event, partitioned by `key` as Kafka's Java client does,
-    /// and waits for the broker to acknowledge it. Returns its id (the
-    /// topic's [`source_id`](Self::source_id), the partition and offset
-    /// the broker gave it). One round trip per event: for many at once,
-    /// [`submit_batch`](Self::submit_batch).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Encode`]; [`Error::Kafka`] when the producer or the broker
-    /// refuses; [`Error::Timeout`] when no acknowledgement comes.
-    pub fn submit<E: Serialize>(
-        &self,
-        key: impl AsRef<[u8]>,
-        event_time_ms: i64,
-        event: &E,
-    ) -> Result<EventId> {
-        let payload = crate::event::encode(event)?;
-        self.submit_encoded(key, event_time_ms, &payload)
-    }
-
-    /// Submits bytes encoded already, as
-    /// [`Runtime::submit_encoded`](crate::runtime::Runtime::submit_encoded)
-    /// does on the embedded default.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit`](Self::submit), less the encoding.
-    pub fn submit_encoded(
-        &self,
-        key: impl AsRef<[u8]>,
-        event_time_ms: i64,
-        payload: &[u8],
-    ) -> Result<EventId> {
-        let sent = self.producer.send_all_and_wait(
-            &self.shared.config.events_topic,
-            [Outgoing {
-                key: key.as_ref(),
-                payload,
-                timestamp: Some(event_time_ms),
-                origin: None,
-            }],
-        )?;
-        let (partition, offset) = sent[0];
-        Ok(EventId {
-            source: self.shared.source,
-            partition,
-            offset,
-        })
-    }
-
-    /// Submits events, each partitioned by its key, and waits until the
-    /// broker has acknowledged them all. Returns how many.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit`](Self::submit); on an error some of the events may
-    /// have been written.
-    pub fn submit_batch<'a, E, K>(
-        &self,
-        events: impl IntoIterator<Item = (K, i64, &'a E)>,
-    ) -> Result<usize>
-    where
-        E: Serialize + 'a,
-        K: AsRef<[u8]>,
-    {
-        self.send_events(events.into_iter().map(|(k, t, e)| (k, t, e, None)))
-    }
-
-    /// Submits events that first entered another log, keeping the ids they
-    /// got there: a replay from an export, a stream forwarded from upstream
-    /// with at-least-once delivery. However many copies of one event are
-    /// forwarded, to whichever partitions, in whatever order, each read
-    /// model applies it once: the first copy a node reads is claimed in
-    /// MongoDB (`accrete.origins`) as the one that applies, and every other
-    /// copy is skipped. Ids of this deployment's own events topic forwarded
-    /// back are copies of its own events: skipped. Returns once the broker
-    /// has acknowledged them all, with how many.
-    ///
-    /// The id travels in the record's `accrete-origin` header, so any
-    /// producer can forward: 16 bytes, the source, partition and offset,
-    /// big-endian.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit`](Self::submit).
-    pub fn forward<'a, E, K>(
-        &self,
-        events: impl IntoIterator<Item = (K, i64, &'a E, EventId)>,
-    ) -> Result<usize>
-    where
-        E: Serialize + 'a,
-        K: AsRef<[u8]>,
-    {
-        self.send_events(events.into_iter().map(|(k, t, e, id)| (k, t, e, Some(id))))
-    }
-
-    /// Queues events, then waits for the broker to acknowledge them all.
-    fn send_events<'a, E, K>(
-        &self,
-        events: impl IntoIterator<Item = (K, i64, &'a E, Option<EventId>)>,
-    ) -> Result<usize>
-    where
-        E: Serialize + 'a,
-        K: AsRef<[u8]>,
-    {
-        let mut encoded = Vec::new();
-        for (key, time, event, origin) in events {
-            let payload = crate::event::encode(event)?;
-            encoded.push((key, time, payload, origin));
-        }
-        let sent = self.producer.send_all_and_wait(
-            &self.shared.config.events_topic,
-            encoded.iter().map(|(key, time, payload, origin)| Outgoing {
-                key: key.as_ref(),
-                payload,
-                timestamp: Some(*time),
-                origin: *origin,
-            }),
-        )?;
-        Ok(sent.len())
-    }
-
-    /// The source number of the event ids this deployment's events topic
-    /// gives (dead letters carry them; [`forward`](Self::forward) of such an
-    /// id is a copy of one of this topic's own events). Drawn at random
-    /// when the first node used the topic, kept in MongoDB.
-    pub fn source_id(&self) -> u32 {
-        self.shared.source
-    }
-
     /// Waits until every submitted event is acknowledged by the broker.
     ///
     /// # Errors
@@ -479,48 +181,6 @@ impl Node {
             .map_err(|_| Error::Model(M::NAME.into(), "is served with another type".into()))
     }
 
-    /// The state of `key` in this node's replica: at least as new as every
-    /// change the replica has grafted.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Model`] if the model is not served here.
-    pub fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
-        Ok(self.replica::<M>()?.get(key))
-    }
-
-    /// Calls `f` with every key and state of the model as MongoDB holds
-    /// them (not this node's replica), in key order, until it returns
-    /// `false`: [`Runtime::scan`](crate::runtime::Runtime::scan) on Kafka +
-    /// MongoDB. Works on a node that does not serve the model.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Mongo`]; a stored state that does not decode.
-    pub fn scan<M: ReadModel>(&self, f: impl FnMut(M::Key, M::State) -> bool) -> Result<()> {
-        self.shared.store.scan::<M>(f)
-    }
-
-    /// The model's dead letters: events it could not apply, with the
-    /// reason and the payload.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Mongo`].
-    pub fn dead_letters<M: ReadModel>(&self) -> Result<Vec<crate::store::DeadLetter>> {
-        self.shared.store.dead_letters::<M>()
-    }
-
-    /// A cluster hook's dead letters: triggers that failed
-    /// [`max_attempts`](crate::hooks::ClusterHook::max_attempts) times.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Mongo`].
-    pub fn hook_dead_letters(&self, hook: &str) -> Result<Vec<crate::hooks::HookDeadLetter>> {
-        self.shared.store.hook_dead_letters(hook)
-    }
-
     /// Every key and state of this node's replica, sorted by key.
     ///
     /// # Errors
@@ -528,20 +188,6 @@ impl Node {
     /// [`Error::Model`] if the model is not served here.
     pub fn replica_snapshot<M: ReadModel>(&self) -> Result<Vec<(M::Key, M::State)>> {
         Ok(self.replica::<M>()?.snapshot())
-    }
-
-    /// What this node did for the model.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Model`] if the model is not served here.
-    pub fn stats(&self, model: &str) -> Result<NodeStats> {
-        let served = self.served.lock();
-        served
-            .iter()
-            .find(|s| s.name == model)
-            .map(|s| s.counters.snapshot())
-            .ok_or_else(|| Error::Model(model.into(), "is not served by this node".into()))
     }
 
     /// Events of the events topic that the model's consumer group (on any
@@ -590,6 +236,270 @@ impl Node {
             .map(|(r, d)| (*r).max(*d))
             .collect())
     }
+}
+
+/// Kafka + MongoDB writes a state through its MongoDB pushdown.
+impl<S: Pushdown + Send + Sync + 'static> Serves<S> for Node {
+    /// Starts serving a read model on this node: its materializer joins the
+    /// model's consumer group, its replica loads from MongoDB and follows the
+    /// changes. A new model backfills from the start of the events topic
+    /// while live events arrive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is already served, or the errors of
+    /// creating its changes topic and loading its replica.
+    fn serve<M: ReadModel<State = S>>(&self, model: M) -> Result<()> {
+        crate::names::validate_model_name(M::NAME)?;
+        let mut served = self.served.lock();
+        if served.iter().any(|s| s.name == M::NAME) {
+            return Err(Error::Model(
+                M::NAME.into(),
+                "is already served by this node".into(),
+            ));
+        }
+        let config = &self.shared.config;
+        let changes = config.changes_topic(M::NAME);
+        config.kafka.create_topic(&changes, config.partitions)?;
+        self.shared.store.prepare(M::NAME)?;
+        let counters = Arc::new(Counters::default());
+        let (replica, position, replica_thread) =
+            replica::start::<M>(self.shared.clone(), counters.clone())?;
+        let materializer = materialize::start::<M>(
+            model,
+            self.shared.clone(),
+            counters.clone(),
+            replica.clone(),
+        )?;
+        served.push(Served {
+            name: M::NAME,
+            replica,
+            counters,
+            replica_position: position,
+            threads: vec![materializer, replica_thread],
+        });
+        Ok(())
+    }
+}
+
+impl Deployment for Node {
+    /// Runs a cluster hook on this node's share of the model's changes (see
+    /// [`hooks`](crate::hooks)). Start it on every node that should take part:
+    /// the hook's consumer group spreads the keys over them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if a hook of that name runs here already, or the
+    /// errors of creating the changes topic.
+    fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
+        crate::log::validate_name("group", H::NAME, 150)?;
+        let mut hooks = self.hooks.lock();
+        if hooks.iter().any(|(n, ..)| *n == H::NAME) {
+            return Err(Error::Usage(format!(
+                "a cluster hook named `{}` is already running",
+                H::NAME
+            )));
+        }
+        let config = &self.shared.config;
+        let model = <H::Model as ReadModel>::NAME;
+        config
+            .kafka
+            .create_topic(&config.changes_topic(model), config.partitions)?;
+        let counters = Arc::new(crate::hooks::runner::HookCounters::default());
+        let thread = hooks::start(hook, self.shared.clone(), counters.clone())?;
+        hooks.push((H::NAME, model, counters, Some(thread)));
+        Ok(())
+    }
+
+    /// Runs `f(key, delta, state)` on this node whenever its replica of the
+    /// model is grafted with a change: `delta` is the change, `state` the
+    /// replica's state after it. Every node serving the model runs its own
+    /// node hooks. Keep `f` quick: it runs on the replica's thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not served here.
+    fn add_node_hook<M: ReadModel>(
+        &self,
+        f: impl Fn(&M::Key, &M::State, &M::State) + Send + Sync + 'static,
+    ) -> Result<()> {
+        self.replica::<M>()?.add_hook(Box::new(f));
+        Ok(())
+    }
+
+    /// What a cluster hook did on this node.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if no hook of that name runs here.
+    fn hook_stats(&self, hook: &str) -> Result<crate::hooks::HookStats> {
+        self.hooks
+            .lock()
+            .iter()
+            .find(|(n, ..)| *n == hook)
+            .map(|(_, _, c, _)| c.snapshot())
+            .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))
+    }
+
+    /// What a cluster hook running on this node has still to do (over all
+    /// nodes): see [`hook_lag_of`](crate::Deployment::hook_lag_of), which any node can
+    /// ask about any hook.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if no hook of that name runs here; [`Error::Kafka`]
+    /// or [`Error::Mongo`].
+    fn hook_lag(&self, hook: &str) -> Result<u64> {
+        let model = self
+            .hooks
+            .lock()
+            .iter()
+            .find(|(n, ..)| *n == hook)
+            .map(|(_, m, ..)| *m)
+            .ok_or_else(|| Error::Usage(format!("no cluster hook named `{hook}` runs here")))?;
+        self.hook_lag_of(hook, model)
+    }
+
+    /// What the cluster hook `hook` on `model` has still to do, over all
+    /// nodes, asked from any node (one that does not run it too): the
+    /// changes it has not yet taken, plus the runs planned and not yet
+    /// recorded. A run that a killed node had planned is made by the
+    /// partition's next holder once the plan is 30 s old, so after a kill
+    /// the lag can stay above 0 for up to a minute and a half: 0 means
+    /// every change has reached a recorded run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Kafka`] or [`Error::Mongo`].
+    fn hook_lag_of(&self, hook: &str, model: &str) -> Result<u64> {
+        let p = self.shared.config.partitions;
+        let ends = self.changes_end(model)?;
+        let done = self
+            .shared
+            .store
+            .positions(&crate::names::hook_reader(hook), p)?;
+        let untaken: u64 = ends
+            .iter()
+            .zip(&done)
+            .map(|(e, d)| e.saturating_sub(*d))
+            .sum();
+        let planned = self
+            .shared
+            .store
+            .hook_plans_open(&format!("{hook}/{model}"))?;
+        Ok(untaken + planned)
+    }
+
+    /// Forwarded ids travel in the record's `accrete-origin` header, so
+    /// any producer can forward: 16 bytes, the source, partition and
+    /// offset, big-endian. The first copy a node reads is claimed in
+    /// MongoDB (`accrete.origins`) as the one that applies.
+    fn append_encoded(&self, events: &[EncodedEvent<'_>]) -> Result<usize> {
+        let sent = self.producer.send_all_and_wait(
+            &self.shared.config.events_topic,
+            events.iter().map(|e| Outgoing {
+                key: e.key,
+                payload: e.payload,
+                timestamp: Some(e.time_ms),
+                origin: e.origin,
+            }),
+        )?;
+        Ok(sent.len())
+    }
+
+    /// Submits bytes encoded already, as
+    /// [`Runtime::submit_encoded`](crate::Deployment::submit_encoded)
+    /// does on the embedded default.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](crate::Deployment::submit), less the encoding.
+    fn submit_encoded(
+        &self,
+        key: impl AsRef<[u8]>,
+        event_time_ms: i64,
+        payload: &[u8],
+    ) -> Result<EventId> {
+        let sent = self.producer.send_all_and_wait(
+            &self.shared.config.events_topic,
+            [Outgoing {
+                key: key.as_ref(),
+                payload,
+                timestamp: Some(event_time_ms),
+                origin: None,
+            }],
+        )?;
+        let (partition, offset) = sent[0];
+        Ok(EventId {
+            source: self.shared.source,
+            partition,
+            offset,
+        })
+    }
+
+    /// The source number of the event ids this deployment's events topic
+    /// gives (dead letters carry them; [`forward`](crate::Deployment::forward) of such an
+    /// id is a copy of one of this topic's own events). Drawn at random
+    /// when the first node used the topic, kept in MongoDB.
+    fn source_id(&self) -> u32 {
+        self.shared.source
+    }
+
+    /// The state of `key` in this node's replica: at least as new as every
+    /// change the replica has grafted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not served here.
+    fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
+        Ok(self.replica::<M>()?.get(key))
+    }
+
+    /// Calls `f` with every key and state of the model as MongoDB holds
+    /// them (not this node's replica), in key order, until it returns
+    /// `false`: [`Runtime::scan`](crate::Deployment::scan) on Kafka +
+    /// MongoDB. Works on a node that does not serve the model.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`]; a stored state that does not decode.
+    fn scan<M: ReadModel>(&self, f: impl FnMut(M::Key, M::State) -> bool) -> Result<()> {
+        self.shared.store.scan::<M>(f)
+    }
+
+    /// The model's dead letters: events it could not apply, with the
+    /// reason and the payload.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    fn dead_letters<M: ReadModel>(&self) -> Result<Vec<crate::store::DeadLetter>> {
+        self.shared.store.dead_letters::<M>()
+    }
+
+    /// A cluster hook's dead letters: triggers that failed
+    /// [`max_attempts`](crate::hooks::ClusterHook::max_attempts) times.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    fn hook_dead_letters(&self, hook: &str) -> Result<Vec<crate::hooks::HookDeadLetter>> {
+        self.shared.store.hook_dead_letters(hook)
+    }
+
+    /// What this node did for the model.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not served here.
+    fn stats(&self, model: &str) -> Result<NodeStats> {
+        let served = self.served.lock();
+        served
+            .iter()
+            .find(|s| s.name == model)
+            .map(|s| s.counters.snapshot())
+            .ok_or_else(|| Error::Model(model.into(), "is not served by this node".into()))
+    }
 
     /// Lag of the model's consumer group and of this node's replica.
     ///
@@ -597,24 +507,37 @@ impl Node {
     ///
     /// [`Error::Model`] if the model is not served here, [`Error::Kafka`]
     /// when the broker cannot be asked.
-    pub fn status(&self, model: &str) -> Result<ClusterStatus> {
+    fn status(&self, model: &str) -> Result<Status> {
         // An unknown model is an error of its own, before any broker is
         // asked about topics it does not have.
-        let tracked = self
+        let (tracked, error) = self
             .served
             .lock()
             .iter()
             .find(|s| s.name == model)
-            .map(|s| s.replica_position.clone())
+            .map(|s| (s.replica_position.clone(), s.counters.health.snapshot()))
             .ok_or_else(|| {
                 Error::Model(
                     model.into(),
                     "is not served by this node (add it with add_model)".into(),
                 )
             })?;
-        let lag = self.lag(model)?;
-        let changes_end = self.changes_end(model)?;
-        let replica_lag = changes_end
+        let config = &self.shared.config;
+        let ends = config
+            .kafka
+            .end_offsets(&config.events_topic, config.partitions)?;
+        let committed = self.shared.store.positions(model, config.partitions)?;
+        let partitions = (0..config.partitions)
+            .zip(ends.iter().zip(&committed))
+            .map(|(partition, (&end, &committed))| PartitionStatus {
+                partition,
+                committed,
+                end,
+                lag: end.saturating_sub(committed),
+            })
+            .collect();
+        let replica_lag = self
+            .changes_end(model)?
             .iter()
             .zip(tracked.position.iter().zip(tracked.high.iter()))
             .map(|(e, (c, h))| {
@@ -622,47 +545,31 @@ impl Node {
                     .saturating_sub(c.load(Ordering::Acquire))
             })
             .sum();
-        Ok(ClusterStatus { lag, replica_lag })
+        Ok(Status {
+            model: model.to_string(),
+            partitions,
+            error,
+            replica_lag,
+        })
     }
 
-    /// Waits until every event submitted so far is materialized (by any
-    /// node) and this node's replica has grafted every change.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Timeout`] on timeout, saying how far behind it is.
-    pub fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<ClusterStatus> {
-        let deadline = Instant::now() + timeout;
-        let mut seen_at: Option<Instant> = None;
-        loop {
-            let status = self.status(M::NAME)?;
-            if status.caught_up() {
-                // Caught up twice, further apart than a fetch's long poll:
-                // ends learnt from fetch responses are then fresh.
-                match seen_at {
-                    Some(t) if t.elapsed() >= Duration::from_millis(600) => return Ok(status),
-                    Some(_) => {}
-                    None => seen_at = Some(Instant::now()),
-                }
-            } else {
-                seen_at = None;
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout(format!(
-                    "read model `{}` not caught up after {timeout:?}: {} events not materialized, \
-                     {} changes not grafted on this node (are the model's nodes running?)",
-                    M::NAME,
-                    status.lag,
-                    status.replica_lag
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// Caught up twice, further apart than a fetch's long poll: ends
+    /// learnt from fetch responses are then fresh. "Submitted so far"
+    /// means acknowledged by the broker: call [`Node::flush`] first after
+    /// submits that were not waited for.
+    fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<Status> {
+        crate::deployment::wait_caught_up(
+            M::NAME,
+            timeout,
+            Duration::from_millis(600),
+            Duration::from_millis(50),
+            || self.status(M::NAME),
+        )
     }
 
     /// Stops this node: each materializer writes, publishes and commits what
     /// it holds and leaves its group (its partitions move to other nodes).
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.producer.flush(Duration::from_secs(30));
         for (.., t) in self.hooks.lock().iter_mut() {

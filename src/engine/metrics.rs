@@ -57,6 +57,8 @@ pub(crate) struct Counters {
     pub(crate) dead_letters: AtomicU64,
     pub(crate) grafted: AtomicU64,
     pub(crate) refetched: AtomicU64,
+    /// Whether the batches fail (for the model's status).
+    pub(crate) health: crate::deployment::Health,
 }
 
 impl Counters {

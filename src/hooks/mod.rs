@@ -35,7 +35,7 @@
 //! when crossed" is well defined in any delivery order: implement
 //! [`fires`](ClusterHook::fires) and set [`ONCE`](ClusterHook::ONCE).
 //!
-//! [`Runtime::add_cluster_hook`]: crate::runtime::Runtime::add_cluster_hook
+//! [`Runtime::add_cluster_hook`]: crate::Deployment::add_cluster_hook
 
 pub(crate) mod member;
 pub(crate) mod runner;

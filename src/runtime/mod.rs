@@ -3,6 +3,7 @@
 //! ```no_run
 //! use accrete::model::{Deltas, ReadModel};
 //! use accrete::monoids::Count;
+//! use accrete::Deployment;
 //! use accrete::runtime::Runtime;
 //! use serde::{Deserialize, Serialize};
 //!
@@ -42,15 +43,14 @@ use std::time::{Duration, Instant};
 
 use accrete_monoids::Monoid;
 use parking_lot::Mutex;
-use serde::Serialize;
 
 use crate::codec::decode_record;
-pub use crate::engine::ModelStats;
+use crate::deployment::{Deployment, EncodedEvent, Serves};
+pub use crate::deployment::{Failing, ModelStats, PartitionStatus, Status};
 pub use crate::names::{changes_topic, group_name, hook_group};
 pub use worker::Change;
 use worker::{Pipeline, Runner, read_records};
 
-use crate::event::EventId;
 use crate::log::{EmbeddedLog, Log, NewRecord, RecordBatch, partition_for, validate_name};
 use crate::model::ReadModel;
 use crate::store::{DeadLetter, EmbeddedStore};
@@ -96,97 +96,8 @@ impl Default for Config {
     }
 }
 
-/// One partition's progress for a read model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PartitionStatus {
-    /// The partition.
-    pub partition: u32,
-    /// The next offset the model will read.
-    pub committed: u64,
-    /// The offset the next event will get.
-    pub end: u64,
-    /// Events not yet folded: `end - committed`.
-    pub lag: u64,
-}
-
-/// A read model's progress over every partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Status {
-    /// The read model.
-    pub model: String,
-    /// Per partition.
-    pub partitions: Vec<PartitionStatus>,
-    /// Set while the model cannot make progress: its batches fail (and are
-    /// retried with backoff). `None` when the last batch succeeded.
-    pub error: Option<Failing>,
-}
-
-/// Why a read model is not making progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Failing {
-    /// The last batch's error.
-    pub last_error: String,
-    /// Batches failed in a row.
-    pub failures: u64,
-    /// How long it has been failing, in milliseconds.
-    pub for_ms: u64,
-}
-
-/// The health of a running model's workers, shared with them.
-#[derive(Default)]
-struct Health {
-    failing: Mutex<Option<(String, u64, Instant)>>,
-}
-
-impl Health {
-    fn failed(&self, model: &'static str, error: &Error) {
-        let mut f = self.failing.lock();
-        let first = f.is_none();
-        let (message, failures, _) = f.get_or_insert_with(|| (String::new(), 0, Instant::now()));
-        *message = error.to_string();
-        *failures += 1;
-        if first && !tracing::dispatcher::has_been_set() {
-            // Not silent without a tracing subscriber: one line when a model
-            // starts failing (status() and the metrics say the rest).
-            eprintln!(
-                "accrete: read model `{model}` cannot make progress, retrying: {error} \
-                 (install a tracing subscriber for details; Runtime::status shows the state)"
-            );
-        }
-    }
-
-    fn ok(&self) {
-        let mut f = self.failing.lock();
-        if f.is_some() {
-            *f = None;
-        }
-    }
-
-    fn snapshot(&self) -> Option<Failing> {
-        self.failing.lock().as_ref().map(|(m, n, since)| Failing {
-            last_error: m.clone(),
-            failures: *n,
-            for_ms: since.elapsed().as_millis() as u64,
-        })
-    }
-}
-
-impl Status {
-    /// Events not yet folded, over all partitions.
-    pub fn lag(&self) -> u64 {
-        self.partitions.iter().map(|p| p.lag).sum()
-    }
-
-    /// Whether the model has folded every event in the log: lag 0 on every
-    /// partition.
-    pub fn caught_up(&self) -> bool {
-        self.lag() == 0
-    }
-}
-
 struct Running {
     pipeline: Arc<dyn Pipeline>,
-    health: Arc<Health>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -384,194 +295,6 @@ impl Runtime {
         &self.inner.config
     }
 
-    /// The source number of the ids this runtime's events topic gives
-    /// ([`forward`](Self::forward) of such an id is a copy of one of its
-    /// own events). Drawn at random when the store first used the topic.
-    pub fn source_id(&self) -> u32 {
-        self.inner.source
-    }
-
-    /// Submits one event: encodes it, routes it by `key` to a partition,
-    /// appends it durably. Returns its id.
-    ///
-    /// # Errors
-    ///
-    /// Encoding or I/O errors; nothing is appended then.
-    pub fn submit<E: Serialize>(
-        &self,
-        key: impl AsRef<[u8]>,
-        event_time_ms: i64,
-        event: &E,
-    ) -> Result<crate::event::EventId> {
-        let payload = crate::event::encode(event)?;
-        self.submit_encoded(key, event_time_ms, &payload)
-    }
-
-    /// Appends an event encoded already ([`crate::event::encode`], by this
-    /// process or another), as [`submit`](Self::submit) would: bytes from
-    /// a bridge, a queue, a file. Bytes that do not decode as a model's
-    /// event go to that model's dead letters, with the reason; the other
-    /// events are not held up.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit`](Self::submit), less the encoding.
-    pub fn submit_encoded(
-        &self,
-        key: impl AsRef<[u8]>,
-        event_time_ms: i64,
-        payload: &[u8],
-    ) -> Result<crate::event::EventId> {
-        self.writable("submit")?;
-        let key = key.as_ref();
-        let topic = &self.inner.config.events_topic;
-        let partition = partition_for(key, self.inner.config.partitions);
-        let offset = self.inner.log.append(
-            topic,
-            partition,
-            &[NewRecord {
-                key,
-                timestamp: event_time_ms,
-                payload,
-                origin: None,
-            }],
-        )?;
-        Ok(crate::event::EventId {
-            source: self.inner.source,
-            partition,
-            offset,
-        })
-    }
-
-    /// Submits many events, one append per partition.
-    ///
-    /// # Errors
-    ///
-    /// Encoding or I/O errors; partitions appended before the error keep
-    /// their events.
-    pub fn submit_batch<'a, E, K>(
-        &self,
-        events: impl IntoIterator<Item = (K, i64, &'a E)>,
-    ) -> Result<usize>
-    where
-        E: Serialize + 'a,
-        K: AsRef<[u8]>,
-    {
-        self.append_events(events.into_iter().map(|(k, t, e)| (k, t, e, None)))
-    }
-
-    /// Appends events that first entered another log, keeping the ids they
-    /// got there: a replay from an export, a stream forwarded from upstream
-    /// with at-least-once delivery. However many copies of one event are
-    /// forwarded, in whatever order, each read model applies it once. Ids
-    /// this runtime gave out (from [`submit`](Self::submit)) forwarded back
-    /// are copies of its own events: skipped.
-    ///
-    /// The ids applied are kept per model and upstream `(source,
-    /// partition)`, exactly for any order within 4M offsets (1 024 chunks of
-    /// 4 096); beyond that the lowest are forgotten, and a copy arriving
-    /// below them goes to the dead letters with the reason (never applied
-    /// twice, never dropped silently).
-    ///
-    /// # Errors
-    ///
-    /// As [`Runtime::submit_batch`].
-    pub fn forward<'a, E, K>(
-        &self,
-        events: impl IntoIterator<Item = (K, i64, &'a E, EventId)>,
-    ) -> Result<usize>
-    where
-        E: Serialize + 'a,
-        K: AsRef<[u8]>,
-    {
-        self.append_events(events.into_iter().map(|(k, t, e, id)| (k, t, e, Some(id))))
-    }
-
-    fn append_events<'a, E, K>(
-        &self,
-        events: impl IntoIterator<Item = (K, i64, &'a E, Option<EventId>)>,
-    ) -> Result<usize>
-    where
-        E: Serialize + 'a,
-        K: AsRef<[u8]>,
-    {
-        self.writable("submit")?;
-        struct Encoded {
-            key: Vec<u8>,
-            time: i64,
-            payload: Vec<u8>,
-            origin: Option<EventId>,
-        }
-        let n = self.inner.config.partitions;
-        let mut encoded: Vec<Vec<Encoded>> = (0..n).map(|_| Vec::new()).collect();
-        let mut count = 0;
-        for (key, time, event, origin) in events {
-            let payload = crate::event::encode(event)?;
-            let key = key.as_ref().to_vec();
-            encoded[partition_for(&key, n) as usize].push(Encoded {
-                key,
-                time,
-                payload,
-                origin,
-            });
-            count += 1;
-        }
-        for (partition, records) in encoded.iter().enumerate() {
-            if records.is_empty() {
-                continue;
-            }
-            let records: Vec<NewRecord<'_>> = records
-                .iter()
-                .map(|r| NewRecord {
-                    key: &r.key,
-                    timestamp: r.time,
-                    payload: &r.payload,
-                    origin: r.origin,
-                })
-                .collect();
-            self.inner
-                .log
-                .append(&self.inner.config.events_topic, partition as u32, &records)?;
-        }
-        Ok(count)
-    }
-
-    /// Adds a read model and starts folding: from where its consumer group
-    /// left off, or from the beginning of the log for a new model (a
-    /// backfill, while live events keep arriving).
-    ///
-    /// # Errors
-    ///
-    /// A model of that name is already running; invalid name; I/O errors
-    /// while publishing changes a crash left behind.
-    pub fn add_model<M: ReadModel>(&self, model: M) -> Result<()> {
-        // 180, so that `materialize-<name>` and `changes.<name>` fit the log's 200.
-        crate::names::validate_model_name(M::NAME)?;
-        self.writable("add a read model")?;
-        let _ops = self.inner.ops.lock();
-        if self.inner.models.lock().contains_key(M::NAME) {
-            return Err(Error::Model(M::NAME.into(), "is already running".into()));
-        }
-        let c = &self.inner.config;
-        let runner = Runner::new(
-            model,
-            Arc::clone(&self.inner.log),
-            Arc::clone(&self.inner.store),
-            &c.events_topic,
-            self.inner.source,
-            c.partitions,
-            Arc::default(),
-        )?;
-        self.finish_rebuild(M::NAME)?;
-        self.repair_lost_tail(M::NAME)?;
-        // Changes a crash left in the outbox are published by the workers
-        // before their first batch (retried there, like any failed batch).
-        let pipeline: Arc<dyn Pipeline> = Arc::new(runner);
-        let running = self.spawn(pipeline);
-        self.inner.models.lock().insert(M::NAME, running);
-        Ok(())
-    }
-
     /// Finishes a rebuild a crash interrupted: the state was cleared (with
     /// a mark, in the same transaction) but the consumer group may not have
     /// been reset. Resetting it now makes the model fold the log from the
@@ -632,24 +355,21 @@ impl Runtime {
 
     fn spawn(&self, pipeline: Arc<dyn Pipeline>) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
-        let health = Arc::new(Health::default());
         let c = &self.inner.config;
         let workers = c.workers.min(c.partitions as usize).max(1);
         let threads = (0..workers)
             .map(|member| {
                 let pipeline = Arc::clone(&pipeline);
                 let stop = Arc::clone(&stop);
-                let health = Arc::clone(&health);
                 let config = c.clone();
                 std::thread::Builder::new()
                     .name(format!("accrete-{}-{member}", pipeline.name()))
-                    .spawn(move || work(&*pipeline, member, workers, &config, &stop, &health))
+                    .spawn(move || work(&*pipeline, member, workers, &config, &stop))
                     .expect("spawning a worker thread")
             })
             .collect();
         Running {
             pipeline,
-            health,
             stop,
             threads,
         }
@@ -728,17 +448,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// The state of a key; `None` if no event touched it or its state is
-    /// the identity (the two are the same to a monoid: a store may drop such
-    /// keys). `get(..).unwrap_or_default()` reads "zero if none".
-    ///
-    /// # Errors
-    ///
-    /// Store errors; a stored record that does not decode as `M::State`.
-    pub fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
-        Ok(self.get_versioned::<M>(key)?.map(|(_, s)| s))
-    }
-
     /// The state of a key with its version (the number of writes that
     /// changed it); `None` as for [`Runtime::get`].
     ///
@@ -779,131 +488,6 @@ impl Runtime {
             .map(|r| r.len()))
     }
 
-    /// Every key's state, in key-byte order, skipping identity states. `f`
-    /// returns `false` to stop.
-    ///
-    /// # Errors
-    ///
-    /// Store errors; records that do not decode.
-    pub fn scan<M: ReadModel>(&self, mut f: impl FnMut(M::Key, M::State) -> bool) -> Result<()> {
-        self.inner.store.scan_raw(M::NAME, None, |k, v| {
-            let key: M::Key = postcard::from_bytes(k).map_err(|e| Error::Corrupt {
-                what: "stored key",
-                detail: e.to_string(),
-            })?;
-            let state = decode_record::<M::State>(v)?.state;
-            Ok(state.is_identity() || f(key, state))
-        })
-    }
-
-    /// The dead letters of a model.
-    ///
-    /// # Errors
-    ///
-    /// Store errors.
-    pub fn dead_letters<M: ReadModel>(&self) -> Result<Vec<DeadLetter>> {
-        self.inner.store.dead_letters(M::NAME)
-    }
-
-    /// A cluster hook's dead letters: triggers that failed
-    /// [`max_attempts`](crate::hooks::ClusterHook::max_attempts) times.
-    ///
-    /// # Errors
-    ///
-    /// Store errors.
-    pub fn hook_dead_letters(&self, hook: &str) -> Result<Vec<crate::hooks::HookDeadLetter>> {
-        self.inner.store.hook_dead_letters(hook)
-    }
-
-    /// What the model's pipeline did in this process since the model was
-    /// added (batches, writes, changes, dead letters), as
-    /// `cluster::Node::stats` reports it on Kafka +
-    /// MongoDB.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Model`] if the model is not running.
-    pub fn stats(&self, model: &str) -> Result<ModelStats> {
-        self.inner
-            .models
-            .lock()
-            .get(model)
-            .map(|running| running.pipeline.stats())
-            .ok_or_else(|| Error::Model(model.into(), "is not running".into()))
-    }
-
-    /// Progress of a model by name: committed position, end and lag per
-    /// partition, and whether it is failing ([`Status::error`]).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Model`] if no model of that name runs here or ever ran in
-    /// this store; I/O errors.
-    pub fn status(&self, model: &str) -> Result<Status> {
-        let c = &self.inner.config;
-        let error = match self.inner.models.lock().get(model) {
-            Some(running) => running.health.snapshot(),
-            None if self.inner.store.has_model(model)? => None,
-            None => {
-                return Err(Error::Model(
-                    model.into(),
-                    "is not known here: no read model of that name runs in this runtime or was ever \
-                     stored (add it with add_model)"
-                        .into(),
-                ));
-            }
-        };
-        let group = group_name(model);
-        let partitions = (0..c.partitions)
-            .map(|p| {
-                let committed = self.inner.log.committed(&group, &c.events_topic, p)?;
-                let end = self.inner.log.end_offset(&c.events_topic, p)?;
-                Ok(PartitionStatus {
-                    partition: p,
-                    committed,
-                    end,
-                    lag: end.saturating_sub(committed),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Status {
-            model: model.to_string(),
-            partitions,
-            error,
-        })
-    }
-
-    /// Waits until a model has folded every event submitted so far.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Timeout`] on timeout, with the remaining lag and, if the
-    /// model is failing, its last error; as [`Runtime::status`].
-    pub fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<Status> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status(M::NAME)?;
-            if status.caught_up() {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                let why = match &status.error {
-                    Some(f) => format!(
-                        "; it cannot make progress: {} batches failed in a row over {} ms, the last with: {}",
-                        f.failures, f.for_ms, f.last_error
-                    ),
-                    None => String::new(),
-                };
-                return Err(Error::Timeout(format!(
-                    "read model `{}` did not catch up within {timeout:?}: lag {}{why}",
-                    M::NAME,
-                    status.lag()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
     /// Subscribes to a model's changes from now on.
     ///
     /// # Errors
@@ -923,6 +507,114 @@ impl Runtime {
             _model: std::marker::PhantomData,
         })
     }
+}
+
+/// The embedded default serves any state.
+impl<S> Serves<S> for Runtime {
+    /// Adds a read model and starts folding: from where its consumer group
+    /// left off, or from the beginning of the log for a new model (a
+    /// backfill, while live events keep arriving).
+    ///
+    /// # Errors
+    ///
+    /// A model of that name is already running; invalid name; I/O errors
+    /// while publishing changes a crash left behind.
+    fn serve<M: ReadModel<State = S>>(&self, model: M) -> Result<()> {
+        // 180, so that `materialize-<name>` and `changes.<name>` fit the log's 200.
+        crate::names::validate_model_name(M::NAME)?;
+        self.writable("add a read model")?;
+        let _ops = self.inner.ops.lock();
+        if self.inner.models.lock().contains_key(M::NAME) {
+            return Err(Error::Model(M::NAME.into(), "is already running".into()));
+        }
+        let c = &self.inner.config;
+        let runner = Runner::new(
+            model,
+            Arc::clone(&self.inner.log),
+            Arc::clone(&self.inner.store),
+            &c.events_topic,
+            self.inner.source,
+            c.partitions,
+            Arc::default(),
+        )?;
+        self.finish_rebuild(M::NAME)?;
+        self.repair_lost_tail(M::NAME)?;
+        // Changes a crash left in the outbox are published by the workers
+        // before their first batch (retried there, like any failed batch).
+        let pipeline: Arc<dyn Pipeline> = Arc::new(runner);
+        let running = self.spawn(pipeline);
+        self.inner.models.lock().insert(M::NAME, running);
+        Ok(())
+    }
+}
+
+impl Deployment for Runtime {
+    /// The source number of the ids this runtime's events topic gives
+    /// ([`forward`](crate::Deployment::forward) of such an id is a copy of one of its
+    /// own events). Drawn at random when the store first used the topic.
+    fn source_id(&self) -> u32 {
+        self.inner.source
+    }
+
+    /// Appends an event encoded already ([`crate::event::encode`], by this
+    /// process or another), as [`submit`](crate::Deployment::submit) would: bytes from
+    /// a bridge, a queue, a file. Bytes that do not decode as a model's
+    /// event go to that model's dead letters, with the reason; the other
+    /// events are not held up.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](crate::Deployment::submit), less the encoding.
+    fn submit_encoded(
+        &self,
+        key: impl AsRef<[u8]>,
+        event_time_ms: i64,
+        payload: &[u8],
+    ) -> Result<crate::event::EventId> {
+        self.writable("submit")?;
+        let key = key.as_ref();
+        let topic = &self.inner.config.events_topic;
+        let partition = partition_for(key, self.inner.config.partitions);
+        let offset = self.inner.log.append(
+            topic,
+            partition,
+            &[NewRecord {
+                key,
+                timestamp: event_time_ms,
+                payload,
+                origin: None,
+            }],
+        )?;
+        Ok(crate::event::EventId {
+            source: self.inner.source,
+            partition,
+            offset,
+        })
+    }
+
+    fn append_encoded(&self, events: &[EncodedEvent<'_>]) -> Result<usize> {
+        self.writable("submit")?;
+        let n = self.inner.config.partitions;
+        let mut by_partition: Vec<Vec<NewRecord<'_>>> = (0..n).map(|_| Vec::new()).collect();
+        for e in events {
+            by_partition[partition_for(e.key, n) as usize].push(NewRecord {
+                key: e.key,
+                timestamp: e.time_ms,
+                payload: e.payload,
+                origin: e.origin,
+            });
+        }
+        for (partition, records) in by_partition.iter().enumerate() {
+            if !records.is_empty() {
+                self.inner.log.append(
+                    &self.inner.config.events_topic,
+                    partition as u32,
+                    records,
+                )?;
+            }
+        }
+        Ok(events.len())
+    }
 
     /// Runs a cluster hook on the model's changes: at least once per change
     /// (usually once), through crashes and restarts, on `workers` local
@@ -940,6 +632,7 @@ impl Runtime {
     /// use accrete::hooks::{ClusterHook, Trigger};
     /// use accrete::model::{Deltas, ReadModel};
     /// use accrete::monoids::Count;
+    /// use accrete::Deployment;
     /// use accrete::runtime::Runtime;
     ///
     /// struct Views;
@@ -984,7 +677,7 @@ impl Runtime {
     ///
     /// The hook's threads own it: a hook that holds a clone of this
     /// `Runtime` (to read other models) keeps the runtime alive, so call
-    /// [`shutdown`](Self::shutdown) to stop it. A [`rebuild`](Self::rebuild)
+    /// [`shutdown`](crate::Deployment::shutdown) to stop it. A [`rebuild`](Self::rebuild)
     /// of the model publishes every key again, with versions above the old
     /// ones: the hook runs again for each key, under new idempotency keys
     /// (a `ONCE` hook does not).
@@ -992,7 +685,7 @@ impl Runtime {
     /// # Errors
     ///
     /// A hook of that name is already running; invalid name; I/O errors.
-    pub fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
+    fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
         validate_name("hook", H::NAME, 180)?;
         self.writable("add a cluster hook")?;
         let _ops = self.inner.ops.lock();
@@ -1050,13 +743,13 @@ impl Runtime {
     /// on, in this process (a node hook: on the embedded default, the
     /// machine is the only node). Not durable: a change published while the
     /// process is down is not seen; for work that must happen, use
-    /// [`add_cluster_hook`](Self::add_cluster_hook). `state` is read from
+    /// [`add_cluster_hook`](crate::Deployment::add_cluster_hook). `state` is read from
     /// the store after the change, so it is at least as new.
     ///
     /// # Errors
     ///
     /// I/O errors.
-    pub fn add_node_hook<M: ReadModel>(
+    fn add_node_hook<M: ReadModel>(
         &self,
         f: impl Fn(&M::Key, &M::State, &M::State) + Send + Sync + 'static,
     ) -> Result<()> {
@@ -1087,6 +780,128 @@ impl Runtime {
         Ok(())
     }
 
+    /// The state of a key; `None` if no event touched it or its state is
+    /// the identity (the two are the same to a monoid: a store may drop such
+    /// keys). `get(..).unwrap_or_default()` reads "zero if none".
+    ///
+    /// # Errors
+    ///
+    /// Store errors; a stored record that does not decode as `M::State`.
+    fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
+        Ok(self.get_versioned::<M>(key)?.map(|(_, s)| s))
+    }
+
+    /// Every key's state, in key-byte order, skipping identity states. `f`
+    /// returns `false` to stop.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; records that do not decode.
+    fn scan<M: ReadModel>(&self, mut f: impl FnMut(M::Key, M::State) -> bool) -> Result<()> {
+        self.inner.store.scan_raw(M::NAME, None, |k, v| {
+            let key: M::Key = postcard::from_bytes(k).map_err(|e| Error::Corrupt {
+                what: "stored key",
+                detail: e.to_string(),
+            })?;
+            let state = decode_record::<M::State>(v)?.state;
+            Ok(state.is_identity() || f(key, state))
+        })
+    }
+
+    /// The dead letters of a model.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    fn dead_letters<M: ReadModel>(&self) -> Result<Vec<DeadLetter>> {
+        self.inner.store.dead_letters(M::NAME)
+    }
+
+    /// A cluster hook's dead letters: triggers that failed
+    /// [`max_attempts`](crate::hooks::ClusterHook::max_attempts) times.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    fn hook_dead_letters(&self, hook: &str) -> Result<Vec<crate::hooks::HookDeadLetter>> {
+        self.inner.store.hook_dead_letters(hook)
+    }
+
+    /// What the model's pipeline did in this process since the model was
+    /// added (batches, writes, changes, dead letters), as
+    /// `cluster::Node::stats` reports it on Kafka +
+    /// MongoDB.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not running.
+    fn stats(&self, model: &str) -> Result<ModelStats> {
+        self.inner
+            .models
+            .lock()
+            .get(model)
+            .map(|running| running.pipeline.stats())
+            .ok_or_else(|| Error::Model(model.into(), "is not running".into()))
+    }
+
+    /// Progress of a model by name: committed position, end and lag per
+    /// partition, and whether it is failing ([`Status::error`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if no model of that name runs here or ever ran in
+    /// this store; I/O errors.
+    fn status(&self, model: &str) -> Result<Status> {
+        let c = &self.inner.config;
+        let error = match self.inner.models.lock().get(model) {
+            Some(running) => running.pipeline.health().snapshot(),
+            None if self.inner.store.has_model(model)? => None,
+            None => {
+                return Err(Error::Model(
+                    model.into(),
+                    "is not known here: no read model of that name runs in this runtime or was ever \
+                     stored (add it with add_model)"
+                        .into(),
+                ));
+            }
+        };
+        let group = group_name(model);
+        let partitions = (0..c.partitions)
+            .map(|p| {
+                let committed = self.inner.log.committed(&group, &c.events_topic, p)?;
+                let end = self.inner.log.end_offset(&c.events_topic, p)?;
+                Ok(PartitionStatus {
+                    partition: p,
+                    committed,
+                    end,
+                    lag: end.saturating_sub(committed),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Status {
+            model: model.to_string(),
+            partitions,
+            error,
+            replica_lag: 0,
+        })
+    }
+
+    /// Waits until a model has folded every event submitted so far.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] on timeout, with the remaining lag and, if the
+    /// model is failing, its last error; as [`Runtime::status`].
+    fn wait_caught_up<M: ReadModel>(&self, timeout: Duration) -> Result<Status> {
+        crate::deployment::wait_caught_up(
+            M::NAME,
+            timeout,
+            Duration::ZERO,
+            Duration::from_millis(2),
+            || self.status(M::NAME),
+        )
+    }
+
     /// What a cluster hook did since it was added to this runtime: runs,
     /// retries, failures, dead letters, duplicates suppressed, coalesced
     /// changes, and change-to-run latency. (Recorded outcomes and dead
@@ -1096,7 +911,7 @@ impl Runtime {
     /// # Errors
     ///
     /// [`Error::Usage`] if no hook of that name runs here.
-    pub fn hook_stats(&self, hook: &str) -> Result<crate::hooks::HookStats> {
+    fn hook_stats(&self, hook: &str) -> Result<crate::hooks::HookStats> {
         self.inner
             .hooks
             .lock()
@@ -1111,7 +926,7 @@ impl Runtime {
     /// # Errors
     ///
     /// [`Error::Usage`] if no hook of that name runs here; I/O errors.
-    pub fn hook_lag(&self, hook: &str) -> Result<u64> {
+    fn hook_lag(&self, hook: &str) -> Result<u64> {
         let model = self
             .inner
             .hooks
@@ -1131,13 +946,13 @@ impl Runtime {
     /// # Errors
     ///
     /// I/O errors; [`Error::InvalidName`] for a name that cannot be one.
-    pub fn hook_lag_of(&self, hook: &str, model: &str) -> Result<u64> {
+    fn hook_lag_of(&self, hook: &str, model: &str) -> Result<u64> {
         crate::names::validate_model_name(model)?;
         hook_lag(&*self.inner.log, hook, model)
     }
 
     /// Stops every model's workers and every hook, and waits for them.
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         let _ops = self.inner.ops.lock();
         let names: Vec<&'static str> = self.inner.models.lock().keys().copied().collect();
         for name in names {
@@ -1235,7 +1050,6 @@ fn work(
     members: usize,
     config: &Config,
     stop: &AtomicBool,
-    health: &Health,
 ) {
     let mine: Vec<u32> = (0..config.partitions)
         .filter(|p| *p as usize % members == member)
@@ -1247,7 +1061,7 @@ fn work(
         let mut failed = false;
         let step = pipeline.step(&mine, config.batch_size);
         if step.is_ok() {
-            health.ok();
+            pipeline.health().ok();
         }
         match step {
             Ok(Some(_)) => busy = true,
@@ -1258,7 +1072,7 @@ fn work(
             }
             Err(e) => {
                 failed = true;
-                health.failed(pipeline.name(), &e);
+                pipeline.health().failed(pipeline.name(), &e);
                 crate::engine::metrics::error(pipeline.name());
                 tracing::error!(model = pipeline.name(), partitions = ?mine, error = %e, "batch failed; retrying from the committed positions");
             }

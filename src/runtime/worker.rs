@@ -121,6 +121,8 @@ pub(crate) trait Pipeline: Send + Sync {
     fn tidy(&self, partitions: &[u32]) -> Result<()>;
     /// What the pipeline has done since the model was added.
     fn stats(&self) -> crate::engine::ModelStats;
+    /// Whether its batches fail.
+    fn health(&self) -> &crate::deployment::Health;
 }
 
 pub(crate) struct Runner<M: ReadModel> {
@@ -623,6 +625,10 @@ impl<M: ReadModel> Pipeline for Runner<M> {
 
     fn stats(&self) -> crate::engine::ModelStats {
         self.counters.snapshot()
+    }
+
+    fn health(&self) -> &crate::deployment::Health {
+        &self.counters.health
     }
 
     fn tidy(&self, partitions: &[u32]) -> Result<()> {

@@ -2,6 +2,7 @@
 //! and the oracle (the plain left fold of the distinct events).
 #![allow(dead_code, unreachable_pub)]
 
+use accrete::Deployment;
 use std::collections::BTreeMap;
 
 use accrete::model::{Deltas, ReadModel};

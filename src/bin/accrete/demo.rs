@@ -6,241 +6,72 @@
 //! the plain fold of the distinct events.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::domain::{
     BestSeller, LastSeen, PageVisitors, ProductSales, Sales, TopProducts, at_least_once,
     shop_events,
 };
-use accrete::event::EventId;
-use accrete::hooks::{ClusterHook, HookStats};
 use accrete::model::ReadModel;
-use accrete::runtime::{ModelStats, Runtime};
-use accrete::store::DeadLetter;
+use accrete::{Deployment, Serves};
 
 use crate::{Fallible, MODELS, best_seller_units, check, fold, progress};
 
-/// What a backend needs of a model's state to serve it: a MongoDB pushdown
-/// on Kafka + MongoDB, nothing on the embedded default alone.
-#[cfg(all(feature = "kafka", feature = "mongodb"))]
-pub(crate) trait Servable: accrete::store::pushdown::Pushdown {}
-#[cfg(all(feature = "kafka", feature = "mongodb"))]
-impl<T: accrete::store::pushdown::Pushdown> Servable for T {}
-/// What a backend needs of a model's state to serve it.
-#[cfg(not(all(feature = "kafka", feature = "mongodb")))]
-pub(crate) trait Servable {}
-#[cfg(not(all(feature = "kafka", feature = "mongodb")))]
-impl<T> Servable for T {}
-
-/// Where the demo runs.
-pub(crate) enum Deployment {
-    /// The embedded log and store in a directory.
-    Embedded {
-        rt: Runtime,
-        dir: PathBuf,
-        /// A fresh directory, deleted afterwards.
-        temporary: bool,
-    },
-    /// One node of a Kafka + MongoDB cluster.
-    #[cfg(all(feature = "kafka", feature = "mongodb"))]
-    Cluster(accrete::cluster::Node),
+/// A deployment that can serve the shop's four read models: the embedded
+/// default, or a Kafka + MongoDB node.
+pub(crate) trait Shop:
+    Deployment
+    + Serves<<ProductSales as ReadModel>::State>
+    + Serves<<PageVisitors as ReadModel>::State>
+    + Serves<<LastSeen as ReadModel>::State>
+    + Serves<<TopProducts as ReadModel>::State>
+{
 }
 
-impl Deployment {
-    fn add_model<M: ReadModel>(&self, model: M) -> accrete::Result<()>
-    where
-        M::State: Servable,
-    {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.add_model(model),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.add_model(model),
-        }
-    }
-
-    fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> accrete::Result<()>
-    where
-        <H::Model as ReadModel>::State: Servable,
-    {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.add_cluster_hook(hook),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.add_cluster_hook(hook),
-        }
-    }
-
-    fn forward<'a, E: serde::Serialize + 'a, K: AsRef<[u8]>>(
-        &self,
-        events: impl IntoIterator<Item = (K, i64, &'a E, EventId)>,
-    ) -> accrete::Result<usize> {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.forward(events),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.forward(events),
-        }
-    }
-
-    fn partitions(&self) -> u32 {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.config().partitions,
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.config().partitions,
-        }
-    }
-
-    /// Appends bytes that are no event at all to an events partition, as a
-    /// buggy or hostile producer would.
-    /// Bytes that are no event at all, submitted as one.
-    fn submit_garbage(&self, key: &str) -> Fallible<()> {
-        const GARBAGE: &[u8] = b"\xff\xfegarbage";
-        match self {
-            Deployment::Embedded { rt, .. } => {
-                rt.submit_encoded(key, 0, GARBAGE)?;
-            }
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => {
-                c.submit_encoded(key, 0, GARBAGE)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Records of the events topic the model has folded, over all
-    /// partitions.
-    fn folded(&self, model: &str) -> accrete::Result<u64> {
-        match self {
-            Deployment::Embedded { rt, .. } => Ok(rt
-                .status(model)?
-                .partitions
-                .iter()
-                .map(|p| p.committed)
-                .sum()),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.folded(model),
-        }
-    }
-
-    /// Waits until what is folded is also readable everywhere it is read
-    /// (a node's replica).
-    #[cfg_attr(
-        not(all(feature = "kafka", feature = "mongodb")),
-        allow(clippy::extra_unused_type_parameters)
-    )]
-    fn settle<M: ReadModel>(&self) -> accrete::Result<()> {
-        match self {
-            Deployment::Embedded { .. } => Ok(()),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.wait_caught_up::<M>(Duration::from_secs(120)).map(|_| ()),
-        }
-    }
-
-    fn stored<M: ReadModel>(&self) -> Fallible<BTreeMap<M::Key, M::State>> {
-        let mut out = BTreeMap::new();
-        let each = |k, v| {
-            out.insert(k, v);
-            true
-        };
-        match self {
-            Deployment::Embedded { rt, .. } => rt.scan::<M>(each)?,
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.scan::<M>(each)?,
-        }
-        Ok(out)
-    }
-
-    fn get<M: ReadModel>(&self, key: &M::Key) -> accrete::Result<Option<M::State>> {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.get::<M>(key),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.get::<M>(key),
-        }
-    }
-
-    fn dead_letters<M: ReadModel>(&self) -> accrete::Result<Vec<DeadLetter>> {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.dead_letters::<M>(),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.dead_letters::<M>(),
-        }
-    }
-
-    fn hook_lag(&self, hook: &str) -> accrete::Result<u64> {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.hook_lag(hook),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.hook_lag(hook),
-        }
-    }
-
-    fn hook_stats(&self, hook: &str) -> accrete::Result<HookStats> {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.hook_stats(hook),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.hook_stats(hook),
-        }
-    }
-
-    fn stats(&self, model: &str) -> accrete::Result<ModelStats> {
-        match self {
-            Deployment::Embedded { rt, .. } => rt.stats(model),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => c.stats(model),
-        }
-    }
-
-    /// A check only one backend has: a node's replica of product_sales
-    /// equals what MongoDB holds.
-    fn extra_checks(&self, _sales: &BTreeMap<String, Sales>) -> Fallible<bool> {
-        match self {
-            Deployment::Embedded { .. } => Ok(true),
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => {
-                let replica = c.replica_snapshot::<ProductSales>()?;
-                let held: Vec<(String, Sales)> =
-                    _sales.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                Ok(check(
-                    "product_sales",
-                    replica == held,
-                    "in this node's replica equals MongoDB",
-                ))
-            }
-        }
-    }
-
-    fn finish(self) -> Fallible<()> {
-        match self {
-            Deployment::Embedded { rt, dir, temporary } => {
-                rt.shutdown();
-                drop(rt);
-                if temporary {
-                    std::fs::remove_dir_all(&dir)?;
-                    println!(
-                        "\nKeep a run with `accrete demo --dir DIR`, then try `accrete inspect --dir DIR --key sku-001`"
-                    );
-                    println!("and `accrete rebuild --dir DIR --model product_sales`.");
-                }
-            }
-            #[cfg(all(feature = "kafka", feature = "mongodb"))]
-            Deployment::Cluster(c) => {
-                println!(
-                    "\nRun more nodes on the same topic with `accrete node --config FILE` (see README); \
-                     the demo's topic and database are left in place for inspection."
-                );
-                c.shutdown();
-            }
-        }
-        Ok(())
-    }
+impl<D> Shop for D where
+    D: Deployment
+        + Serves<<ProductSales as ReadModel>::State>
+        + Serves<<PageVisitors as ReadModel>::State>
+        + Serves<<LastSeen as ReadModel>::State>
+        + Serves<<TopProducts as ReadModel>::State>
+{
 }
+
+/// Records of the events topic the model has folded, over all partitions.
+fn folded(at: &impl Deployment, model: &str) -> accrete::Result<u64> {
+    Ok(at
+        .status(model)?
+        .partitions
+        .iter()
+        .map(|p| p.committed)
+        .sum())
+}
+
+fn stored<M: ReadModel>(at: &impl Deployment) -> Fallible<BTreeMap<M::Key, M::State>> {
+    let mut out = BTreeMap::new();
+    at.scan::<M>(|k, v| {
+        out.insert(k, v);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Bytes that are no event at all, as a buggy or hostile producer sends.
+const GARBAGE: &[u8] = b"\xff\xfegarbage";
 
 /// The events per `forward` call.
 const CHUNK: usize = 20_000;
 
 /// Runs the demo on `at`: `n` distinct events, a fraction `duplicates` of
-/// them delivered more than once, shuffled.
-pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Fallible<ExitCode> {
+/// them delivered more than once, shuffled. `extra_checks` adds what only
+/// one backend has to check. Returns whether every check passed.
+pub(crate) fn run<D: Shop>(
+    at: &D,
+    n: usize,
+    duplicates: f64,
+    seed: u64,
+    extra_checks: impl FnOnce(&BTreeMap<String, Sales>) -> Fallible<bool>,
+) -> Fallible<bool> {
     let events = shop_events(n, seed);
     let delivery = at_least_once(n, duplicates, 2_000, seed);
     let started = Instant::now();
@@ -269,8 +100,9 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
         if chunk_no == 1 {
             // Bad input: bytes that are no event at all, one per partition
             // (on average: they go where their keys hash).
-            for p in 0..at.partitions() {
-                at.submit_garbage(&format!("garbage-{p}"))?;
+            let partitions = at.status(ProductSales::NAME)?.partitions.len();
+            for p in 0..partitions {
+                at.submit_encoded(format!("garbage-{p}"), 0, GARBAGE)?;
                 garbage += 1;
             }
         }
@@ -289,7 +121,7 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
     loop {
         let folded = MODELS
             .iter()
-            .map(|m| at.folded(m))
+            .map(|m| folded(at, m))
             .collect::<accrete::Result<Vec<u64>>>()?;
         bar.set_position(folded.iter().sum());
         if folded.iter().all(|f| *f >= records) {
@@ -297,7 +129,8 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    at.settle::<ProductSales>()?;
+    // What is folded is also readable where it is read (a node's replica).
+    at.wait_caught_up::<ProductSales>(Duration::from_secs(120))?;
     bar.finish();
     let took = started.elapsed();
 
@@ -310,7 +143,7 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
 
     // The read models, next to the plain left fold of the distinct events.
     let mut ok = true;
-    let sales = at.stored::<ProductSales>()?;
+    let sales = stored::<ProductSales>(at)?;
     let expected = fold(&ProductSales, &events);
     let mut best: Vec<(&String, &Sales)> = sales.iter().collect();
     best.sort_by_key(|(_, s)| std::cmp::Reverse(s.revenue_cents.0));
@@ -329,7 +162,7 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
         "equals the plain fold, exactly (each order counted once)",
     );
 
-    let visitors = at.stored::<PageVisitors>()?;
+    let visitors = stored::<PageVisitors>(at)?;
     let expected = fold(&PageVisitors, &events);
     let mut pages: Vec<(&String, f64)> = visitors.iter().map(|(p, h)| (p, h.estimate())).collect();
     pages.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -358,7 +191,7 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
         ),
     );
 
-    let last = at.stored::<LastSeen>()?;
+    let last = stored::<LastSeen>(at)?;
     let expected = fold(&LastSeen, &events);
     println!(
         "\nlast_seen: {} visitors, e.g. visitor 42 last viewed {:?}",
@@ -370,7 +203,7 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
         last == expected,
         "equals the plain fold, exactly (latest by event time, not arrival)",
     );
-    ok &= at.extra_checks(&sales)?;
+    ok &= extra_checks(&sales)?;
 
     // The hook: once per product that passed the mark, no more, no less.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -428,10 +261,5 @@ pub(crate) fn run(at: Deployment, n: usize, duplicates: f64, seed: u64) -> Falli
             s.changes
         );
     }
-    at.finish()?;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ok)
 }

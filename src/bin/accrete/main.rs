@@ -7,6 +7,7 @@
 //! - `accrete rebuild`: re-fold a model from the beginning of the log, with
 //!   a progress bar.
 
+use accrete::Deployment;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -211,12 +212,26 @@ fn demo(dir: Option<PathBuf>, n: usize, duplicates: f64, seed: u64) -> Fallible<
     );
     println!("data directory: {}\n", dir.display());
     let rt = Runtime::open_with(&dir, Config::default())?;
-    demo::run(
-        demo::Deployment::Embedded { rt, dir, temporary },
-        n,
-        duplicates,
-        seed,
-    )
+    let ok = demo::run(&rt, n, duplicates, seed, |_| Ok(true))?;
+    rt.shutdown();
+    drop(rt);
+    if temporary {
+        std::fs::remove_dir_all(&dir)?;
+        println!(
+            "\nKeep a run with `accrete demo --dir DIR`, then try `accrete inspect --dir DIR --key sku-001`"
+        );
+        println!("and `accrete rebuild --dir DIR --model product_sales`.");
+    }
+    Ok(exit_code(ok))
+}
+
+/// Success when every check passed.
+pub(crate) fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 pub(crate) fn check(model: &str, ok: bool, what: &str) -> bool {
