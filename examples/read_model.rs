@@ -8,11 +8,10 @@
 //!    exactly once, whatever the log redelivers — and publishes a change for
 //!    every key whose state really changed.
 
-use accrete::Deployment;
 use std::time::Duration;
 
-use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::{Count, Max, Monoid, Sum};
+use accrete::prelude::*;
 use accrete::runtime::Runtime;
 use serde::{Deserialize, Serialize};
 

@@ -4,9 +4,9 @@
 //! and `mongodb`) runs against the real servers `scripts/test.sh` starts,
 //! and fails, saying so, when they do not answer.
 //!
-//! `Backend` is a thin adapter over the two public faces (`Runtime`,
-//! `Node`); where the faces differ the adapter says how, and each such
-//! difference is a step of issue #11 still to take.
+//! `Backend` is a [`Deployment`] (`Runtime`, `Node`: one trait, the same
+//! calls) with the data it owns; its helpers are written once, nothing in
+//! it differs per backend.
 //!
 //! Scenarios (per backend):
 //! - `the_oracle_with_copies_and_bad_events`: native events, upstream events
@@ -52,47 +52,76 @@ use accrete::event::{EventId, source_id};
 use accrete::hooks::{ClusterHook, HookStats, Trigger};
 use accrete::model::ReadModel;
 use accrete::store::DeadLetter;
-use accrete::{Error, Result};
+use accrete::{Error, Result, Serves};
 use common::{Balances, Payment, Receipts, Rng, Visitors, oracle, payments, seeds_with};
-use serde::de::DeserializeOwned;
 
-/// What the cluster needs of a state (its MongoDB pushdown); nothing on the
-/// embedded backend alone.
-#[cfg(feature = "mongodb")]
-trait Stored: accrete::store::pushdown::Pushdown {}
-#[cfg(feature = "mongodb")]
-impl<T: accrete::store::pushdown::Pushdown> Stored for T {}
-#[cfg(not(feature = "mongodb"))]
-trait Stored {}
-#[cfg(not(feature = "mongodb"))]
-impl<T> Stored for T {}
-
-/// One backend, as the scenarios use it.
+/// A backend under test: a [`Deployment`] and the data it owns (removed
+/// with it). The scenarios call the deployment's own methods through the
+/// helpers below, written once: nothing here differs per backend.
 trait Backend {
+    /// The deployment: it serves every state the suite's models have.
+    type D: Deployment
+        + Serves<accrete::monoids::Sum<i64>>
+        + Serves<common::Received>
+        + Serves<accrete::monoids::GSet<u32>>;
+    fn d(&self) -> &Self::D;
+
     fn add_model<M: ReadModel>(&self, model: M) -> Result<()>
     where
-        M::State: Stored;
-    fn submit(&self, event: &Payment) -> Result<()>;
-    fn forward(&self, event: &Payment, id: EventId) -> Result<()>;
+        Self::D: Serves<M::State>,
+    {
+        self.d().add_model(model)
+    }
+    fn submit(&self, e: &Payment) -> Result<()> {
+        self.d().submit(key(e), e.at_ms, e).map(|_| ())
+    }
+    fn forward(&self, e: &Payment, id: EventId) -> Result<()> {
+        self.d().forward([(key(e), e.at_ms, e, id)]).map(|_| ())
+    }
     /// Bytes appended to the events topic as they are, not as an event.
-    fn submit_encoded(&self, key: &[u8], payload: &[u8]);
-    fn source_id(&self) -> u32;
+    fn submit_encoded(&self, key: &[u8], payload: &[u8]) {
+        self.d().submit_encoded(key, 0, payload).unwrap();
+    }
+    fn source_id(&self) -> u32 {
+        self.d().source_id()
+    }
     /// Everything submitted is folded into `M`.
-    fn caught_up<M: ReadModel>(&self);
-    fn state<M: ReadModel>(&self) -> BTreeMap<M::Key, M::State>
-    where
-        M::Key: DeserializeOwned + Ord;
-    fn dead_letters<M: ReadModel>(&self) -> Vec<DeadLetter>;
-    fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> Result<()>
-    where
-        <H::Model as ReadModel>::State: Stored;
-    fn hook_lag(&self, hook: &str) -> Result<u64>;
-    fn hook_stats(&self, hook: &str) -> Result<HookStats>;
+    fn caught_up<M: ReadModel>(&self) {
+        self.d().wait_caught_up::<M>(TIMEOUT).unwrap();
+    }
+    fn state<M: ReadModel>(&self) -> BTreeMap<M::Key, M::State> {
+        let mut out = BTreeMap::new();
+        self.d()
+            .scan::<M>(|k, s| {
+                out.insert(k, s);
+                true
+            })
+            .unwrap();
+        out
+    }
+    fn dead_letters<M: ReadModel>(&self) -> Vec<DeadLetter> {
+        self.d().dead_letters::<M>().unwrap()
+    }
+    fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> Result<()> {
+        self.d().add_cluster_hook(hook)
+    }
+    fn hook_lag(&self, hook: &str) -> Result<u64> {
+        self.d().hook_lag(hook)
+    }
+    fn hook_stats(&self, hook: &str) -> Result<HookStats> {
+        self.d().hook_stats(hook)
+    }
     /// The model's lag, from its status.
-    fn status(&self, model: &str) -> Result<u64>;
+    fn status(&self, model: &str) -> Result<u64> {
+        self.d().status(model).map(|s| s.lag())
+    }
     /// What the model's pipeline did in this process.
-    fn stats(&self, model: &str) -> Result<accrete::runtime::ModelStats>;
-    fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter>;
+    fn stats(&self, model: &str) -> Result<accrete::runtime::ModelStats> {
+        self.d().stats(model)
+    }
+    fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter> {
+        self.d().hook_dead_letters(hook).unwrap()
+    }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -144,50 +173,9 @@ impl Drop for Embedded {
 }
 
 impl Backend for Embedded {
-    fn add_model<M: ReadModel>(&self, model: M) -> Result<()> {
-        self.rt.add_model(model)
-    }
-    fn submit(&self, e: &Payment) -> Result<()> {
-        self.rt.submit(key(e), e.at_ms, e).map(|_| ())
-    }
-    fn forward(&self, e: &Payment, id: EventId) -> Result<()> {
-        self.rt.forward([(key(e), e.at_ms, e, id)]).map(|_| ())
-    }
-    fn submit_encoded(&self, key: &[u8], payload: &[u8]) {
-        self.rt.submit_encoded(key, 0, payload).unwrap();
-    }
-    fn source_id(&self) -> u32 {
-        self.rt.source_id()
-    }
-    fn caught_up<M: ReadModel>(&self) {
-        self.rt.wait_caught_up::<M>(TIMEOUT).unwrap();
-    }
-    fn state<M: ReadModel>(&self) -> BTreeMap<M::Key, M::State>
-    where
-        M::Key: Ord,
-    {
-        common::stored::<M>(&self.rt)
-    }
-    fn dead_letters<M: ReadModel>(&self) -> Vec<DeadLetter> {
-        self.rt.dead_letters::<M>().unwrap()
-    }
-    fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> Result<()> {
-        self.rt.add_cluster_hook(hook)
-    }
-    fn hook_lag(&self, hook: &str) -> Result<u64> {
-        self.rt.hook_lag(hook)
-    }
-    fn hook_stats(&self, hook: &str) -> Result<HookStats> {
-        self.rt.hook_stats(hook)
-    }
-    fn status(&self, model: &str) -> Result<u64> {
-        self.rt.status(model).map(|s| s.lag())
-    }
-    fn stats(&self, model: &str) -> Result<accrete::runtime::ModelStats> {
-        self.rt.stats(model)
-    }
-    fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter> {
-        self.rt.hook_dead_letters(hook).unwrap()
+    type D = accrete::runtime::Runtime;
+    fn d(&self) -> &Self::D {
+        &self.rt
     }
 }
 
@@ -265,64 +253,9 @@ mod cluster_backend {
     }
 
     impl Backend for Cluster {
-        fn add_model<M: ReadModel>(&self, model: M) -> Result<()>
-        where
-            M::State: Stored,
-        {
-            self.node.add_model(model)
-        }
-        fn submit(&self, e: &Payment) -> Result<()> {
-            self.node.submit(key(e), e.at_ms, e).map(|_| ())
-        }
-        fn forward(&self, e: &Payment, id: EventId) -> Result<()> {
-            self.node.forward([(key(e), e.at_ms, e, id)]).map(|_| ())
-        }
-        fn submit_encoded(&self, key: &[u8], payload: &[u8]) {
-            self.node.submit_encoded(key, 0, payload).unwrap();
-        }
-        fn source_id(&self) -> u32 {
-            self.node.source_id()
-        }
-        fn caught_up<M: ReadModel>(&self) {
-            self.node.flush().unwrap();
-            self.node.wait_caught_up::<M>(TIMEOUT).unwrap();
-        }
-        fn state<M: ReadModel>(&self) -> BTreeMap<M::Key, M::State>
-        where
-            M::Key: DeserializeOwned + Ord,
-        {
-            let mut out = BTreeMap::new();
-            self.node
-                .scan::<M>(|k, s| {
-                    out.insert(k, s);
-                    true
-                })
-                .unwrap();
-            out
-        }
-        fn dead_letters<M: ReadModel>(&self) -> Vec<DeadLetter> {
-            self.node.dead_letters::<M>().unwrap()
-        }
-        fn add_cluster_hook<H: ClusterHook>(&self, hook: H) -> Result<()>
-        where
-            <H::Model as ReadModel>::State: Stored,
-        {
-            self.node.add_cluster_hook(hook)
-        }
-        fn hook_lag(&self, hook: &str) -> Result<u64> {
-            self.node.hook_lag(hook)
-        }
-        fn hook_stats(&self, hook: &str) -> Result<HookStats> {
-            self.node.hook_stats(hook)
-        }
-        fn status(&self, model: &str) -> Result<u64> {
-            self.node.status(model).map(|s| s.lag())
-        }
-        fn stats(&self, model: &str) -> Result<accrete::runtime::ModelStats> {
-            self.node.stats(model)
-        }
-        fn hook_dead_letters(&self, hook: &str) -> Vec<accrete::hooks::HookDeadLetter> {
-            self.node.hook_dead_letters(hook).unwrap()
+        type D = Node;
+        fn d(&self) -> &Node {
+            &self.node
         }
     }
 }

@@ -211,6 +211,7 @@ fn a_burst_coalesces_and_the_hook_sees_the_state_that_triggered_it() {
     let runs = runs.lock();
     let mut seen: BTreeMap<u16, i64> = BTreeMap::new();
     let mut versions: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut covered: BTreeMap<u16, u64> = BTreeMap::new();
     for r in runs.iter() {
         let total = seen.entry(r.key).or_default();
         *total += r.delta.0;
@@ -220,19 +221,30 @@ fn a_burst_coalesces_and_the_hook_sees_the_state_that_triggered_it() {
             r.key,
             r.state.0
         );
+        // The version is the state's: it never goes down for a key.
         let v = versions.entry(r.key).or_default();
-        assert!(r.version > *v, "one key's runs are in order");
+        assert!(r.version >= *v, "a key's runs see versions in order");
         *v = r.version;
         assert_eq!(r.attempt, 1);
-        assert_eq!(
+        // Readable: the key as JSON, the newest version the run covers,
+        // which the state includes; one key's runs cover newer and newer
+        // versions.
+        let prefix = format!("audit/totals/{}/", serde_json::to_string(&r.key).unwrap());
+        let covers: u64 = r
+            .idempotency_key
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("idempotency key {}", r.idempotency_key))
+            .parse()
+            .unwrap();
+        assert!(
+            covers <= r.version,
+            "run {} sees version {}",
             r.idempotency_key,
-            // Readable: the key as JSON, the newest version the run covers.
-            format!(
-                "audit/totals/{}/{}",
-                serde_json::to_string(&r.key).unwrap(),
-                r.version
-            )
+            r.version
         );
+        let c = covered.entry(r.key).or_default();
+        assert!(covers > *c, "one key's runs are in order");
+        *c = covers;
     }
     assert_eq!(seen, sums(&all), "every change ran once, none twice");
     assert_eq!(rt.hook_stats("audit").unwrap().duplicates_suppressed, 0);

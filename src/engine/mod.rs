@@ -177,16 +177,20 @@ where
     failpoint::hit("after_publish");
     let sent = started.elapsed();
 
+    // In the model's stats before the commit, so that a caller who sees the
+    // positions committed (`wait_caught_up`) sees the batch counted. If
+    // the commit fails the records are read again and counted again: the
+    // stats count deliveries.
+    counters.batch(&outcome);
     positions.commit(&ends)?;
     failpoint::hit("after_commit");
 
-    // Counted once the batch is committed: a failed batch is read again.
+    // In the metrics once the batch is committed.
     for (partition, events) in events_in {
         metrics::events_in(M::NAME, partition, events);
     }
     let took = started.elapsed();
     metrics::batch(M::NAME, &outcome, took);
-    counters.batch(&outcome);
     tracing::debug!(model = M::NAME, events = outcome.events, writes = outcome.writes,
         changes = outcome.changes, ?aggregated, ?stored, ?sent, elapsed = ?took, "batch written");
     for input in inputs.iter_mut() {

@@ -53,9 +53,12 @@ pub struct Trigger<'a, M: ReadModel> {
     pub delta: &'a M::State,
     /// The key's state, at least as new as every change this run covers.
     pub state: &'a M::State,
-    /// The version this run is for: on the embedded default, the version
-    /// the newest change it covers produced (`state` may be newer still: it
-    /// is read when the hook runs); on Kafka + MongoDB, the state's.
+    /// The version of `state`: the count of the key's writes, on both
+    /// backends (a rebuild carries on above the old versions).
+    /// `state` includes every change this run covers, so a key's runs see
+    /// versions that never go down; two runs can see the same one, when
+    /// the state was read after both's changes. An external system can
+    /// keep the highest version it was sent and ignore older ones.
     pub version: u64,
     /// `<hook>/<model>/<key>/<version>` (or `…/once` for a hook that fires
     /// once per key): stable across redeliveries of the same trigger. Give it

@@ -55,7 +55,8 @@ pub(crate) struct Plan {
     pub(crate) id: String,
     /// The key, encoded.
     pub(crate) key: Vec<u8>,
-    /// The newest version the run covers.
+    /// The version of the state the plan read (a plan made again after a
+    /// crash reads the state, and its version, again).
     pub(crate) version: u64,
     /// The combined delta of the changes it covers, encoded.
     pub(crate) delta: Vec<u8>,
@@ -411,11 +412,11 @@ fn plan_batch<H: ClusterHook>(
         // A run is keyed by what it covers: the newest version (each
         // version is covered by one run), or the event ranges (each event
         // of the key is covered by one run). No two runs share a key.
-        let (version, covers) = if versions {
+        let covers = if versions {
             let newest = f.spans.iter().map(|s| s.1).max().unwrap_or(state_version);
-            (newest, newest.to_string())
+            newest.to_string()
         } else {
-            (state_version, describe_event_spans(&f.spans))
+            describe_event_spans(&f.spans)
         };
         let id = idempotency_key(
             H::NAME,
@@ -427,7 +428,7 @@ fn plan_batch<H: ClusterHook>(
             plan: Plan {
                 id,
                 key: f.bytes.to_vec(),
-                version,
+                version: state_version,
                 delta: encode("hook delta", &f.delta)?,
                 published_ms: f.pending.published_ms,
             },
@@ -522,12 +523,12 @@ fn run_all<H: ClusterHook>(
     let mut read = backend.states(&unread)?.into_iter();
     let mut outcomes = Vec::with_capacity(runs.len());
     for run in runs {
-        let state = match &run.state {
-            Some(s) => s.clone(),
+        let (state, version) = match &run.state {
+            Some(s) => (s.clone(), run.plan.version),
             None => read
                 .next()
                 .flatten()
-                .map_or_else(<State<H> as Monoid>::identity, |(s, _)| s),
+                .unwrap_or_else(|| (<State<H> as Monoid>::identity(), run.plan.version)),
         };
         if stopping() {
             // What ran is recorded; the rest is delivered again.
@@ -542,7 +543,7 @@ fn run_all<H: ClusterHook>(
                 key: &run.key,
                 delta: &run.delta,
                 state: &state,
-                version: run.plan.version,
+                version,
                 idempotency_key: &run.plan.id,
                 attempt,
             };
