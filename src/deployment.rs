@@ -59,11 +59,11 @@ pub use crate::engine::ModelStats;
 
 /// Whether a backend can serve a read model whose state is `S`. The
 /// embedded default serves any state; Kafka + MongoDB needs the state's
-/// MongoDB pushdown (`accrete::store::pushdown::Pushdown`, derivable).
+/// MongoDB pushdown (`Pushdown`, derivable; feature `mongodb`).
 #[diagnostic::on_unimplemented(
     message = "this backend cannot serve a read model whose state is `{S}`",
     note = "Kafka + MongoDB writes a state through its MongoDB pushdown: implement or derive \
-            `accrete::store::pushdown::Pushdown` for `{S}`"
+            `Pushdown` (feature `mongodb`) for `{S}`"
 )]
 pub trait Serves<S> {
     /// Starts serving `model` ([`Deployment::add_model`] calls it).
@@ -108,7 +108,10 @@ pub trait Deployment {
     ///
     /// # Errors
     ///
-    /// The log's errors; nothing is appended then.
+    /// The log's errors, nothing appended then: [`Error::Io`] on the
+    /// embedded default; `Error::Kafka` when the producer or the broker
+    /// refuses, [`Error::Timeout`] when no acknowledgement comes, on Kafka
+    /// + MongoDB. [`Error::Usage`] on a runtime opened read-only.
     fn submit_encoded(
         &self,
         key: impl AsRef<[u8]>,
@@ -164,6 +167,16 @@ pub trait Deployment {
     /// forwarded, in whatever order, each read model applies it once. Ids
     /// this deployment gave out, forwarded back, are copies of its own
     /// events: skipped.
+    ///
+    /// How the ids applied are kept: on the embedded default per model and
+    /// upstream `(source, partition)`, exactly for any order within 4M
+    /// offsets (1 024 chunks of 4 096); beyond that the lowest are
+    /// forgotten, and a copy arriving below them goes to the dead letters
+    /// with the reason (never applied twice, never dropped silently). On
+    /// Kafka + MongoDB the first copy a node reads is claimed in MongoDB
+    /// (`accrete.origins`) as the one that applies; the id travels in the
+    /// record's `accrete-origin` header (16 bytes: source, partition,
+    /// offset, big-endian), so any producer can forward.
     ///
     /// # Errors
     ///
@@ -307,7 +320,9 @@ pub trait Deployment {
     fn hook_lag_of(&self, hook: &str, model: &str) -> Result<u64>;
 
     /// Stops every model and hook in this process after their current
-    /// batch, and waits for them.
+    /// batch, and waits for them. Reads and submits still work afterwards,
+    /// and models and hooks added afterwards start again, from where they
+    /// left off (an operator's restart within the process).
     fn shutdown(&self);
 }
 

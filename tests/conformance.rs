@@ -30,6 +30,12 @@
 //!   key is retried up to `max_attempts`, then dead-lettered with the
 //!   reason; other keys run after a failure.
 //! - `a_model_named_like_accretes_own_is_refused`: `Error::InvalidName`.
+//! - `operator_actions_race`: two `add_model`s of one model at once, two
+//!   hooks of one name at once (one wins, the other gets the error), a
+//!   model added while three threads submit and status, stats and hook lag
+//!   are asked, then `shutdown` racing an `add_model`, then the model and
+//!   the hook added again (a restart in the process) and more events: the
+//!   models equal the oracle, the hook's deltas add up, before and after.
 //!
 //! And one scenario of generated histories in child processes
 //! (`crashes::*`, see `histories_with_kills`): submits, forwarded copies,
@@ -375,35 +381,126 @@ fn hooks_run_every_change_and_deltas_add_up<B: Backend>(b: &B) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let state = b.state::<Balances>();
-    let runs = runs.lock().unwrap().clone();
-    let mut by_id: BTreeMap<&str, (u16, i64)> = BTreeMap::new();
-    for (key, delta, id) in &runs {
-        if let Some(seen) = by_id.insert(id, (*key, *delta)) {
-            assert_eq!(
-                seen,
-                (*key, *delta),
-                "seed {seed}: run {id} repeated differently"
-            );
+    deltas_add_up(
+        &runs.lock().unwrap(),
+        &b.state::<Balances>(),
+        &format!("seed {seed}"),
+    );
+    assert!(b.hook_stats(Journal::NAME).unwrap().runs > 0);
+}
+
+/// Operator actions racing each other and the traffic: two `add_model`s
+/// of one model at once (one wins, the other is `Error::Model`), two hooks
+/// of one name at once (one wins, the other is `Error::Usage`), submits
+/// from three threads while a second model is added (a backfill) and
+/// status, stats and hook lag are asked; then `shutdown` racing an
+/// `add_model`, and a restart in the process (the model and hook added
+/// again). Every model equals the oracle, and the hook's deltas add up to
+/// the state, before and after.
+fn operator_actions_race<B: Backend + Sync>(b: &B) {
+    let seed = seeds_with("conformance", "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
+    let mut rng = Rng(seed);
+    let ctx = format!("seed {seed}");
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(|| b.add_model(Balances));
+        let two = s.spawn(|| b.add_model(Balances));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    match (&first, &second) {
+        (Ok(()), Err(Error::Model(..))) | (Err(Error::Model(..)), Ok(())) => {}
+        other => panic!("{ctx}: two add_model of one model at once: {other:?}"),
+    }
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(|| b.add_cluster_hook(Journal(runs.clone())));
+        let two = s.spawn(|| b.add_cluster_hook(Journal(runs.clone())));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    match (&first, &second) {
+        (Ok(()), Err(Error::Usage(_))) | (Err(Error::Usage(_)), Ok(())) => {}
+        other => panic!("{ctx}: two hooks of one name at once: {other:?}"),
+    }
+    let events = payments(&mut rng, 300, 12);
+    std::thread::scope(|s| {
+        for share in events.chunks(100) {
+            s.spawn(move || {
+                for e in share {
+                    b.submit(e).unwrap();
+                }
+            });
         }
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            b.add_model(Receipts).unwrap();
+        });
+        s.spawn(|| {
+            for _ in 0..20 {
+                b.status(Balances::NAME).unwrap();
+                b.stats(Balances::NAME).unwrap();
+                b.hook_lag(Journal::NAME).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    });
+    b.caught_up::<Balances>();
+    b.caught_up::<Receipts>();
+    assert_eq!(b.state::<Balances>(), oracle(&Balances, &events), "{ctx}");
+    assert_eq!(b.state::<Receipts>(), oracle(&Receipts, &events), "{ctx}");
+    wait_hook(b, Journal::NAME);
+    deltas_add_up(&runs.lock().unwrap(), &b.state::<Balances>(), &ctx);
+    // Shutdown racing an add_model: the model is added before the shutdown
+    // (and stopped by it) or after (and runs). Then an operator's restart
+    // in the process: the model and the hook added again carry on from
+    // where they were.
+    let raced = std::thread::scope(|s| {
+        let add = s.spawn(|| b.add_model(Visitors));
+        s.spawn(|| b.d().shutdown());
+        add.join().unwrap()
+    });
+    assert!(raced.is_ok(), "{ctx}: add_model racing shutdown: {raced:?}");
+    assert_eq!(b.state::<Balances>(), oracle(&Balances, &events), "{ctx}");
+    b.add_model(Balances).unwrap();
+    b.add_cluster_hook(Journal(runs.clone())).unwrap();
+    let more = payments(&mut rng, 100, 12);
+    for e in &more {
+        b.submit(&Payment {
+            id: e.id + 1_000_000,
+            ..e.clone()
+        })
+        .unwrap();
+    }
+    let all: Vec<Payment> = events
+        .iter()
+        .cloned()
+        .chain(more.iter().map(|e| Payment {
+            id: e.id + 1_000_000,
+            ..e.clone()
+        }))
+        .collect();
+    b.caught_up::<Balances>();
+    assert_eq!(
+        b.state::<Balances>(),
+        oracle(&Balances, &all),
+        "{ctx}: after the restart"
+    );
+    wait_hook(b, Journal::NAME);
+    deltas_add_up(&runs.lock().unwrap(), &b.state::<Balances>(), &ctx);
+}
+
+/// Per key, the deltas of a hook's distinct runs add up to the state
+/// exactly, and a repeated run repeats its delta.
+fn deltas_add_up(runs: &[Run], state: &BTreeMap<u16, accrete::monoids::Sum<i64>>, ctx: &str) {
+    let mut by_id: BTreeMap<&str, (u16, i64)> = BTreeMap::new();
+    for (key, delta, id) in runs {
+        let seen = *by_id.entry(id).or_insert((*key, *delta));
+        assert_eq!(seen, (*key, *delta), "{ctx}: run {id} repeated differently");
     }
     let mut sums: BTreeMap<u16, i64> = BTreeMap::new();
     for (key, delta) in by_id.values() {
         *sums.entry(*key).or_default() += delta;
     }
-    let keys: BTreeSet<u16> = state.keys().copied().collect();
-    assert_eq!(
-        sums.keys().copied().collect::<BTreeSet<_>>(),
-        keys,
-        "seed {seed}: every key's changes ran the hook"
-    );
-    for (key, s) in &state {
-        assert_eq!(
-            sums[key], s.0,
-            "seed {seed}: key {key}: the deltas run add up to the state"
-        );
-    }
-    assert!(b.hook_stats(Journal::NAME).unwrap().runs > 0);
+    let states: BTreeMap<u16, i64> = state.iter().map(|(k, s)| (*k, s.0)).collect();
+    assert_eq!(sums, states, "{ctx}: the hook's deltas add up to the state");
 }
 
 fn hook_names_are_checked_alike<B: Backend>(b: &B) {
@@ -1209,4 +1306,5 @@ conformance!(
     stats_count_what_the_pipeline_did,
     a_failing_hook_is_retried_then_dead_lettered,
     a_model_named_like_accretes_own_is_refused,
+    operator_actions_race,
 );

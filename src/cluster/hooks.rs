@@ -27,9 +27,11 @@ use crate::{Error, Result};
 
 impl<M: ReadModel> HookBackend<M> for MongoStore {
     fn states(&self, keys: &[&M::Key]) -> Result<Vec<Versioned<M::State>>> {
-        let mut found = self.get_many::<&M::Key, M::State>(M::NAME, keys)?;
+        // A key may be asked for more than once (several plans a crash
+        // left for one key): each gets the state.
+        let found = self.get_many::<&M::Key, M::State>(M::NAME, keys)?;
         keys.iter()
-            .map(|k| Ok(found.remove(&key_id(k)?.to_string())))
+            .map(|k| Ok(found.get(&key_id(k)?.to_string()).cloned()))
             .collect()
     }
 

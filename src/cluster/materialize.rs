@@ -104,7 +104,7 @@ where
                 consumer.commit(tpl, CommitMode::Sync)
             })
         };
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::warn!(model = M::NAME, ?revoked, error = %e,
                 "could not write before the partitions were revoked; their next owner reads them again");
         }
@@ -112,6 +112,12 @@ where
             if let Some(buf) = b.buffers.remove(&p) {
                 b.buffered -= buf.batch.len();
             }
+        }
+        if b.buffered == 0 {
+            // What failed went with the partitions: nothing here fails now.
+            b.counters.health.ok();
+        } else if let Err(e) = &result {
+            b.counters.health.failed(M::NAME, e);
         }
     }
 }

@@ -115,6 +115,8 @@ pub struct Node {
     producer: Producer,
     served: Mutex<Vec<Served>>,
     hooks: Mutex<Vec<RunningHook>>,
+    /// Orders the operations that start things against `shutdown`.
+    ops: Mutex<()>,
 }
 
 impl Node {
@@ -145,6 +147,7 @@ impl Node {
             producer,
             served: Mutex::new(Vec::new()),
             hooks: Mutex::new(Vec::new()),
+            ops: Mutex::new(()),
         })
     }
 
@@ -165,6 +168,20 @@ impl Node {
     /// [`Error::Kafka`] with the first delivery failure.
     pub fn flush(&self) -> Result<()> {
         self.producer.flush(Duration::from_secs(60))
+    }
+
+    /// Takes the lock of the operations that start things. After a
+    /// `shutdown` (which holds it throughout, so every thread it stopped
+    /// has ended) the node starts afresh: what it served and ran is
+    /// forgotten, and what is added now runs.
+    fn operate(&self) -> parking_lot::MutexGuard<'_, ()> {
+        let ops = self.ops.lock();
+        if self.shared.stop.load(Ordering::Acquire) {
+            self.served.lock().clear();
+            self.hooks.lock().clear();
+            self.shared.stop.store(false, Ordering::Release);
+        }
+        ops
     }
 
     fn replica<M: ReadModel>(&self) -> Result<Arc<replica::Replica<M>>> {
@@ -251,6 +268,7 @@ impl<S: Pushdown + Send + Sync + 'static> Serves<S> for Node {
     /// creating its changes topic and loading its replica.
     fn serve<M: ReadModel<State = S>>(&self, model: M) -> Result<()> {
         crate::names::validate_model_name(M::NAME)?;
+        let _ops = self.operate();
         let mut served = self.served.lock();
         if served.iter().any(|s| s.name == M::NAME) {
             return Err(Error::Model(
@@ -293,6 +311,7 @@ impl Deployment for Node {
     /// errors of creating the changes topic.
     fn add_cluster_hook<H: crate::hooks::ClusterHook>(&self, hook: H) -> Result<()> {
         crate::log::validate_name("group", H::NAME, 150)?;
+        let _ops = self.operate();
         let mut hooks = self.hooks.lock();
         if hooks.iter().any(|(n, ..)| *n == H::NAME) {
             return Err(Error::Usage(format!(
@@ -323,6 +342,7 @@ impl Deployment for Node {
         &self,
         f: impl Fn(&M::Key, &M::State, &M::State) + Send + Sync + 'static,
     ) -> Result<()> {
+        let _ops = self.operate();
         self.replica::<M>()?.add_hook(Box::new(f));
         Ok(())
     }
@@ -390,10 +410,6 @@ impl Deployment for Node {
         Ok(untaken + planned)
     }
 
-    /// Forwarded ids travel in the record's `accrete-origin` header, so
-    /// any producer can forward: 16 bytes, the source, partition and
-    /// offset, big-endian. The first copy a node reads is claimed in
-    /// MongoDB (`accrete.origins`) as the one that applies.
     fn append_encoded(&self, events: &[EncodedEvent<'_>]) -> Result<usize> {
         let sent = self.producer.send_all_and_wait(
             &self.shared.config.events_topic,
@@ -570,6 +586,7 @@ impl Deployment for Node {
     /// Stops this node: each materializer writes, publishes and commits what
     /// it holds and leaves its group (its partitions move to other nodes).
     fn shutdown(&self) {
+        let _ops = self.ops.lock();
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.producer.flush(Duration::from_secs(30));
         for (.., t) in self.hooks.lock().iter_mut() {

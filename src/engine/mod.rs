@@ -177,11 +177,13 @@ where
     failpoint::hit("after_publish");
     let sent = started.elapsed();
 
-    // In the model's stats before the commit, so that a caller who sees the
-    // positions committed (`wait_caught_up`) sees the batch counted. If
+    // In the model's stats and health before the commit, so that a caller
+    // who sees the positions committed (`wait_caught_up`) sees the batch
+    // counted and the model healthy. If
     // the commit fails the records are read again and counted again: the
     // stats count deliveries.
     counters.batch(&outcome);
+    counters.health.ok();
     positions.commit(&ends)?;
     failpoint::hit("after_commit");
 

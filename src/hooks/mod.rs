@@ -23,7 +23,7 @@
 //! no hook.
 //!
 //! Each run gets an [`idempotency key`](Trigger::idempotency_key):
-//! `(hook, model, key, version)`. Pass it to the external system. The outcome
+//! `(hook, model, key, what the run covers)`. Pass it to the external system. The outcome
 //! of every run is recorded under it, and a redelivered trigger whose
 //! outcome is recorded is skipped. A hook that fails is retried with
 //! backoff. After [`max_attempts`](ClusterHook::max_attempts) failures the
@@ -57,12 +57,17 @@ pub struct Trigger<'a, M: ReadModel> {
     /// backends (a rebuild carries on above the old versions).
     /// `state` includes every change this run covers, so a key's runs see
     /// versions that never go down; two runs can see the same one, when
-    /// the state was read after both's changes. An external system can
-    /// keep the highest version it was sent and ignore older ones.
+    /// the state was read after both's changes (with different deltas). So
+    /// order states by it (an external system keeps the highest version it
+    /// was sent), and tell runs apart by
+    /// [`idempotency_key`](Self::idempotency_key), never by the version.
     pub version: u64,
-    /// `<hook>/<model>/<key>/<version>` (or `…/once` for a hook that fires
-    /// once per key): stable across redeliveries of the same trigger. Give it
-    /// to the external system as its idempotency key.
+    /// `<hook>/<model>/<key>/<what the run covers>`: the newest version of
+    /// the changes it covers on the embedded default, their event ranges
+    /// (`p3:100-136`) on Kafka + MongoDB, or `once` for a hook that fires
+    /// once per key. Stable across redeliveries of the same trigger; no two
+    /// runs share one. Give it to the external system as its idempotency
+    /// key.
     pub idempotency_key: &'a str,
     /// 1 for the first attempt.
     pub attempt: u32,

@@ -528,7 +528,9 @@ fn run_all<H: ClusterHook>(
             None => read
                 .next()
                 .flatten()
-                .unwrap_or_else(|| (<State<H> as Monoid>::identity(), run.plan.version)),
+                // No state stored (deleted by a rebuild): the identity,
+                // whose version is 0.
+                .unwrap_or_else(|| (<State<H> as Monoid>::identity(), 0)),
         };
         if stopping() {
             // What ran is recorded; the rest is delivered again.

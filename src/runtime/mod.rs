@@ -354,6 +354,9 @@ impl Runtime {
     }
 
     fn spawn(&self, pipeline: Arc<dyn Pipeline>) -> Running {
+        // Failures of the pipeline's earlier run (before a rebuild) are
+        // not this run's.
+        pipeline.health().ok();
         let stop = Arc::new(AtomicBool::new(false));
         let c = &self.inner.config;
         let workers = c.workers.min(c.partitions as usize).max(1);
