@@ -37,6 +37,9 @@
 //!   the hook added again (a restart in the process) and more events: the
 //!   models equal the oracle, the hook's deltas add up, before and after.
 //!
+//! And, reopening the backend: `restarts::*`, a restart with another
+//! partition count is `Error::TopicMismatch` and loses nothing.
+//!
 //! And one scenario of generated histories in child processes
 //! (`crashes::*`, see `histories_with_kills`): submits, forwarded copies,
 //! garbage, models added later, batch sizes changed across runs, each run
@@ -157,15 +160,15 @@ impl Crashable for Embedded {
     fn fresh(_tag: &str, scratch: &Path) -> String {
         scratch.join("data").to_string_lossy().into_owned()
     }
-    fn attach(at: &str, batch: usize) -> Self {
+    fn open(at: &str, batch: usize, partitions: u32) -> Result<Self> {
         let config = accrete::runtime::Config {
-            partitions: 4,
+            partitions,
             batch_size: batch,
             flush_interval: Duration::from_millis(2),
             ..accrete::runtime::Config::default()
         };
-        let rt = accrete::runtime::Runtime::open_with(at, config).unwrap();
-        Embedded { rt, _dir: None }
+        let rt = accrete::runtime::Runtime::open_with(at, config)?;
+        Ok(Embedded { rt, _dir: None })
     }
     fn remove(_at: &str) {
         // Inside the scenario's scratch directory, removed with it.
@@ -224,7 +227,7 @@ mod cluster_backend {
             c.node.shutdown();
             let _ = c.node.store().database().drop().run();
         }
-        fn attach(name: &str, batch: usize) -> Self {
+        fn open(name: &str, batch: usize, partitions: u32) -> Result<Self> {
             let brokers =
                 std::env::var("ACCRETE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
             let uri = std::env::var("ACCRETE_MONGODB_URI")
@@ -236,16 +239,11 @@ mod cluster_backend {
             c.mongodb.database = name.replace('-', "_").chars().take(60).collect();
             c.events_topic = format!("{name}.events");
             c.group_prefix = name;
-            c.partitions = 4;
+            c.partitions = partitions;
             c.batch_size = batch;
             c.flush_interval_ms = 20;
-            let node = Node::start(c).unwrap_or_else(|e| {
-                panic!(
-                    "the Kafka + MongoDB conformance tests need the servers (`scripts/servers.sh \
-                     start`, or ACCRETE_KAFKA_BROKERS and ACCRETE_MONGODB_URI): {e}"
-                )
-            });
-            Cluster { node, owned: false }
+            let node = Node::start(c)?;
+            Ok(Cluster { node, owned: false })
         }
     }
 
@@ -749,8 +747,17 @@ trait Crashable: Backend + Sized {
     /// database and topics named after `tag`).
     fn fresh(tag: &str, scratch: &Path) -> String;
     /// The backend on the data at `at` (left in place when dropped), its
-    /// batches at most `batch` events.
-    fn attach(at: &str, batch: usize) -> Self;
+    /// batches at most `batch` events, its events topic of `partitions`.
+    fn open(at: &str, batch: usize, partitions: u32) -> Result<Self>;
+    /// [`open`](Self::open) with the suite's 4 partitions.
+    fn attach(at: &str, batch: usize) -> Self {
+        Self::open(at, batch, 4).unwrap_or_else(|e| {
+            panic!(
+                "opening the backend at {at}: {e} (the Kafka + MongoDB backend needs the servers: \
+                 `scripts/servers.sh start`, or ACCRETE_KAFKA_BROKERS and ACCRETE_MONGODB_URI)"
+            )
+        })
+    }
     /// Removes what `fresh` named.
     fn remove(at: &str);
 }
@@ -1236,6 +1243,60 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
                 );
             }
         }
+    }
+}
+
+/// A restart with another partition count (a configuration change the
+/// data cannot follow: keys would move between partitions) is refused with
+/// `Error::TopicMismatch`, and loses nothing: the backend opened again as
+/// it was holds the oracle, and folds what comes next.
+fn a_restart_with_another_partition_count_is_refused<B: Crashable>(tag: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let at = B::fresh(tag, scratch.path());
+    let mut rng = Rng(seeds_with("conformance", "ACCRETE_CONFORMANCE_SEEDS", 1)[0]);
+    let events = payments(&mut rng, 200, 10);
+    let (before, after) = events.split_at(120);
+    {
+        let b = B::attach(&at, 100);
+        b.add_model(Balances).unwrap();
+        for e in before {
+            b.submit(e).unwrap();
+        }
+        b.caught_up::<Balances>();
+    }
+    match B::open(&at, 100, 8) {
+        Err(Error::TopicMismatch { .. }) => {}
+        Err(other) => panic!("8 partitions over 4: {other}"),
+        Ok(_) => panic!("8 partitions over 4 were accepted"),
+    }
+    {
+        let b = B::attach(&at, 100);
+        b.add_model(Balances).unwrap();
+        b.caught_up::<Balances>();
+        assert_eq!(b.state::<Balances>(), oracle(&Balances, before));
+        for e in after {
+            b.submit(e).unwrap();
+        }
+        b.caught_up::<Balances>();
+        assert_eq!(b.state::<Balances>(), oracle(&Balances, &events));
+    }
+    B::remove(&at);
+}
+
+/// The scenarios that reopen a backend, once per backend.
+mod restarts {
+    #[test]
+    fn embedded() {
+        super::a_restart_with_another_partition_count_is_refused::<super::Embedded>("restart");
+    }
+
+    #[cfg(all(feature = "kafka", feature = "mongodb"))]
+    #[test]
+    fn kafka_mongodb() {
+        let _one = super::one_at_a_time();
+        super::a_restart_with_another_partition_count_is_refused::<super::cluster_backend::Cluster>(
+            "restart",
+        );
     }
 }
 
