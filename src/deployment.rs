@@ -242,6 +242,17 @@ pub trait Deployment {
     /// [`Error::Model`] if the model is not served there.
     fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>>;
 
+    /// The state of a key with its version, as stored: the count of the
+    /// key's writes (a rebuild carries on above the old ones), the version
+    /// [`Trigger::version`](crate::hooks::Trigger::version) gives hooks;
+    /// `None` as for [`get`](Self::get). On a node this reads MongoDB, not
+    /// the replica.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    fn get_versioned<M: ReadModel>(&self, key: &M::Key) -> Result<Option<(u64, M::State)>>;
+
     /// Calls `f` with every key and state of the model as stored, in key
     /// order (identity states skipped), until it returns `false`.
     ///

@@ -16,7 +16,8 @@
 //!   dead letter per model.
 //! - `hooks_run_every_change_and_deltas_add_up`: a cluster hook runs each
 //!   key's changes; per key, the deltas of its distinct runs add up to the
-//!   state, and a repeated run repeats the same delta.
+//!   state, a repeated run repeats the same delta, and the versions runs
+//!   see never go down and end at the version stored.
 //! - `hook_names_are_checked_alike`: a second hook of one name, and an
 //!   unknown hook, are `Error::Usage`.
 //! - `a_write_that_changes_nothing_runs_no_hook`: an idempotent state sent
@@ -341,8 +342,8 @@ fn the_oracle_with_copies_and_bad_events<B: Backend>(b: &B) {
     assert_eq!(b.dead_letters::<Visitors>().len(), garbage, "{ctx}");
 }
 
-/// A hook run, as the journal saw it.
-type Run = (u16, i64, String);
+/// A hook run, as the journal saw it: key, delta, idempotency key, version.
+type Run = (u16, i64, String, u64);
 
 struct Journal(Arc<Mutex<Vec<Run>>>);
 impl ClusterHook for Journal {
@@ -352,7 +353,7 @@ impl ClusterHook for Journal {
         self.0
             .lock()
             .unwrap()
-            .push((*t.key, t.delta.0, t.idempotency_key.to_string()));
+            .push((*t.key, t.delta.0, t.idempotency_key.to_string(), t.version));
         Ok(())
     }
 }
@@ -379,12 +380,27 @@ fn hooks_run_every_change_and_deltas_add_up<B: Backend>(b: &B) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    deltas_add_up(
-        &runs.lock().unwrap(),
-        &b.state::<Balances>(),
-        &format!("seed {seed}"),
-    );
+    let runs = runs.lock().unwrap();
+    deltas_add_up(&runs, &b.state::<Balances>(), &format!("seed {seed}"));
     assert!(b.hook_stats(Journal::NAME).unwrap().runs > 0);
+    // `Trigger::version` is the version of the state the run saw: per key
+    // it never goes down, and the last run saw the state as stored.
+    let mut newest: BTreeMap<u16, u64> = BTreeMap::new();
+    for (key, _, id, version) in runs.iter() {
+        let v = newest.entry(*key).or_default();
+        assert!(
+            *version >= *v,
+            "seed {seed}: run {id} saw version {version} after {v}"
+        );
+        *v = *version;
+    }
+    for (key, version) in &newest {
+        let (stored, _) = b.d().get_versioned::<Balances>(key).unwrap().unwrap();
+        assert_eq!(
+            *version, stored,
+            "seed {seed}: key {key}: the last run saw version {version}, {stored} is stored"
+        );
+    }
 }
 
 /// Operator actions racing each other and the traffic: two `add_model`s
@@ -489,7 +505,7 @@ fn operator_actions_race<B: Backend + Sync>(b: &B) {
 /// exactly, and a repeated run repeats its delta.
 fn deltas_add_up(runs: &[Run], state: &BTreeMap<u16, accrete::monoids::Sum<i64>>, ctx: &str) {
     let mut by_id: BTreeMap<&str, (u16, i64)> = BTreeMap::new();
-    for (key, delta, id) in runs {
+    for (key, delta, id, _) in runs {
         let seen = *by_id.entry(id).or_insert((*key, *delta));
         assert_eq!(seen, (*key, *delta), "{ctx}: run {id} repeated differently");
     }

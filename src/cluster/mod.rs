@@ -61,6 +61,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use accrete_monoids::Monoid;
 use parking_lot::Mutex;
 
 pub use config::NodeConfig;
@@ -459,6 +460,18 @@ impl Deployment for Node {
     /// when the first node used the topic, kept in MongoDB.
     fn source_id(&self) -> u32 {
         self.shared.source
+    }
+
+    fn get_versioned<M: ReadModel>(&self, key: &M::Key) -> Result<Option<(u64, M::State)>> {
+        let found = self
+            .shared
+            .store
+            .get_many::<&M::Key, M::State>(M::NAME, &[key])?;
+        Ok(found
+            .into_values()
+            .next()
+            .filter(|(s, _)| !s.is_identity())
+            .map(|(s, v)| (v, s)))
     }
 
     /// The state of `key` in this node's replica: at least as new as every

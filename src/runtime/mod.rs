@@ -451,25 +451,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// The state of a key with its version (the number of writes that
-    /// changed it); `None` as for [`Runtime::get`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Runtime::get`].
-    pub fn get_versioned<M: ReadModel>(&self, key: &M::Key) -> Result<Option<(u64, M::State)>> {
-        let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
-            what: "key",
-            detail: e.to_string(),
-        })?;
-        let rec = read_records::<M::State>(&self.inner.store, M::NAME, &[&key])?
-            .pop()
-            .flatten();
-        Ok(rec
-            .filter(|rec| !rec.state.is_identity())
-            .map(|rec| (rec.version, rec.state)))
-    }
-
     /// The size in bytes of a key's stored record: its state, version and
     /// exactly-once bookkeeping (which stays bounded however many events
     /// the key absorbed, forwarded or not). `None` if nothing is stored.
@@ -781,6 +762,19 @@ impl Deployment for Runtime {
             threads: vec![thread],
         });
         Ok(())
+    }
+
+    fn get_versioned<M: ReadModel>(&self, key: &M::Key) -> Result<Option<(u64, M::State)>> {
+        let key = postcard::to_stdvec(key).map_err(|e| Error::Encode {
+            what: "key",
+            detail: e.to_string(),
+        })?;
+        let rec = read_records::<M::State>(&self.inner.store, M::NAME, &[&key])?
+            .pop()
+            .flatten();
+        Ok(rec
+            .filter(|rec| !rec.state.is_identity())
+            .map(|rec| (rec.version, rec.state)))
     }
 
     /// The state of a key; `None` if no event touched it or its state is
