@@ -210,6 +210,17 @@ pub trait Deployment {
         self.serve(model)
     }
 
+    /// Stops a read model in this process after its current batch (it
+    /// writes, publishes and commits what it holds). Reads, hooks and node
+    /// hooks go on; adding the model again starts it from where it
+    /// stopped. On a cluster, the other nodes serving it take its
+    /// partitions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not running here.
+    fn stop_model(&self, name: &str) -> Result<()>;
+
     /// Runs a cluster hook on the model's changes: at least once per change
     /// (usually once), through crashes and restarts (see [`crate::hooks`]).
     ///

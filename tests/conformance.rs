@@ -38,6 +38,11 @@
 //!   the hook added again (a restart in the process) and more events: the
 //!   models equal the oracle, the hook's deltas add up, before and after.
 //!
+//! - `a_stopped_model_carries_on_when_added_again`: `stop_model` stops
+//!   folding here (the lag is exactly what came meanwhile), adding the
+//!   model again carries on to the oracle; unknown or stopped models are
+//!   `Error::Model`.
+//!
 //! And, reopening the backend: `restarts::*`, a restart with another
 //! partition count is `Error::TopicMismatch` and loses nothing.
 //!
@@ -515,6 +520,49 @@ fn deltas_add_up(runs: &[Run], state: &BTreeMap<u16, accrete::monoids::Sum<i64>>
     }
     let states: BTreeMap<u16, i64> = state.iter().map(|(k, s)| (*k, s.0)).collect();
     assert_eq!(sums, states, "{ctx}: the hook's deltas add up to the state");
+}
+
+/// `stop_model` stops folding in this process and adding the model again
+/// carries on from where it stopped: while stopped, the lag is exactly the
+/// events submitted meanwhile and the state is what was folded; stopping
+/// it again, or a model that does not run, is `Error::Model`, and so are
+/// its stats.
+fn a_stopped_model_carries_on_when_added_again<B: Backend>(b: &B) {
+    let seed = seeds_with("conformance", "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
+    let mut rng = Rng(seed);
+    let ctx = format!("seed {seed}");
+    let events = payments(&mut rng, 200, 10);
+    let (before, after) = events.split_at(100);
+    b.add_model(Balances).unwrap();
+    for e in before {
+        b.submit(e).unwrap();
+    }
+    b.caught_up::<Balances>();
+    b.d().stop_model(Balances::NAME).unwrap();
+    for unknown in [
+        b.d().stop_model(Balances::NAME),
+        b.d().stop_model("no_such_model"),
+    ] {
+        assert!(
+            matches!(unknown, Err(Error::Model(..))),
+            "{ctx}: {unknown:?}"
+        );
+    }
+    let stats = b.stats(Balances::NAME);
+    assert!(matches!(stats, Err(Error::Model(..))), "{ctx}: {stats:?}");
+    for e in after {
+        b.submit(e).unwrap();
+    }
+    assert_eq!(
+        b.status(Balances::NAME).unwrap(),
+        after.len() as u64,
+        "{ctx}: the lag of a stopped model"
+    );
+    assert_eq!(b.state::<Balances>(), oracle(&Balances, before), "{ctx}");
+    b.add_model(Balances).unwrap();
+    b.caught_up::<Balances>();
+    assert_eq!(b.state::<Balances>(), oracle(&Balances, &events), "{ctx}");
+    assert!(b.stats(Balances::NAME).is_ok());
 }
 
 fn hook_names_are_checked_alike<B: Backend>(b: &B) {
@@ -1232,18 +1280,28 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
             History::generate(seed),
         ));
     }
+    // Runs and kills of the generated histories, for the check below.
+    let (mut generated, mut runs, mut died) = (0, 0, 0);
     for (i, (name, h)) in histories.into_iter().enumerate() {
         match play::<B>(test, &h) {
             Ok(played) => {
                 eprintln!("{test}, {name}: {}", played.summary);
-                // A generated history visits every crash point: most of
-                // its runs must die, or the kills test nothing.
-                assert!(
-                    i < fixtures_count || played.died * 2 >= played.runs,
-                    "{test}, {name}: only {} of {} runs were killed",
-                    played.died,
-                    played.runs
-                );
+                if i >= fixtures_count {
+                    // A generated history visits every crash point: a third
+                    // of its runs die at least, and over all the histories
+                    // most do, or the kills test nothing. (A history may end
+                    // before a crash point's n-th pass: CI saw one with 4
+                    // of its 9 runs killed.)
+                    assert!(
+                        played.died * 3 >= played.runs,
+                        "{test}, {name}: only {} of {} runs were killed",
+                        played.died,
+                        played.runs
+                    );
+                    generated += 1;
+                    runs += played.runs;
+                    died += played.died;
+                }
             }
             Err(e) => {
                 let budget = if backend == "embedded" { 40 } else { 4 };
@@ -1260,6 +1318,10 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
             }
         }
     }
+    assert!(
+        generated < 3 || died * 2 >= runs,
+        "{test}: only {died} of {runs} runs of the {generated} generated histories were killed"
+    );
 }
 
 /// A restart with another partition count (a configuration change the
@@ -1384,4 +1446,5 @@ conformance!(
     a_failing_hook_is_retried_then_dead_lettered,
     a_model_named_like_accretes_own_is_refused,
     operator_actions_race,
+    a_stopped_model_carries_on_when_added_again,
 );

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -496,11 +496,15 @@ fn split_at_guards<M: ReadModel>(
     out
 }
 
+/// Starts a materializer; it stops (writing, publishing and committing
+/// what it holds, then leaving the group) when the node stops or `stop` is
+/// set.
 pub(super) fn start<M: ReadModel>(
     model: M,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
     replica: Arc<Replica<M>>,
+    stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>>
 where
     M::State: Pushdown,
@@ -556,7 +560,11 @@ where
     let interval = config.flush_interval();
     std::thread::Builder::new()
         .name(format!("accrete-materialize-{}", M::NAME))
-        .spawn(move || run(consumer, batcher, placement, audit, shared, pace, interval))
+        .spawn(move || {
+            run(
+                consumer, batcher, placement, audit, shared, &stop, pace, interval,
+            )
+        })
         .map_err(|e| Error::io("spawn a materializer thread", ".", e))
 }
 
@@ -606,12 +614,14 @@ const FIRST_BATCH: usize = 500;
 /// The fewest events a batch is limited to, however slow the store.
 const SMALLEST_BATCH: usize = 16;
 
+#[allow(clippy::too_many_arguments)] // the loop's parts, each made once in `start`
 fn run<M: ReadModel>(
     consumer: BaseConsumer<Ctx<M>>,
     batcher: Arc<Mutex<Batcher<M>>>,
     placement: Arc<Placement>,
     mut audit: Audit,
     shared: Arc<Shared>,
+    stop: &AtomicBool,
     mut pace: super::pace::Pace,
     interval: Duration,
 ) where
@@ -624,7 +634,7 @@ fn run<M: ReadModel>(
     let mut settled_at = Instant::now();
     let counters = batcher.lock().counters.clone();
     loop {
-        let stopping = shared.stop.load(Ordering::Acquire);
+        let stopping = shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire);
         let full = batcher.lock().buffered >= pace.limit();
         if !full && !stopping {
             match consumer.poll(Duration::from_millis(20)) {

@@ -97,8 +97,12 @@ struct Served {
     counters: Arc<Counters>,
     /// The replica's position and the ends it has seen.
     replica_position: replica::Tracked,
-    /// Set once the materializer has stopped (it flushes and commits first).
-    threads: Vec<JoinHandle<()>>,
+    /// The materializer's thread and its stop flag, while it runs here
+    /// (`None` once stopped: `stop_model`, `shutdown`).
+    materializer: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// The replica's thread (it keeps serving reads and node hooks after
+    /// `stop_model`; `None` once the node is shut down).
+    replica_thread: Option<JoinHandle<()>>,
 }
 
 /// A cluster hook running on this node: its name, its model's name, its
@@ -271,11 +275,30 @@ impl<S: Pushdown + Send + Sync + 'static> Serves<S> for Node {
         crate::names::validate_model_name(M::NAME)?;
         let _ops = self.operate();
         let mut served = self.served.lock();
-        if served.iter().any(|s| s.name == M::NAME) {
-            return Err(Error::Model(
-                M::NAME.into(),
-                "is already served by this node".into(),
-            ));
+        if let Some(s) = served.iter_mut().find(|s| s.name == M::NAME) {
+            if s.materializer.is_some() {
+                return Err(Error::Model(
+                    M::NAME.into(),
+                    "is already served by this node".into(),
+                ));
+            }
+            // Stopped by `stop_model`: the replica still runs; the
+            // materializer starts again from the positions it left.
+            let replica = s
+                .replica
+                .clone()
+                .downcast::<replica::Replica<M>>()
+                .map_err(|_| Error::Model(M::NAME.into(), "is served with another type".into()))?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = materialize::start::<M>(
+                model,
+                self.shared.clone(),
+                s.counters.clone(),
+                replica,
+                stop.clone(),
+            )?;
+            s.materializer = Some((thread, stop));
+            return Ok(());
         }
         let config = &self.shared.config;
         let changes = config.changes_topic(M::NAME);
@@ -284,18 +307,21 @@ impl<S: Pushdown + Send + Sync + 'static> Serves<S> for Node {
         let counters = Arc::new(Counters::default());
         let (replica, position, replica_thread) =
             replica::start::<M>(self.shared.clone(), counters.clone())?;
+        let stop = Arc::new(AtomicBool::new(false));
         let materializer = materialize::start::<M>(
             model,
             self.shared.clone(),
             counters.clone(),
             replica.clone(),
+            stop.clone(),
         )?;
         served.push(Served {
             name: M::NAME,
             replica,
             counters,
             replica_position: position,
-            threads: vec![materializer, replica_thread],
+            materializer: Some((materializer, stop)),
+            replica_thread: Some(replica_thread),
         });
         Ok(())
     }
@@ -525,9 +551,26 @@ impl Deployment for Node {
         let served = self.served.lock();
         served
             .iter()
-            .find(|s| s.name == model)
+            .find(|s| s.name == model && s.materializer.is_some())
             .map(|s| s.counters.snapshot())
-            .ok_or_else(|| Error::Model(model.into(), "is not served by this node".into()))
+            .ok_or_else(|| Error::Model(model.into(), "is not running on this node".into()))
+    }
+
+    fn stop_model(&self, name: &str) -> Result<()> {
+        let _ops = self.operate();
+        // Taken out under the lock, joined outside it: reads of the
+        // replica go on while the last batch is written.
+        let running = self
+            .served
+            .lock()
+            .iter_mut()
+            .find(|s| s.name == name)
+            .and_then(|s| s.materializer.take());
+        let (thread, stop) =
+            running.ok_or_else(|| Error::Model(name.into(), "is not running".into()))?;
+        stop.store(true, Ordering::Release);
+        let _ = thread.join();
+        Ok(())
     }
 
     /// Lag of the model's consumer group and of this node's replica.
@@ -609,7 +652,11 @@ impl Deployment for Node {
         }
         let mut served = self.served.lock();
         for s in served.iter_mut() {
-            for t in s.threads.drain(..) {
+            // The node's stop flag is set: each ends after its last batch.
+            if let Some((t, _)) = s.materializer.take() {
+                let _ = t.join();
+            }
+            if let Some(t) = s.replica_thread.take() {
                 let _ = t.join();
             }
         }

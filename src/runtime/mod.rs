@@ -378,16 +378,6 @@ impl Runtime {
         }
     }
 
-    /// Stops a read model's workers after their current batch.
-    ///
-    /// # Errors
-    ///
-    /// The model is not running.
-    pub fn stop_model(&self, name: &str) -> Result<()> {
-        let _ops = self.inner.ops.lock();
-        self.stop_locked(name)
-    }
-
     fn stop_locked(&self, name: &str) -> Result<()> {
         let running = self.inner.models.lock().remove(name);
         let running = running.ok_or_else(|| Error::Model(name.into(), "is not running".into()))?;
@@ -598,6 +588,11 @@ impl Deployment for Runtime {
             }
         }
         Ok(events.len())
+    }
+
+    fn stop_model(&self, name: &str) -> Result<()> {
+        let _ops = self.inner.ops.lock();
+        self.stop_locked(name)
     }
 
     /// Runs a cluster hook on the model's changes: at least once per change
