@@ -245,7 +245,10 @@ pub trait Deployment {
 
     /// The state of a key; `None` if no event touched it or its state is
     /// the identity (the two are the same to a monoid).
-    /// `get(..).unwrap_or_default()` reads "zero if none".
+    /// `get(..).unwrap_or_default()` reads "zero if none". The embedded
+    /// runtime reads its store; a node reads its replica (at least as new
+    /// as every change it has grafted; after `shutdown` it no longer
+    /// follows: [`get_versioned`](Self::get_versioned) reads MongoDB).
     ///
     /// # Errors
     ///

@@ -703,6 +703,10 @@ fn run<M: ReadModel>(
             }
         } else if stopping && !due {
             break;
+        } else if let Some(t) = failing_until.filter(|_| stopping) {
+            // Stopping while a failed batch waits out its backoff: one
+            // more try once it has passed (no polls meanwhile).
+            std::thread::sleep(t.saturating_duration_since(Instant::now()));
         }
     }
     // Leaves the group: the partitions move to the other nodes now rather

@@ -314,16 +314,23 @@ impl<S: Pushdown + Send + Sync + 'static> Serves<S> for Node {
             counters.clone(),
             replica.clone(),
             stop.clone(),
-        )?;
+        );
+        // Kept even when the materializer did not start: the replica runs
+        // (and `shutdown` joins it); adding the model again starts the
+        // materializer.
+        let (materializer, started) = match materializer {
+            Ok(thread) => (Some((thread, stop)), Ok(())),
+            Err(e) => (None, Err(e)),
+        };
         served.push(Served {
             name: M::NAME,
             replica,
             counters,
             replica_position: position,
-            materializer: Some((materializer, stop)),
+            materializer,
             replica_thread: Some(replica_thread),
         });
-        Ok(())
+        started
     }
 }
 
@@ -570,6 +577,10 @@ impl Deployment for Node {
             running.ok_or_else(|| Error::Model(name.into(), "is not running".into()))?;
         stop.store(true, Ordering::Release);
         let _ = thread.join();
+        // A stopped model is not failing (as on the embedded runtime).
+        if let Some(s) = self.served.lock().iter().find(|s| s.name == name) {
+            s.counters.health.ok();
+        }
         Ok(())
     }
 
@@ -645,20 +656,32 @@ impl Deployment for Node {
         let _ops = self.ops.lock();
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.producer.flush(Duration::from_secs(30));
-        for (.., t) in self.hooks.lock().iter_mut() {
-            if let Some(t) = t.take() {
-                let _ = t.join();
-            }
+        // The threads are taken out under the locks and joined outside
+        // them: a node hook or a read waiting on a lock never blocks a join.
+        let hooks: Vec<JoinHandle<()>> = self
+            .hooks
+            .lock()
+            .iter_mut()
+            .filter_map(|(.., t)| t.take())
+            .collect();
+        for t in hooks {
+            let _ = t.join();
         }
-        let mut served = self.served.lock();
-        for s in served.iter_mut() {
-            // The node's stop flag is set: each ends after its last batch.
-            if let Some((t, _)) = s.materializer.take() {
-                let _ = t.join();
-            }
-            if let Some(t) = s.replica_thread.take() {
-                let _ = t.join();
-            }
+        // The node's stop flag is set: each ends after its last batch.
+        let threads: Vec<JoinHandle<()>> = self
+            .served
+            .lock()
+            .iter_mut()
+            .flat_map(|s| {
+                [
+                    s.materializer.take().map(|(t, _)| t),
+                    s.replica_thread.take(),
+                ]
+            })
+            .flatten()
+            .collect();
+        for t in threads {
+            let _ = t.join();
         }
     }
 }
