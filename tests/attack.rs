@@ -845,3 +845,99 @@ fn every_model_picks_the_same_copy() {
     b.shutdown();
     let _ = a.store().database().drop().run();
 }
+
+/// Operators on two nodes racing the traffic (session 11: `stop_model` on
+/// a node, and a node that starts again after `shutdown`): each node's
+/// operator stops and re-adds models, shuts the node down and adds them
+/// again, at random, while a third thread forwards copies through node a.
+/// At the end both nodes serve every model again: MongoDB and both
+/// replicas equal the oracle, one dead letter per refused event.
+#[test]
+#[ignore = "a long attack (minutes each, child processes): `cargo test --all-features --test attack -- --ignored`"]
+fn operators_race_on_two_nodes_with_traffic() {
+    let _g = one_at_a_time();
+    for seed in seeds_with("operators", "ATTACK_SEEDS", 1) {
+        eprintln!("operators seed {seed}");
+        let mut rng = Rng(seed);
+        let config = config("operators", 4);
+        let events = Arc::new(payments(&mut rng, 1200, 20));
+        let all = copies(&mut rng, &events);
+        let a = Arc::new(node(&config, "a"));
+        let b = Arc::new(node(&config, "b"));
+        add_all(&a, false);
+        add_all(&b, false);
+        let done = Arc::new(AtomicBool::new(false));
+        let forwarder = {
+            let (a, events, done) = (a.clone(), events.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng(seed ^ 7);
+                let mut rest = &all[..];
+                while !rest.is_empty() {
+                    let k = (1 + rng.below(40) as usize).min(rest.len());
+                    forward_chunk(&a, &events, &rest[..k]);
+                    rest = &rest[k..];
+                    std::thread::sleep(Duration::from_millis(rng.below(60)));
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let operators: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut rng = Rng(seed ^ (100 + i as u64));
+                    let mut actions = Vec::new();
+                    // At least a dozen actions, most of them during the
+                    // traffic.
+                    while actions.len() < 12 || !done.load(Ordering::SeqCst) {
+                        let action = rng.below(4);
+                        let outcome = match action {
+                            0 => n.stop_model(Balances::NAME),
+                            1 => n.add_model(Balances),
+                            2 => {
+                                n.shutdown();
+                                n.add_model(Balances).and_then(|()| n.add_model(Visitors))
+                            }
+                            _ => n.stop_model(Visitors::NAME),
+                        };
+                        // Only the errors the calls document.
+                        if let Err(e) = &outcome {
+                            assert!(
+                                matches!(e, accrete::Error::Model(..)),
+                                "operator {i}, action {action}: {e}"
+                            );
+                        }
+                        actions.push(action);
+                        std::thread::sleep(Duration::from_millis(20 + rng.below(300)));
+                    }
+                    actions.len()
+                })
+            })
+            .collect();
+        forwarder.join().unwrap();
+        for (i, o) in operators.into_iter().enumerate() {
+            eprintln!(
+                "operators seed {seed}: operator {i} took {} actions",
+                o.join().unwrap()
+            );
+        }
+        for n in [&a, &b] {
+            for added in [n.add_model(Balances), n.add_model(Visitors)] {
+                assert!(
+                    matches!(added, Ok(()) | Err(accrete::Error::Model(..))),
+                    "{added:?}"
+                );
+            }
+        }
+        let ctx = format!("operators seed {seed}");
+        catch_up(&a, false);
+        catch_up(&b, false);
+        check(&a, &events, false, &format!("{ctx} node a"));
+        check(&b, &events, false, &format!("{ctx} node b"));
+        a.shutdown();
+        b.shutdown();
+        let _ = a.store().database().drop().run();
+    }
+}
