@@ -221,6 +221,31 @@ pub trait Deployment {
     /// [`Error::Model`] if the model is not running here.
     fn stop_model(&self, name: &str) -> Result<()>;
 
+    /// Rebuilds a read model from the beginning of the events, while it
+    /// runs and live events keep arriving: its state, changes and
+    /// positions start anew, the model folds every event again and catches
+    /// up (see [`status`](Self::status)). Reads see the state refold
+    /// meanwhile. Versions go on above every version given before, so
+    /// hooks run again for every key with fresh idempotency keys where
+    /// those are made of versions (a `ONCE` hook does not run again).
+    /// Dead letters stay one per event.
+    ///
+    /// On the embedded runtime the model stops, its store is cleared and
+    /// it starts again. On a cluster the rebuild starts a new *generation*
+    /// of the model's data under names of its own (collection, changes
+    /// topic, groups, positions: a node cut off from its group cannot
+    /// write into it); every node serving the model moves its
+    /// materializer, replica and cluster hooks to it within a second or
+    /// so, this one before `rebuild` returns, and the previous
+    /// generation's state is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the model is not running here; the backend's
+    /// errors ([`Error::Timeout`] on a cluster when this node did not move
+    /// to the new generation within a minute: it goes on trying).
+    fn rebuild<M: ReadModel>(&self) -> Result<()>;
+
     /// Runs a cluster hook on the model's changes: at least once per change
     /// (usually once), through crashes and restarts (see [`crate::hooks`]).
     ///

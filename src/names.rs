@@ -32,9 +32,15 @@ pub(crate) fn cluster_materialize_group(prefix: &str, model: &str) -> String {
 }
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
-/// The Kafka consumer group of a cluster hook.
-pub(crate) fn cluster_hook_group(prefix: &str, hook: &str) -> String {
-    format!("{prefix}.hook.{hook}")
+/// The Kafka consumer group of a cluster hook on a generation's changes
+/// topic (the first generation's is `<prefix>.hook.<hook>`, as before
+/// generations existed).
+pub(crate) fn cluster_hook_group(prefix: &str, hook: &str, generation: &str) -> String {
+    if generation.starts_with(RESERVED_PREFIX) {
+        format!("{prefix}.hook-gen.{generation}.{hook}")
+    } else {
+        format!("{prefix}.hook.{hook}")
+    }
 }
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
@@ -52,10 +58,30 @@ pub(crate) fn cluster_replica_group(prefix: &str, node: &str) -> String {
 }
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
-/// Under which reader a cluster hook's positions are kept in MongoDB (a
-/// model's positions are kept under the model's name).
-pub(crate) fn hook_reader(hook: &str) -> String {
-    format!("hook:{hook}")
+/// Under which reader a cluster hook's positions on a generation's changes
+/// topic are kept in MongoDB (a model's positions are kept under its
+/// generation's name). The first generation's is `hook:<hook>`, as before
+/// generations existed.
+pub(crate) fn hook_reader(hook: &str, generation: &str) -> String {
+    if generation.starts_with(RESERVED_PREFIX) {
+        format!("hook:{hook}/{generation}")
+    } else {
+        format!("hook:{hook}")
+    }
+}
+
+#[cfg(all(feature = "kafka", feature = "mongodb"))]
+/// The name a generation of a model's data lives under on Kafka + MongoDB:
+/// its collection, changes topic, consumer group and positions. The first
+/// (0) is the model's own name; a rebuild's are `accrete.g<n>.<model>`,
+/// which no model can be named (`accrete.` is refused), so no generation's
+/// names meet another model's.
+pub(crate) fn generation_name(model: &str, n: u64) -> String {
+    if n == 0 {
+        model.to_owned()
+    } else {
+        format!("{RESERVED_PREFIX}g{n}.{model}")
+    }
 }
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]

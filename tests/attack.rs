@@ -2,11 +2,13 @@
 //! a helper attacking the public API): forwarded copies raced over two
 //! nodes, restarts mid-stream, hot keys while nodes join and leave,
 //! hostile ids, kills at every crash point, every model picking the same
-//! copy. Each asserts every model against the oracle (the plain left fold
+//! copy; rebuilds (and operators racing them) on two nodes. Each asserts
+//! every model against the oracle (the plain left fold
 //! of the distinct events) and prints its seed (`ACCRETE_SEED=<seed>`
 //! replays one). The six long ones take minutes each, so they are `#[ignore]`d
 //! in the default run (the suite would double CI's time); `hostile_ids`
-//! (seconds) runs in every `cargo test --all-features`. The long ones: `cargo test --all-features --test attack -- --ignored`
+//! and `rebuilds_on_two_nodes_with_traffic` (seconds) run in every
+//! `cargo test --all-features`. The long ones: `cargo test --all-features --test attack -- --ignored`
 //! (with `scripts/servers.sh start`). Their one finding, a model named
 //! like one of accrete's own collections, is a conformance scenario now.
 #![cfg(all(feature = "kafka", feature = "mongodb"))]
@@ -198,6 +200,83 @@ fn forward_chunk(n: &Node, events: &[Payment], chunk: &[(String, usize, EventId)
             .map(|(route, i, id)| (route.as_bytes(), events[*i].at_ms, &events[*i], *id)),
     )
     .unwrap();
+}
+
+/// Two nodes (4 partitions) serving `Balances` and `Visitors`, and a
+/// thread forwarding 1–3 copies of each of `n` events through node a, in
+/// chunks of up to `chunk` with pauses of up to `pause_ms`, which sets
+/// `done` when it has forwarded them all.
+#[allow(clippy::type_complexity)]
+fn two_nodes_with_traffic(
+    tag: &str,
+    seed: u64,
+    n: usize,
+    (chunk, pause_ms): (u64, u64),
+) -> (
+    Arc<Node>,
+    Arc<Node>,
+    Arc<Vec<Payment>>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let mut rng = Rng(seed);
+    let config = config(tag, 4);
+    let events = Arc::new(payments(&mut rng, n, 20));
+    let all = copies(&mut rng, &events);
+    let a = Arc::new(node(&config, "a"));
+    let b = Arc::new(node(&config, "b"));
+    add_all(&a, false);
+    add_all(&b, false);
+    let done = Arc::new(AtomicBool::new(false));
+    let forwarder = {
+        let (a, events, done) = (a.clone(), events.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed ^ 7);
+            let mut rest = &all[..];
+            while !rest.is_empty() {
+                let k = (1 + rng.below(chunk) as usize).min(rest.len());
+                forward_chunk(&a, &events, &rest[..k]);
+                rest = &rest[k..];
+                std::thread::sleep(Duration::from_millis(rng.below(pause_ms)));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    (a, b, events, done, forwarder)
+}
+
+/// Rebuilds on two nodes while copies are forwarded through node a
+/// (seconds, so it runs in every `cargo test --all-features`): each
+/// rebuild starts a generation that both nodes move to (materializer,
+/// replica), and at the end MongoDB and both replicas equal the oracle,
+/// with one dead letter per refused event.
+#[test]
+fn rebuilds_on_two_nodes_with_traffic() {
+    let _g = one_at_a_time();
+    for seed in seeds_with("rebuilds", "ATTACK_SEEDS", 1) {
+        eprintln!("rebuilds seed {seed}");
+        let (a, b, events, _, forwarder) = two_nodes_with_traffic("rebuilds", seed, 800, (60, 20));
+        std::thread::sleep(Duration::from_millis(300));
+        a.rebuild::<Balances>().unwrap();
+        b.rebuild::<Visitors>().unwrap();
+        b.rebuild::<Balances>().unwrap();
+        forwarder.join().unwrap();
+        a.rebuild::<Balances>().unwrap();
+        let ctx = format!("rebuilds seed {seed}");
+        catch_up(&a, false);
+        catch_up(&b, false);
+        check(&a, &events, false, &format!("{ctx} node a"));
+        check(&b, &events, false, &format!("{ctx} node b"));
+        let rep: BTreeMap<_, _> = b
+            .replica_snapshot::<Visitors>()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(rep, oracle(&Visitors, &events), "{ctx}: visitors replica");
+        a.shutdown();
+        b.shutdown();
+        let _ = a.store().database().drop().run();
+    }
 }
 
 /// Attack 1: Two nodes forward overlapping copies concurrently; a third thread adds
@@ -858,29 +937,8 @@ fn operators_race_on_two_nodes_with_traffic() {
     let _g = one_at_a_time();
     for seed in seeds_with("operators", "ATTACK_SEEDS", 1) {
         eprintln!("operators seed {seed}");
-        let mut rng = Rng(seed);
-        let config = config("operators", 4);
-        let events = Arc::new(payments(&mut rng, 1200, 20));
-        let all = copies(&mut rng, &events);
-        let a = Arc::new(node(&config, "a"));
-        let b = Arc::new(node(&config, "b"));
-        add_all(&a, false);
-        add_all(&b, false);
-        let done = Arc::new(AtomicBool::new(false));
-        let forwarder = {
-            let (a, events, done) = (a.clone(), events.clone(), done.clone());
-            std::thread::spawn(move || {
-                let mut rng = Rng(seed ^ 7);
-                let mut rest = &all[..];
-                while !rest.is_empty() {
-                    let k = (1 + rng.below(40) as usize).min(rest.len());
-                    forward_chunk(&a, &events, &rest[..k]);
-                    rest = &rest[k..];
-                    std::thread::sleep(Duration::from_millis(rng.below(60)));
-                }
-                done.store(true, Ordering::SeqCst);
-            })
-        };
+        let (a, b, events, done, forwarder) =
+            two_nodes_with_traffic("operators", seed, 1200, (40, 60));
         let operators: Vec<_> = [a.clone(), b.clone()]
             .into_iter()
             .enumerate()
@@ -892,7 +950,7 @@ fn operators_race_on_two_nodes_with_traffic() {
                     // At least a dozen actions, most of them during the
                     // traffic.
                     while actions.len() < 12 || !done.load(Ordering::SeqCst) {
-                        let action = rng.below(4);
+                        let action = rng.below(5);
                         let outcome = match action {
                             0 => n.stop_model(Balances::NAME),
                             1 => n.add_model(Balances),
@@ -900,12 +958,13 @@ fn operators_race_on_two_nodes_with_traffic() {
                                 n.shutdown();
                                 n.add_model(Balances).and_then(|()| n.add_model(Visitors))
                             }
+                            3 => n.rebuild::<Balances>(),
                             _ => n.stop_model(Visitors::NAME),
                         };
                         // Only the errors the calls document.
                         if let Err(e) = &outcome {
                             assert!(
-                                matches!(e, accrete::Error::Model(..)),
+                                matches!(e, accrete::Error::Model(..) | accrete::Error::Timeout(_)),
                                 "operator {i}, action {action}: {e}"
                             );
                         }

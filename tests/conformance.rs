@@ -565,6 +565,112 @@ fn a_stopped_model_carries_on_when_added_again<B: Backend>(b: &B) {
     assert!(b.stats(Balances::NAME).is_ok());
 }
 
+/// `rebuild` while events keep arriving, twice in a row (the second while
+/// the first still refolds): the model ends equal to the oracle of every
+/// event, its dead letters stay one per bad event, every key's version
+/// goes on above the one it had, and the hook runs again for every key
+/// (its runs' versions never going down, the last one seeing the state as
+/// stored). A model that does not run cannot be rebuilt.
+fn a_rebuilt_model_folds_again_to_the_oracle<B: Backend + Sync>(b: &B) {
+    let seed = seeds_with("conformance", "ACCRETE_CONFORMANCE_SEEDS", 1)[0];
+    let mut rng = Rng(seed);
+    let ctx = format!("seed {seed}");
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    b.add_model(Balances).unwrap();
+    b.add_cluster_hook(Journal(runs.clone())).unwrap();
+    let events = payments(&mut rng, 400, 12);
+    let (before, during) = events.split_at(200);
+    for e in before {
+        b.submit(e).unwrap();
+    }
+    b.submit_encoded(b"x", &[0xFF; 40]);
+    b.caught_up::<Balances>();
+    wait_hook(b, Journal::NAME);
+    let versions: BTreeMap<u16, u64> = b
+        .state::<Balances>()
+        .keys()
+        .map(|k| (*k, b.d().get_versioned::<Balances>(k).unwrap().unwrap().0))
+        .collect();
+    assert!(!versions.is_empty(), "{ctx}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for e in during {
+                b.submit(e).unwrap();
+            }
+        });
+        b.d().rebuild::<Balances>().unwrap();
+        b.d().rebuild::<Balances>().unwrap();
+    });
+    let unknown = b.d().rebuild::<Receipts>();
+    assert!(
+        matches!(unknown, Err(Error::Model(..))),
+        "{ctx}: {unknown:?}"
+    );
+    b.caught_up::<Balances>();
+    let state = b.state::<Balances>();
+    assert_eq!(
+        state,
+        oracle(&Balances, &events),
+        "{ctx}: after the rebuilds"
+    );
+    let refused = events.iter().filter(|e| e.cents == 0).count();
+    assert!(refused > 0, "{ctx}: the scenario has bad events");
+    assert_eq!(
+        b.dead_letters::<Balances>().len(),
+        refused + 1,
+        "{ctx}: one dead letter per bad event after the rebuilds"
+    );
+    for (key, before) in &versions {
+        let (now, _) = b.d().get_versioned::<Balances>(key).unwrap().unwrap();
+        assert!(
+            now > *before,
+            "{ctx}: key {key} has version {now} after a rebuild, {before} before"
+        );
+    }
+    wait_hook(b, Journal::NAME);
+    let runs = runs.lock().unwrap();
+    let mut newest: BTreeMap<u16, u64> = BTreeMap::new();
+    for (key, _, id, version) in runs.iter() {
+        let v = newest.entry(*key).or_default();
+        assert!(
+            *version >= *v,
+            "{ctx}: run {id} saw version {version} after {v}"
+        );
+        *v = *version;
+    }
+    for key in state.keys() {
+        let (stored, _) = b.d().get_versioned::<Balances>(key).unwrap().unwrap();
+        assert_eq!(
+            newest.get(key),
+            Some(&stored),
+            "{ctx}: key {key}: the hook's last run did not see the state as stored"
+        );
+        if let Some(before) = versions.get(key) {
+            assert!(
+                stored > *before,
+                "{ctx}: key {key}: no run after the rebuild"
+            );
+        }
+    }
+    drop(runs);
+    // A quiet rebuild: no event touches any key, yet each is folded again
+    // (its version goes up) to the same state.
+    let versions: BTreeMap<u16, u64> = state
+        .keys()
+        .map(|k| (*k, b.d().get_versioned::<Balances>(k).unwrap().unwrap().0))
+        .collect();
+    b.d().rebuild::<Balances>().unwrap();
+    b.caught_up::<Balances>();
+    assert_eq!(b.state::<Balances>(), state, "{ctx}: after a quiet rebuild");
+    for (key, before) in &versions {
+        let (now, _) = b.d().get_versioned::<Balances>(key).unwrap().unwrap();
+        assert!(
+            now > *before,
+            "{ctx}: key {key} was not folded again by a quiet rebuild ({before}, then {now})"
+        );
+    }
+}
+
 fn hook_names_are_checked_alike<B: Backend>(b: &B) {
     b.add_model(Balances).unwrap();
     b.add_cluster_hook(Journal(Arc::default())).unwrap();
@@ -1447,4 +1553,5 @@ conformance!(
     a_model_named_like_accretes_own_is_refused,
     operator_actions_race,
     a_stopped_model_carries_on_when_added_again,
+    a_rebuilt_model_folds_again_to_the_oracle,
 );

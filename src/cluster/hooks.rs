@@ -22,25 +22,43 @@ use crate::hooks::runner::{
     Coverage, HookBackend, HookCounters, KeyPlan, Outcome, Plan, Versioned,
 };
 use crate::model::ReadModel;
-use crate::store::mongo::{MongoStore, key_id};
+use crate::store::mongo::{Generation, MongoStore, key_id};
 use crate::{Error, Result};
 
-impl<M: ReadModel> HookBackend<M> for MongoStore {
+/// A hook's view of one generation of its model's data in MongoDB: the
+/// generation's states (versions above its floor), and the coverage and
+/// plans kept per hook and generation (a rebuild's re-folded changes are
+/// new to the hook, as on the embedded default).
+struct GenerationStore<'a> {
+    store: &'a MongoStore,
+    generation: &'a Generation,
+}
+
+impl GenerationStore<'_> {
+    fn runs(&self, hook: &str) -> String {
+        format!("{hook}/{}", self.generation.name)
+    }
+}
+
+impl<M: ReadModel> HookBackend<M> for GenerationStore<'_> {
     fn states(&self, keys: &[&M::Key]) -> Result<Vec<Versioned<M::State>>> {
         // A key may be asked for more than once (several plans a crash
         // left for one key): each gets the state.
-        let found = self.get_many::<&M::Key, M::State>(M::NAME, keys)?;
+        let found = self
+            .store
+            .get_many::<&M::Key, M::State>(self.generation, keys)?;
         keys.iter()
             .map(|k| Ok(found.get(&key_id(k)?.to_string()).cloned()))
             .collect()
     }
 
     fn recorded(&self, ids: &[String]) -> Result<HashSet<String>> {
-        self.outcomes_recorded(ids)
+        self.store.outcomes_recorded(ids)
     }
 
     fn record(&self, hook: &str, outcomes: &[Outcome]) -> Result<()> {
-        self.record_outcomes(hook, M::NAME, outcomes)
+        self.store
+            .record_outcomes(hook, &self.generation.name, outcomes)
     }
 
     fn spans_are_versions(&self) -> bool {
@@ -49,14 +67,14 @@ impl<M: ReadModel> HookBackend<M> for MongoStore {
 
     // Kept per hook *and model*, as on the embedded default.
     fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<Coverage>> {
-        self.hook_covered(&format!("{hook}/{}", M::NAME), keys)
+        self.store.hook_covered(&self.runs(hook), keys)
     }
 
     /// One conditional write per key (its stamp): two nodes that both
     /// believe they hold a partition (a rebalance in flight) never both run
     /// a change; the loser plans it again and finds it covered.
     fn plan(&self, hook: &str, keys: &[KeyPlan<'_>]) -> Result<HashSet<Vec<u8>>> {
-        self.plan_hook_runs(&format!("{hook}/{}", M::NAME), keys)
+        self.store.plan_hook_runs(&self.runs(hook), keys)
     }
 
     fn planned(
@@ -65,7 +83,7 @@ impl<M: ReadModel> HookBackend<M> for MongoStore {
         min_age: Duration,
         mine: &dyn Fn(&[u8], Option<u32>) -> bool,
     ) -> Result<Vec<Plan>> {
-        self.hook_plans(&format!("{hook}/{}", M::NAME), min_age, mine)
+        self.store.hook_plans(&self.runs(hook), min_age, mine)
     }
 }
 
@@ -110,15 +128,50 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const FIRST_POLL: usize = 50;
 const LARGEST_POLL: usize = 10_000;
 
+/// Starts a node's member of a cluster hook. When a rebuild starts a new
+/// generation of the model's data, the member leaves the old generation's
+/// changes and follows the new one's (from its start: every key changed
+/// again).
 pub(super) fn start<H: ClusterHook>(
     hook: H,
     shared: Arc<Shared>,
     counters: Arc<HookCounters>,
 ) -> Result<JoinHandle<()>> {
-    let config = &shared.config;
     let model = <H::Model as ReadModel>::NAME;
-    let topic = config.changes_topic(model);
-    let reader = crate::names::hook_reader(H::NAME);
+    let mut generation = shared.store.generation(model)?;
+    let mut parts = open::<H>(&shared, &generation)?;
+    std::thread::Builder::new()
+        .name(format!("accrete-hook-{}", H::NAME))
+        .spawn(move || {
+            while let Some(next) = run(&hook, parts, &shared, &counters, &generation) {
+                generation = next;
+                let stopping = || shared.stop.load(Ordering::Acquire);
+                let open = || open::<H>(&shared, &generation);
+                let Some(opened) =
+                    super::generation::reopen(H::NAME, &generation, &stopping, &|_| {}, open)
+                else {
+                    return;
+                };
+                parts = opened;
+            }
+        })
+        .map_err(|e| Error::io("spawn a hook thread", ".", e))
+}
+
+/// A member's consumer of one generation's changes topic.
+struct Parts {
+    consumer: BaseConsumer<Ctx>,
+    placement: Arc<Placement>,
+    audit: Audit,
+    reader: String,
+    topic: String,
+}
+
+fn open<H: ClusterHook>(shared: &Shared, generation: &Generation) -> Result<Parts> {
+    let config = &shared.config;
+    let topic = config.changes_topic(&generation.name);
+    config.kafka.create_topic(&topic, config.partitions)?;
+    let reader = crate::names::hook_reader(H::NAME, &generation.name);
     let placement = Arc::new(Placement::new(
         shared.store.clone(),
         config,
@@ -126,7 +179,7 @@ pub(super) fn start<H: ClusterHook>(
         topic.clone(),
     ));
     let consumer = config.kafka.consumer(
-        &crate::names::cluster_hook_group(&config.group_prefix, H::NAME),
+        &crate::names::cluster_hook_group(&config.group_prefix, H::NAME, &generation.name),
         Ctx {
             placement: placement.clone(),
             assigned: std::sync::atomic::AtomicBool::new(true),
@@ -143,28 +196,44 @@ pub(super) fn start<H: ClusterHook>(
         topic.clone(),
         config.partitions,
     );
-    std::thread::Builder::new()
-        .name(format!("accrete-hook-{}", H::NAME))
-        .spawn(move || {
-            run(
-                hook, consumer, placement, audit, reader, topic, shared, counters,
-            )
-        })
-        .map_err(|e| Error::io("spawn a hook thread", ".", e))
+    Ok(Parts {
+        consumer,
+        placement,
+        audit,
+        reader,
+        topic,
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs the member on one generation until the node stops (`None`) or a
+/// rebuild starts a newer generation (returned).
 fn run<H: ClusterHook>(
-    hook: H,
-    consumer: BaseConsumer<Ctx>,
-    placement: Arc<Placement>,
-    audit: Audit,
-    reader: String,
-    topic: String,
-    shared: Arc<Shared>,
-    counters: Arc<HookCounters>,
-) {
-    let stopping = || shared.stop.load(Ordering::Acquire);
+    hook: &H,
+    Parts {
+        consumer,
+        placement,
+        audit,
+        reader,
+        topic,
+    }: Parts,
+    shared: &Shared,
+    counters: &HookCounters,
+    generation: &Generation,
+) -> Option<Generation> {
+    let model = <H::Model as ReadModel>::NAME;
+    let checked = std::cell::Cell::new(Instant::now());
+    let rebuilt: std::cell::RefCell<Option<Generation>> = std::cell::RefCell::new(None);
+    let stopping = || {
+        if shared.stop.load(Ordering::Acquire) || rebuilt.borrow().is_some() {
+            return true;
+        }
+        let mut at = checked.get();
+        let next = super::generation::newer(shared, model, generation.n, &mut at);
+        checked.set(at);
+        let found = next.is_some();
+        *rebuilt.borrow_mut() = next;
+        found
+    };
     let pace = super::pace::Pace::new(
         FIRST_POLL,
         1,
@@ -178,16 +247,21 @@ fn run<H: ClusterHook>(
         audit,
         reader,
         topic,
-        shared: &shared,
+        shared,
         pace,
         polled: 0,
         ends: HashMap::new(),
         held: HashSet::new(),
         next_sweep: Instant::now() + SWEEP_EVERY,
     };
-    run_member(&hook, &shared.store, &counters, &mut source, &stopping);
+    let backend = GenerationStore {
+        store: &shared.store,
+        generation,
+    };
+    run_member(hook, &backend, counters, &mut source, &stopping);
     source.consumer.unsubscribe();
     source.audit.release();
+    rebuilt.into_inner()
 }
 
 /// A node's share of the changes topic, through the hook's consumer group:

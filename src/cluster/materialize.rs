@@ -24,7 +24,7 @@ use crate::log::RecordBatch;
 use crate::log::kafka::Producer;
 use crate::model::{Deltas, ReadModel};
 use crate::store::DeadLetter;
-use crate::store::mongo::{Guards, KeyWrite, Split, write_batch};
+use crate::store::mongo::{Generation, Guards, KeyWrite, Split, write_batch};
 use crate::store::pushdown::Pushdown;
 use crate::{Error, Result};
 
@@ -35,7 +35,9 @@ struct Buffer {
 
 /// What the consumer loop and the rebalance callback share.
 struct Batcher<M: ReadModel> {
-    model: M,
+    model: Arc<M>,
+    /// The generation of the model's data this materializer writes.
+    generation: Generation,
     shared: Arc<Shared>,
     counters: Arc<Counters>,
     producer: Producer,
@@ -134,6 +136,7 @@ where
     fn flush(&mut self, only: Option<&[u32]>, commit: &CommitFn<'_>) -> Result<()> {
         let Batcher {
             model,
+            generation,
             shared,
             counters,
             producer,
@@ -162,23 +165,24 @@ where
         }
         let events: usize = inputs.iter().map(|i| i.batch.len()).sum();
         run_batch(
-            &*model,
+            &**model,
             *source,
             &mut inputs,
             &mut MongoStep {
                 shared,
                 replica,
                 source: *source,
+                generation,
             },
             &mut KafkaFeed {
                 producer,
                 topic: changes_topic,
                 shared,
-                model: M::NAME,
+                generation: &generation.name,
             },
             &mut MongoPositions {
                 shared,
-                model: M::NAME,
+                generation: &generation.name,
                 commit,
             },
             counters,
@@ -196,6 +200,7 @@ struct MongoStep<'a, M: ReadModel> {
     shared: &'a Shared,
     replica: &'a Replica<M>,
     source: u32,
+    generation: &'a Generation,
 }
 
 impl<M: ReadModel> StateStore<M> for MongoStep<'_, M>
@@ -306,7 +311,13 @@ where
             })
             .collect();
         let mut split = |guards: &Guards<M::Key>| split_at_guards(model, inputs, guards);
-        let written = write_batch(store, M::NAME, M::EXACTLY_ONCE, keys, &mut split)?;
+        let written = write_batch(
+            store,
+            &self.generation.name,
+            M::EXACTLY_ONCE,
+            keys,
+            &mut split,
+        )?;
         if written.recut > 0 {
             tracing::warn!(
                 model = M::NAME,
@@ -357,7 +368,7 @@ struct KafkaFeed<'a> {
     producer: &'a Producer,
     topic: &'a str,
     shared: &'a Shared,
-    model: &'static str,
+    generation: &'a str,
 }
 
 impl ChangeFeed for KafkaFeed<'_> {
@@ -371,7 +382,7 @@ impl ChangeFeed for KafkaFeed<'_> {
         let published = self.producer.take_ends();
         self.shared
             .store
-            .advance_positions(&super::published_key(self.model), &published)
+            .advance_positions(&super::published_key(self.generation), &published)
     }
 }
 
@@ -379,7 +390,7 @@ impl ChangeFeed for KafkaFeed<'_> {
 /// consumer group's offsets (for tools that read them).
 struct MongoPositions<'a, 'c> {
     shared: &'a Shared,
-    model: &'static str,
+    generation: &'a str,
     commit: &'a CommitFn<'c>,
 }
 
@@ -394,9 +405,9 @@ impl Positions for MongoPositions<'_, '_> {
             )
             .map_err(|e| Error::kafka("commit", e))?;
         }
-        self.shared.store.advance_positions(self.model, ends)?;
+        self.shared.store.advance_positions(self.generation, ends)?;
         if let Err(e) = (self.commit)(&tpl) {
-            tracing::warn!(model = self.model, error = %e, "offset commit failed (positions are kept in MongoDB)");
+            tracing::warn!(model = self.generation, error = %e, "offset commit failed (positions are kept in MongoDB)");
         }
         Ok(())
     }
@@ -496,25 +507,40 @@ fn split_at_guards<M: ReadModel>(
     out
 }
 
-/// Starts a materializer; it stops (writing, publishing and committing
-/// what it holds, then leaving the group) when the node stops or `stop` is
-/// set.
-pub(super) fn start<M: ReadModel>(
-    model: M,
-    shared: Arc<Shared>,
+/// A materializer's parts for one generation of the model's data.
+struct Parts<M: ReadModel>
+where
+    M::State: Pushdown,
+{
+    consumer: BaseConsumer<Ctx<M>>,
+    batcher: Arc<Mutex<Batcher<M>>>,
+    placement: Arc<Placement>,
+    audit: Audit,
+    pace: super::pace::Pace,
+}
+
+/// Makes a materializer's parts for `generation`: its consumer joins the
+/// generation's group and starts each partition at the generation's
+/// positions.
+fn open<M: ReadModel>(
+    model: Arc<M>,
+    generation: Generation,
+    shared: &Arc<Shared>,
     counters: Arc<Counters>,
     replica: Arc<Replica<M>>,
-    stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>>
+) -> Result<Parts<M>>
 where
     M::State: Pushdown,
 {
     let config = &shared.config;
     let topic = config.events_topic.clone();
+    let group = config.materialize_group(&generation.name);
+    let reader = generation.name.clone();
     let batcher = Arc::new(Mutex::new(Batcher {
         model,
         producer: config.kafka.producer()?,
-        changes_topic: config.changes_topic(M::NAME),
+        changes_topic: config.changes_topic(&generation.name),
+        generation,
         source: shared.source,
         replica,
         shared: shared.clone(),
@@ -526,13 +552,13 @@ where
     let placement = Arc::new(Placement::new(
         shared.store.clone(),
         config,
-        M::NAME.to_string(),
+        reader.clone(),
         topic.clone(),
     ));
     let high: Arc<Vec<AtomicU64>> =
         Arc::new((0..config.partitions).map(|_| AtomicU64::new(0)).collect());
     let consumer = config.kafka.consumer(
-        &config.materialize_group(M::NAME),
+        &group,
         Ctx {
             batcher: batcher.clone(),
             placement: placement.clone(),
@@ -546,9 +572,9 @@ where
         .map_err(|e| Error::kafka("subscribe", e))?;
     let audit = Audit::new(
         shared.store.clone(),
-        M::NAME.to_string(),
+        reader,
         config.node_id.clone(),
-        topic.clone(),
+        topic,
         config.partitions,
     );
     let pace = super::pace::Pace::new(
@@ -557,13 +583,70 @@ where
         config.batch_size,
         super::pace::batch_target(config.kafka.max_poll_interval()),
     );
-    let interval = config.flush_interval();
+    Ok(Parts {
+        consumer,
+        batcher,
+        placement,
+        audit,
+        pace,
+    })
+}
+
+/// Starts a materializer; it stops (writing, publishing and committing
+/// what it holds, then leaving the group) when the node stops or `stop` is
+/// set. When a rebuild starts a new generation of the model's data, it
+/// drops what it holds, leaves the old generation's group and starts over
+/// in the new one; `generation` says which one it writes.
+pub(super) fn start<M: ReadModel>(
+    model: M,
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+    replica: Arc<Replica<M>>,
+    stop: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+) -> Result<JoinHandle<()>>
+where
+    M::State: Pushdown,
+{
+    let model = Arc::new(model);
+    let current = shared.store.generation(M::NAME)?;
+    generation.store(current.n, Ordering::Release);
+    let mut parts = open(
+        model.clone(),
+        current,
+        &shared,
+        counters.clone(),
+        replica.clone(),
+    )?;
+    let interval = shared.config.flush_interval();
     std::thread::Builder::new()
         .name(format!("accrete-materialize-{}", M::NAME))
         .spawn(move || {
-            run(
-                consumer, batcher, placement, audit, shared, &stop, pace, interval,
-            )
+            loop {
+                let Some(next) = run(parts, &shared, &stop, interval) else {
+                    return;
+                };
+                let stopping =
+                    || shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire);
+                let failed = |e: &Error| counters.health.failed(M::NAME, e);
+                let open = || {
+                    open(
+                        model.clone(),
+                        next.clone(),
+                        &shared,
+                        counters.clone(),
+                        replica.clone(),
+                    )
+                };
+                let Some(opened) =
+                    super::generation::reopen(M::NAME, &next, &stopping, &failed, open)
+                else {
+                    return;
+                };
+                parts = opened;
+                generation.store(next.n, Ordering::Release);
+                counters.health.ok();
+            }
         })
         .map_err(|e| Error::io("spawn a materializer thread", ".", e))
 }
@@ -600,7 +683,8 @@ fn settle<M: ReadModel>(
     if ends.is_empty() {
         return;
     }
-    if let Err(e) = shared.store.advance_positions(M::NAME, &ends) {
+    let reader = batcher.lock().generation.name.clone();
+    if let Err(e) = shared.store.advance_positions(&reader, &ends) {
         tracing::warn!(model = M::NAME, error = %e, "could not store positions past a hole");
     }
 }
@@ -614,19 +698,28 @@ const FIRST_BATCH: usize = 500;
 /// The fewest events a batch is limited to, however slow the store.
 const SMALLEST_BATCH: usize = 16;
 
-#[allow(clippy::too_many_arguments)] // the loop's parts, each made once in `start`
+/// Runs the materializer's loop over one generation until it stops
+/// (`None`) or a rebuild starts a newer one (returned).
 fn run<M: ReadModel>(
-    consumer: BaseConsumer<Ctx<M>>,
-    batcher: Arc<Mutex<Batcher<M>>>,
-    placement: Arc<Placement>,
-    mut audit: Audit,
-    shared: Arc<Shared>,
+    parts: Parts<M>,
+    shared: &Arc<Shared>,
     stop: &AtomicBool,
-    mut pace: super::pace::Pace,
     interval: Duration,
-) where
+) -> Option<Generation>
+where
     M::State: Pushdown,
 {
+    let Parts {
+        consumer,
+        batcher,
+        placement,
+        mut audit,
+        mut pace,
+    } = parts;
+    let shared = shared.clone();
+    let current = batcher.lock().generation.n;
+    let mut checked = Instant::now();
+    let mut rebuilt = None;
     let commit = |tpl: &TopicPartitionList| consumer.commit(tpl, CommitMode::Sync);
     let hold = interval.max(BEHIND_HOLD);
     let mut backoff = Duration::from_millis(50);
@@ -634,6 +727,17 @@ fn run<M: ReadModel>(
     let mut settled_at = Instant::now();
     let counters = batcher.lock().counters.clone();
     loop {
+        if let Some(next) = super::generation::newer(&shared, M::NAME, current, &mut checked) {
+            // What is held belongs to the old generation: the new one reads
+            // every event again. Dropped before leaving the group, so that
+            // the revocation writes nothing.
+            let mut b = batcher.lock();
+            b.buffers.clear();
+            b.buffered = 0;
+            b.oldest = None;
+            rebuilt = Some(next);
+            break;
+        }
         let stopping = shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire);
         let full = batcher.lock().buffered >= pace.limit();
         if !full && !stopping {
@@ -717,6 +821,7 @@ fn run<M: ReadModel>(
         let _ = consumer.poll(Duration::from_millis(50));
     }
     audit.release();
+    rebuilt
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@
 //! ```
 
 mod config;
+mod generation;
 mod hooks;
 mod materialize;
 mod pace;
@@ -57,7 +58,7 @@ mod replica;
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -100,6 +101,8 @@ struct Served {
     /// The materializer's thread and its stop flag, while it runs here
     /// (`None` once stopped: `stop_model`, `shutdown`).
     materializer: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// The generation of the model's data the materializer writes.
+    generation: Arc<AtomicU64>,
     /// The replica's thread (it keeps serving reads and node hooks after
     /// `stop_model`; `None` once the node is shut down).
     replica_thread: Option<JoinHandle<()>>,
@@ -224,7 +227,8 @@ impl Node {
         let kafka = &config.kafka;
         let p = config.partitions;
         let ends = kafka.end_offsets(&config.events_topic, p)?;
-        let committed = self.shared.store.positions(model, p)?;
+        let generation = self.shared.store.generation(model)?;
+        let committed = self.shared.store.positions(&generation.name, p)?;
         Ok(ends
             .iter()
             .zip(&committed)
@@ -241,17 +245,25 @@ impl Node {
     /// [`Error::Mongo`].
     pub fn folded(&self, model: &str) -> Result<u64> {
         let p = self.shared.config.partitions;
-        Ok(self.shared.store.positions(model, p)?.iter().sum())
+        let generation = self.shared.store.generation(model)?;
+        Ok(self
+            .shared
+            .store
+            .positions(&generation.name, p)?
+            .iter()
+            .sum())
     }
 
-    /// Where the model's changes topic ends, per partition: the higher of
-    /// what the broker reports and what the materializers' producers had
+    /// Where a generation's changes topic ends, per partition: the higher
+    /// of what the broker reports and what the materializers' producers had
     /// delivered (kept in MongoDB; some brokers under-report ends).
-    fn changes_end(&self, model: &str) -> Result<Vec<u64>> {
+    fn changes_end(&self, generation: &str) -> Result<Vec<u64>> {
         let config = &self.shared.config;
         let p = config.partitions;
-        let reported = config.kafka.end_offsets(&config.changes_topic(model), p)?;
-        let delivered = self.shared.store.positions(&published_key(model), p)?;
+        let reported = config
+            .kafka
+            .end_offsets(&config.changes_topic(generation), p)?;
+        let delivered = self.shared.store.positions(&published_key(generation), p)?;
         Ok(reported
             .iter()
             .zip(&delivered)
@@ -296,6 +308,7 @@ impl<S: Pushdown + Send + Sync + 'static> Serves<S> for Node {
                 s.counters.clone(),
                 replica,
                 stop.clone(),
+                s.generation.clone(),
             )?;
             s.materializer = Some((thread, stop));
             return Ok(());
@@ -308,12 +321,14 @@ impl<S: Pushdown + Send + Sync + 'static> Serves<S> for Node {
         let (replica, position, replica_thread) =
             replica::start::<M>(self.shared.clone(), counters.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(AtomicU64::new(0));
         let materializer = materialize::start::<M>(
             model,
             self.shared.clone(),
             counters.clone(),
             replica.clone(),
             stop.clone(),
+            generation.clone(),
         );
         // Kept even when the materializer did not start: the replica runs
         // (and `shutdown` joins it); adding the model again starts the
@@ -328,6 +343,7 @@ impl<S: Pushdown + Send + Sync + 'static> Serves<S> for Node {
             counters,
             replica_position: position,
             materializer,
+            generation,
             replica_thread: Some(replica_thread),
         });
         started
@@ -427,11 +443,12 @@ impl Deployment for Node {
     /// [`Error::Kafka`] or [`Error::Mongo`].
     fn hook_lag_of(&self, hook: &str, model: &str) -> Result<u64> {
         let p = self.shared.config.partitions;
-        let ends = self.changes_end(model)?;
+        let generation = self.shared.store.generation(model)?;
+        let ends = self.changes_end(&generation.name)?;
         let done = self
             .shared
             .store
-            .positions(&crate::names::hook_reader(hook), p)?;
+            .positions(&crate::names::hook_reader(hook, &generation.name), p)?;
         let untaken: u64 = ends
             .iter()
             .zip(&done)
@@ -440,7 +457,7 @@ impl Deployment for Node {
         let planned = self
             .shared
             .store
-            .hook_plans_open(&format!("{hook}/{model}"))?;
+            .hook_plans_open(&format!("{hook}/{}", generation.name))?;
         Ok(untaken + planned)
     }
 
@@ -496,10 +513,11 @@ impl Deployment for Node {
     }
 
     fn get_versioned<M: ReadModel>(&self, key: &M::Key) -> Result<Option<(u64, M::State)>> {
+        let generation = self.shared.store.generation(M::NAME)?;
         let found = self
             .shared
             .store
-            .get_many::<&M::Key, M::State>(M::NAME, &[key])?;
+            .get_many::<&M::Key, M::State>(&generation, &[key])?;
         Ok(found
             .into_values()
             .next()
@@ -584,6 +602,55 @@ impl Deployment for Node {
         Ok(())
     }
 
+    fn rebuild<M: ReadModel>(&self) -> Result<()> {
+        let _ops = self.operate();
+        let (materializer, replica) = self
+            .served
+            .lock()
+            .iter()
+            .find(|s| s.name == M::NAME && s.materializer.is_some())
+            .map(|s| (s.generation.clone(), s.replica_position.generation.clone()))
+            .ok_or_else(|| Error::Model(M::NAME.into(), "is not running".into()))?;
+        let store = &self.shared.store;
+        let config = &self.shared.config;
+        let current = store.generation(M::NAME)?;
+        // Its changes topic first: the nodes that move to it subscribe.
+        let name = crate::names::generation_name(M::NAME, current.n + 1);
+        config
+            .kafka
+            .create_topic(&config.changes_topic(&name), config.partitions)?;
+        let next = store.next_generation(M::NAME, &current)?;
+        tracing::info!(
+            model = M::NAME,
+            generation = next.n,
+            "rebuild: a new generation started"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while materializer.load(Ordering::Acquire) < next.n
+            || replica.load(Ordering::Acquire) < next.n
+        {
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "model `{}`: this node did not move to the rebuild's generation {} within a \
+                     minute (it goes on trying; see its log)",
+                    M::NAME,
+                    next.n
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // What the previous generations left (a deposed writer may have
+        // written a little of the one before again since it was dropped).
+        for n in current.n.saturating_sub(1)..=current.n {
+            let old = crate::store::mongo::Generation::new(M::NAME, n);
+            if let Err(e) = store.drop_generation(&old) {
+                tracing::warn!(model = M::NAME, generation = n, error = %e,
+                    "could not drop a generation a rebuild ended (it is not read)");
+            }
+        }
+        Ok(())
+    }
+
     /// Lag of the model's consumer group and of this node's replica.
     ///
     /// # Errors
@@ -609,7 +676,11 @@ impl Deployment for Node {
         let ends = config
             .kafka
             .end_offsets(&config.events_topic, config.partitions)?;
-        let committed = self.shared.store.positions(model, config.partitions)?;
+        let generation = self.shared.store.generation(model)?;
+        let committed = self
+            .shared
+            .store
+            .positions(&generation.name, config.partitions)?;
         let partitions = (0..config.partitions)
             .zip(ends.iter().zip(&committed))
             .map(|(partition, (&end, &committed))| PartitionStatus {
@@ -619,15 +690,22 @@ impl Deployment for Node {
                 lag: end.saturating_sub(committed),
             })
             .collect();
-        let replica_lag = self
-            .changes_end(model)?
-            .iter()
-            .zip(tracked.position.iter().zip(tracked.high.iter()))
-            .map(|(e, (c, h))| {
-                (*e).max(h.load(Ordering::Acquire))
-                    .saturating_sub(c.load(Ordering::Acquire))
-            })
-            .sum();
+        let changes_end = self.changes_end(&generation.name)?;
+        let replica_lag = if tracked.generation.load(Ordering::Acquire) < generation.n {
+            // The replica has yet to leave the generation a rebuild ended:
+            // it is behind by every change of the new one (and at least
+            // one, until it has moved).
+            changes_end.iter().sum::<u64>().max(1)
+        } else {
+            changes_end
+                .iter()
+                .zip(tracked.position.iter().zip(tracked.high.iter()))
+                .map(|(e, (c, h))| {
+                    (*e).max(h.load(Ordering::Acquire))
+                        .saturating_sub(c.load(Ordering::Acquire))
+                })
+                .sum()
+        };
         Ok(Status {
             model: model.to_string(),
             partitions,

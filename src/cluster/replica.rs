@@ -25,7 +25,7 @@ use super::placement::{Placement, READ_BACK};
 use super::{Counters, Shared};
 use crate::codec::Written;
 use crate::model::ReadModel;
-use crate::store::mongo::{decode_doc, key_id, positions};
+use crate::store::mongo::{Generation, decode_doc, key_id, positions};
 use crate::{Error, Result};
 
 struct Entry<S> {
@@ -116,12 +116,13 @@ impl<M: ReadModel> Replica<M> {
     fn load(
         &self,
         shared: &Shared,
+        generation: &str,
         filter: bson::Document,
         requested: &[&M::Key],
     ) -> Result<usize> {
         let cursor = shared
             .store
-            .states(M::NAME)
+            .states(generation)
             .find(filter)
             .selection_criteria(mongodb::options::SelectionCriteria::ReadPreference(
                 mongodb::options::ReadPreference::Primary,
@@ -199,28 +200,90 @@ enum Graft {
 }
 
 /// Loads the replica and starts following the changes topic from the end
-/// offsets it had before the load.
+/// offsets it had before the load. When a rebuild starts a new generation
+/// of the model's data, the replica empties, loads the new generation and
+/// follows its changes topic instead.
 pub(super) fn start<M: ReadModel>(
     shared: Arc<Shared>,
     counters: Arc<Counters>,
 ) -> Result<(Arc<Replica<M>>, Tracked, JoinHandle<()>)> {
-    let config = &shared.config;
-    let topic = config.changes_topic(M::NAME);
-    let partitions = config.partitions;
-    // Changes before these offsets are in MongoDB already (published after
-    // their write): load, then follow from here.
-    let starts = config.kafka.end_offsets(&topic, partitions)?;
+    let partitions = shared.config.partitions as usize;
     let replica = Arc::new(Replica::<M> {
         entries: RwLock::new(HashMap::new()),
         hooks: RwLock::new(Vec::new()),
     });
-    let loaded = replica.load(&shared, doc! {}, &[])?;
+    let tracked = Tracked {
+        position: Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect()),
+        high: Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect()),
+        generation: Arc::new(AtomicU64::new(0)),
+    };
+    let generation = shared.store.generation(M::NAME)?;
+    let mut following = open(&shared, &replica, &tracked, &generation)?;
+    let thread = {
+        let replica = replica.clone();
+        let tracked = tracked.clone();
+        std::thread::Builder::new()
+            .name(format!("accrete-replica-{}", M::NAME))
+            .spawn(move || {
+                let mut generation = generation;
+                while let Some(next) = follow(
+                    following,
+                    &replica,
+                    &tracked.position,
+                    &shared,
+                    &counters,
+                    &generation,
+                ) {
+                    generation = next;
+                    let stopping = || shared.stop.load(Ordering::Acquire);
+                    let open = || open(&shared, &replica, &tracked, &generation);
+                    let Some(opened) =
+                        super::generation::reopen(M::NAME, &generation, &stopping, &|_| {}, open)
+                    else {
+                        return;
+                    };
+                    following = opened;
+                }
+            })
+            .map_err(|e| Error::io("spawn a replica thread", ".", e))?
+    };
+    Ok((replica, tracked, thread))
+}
+
+/// The replica's consumer of one generation's changes topic.
+struct Following {
+    consumer: BaseConsumer<Ends>,
+    placement: Placement,
+}
+
+/// Empties the replica, loads `generation` from MongoDB and assigns a
+/// consumer of its changes topic from the ends it had before the load.
+fn open<M: ReadModel>(
+    shared: &Arc<Shared>,
+    replica: &Replica<M>,
+    tracked: &Tracked,
+    generation: &Generation,
+) -> Result<Following> {
+    let config = &shared.config;
+    let topic = config.changes_topic(&generation.name);
+    config.kafka.create_topic(&topic, config.partitions)?;
+    // Changes before these offsets are in MongoDB already (published after
+    // their write): load, then follow from here.
+    let starts = config.kafka.end_offsets(&topic, config.partitions)?;
+    replica.entries.write().clear();
+    let loaded = replica.load(shared, &generation.name, doc! {}, &[])?;
     tracing::info!(
         model = M::NAME,
         keys = loaded,
+        generation = generation.n,
         "replica loaded from MongoDB"
     );
-    let high: Arc<Vec<AtomicU64>> = Arc::new(starts.iter().map(|s| AtomicU64::new(*s)).collect());
+    for (slot, s) in tracked.high.iter().zip(&starts) {
+        slot.store(*s, Ordering::Release);
+    }
+    for (slot, s) in tracked.position.iter().zip(&starts) {
+        slot.store(*s, Ordering::Release);
+    }
     let mut client = config.kafka.client_config();
     config.kafka.fetch_defaults(&mut client);
     let consumer: BaseConsumer<Ends> = client
@@ -233,7 +296,7 @@ pub(super) fn start<M: ReadModel>(
         .set("statistics.interval.ms", "250")
         .create_with_context(Ends {
             topic: topic.clone(),
-            high: high.clone(),
+            high: tracked.high.clone(),
         })
         .map_err(|e| Error::kafka("create consumer", e))?;
     // A little before: some brokers skip records when a fetch starts inside
@@ -253,18 +316,11 @@ pub(super) fn start<M: ReadModel>(
     consumer
         .assign(&tpl)
         .map_err(|e| Error::kafka("assign", e))?;
-    let position: Arc<Vec<AtomicU64>> =
-        Arc::new(starts.iter().map(|s| AtomicU64::new(*s)).collect());
-    let thread = {
-        let replica = replica.clone();
-        let position = position.clone();
-
-        std::thread::Builder::new()
-            .name(format!("accrete-replica-{}", M::NAME))
-            .spawn(move || follow(consumer, replica, position, placement, shared, counters))
-            .map_err(|e| Error::io("spawn a replica thread", ".", e))?
-    };
-    Ok((replica, Tracked { position, high }, thread))
+    tracked.generation.store(generation.n, Ordering::Release);
+    Ok(Following {
+        consumer,
+        placement,
+    })
 }
 
 /// Where a replica stands on the changes topic, per partition: the next
@@ -274,6 +330,8 @@ pub(super) fn start<M: ReadModel>(
 pub(crate) struct Tracked {
     pub(crate) position: Arc<Vec<AtomicU64>>,
     pub(crate) high: Arc<Vec<AtomicU64>>,
+    /// The generation of the model's data the replica follows.
+    pub(crate) generation: Arc<AtomicU64>,
 }
 
 /// Learns the changes topic's ends from the consumer's statistics (the
@@ -307,17 +365,26 @@ pub(super) fn record_ends(statistics: &rdkafka::Statistics, topic: &str, high: &
 
 impl rdkafka::consumer::ConsumerContext for Ends {}
 
+/// Follows one generation's changes until the node stops (`None`) or a
+/// rebuild starts a newer generation (returned).
 fn follow<M: ReadModel>(
-    consumer: BaseConsumer<Ends>,
-    replica: Arc<Replica<M>>,
-    position: Arc<Vec<AtomicU64>>,
-    placement: Placement,
-    shared: Arc<Shared>,
-    counters: Arc<Counters>,
-) {
+    Following {
+        consumer,
+        placement,
+    }: Following,
+    replica: &Replica<M>,
+    position: &[AtomicU64],
+    shared: &Shared,
+    counters: &Counters,
+    generation: &Generation,
+) -> Option<Generation> {
     let mut refetch: Vec<(M::Key, Option<M::State>)> = Vec::new();
     let mut advanced: Vec<(usize, u64)> = Vec::new();
+    let mut checked = std::time::Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
+        if let Some(next) = super::generation::newer(shared, M::NAME, generation.n, &mut checked) {
+            return Some(next);
+        }
         // Take what has arrived (up to a bound), then re-read the keys that
         // need it in one query, then publish the new positions.
         super::placement::drain(&consumer, 10_000, M::NAME, |msg| {
@@ -348,8 +415,14 @@ fn follow<M: ReadModel>(
         if !refetch.is_empty() {
             let ids: Result<Vec<_>> = refetch.iter().map(|(key, _)| key_id(key)).collect();
             let keys: Vec<&M::Key> = refetch.iter().map(|(key, _)| key).collect();
-            let result =
-                ids.and_then(|ids| replica.load(&shared, doc! { "_id": { "$in": ids } }, &keys));
+            let result = ids.and_then(|ids| {
+                replica.load(
+                    shared,
+                    &generation.name,
+                    doc! { "_id": { "$in": ids } },
+                    &keys,
+                )
+            });
             match result {
                 Ok(found) => {
                     let distinct = refetch
@@ -393,6 +466,7 @@ fn follow<M: ReadModel>(
             }
         }
     }
+    None
 }
 
 fn decode<M: ReadModel>(key: &[u8], payload: &[u8]) -> Result<(M::Key, Written<M::State>)> {

@@ -388,59 +388,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// Rebuilds a read model from the beginning of the log: stops it,
-    /// publishes changes still in its outbox, deletes its state, outbox and
-    /// dead letters, resets its consumer group, and starts it again. Live
-    /// events keep arriving meanwhile; the model catches up (see
-    /// [`Runtime::status`]). A crash midway is finished when the model is
-    /// next added.
-    ///
-    /// # Errors
-    ///
-    /// The model is not running; store or I/O errors.
-    pub fn rebuild<M: ReadModel>(&self) -> Result<()> {
-        self.writable("rebuild")?;
-        let _ops = self.inner.ops.lock();
-        let pipeline = {
-            let models = self.inner.models.lock();
-            let running = models
-                .get(M::NAME)
-                .ok_or_else(|| Error::Model(M::NAME.into(), "is not running".into()))?;
-            Arc::clone(&running.pipeline)
-        };
-        self.stop_locked(M::NAME)?;
-        // Every change that happened is published, even one a rebuild would
-        // otherwise delete from the outbox.
-        let published = pipeline.recover();
-        let rebuilt = published.and_then(|_| {
-            crate::failpoint::hit("rebuild_before_clear");
-            self.inner.store.clear_model(M::NAME)?;
-            crate::failpoint::hit("rebuild_after_clear");
-            self.finish_rebuild(M::NAME)
-        });
-        if let Err(e) = rebuilt {
-            if self.inner.store.rebuilding(M::NAME).unwrap_or(true) {
-                // Cleared but not reset: running now would fold from the old
-                // position into an empty state. Adding the model again
-                // finishes the rebuild.
-                return Err(Error::Model(
-                    M::NAME.into(),
-                    format!(
-                        "rebuild failed midway ({e}); the model is stopped, add it again (add_model) to \
-                         finish the rebuild"
-                    ),
-                ));
-            }
-            let running = self.spawn(pipeline);
-            self.inner.models.lock().insert(M::NAME, running);
-            return Err(e);
-        }
-        pipeline.forget();
-        let running = self.spawn(pipeline);
-        self.inner.models.lock().insert(M::NAME, running);
-        Ok(())
-    }
-
     /// The size in bytes of a key's stored record: its state, version and
     /// exactly-once bookkeeping (which stays bounded however many events
     /// the key absorbed, forwarded or not). `None` if nothing is stored.
@@ -588,6 +535,53 @@ impl Deployment for Runtime {
             }
         }
         Ok(events.len())
+    }
+
+    /// Rebuilds a read model from the beginning of the log: stops it,
+    /// publishes changes still in its outbox, deletes its state, outbox and
+    /// dead letters, resets its consumer group, and starts it again. A
+    /// crash midway is finished when the model is next added.
+    fn rebuild<M: ReadModel>(&self) -> Result<()> {
+        self.writable("rebuild")?;
+        let _ops = self.inner.ops.lock();
+        let pipeline = {
+            let models = self.inner.models.lock();
+            let running = models
+                .get(M::NAME)
+                .ok_or_else(|| Error::Model(M::NAME.into(), "is not running".into()))?;
+            Arc::clone(&running.pipeline)
+        };
+        self.stop_locked(M::NAME)?;
+        // Every change that happened is published, even one a rebuild would
+        // otherwise delete from the outbox.
+        let published = pipeline.recover();
+        let rebuilt = published.and_then(|_| {
+            crate::failpoint::hit("rebuild_before_clear");
+            self.inner.store.clear_model(M::NAME)?;
+            crate::failpoint::hit("rebuild_after_clear");
+            self.finish_rebuild(M::NAME)
+        });
+        if let Err(e) = rebuilt {
+            if self.inner.store.rebuilding(M::NAME).unwrap_or(true) {
+                // Cleared but not reset: running now would fold from the old
+                // position into an empty state. Adding the model again
+                // finishes the rebuild.
+                return Err(Error::Model(
+                    M::NAME.into(),
+                    format!(
+                        "rebuild failed midway ({e}); the model is stopped, add it again (add_model) to \
+                         finish the rebuild"
+                    ),
+                ));
+            }
+            let running = self.spawn(pipeline);
+            self.inner.models.lock().insert(M::NAME, running);
+            return Err(e);
+        }
+        pipeline.forget();
+        let running = self.spawn(pipeline);
+        self.inner.models.lock().insert(M::NAME, running);
+        Ok(())
     }
 
     fn stop_model(&self, name: &str) -> Result<()> {

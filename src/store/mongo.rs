@@ -8,8 +8,8 @@
 //! documents is pinned by golden files (`tests/fixtures/bson`, checked by
 //! this module's tests).
 //!
-//! Each read model has a collection named after it (`Balances::NAME`), with
-//! one document per key:
+//! Each read model has a collection named after it (`Balances::NAME`; after
+//! a rebuild, after its generation), with one document per key:
 //!
 //! ```text
 //! { _id: <key>, s: <state>, v: <version>, p: { "<partition>": <end offset> },
@@ -38,10 +38,14 @@
 //!   publish; other readers ignore them. Absent from documents written
 //!   before format 1 (or after an idempotent write).
 //!
-//! The collection `accrete.models` holds `{_id: <model>, format: <n>}`: the
-//! newest format written to the model's collection. A build refuses to
-//! serve a model written in a newer format than it knows. Format 0 (no
-//! record) is format 1 without `w` and `c`; format 1 reads it.
+//! The collection `accrete.models` holds `{_id: <model>, format: <n>,
+//! generation: <g>}`: the newest format written to the model's collection,
+//! and which generation of its data is current. A build refuses to serve a
+//! model written in a newer format than it knows. Format 0 (no record) is
+//! format 1 without `w` and `c`; format 1 reads it. Generation 0 (no
+//! `generation`) lives in the collection named as the model; each rebuild
+//! starts the next, `g`, in the collection `accrete.g<g>.<model>` (see
+//! [`rebuild`](crate::Deployment::rebuild)), whose versions are read as `g` × 2⁴⁰ + `v`.
 //!
 //! The other collections, all under [`MongoConfig::collection_prefix`]:
 //! `accrete.positions` (`{_id: "<reader>/<partition>", model, partition,
@@ -245,6 +249,74 @@ impl MongoStore {
         Ok(())
     }
 
+    /// The model's current generation (see [`Generation`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub(crate) fn generation(&self, model: &str) -> Result<Generation> {
+        let n = self
+            .coll(MODELS)
+            .find_one(doc! { "_id": model })
+            .run()
+            .map_err(|e| Error::mongo("read the model's generation", e))?
+            .and_then(|d| d.get("generation").and_then(as_u64))
+            .unwrap_or(0);
+        Ok(Generation::new(model, n))
+    }
+
+    /// Starts the generation after `current` (a rebuild). Fails when
+    /// another rebuild started one meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`]; [`Error::Model`] when the generation moved on.
+    pub(crate) fn next_generation(&self, model: &str, current: &Generation) -> Result<Generation> {
+        let next = Generation::new(model, current.n + 1);
+        let filter = if current.n == 0 {
+            doc! { "_id": model, "$or": [ { "generation": { "$exists": false } }, { "generation": 0_i64 } ] }
+        } else {
+            doc! { "_id": model, "generation": current.n as i64 }
+        };
+        let done = self
+            .coll(MODELS)
+            .update_one(filter, doc! { "$set": { "generation": next.n as i64 } })
+            .run()
+            .map_err(|e| Error::mongo("start a generation", e))?;
+        if done.matched_count == 0 {
+            return Err(Error::Model(
+                model.into(),
+                "another rebuild started meanwhile (its generation is newer): nothing was changed \
+                 by this one"
+                    .into(),
+            ));
+        }
+        Ok(next)
+    }
+
+    /// Drops a generation's state collection and positions (what a rebuild
+    /// left behind). A deposed writer still running may write a little of
+    /// it again; nothing reads it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`].
+    pub(crate) fn drop_generation(&self, generation: &Generation) -> Result<()> {
+        self.coll(&generation.name)
+            .drop()
+            .run()
+            .map_err(|e| Error::mongo("drop", e))?;
+        let positions = [
+            generation.name.clone(),
+            crate::names::published_key(&generation.name),
+        ];
+        self.coll(POSITIONS)
+            .delete_many(doc! { "model": { "$in": positions.to_vec() } })
+            .run()
+            .map_err(|e| Error::mongo("delete", e))?;
+        Ok(())
+    }
+
     /// The stored state of `key`, or `None` when no event touched it.
     ///
     /// # Errors
@@ -254,7 +326,7 @@ impl MongoStore {
     pub fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
         let id = key_id(key)?;
         let doc = self
-            .states(M::NAME)
+            .states(&self.generation(M::NAME)?.name)
             .find_one(doc! { "_id": id })
             .run()
             .map_err(|e| Error::mongo("find", e))?;
@@ -273,7 +345,7 @@ impl MongoStore {
         M::Key: DeserializeOwned,
     {
         let cursor = self
-            .states(M::NAME)
+            .states(&self.generation(M::NAME)?.name)
             .find(doc! {})
             .sort(doc! { "_id": 1 })
             .run()
@@ -288,13 +360,15 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Deletes the model's state (for a rebuild, or a test).
+    /// Deletes the model's current state, positions and dead letters (for
+    /// a test: a running cluster rebuilds with
+    /// [`rebuild`](crate::Deployment::rebuild)).
     ///
     /// # Errors
     ///
     /// [`Error::Mongo`].
     pub fn drop_model(&self, model: &str) -> Result<()> {
-        self.states(model)
+        self.states(&self.generation(model)?.name)
             .drop()
             .run()
             .map_err(|e| Error::mongo("drop", e))?;
@@ -448,10 +522,11 @@ impl MongoStore {
         Ok(())
     }
 
-    /// The states and versions of `keys` (missing keys are absent).
+    /// The states and versions of keys in a generation (the versions
+    /// counted above its floor), by `_id`.
     pub(crate) fn get_many<K, S>(
         &self,
-        model: &str,
+        generation: &Generation,
         keys: &[K],
     ) -> Result<HashMap<String, (S, u64)>>
     where
@@ -463,7 +538,7 @@ impl MongoStore {
         for chunk in ids.chunks(10_000) {
             // From the primary: at least as new as every published change.
             let cursor = self
-                .states(model)
+                .states(&generation.name)
                 .find(doc! { "_id": { "$in": chunk.to_vec() } })
                 .selection_criteria(mongodb::options::SelectionCriteria::ReadPreference(
                     mongodb::options::ReadPreference::Primary,
@@ -474,7 +549,7 @@ impl MongoStore {
                 let d = d.map_err(|e| Error::mongo("find", e))?;
                 let id = d.get("_id").cloned().unwrap_or(Bson::Null).to_string();
                 let v = d.get("v").and_then(as_u64).unwrap_or(0);
-                out.insert(id, (decode_state::<S>(d.get("s"))?, v));
+                out.insert(id, (decode_state::<S>(d.get("s"))?, generation.floor + v));
             }
         }
         Ok(out)
@@ -1506,6 +1581,39 @@ where
         out.conflicts += w.conflicts;
         out.recut += w.recut;
         out.rejected.extend(w.rejected);
+    }
+}
+
+/// A generation of a model's data on MongoDB. A rebuild cannot clear a
+/// collection in place: a deposed writer (a node cut off from its group
+/// that can still reach MongoDB) could write a batch into the cleared
+/// collection, and its guards would then refuse the re-fold's earlier
+/// events. Each generation lives under names of its own instead (its
+/// collection, changes topic, consumer groups and positions: see
+/// [`crate::names::generation_name`]), so a writer of an older one can only
+/// touch what nothing reads any more. The model's record in
+/// `accrete.models` names the current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Generation {
+    /// 0 until the first rebuild.
+    pub(crate) n: u64,
+    /// What this generation's versions are counted above (`n` × 2⁴⁰): a
+    /// key's version is this plus its document's `v`, so versions (and the
+    /// idempotency keys made of them) never repeat and never go down
+    /// across a rebuild, even while a deposed writer of the generation
+    /// before still counts on (no key is written 2⁴⁰ times).
+    pub(crate) floor: u64,
+    /// The name its collection, topics, groups and positions are made of.
+    pub(crate) name: String,
+}
+
+impl Generation {
+    pub(crate) fn new(model: &str, n: u64) -> Self {
+        Generation {
+            n,
+            floor: n << 40,
+            name: crate::names::generation_name(model, n),
+        }
     }
 }
 
