@@ -19,8 +19,9 @@ pub const FAILPOINTS: [&str; 4] = [
     "after_commit",
 ];
 
-/// The places a rebuild can be crashed at: before the state is cleared, and
-/// between clearing it and resetting the model's consumer group.
+/// The places a rebuild can be crashed at: before the state is cleared,
+/// and between clearing it and resetting the model's consumer group (on a
+/// cluster: before and after the new generation starts).
 pub const REBUILD_FAILPOINTS: [&str; 2] = ["rebuild_before_clear", "rebuild_after_clear"];
 
 /// The places a cluster hook's member can be crashed at: after a batch's

@@ -960,13 +960,17 @@ enum Step {
     Garbage,
     /// Serve one more of [`MODELS`] from the next run on (a backfill).
     AddModel,
-    /// A child serves the models so far with batches of `batch`; it aborts
-    /// at `failpoint` (`<name>:<n>`) or is SIGKILLed after `kill_after_ms`,
-    /// if given and still running, else runs until caught up.
+    /// A child serves the models so far with batches of `batch` (and,
+    /// with `rebuild`, rebuilds `Balances` once they are added, events
+    /// still arriving); it aborts at `failpoint` (`<name>:<n>`) or is
+    /// SIGKILLed after `kill_after_ms`, if given and still running, else
+    /// runs until caught up.
     Run {
         batch: usize,
         failpoint: Option<String>,
         kill_after_ms: Option<u64>,
+        #[serde(default)]
+        rebuild: bool,
     },
 }
 
@@ -985,10 +989,12 @@ impl History {
     }
 
     /// Every crash point of the pipeline and of the hook member once (in a
-    /// random order), SIGKILLs and clean runs; events submitted and
-    /// forwarded, garbage, models added, batch sizes changed between runs.
+    /// random order), SIGKILLs and clean runs, and up to two runs that
+    /// rebuild (one of the rebuild's crash points or none); events
+    /// submitted and forwarded, garbage, models added, batch sizes changed
+    /// between runs.
     fn generate(seed: u64) -> History {
-        use accrete::testing::{FAILPOINTS, HOOK_FAILPOINTS};
+        use accrete::testing::{FAILPOINTS, HOOK_FAILPOINTS, REBUILD_FAILPOINTS};
         let mut rng = Rng(seed ^ 0x5151);
         let events = 300 + rng.below(900) as usize;
         // Two accounts at least: with one, every payment moves money from
@@ -996,21 +1002,27 @@ impl History {
         // and its crash points are never reached (CI found such a
         // history: 3 of 9 runs killed).
         let accounts = 2 + rng.below(40) as u16;
-        let mut runs: Vec<(Option<String>, Option<u64>)> = FAILPOINTS
+        let mut runs: Vec<(Option<String>, Option<u64>, bool)> = FAILPOINTS
             .iter()
             .chain(HOOK_FAILPOINTS.iter())
-            .map(|p| (Some(format!("{p}:{}", 1 + rng.below(3))), None))
+            .map(|p| (Some(format!("{p}:{}", 1 + rng.below(3))), None, false))
             .collect();
         for _ in 0..1 + rng.below(2) {
-            runs.push((None, Some(200 + rng.below(1_500))));
+            runs.push((None, Some(200 + rng.below(1_500)), false));
         }
-        runs.push((None, None));
+        runs.push((None, None, false));
+        for _ in 0..rng.below(3) {
+            let failpoint = rng
+                .chance(0.5)
+                .then(|| format!("{}:1", REBUILD_FAILPOINTS[rng.below(2) as usize]));
+            runs.push((failpoint, None, true));
+        }
         rng.shuffle(&mut runs);
         let mut steps = Vec::new();
         let per_run = events / runs.len();
         let mut at = 0;
         let mut added = 1;
-        for (i, (failpoint, kill_after_ms)) in runs.into_iter().enumerate() {
+        for (i, (failpoint, kill_after_ms, rebuild)) in runs.into_iter().enumerate() {
             let end = if i == 0 {
                 per_run
             } else {
@@ -1040,6 +1052,7 @@ impl History {
                 batch: [1, 7, 64, 500][rng.below(4) as usize],
                 failpoint,
                 kill_after_ms,
+                rebuild,
             });
         }
         if at < events {
@@ -1071,14 +1084,18 @@ impl ClusterHook for FileJournal {
             .open(&self.0)
             .map_err(|e| e.to_string())?;
         // One write: a kill lands before or after it, never inside a line.
-        let line = format!("{} {} {}\n", t.key, t.delta.0, t.idempotency_key);
+        let line = format!(
+            "{} {} {} {}\n",
+            t.key, t.delta.0, t.idempotency_key, t.state.0
+        );
         f.write_all(line.as_bytes()).map_err(|e| e.to_string())
     }
 }
 
-/// Serves the first `models` of [`MODELS`] and the hook until all are
-/// caught up (or a failpoint aborts the process first).
-fn serve_to_the_end<B: Backend>(b: &B, models: usize, journal: PathBuf) {
+/// Serves the first `models` of [`MODELS`] and the hook (rebuilding
+/// `Balances` first, with `rebuild`) until all are caught up (or a
+/// failpoint aborts the process first).
+fn serve_to_the_end<B: Backend>(b: &B, models: usize, journal: PathBuf, rebuild: bool) {
     b.add_model(Balances).unwrap();
     if models > 1 {
         b.add_model(Receipts).unwrap();
@@ -1087,6 +1104,9 @@ fn serve_to_the_end<B: Backend>(b: &B, models: usize, journal: PathBuf) {
         b.add_model(Visitors).unwrap();
     }
     b.add_cluster_hook(FileJournal(journal)).unwrap();
+    if rebuild {
+        b.d().rebuild::<Balances>().unwrap();
+    }
     b.caught_up::<Balances>();
     if models > 1 {
         b.caught_up::<Receipts>();
@@ -1100,24 +1120,28 @@ fn serve_to_the_end<B: Backend>(b: &B, models: usize, journal: PathBuf) {
 /// A child's life.
 fn child<B: Crashable>(at: &str) {
     let serves = std::env::var(SERVES).unwrap();
-    let (models, batch) = serves.split_once(',').unwrap();
+    let mut serves = serves.split(',');
+    let (Some(models), Some(batch), Some(rebuild)) = (serves.next(), serves.next(), serves.next())
+    else {
+        panic!("{SERVES} is not <models>,<batch>,<rebuild>");
+    };
     let b = B::attach(at, batch.parse().unwrap());
     serve_to_the_end(
         &b,
         models.parse().unwrap(),
         std::env::var(JOURNAL).unwrap().into(),
+        rebuild == "true",
     );
 }
 
-/// Runs `test` in a child process serving the backend at `at`. Returns
-/// whether it died (a failpoint's abort, the kill) rather than finished.
-#[allow(clippy::too_many_arguments)]
+/// Runs `test` in a child process serving the backend at `at` (`models`,
+/// `batch`, whether it rebuilds). Returns whether it died (a failpoint's
+/// abort, the kill) rather than finished.
 fn run_child(
     test: &str,
     at: &str,
     scratch: &Path,
-    models: usize,
-    batch: usize,
+    (models, batch, rebuild): (usize, usize, bool),
     failpoint: Option<&str>,
     kill_after: Option<Duration>,
 ) -> std::result::Result<bool, String> {
@@ -1128,7 +1152,7 @@ fn run_child(
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, at)
         .env(JOURNAL, scratch.join("journal"))
-        .env(SERVES, format!("{models},{batch}"))
+        .env(SERVES, format!("{models},{batch},{rebuild}"))
         .env_remove("ACCRETE_FAILPOINT")
         .stdout(std::process::Stdio::null())
         .stderr(log);
@@ -1223,14 +1247,14 @@ fn play_on<B: Crashable>(
                 batch,
                 failpoint,
                 kill_after_ms,
+                rebuild,
             } => {
                 runs += 1;
                 let killed = run_child(
                     test,
                     at,
                     scratch,
-                    models,
-                    *batch,
+                    (models, *batch, *rebuild),
                     failpoint.as_deref(),
                     kill_after_ms.map(Duration::from_millis),
                 )?;
@@ -1250,7 +1274,7 @@ fn play_on<B: Crashable>(
     // The last run, here, to the end: every model, every check.
     let journal = scratch.join("journal");
     let b = B::attach(at, 100);
-    serve_to_the_end(&b, MODELS.len(), journal.clone());
+    serve_to_the_end(&b, MODELS.len(), journal.clone(), false);
     let differs = |what: &str| format!("{what} differs from the fold of the distinct events");
     let state = b.state::<Balances>();
     if state != oracle(&Balances, &events) {
@@ -1276,14 +1300,19 @@ fn play_on<B: Crashable>(
     }
     let ran = std::fs::read_to_string(&journal).unwrap_or_default();
     let mut by_id: BTreeMap<&str, (u16, i64)> = BTreeMap::new();
+    // Per key, the state the last run saw.
+    let mut last: BTreeMap<u16, i64> = BTreeMap::new();
     for line in ran.lines() {
         let mut parts = line.split(' ');
-        let (Some(key), Some(delta), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(key), Some(delta), Some(id), Some(seen)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(format!("a journal line cut short: {line:?}"));
         };
-        let (Ok(key), Ok(delta)) = (key.parse(), delta.parse()) else {
+        let (Ok(key), Ok(delta), Ok(seen)) = (key.parse(), delta.parse(), seen.parse()) else {
             return Err(format!("a journal line garbled: {line:?}"));
         };
+        last.insert(key, seen);
         let run = (key, delta);
         if let Some(seen) = by_id.insert(id, run)
             && seen != run
@@ -1293,11 +1322,27 @@ fn play_on<B: Crashable>(
             ));
         }
     }
+    for (key, s) in &state {
+        let seen = last.get(key).copied();
+        if seen != Some(s.0) {
+            return Err(format!(
+                "key {key}: the hook's last run saw the state {seen:?}, the state is {}",
+                s.0
+            ));
+        }
+    }
+    // Without a rebuild, each change runs the hook once: the deltas add up
+    // to the state. (A rebuild folds every key again, and the hook runs
+    // again for each.)
+    let rebuilt = h
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Run { rebuild: true, .. }));
     let mut sums: BTreeMap<u16, i64> = BTreeMap::new();
     for (key, delta) in by_id.values() {
         *sums.entry(*key).or_default() += delta;
     }
-    for (key, s) in &state {
+    for (key, s) in state.iter().filter(|_| !rebuilt) {
         let sum = sums.get(key).copied().unwrap_or(0);
         if sum != s.0 {
             return Err(format!(
@@ -1310,9 +1355,14 @@ fn play_on<B: Crashable>(
         died,
         runs,
         summary: format!(
-            "{} events, {} steps, {died} of {runs} runs killed, {} hook runs ({} distinct)",
+            "{} events, {} steps, {died} of {runs} runs killed, {} rebuilding, {} hook runs ({} \
+             distinct)",
             events.len(),
             h.steps.len(),
+            h.steps
+                .iter()
+                .filter(|s| matches!(s, Step::Run { rebuild: true, .. }))
+                .count(),
             ran.lines().count(),
             by_id.len()
         ),

@@ -619,7 +619,11 @@ impl Deployment for Node {
         config
             .kafka
             .create_topic(&config.changes_topic(&name), config.partitions)?;
+        // The crash points the embedded rebuild has, at the same steps:
+        // before the state starts anew, and after.
+        crate::failpoint::hit("rebuild_before_clear");
         let next = store.next_generation(M::NAME, &current)?;
+        crate::failpoint::hit("rebuild_after_clear");
         tracing::info!(
             model = M::NAME,
             generation = next.n,
