@@ -237,13 +237,18 @@ pub trait Deployment {
     /// write into it); every node serving the model moves its
     /// materializer, replica and cluster hooks to it within a second or
     /// so, this one before `rebuild` returns, and the previous
-    /// generation's state is dropped.
+    /// generation's collection and positions are dropped (its changes
+    /// topic is left to the broker's retention). Run it once every node is
+    /// on a build that knows generations: a rebuilt model is recorded in a
+    /// format older builds refuse to serve.
     ///
     /// # Errors
     ///
-    /// [`Error::Model`] if the model is not running here; the backend's
-    /// errors ([`Error::Timeout`] on a cluster when this node did not move
-    /// to the new generation within a minute: it goes on trying).
+    /// [`Error::Model`] if the model is not running here, or on a cluster
+    /// when another rebuild started a generation meanwhile (this one
+    /// changed nothing) or this node did not move to the new generation
+    /// within a minute (the rebuild is made; the node goes on trying: do
+    /// not rebuild again); the backend's errors.
     fn rebuild<M: ReadModel>(&self) -> Result<()>;
 
     /// Runs a cluster hook on the model's changes: at least once per change

@@ -32,14 +32,15 @@ pub(crate) fn cluster_materialize_group(prefix: &str, model: &str) -> String {
 }
 
 #[cfg(all(feature = "kafka", feature = "mongodb"))]
-/// The Kafka consumer group of a cluster hook on a generation's changes
-/// topic (the first generation's is `<prefix>.hook.<hook>`, as before
-/// generations existed).
-pub(crate) fn cluster_hook_group(prefix: &str, hook: &str, generation: &str) -> String {
-    if generation.starts_with(RESERVED_PREFIX) {
-        format!("{prefix}.hook-gen.{generation}.{hook}")
-    } else {
+/// The Kafka consumer group of a cluster hook on generation `n` of its
+/// model's changes (the first generation's is `<prefix>.hook.<hook>`, as
+/// before generations existed). A hook's name is unique in a deployment
+/// (its positions are kept under it), and names its model.
+pub(crate) fn cluster_hook_group(prefix: &str, hook: &str, n: u64) -> String {
+    if n == 0 {
         format!("{prefix}.hook.{hook}")
+    } else {
+        format!("{prefix}.hook-g{n}.{hook}")
     }
 }
 

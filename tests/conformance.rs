@@ -628,7 +628,8 @@ fn a_rebuilt_model_folds_again_to_the_oracle<B: Backend + Sync>(b: &B) {
         );
     }
     wait_hook(b, Journal::NAME);
-    let runs = runs.lock().unwrap();
+    let journal = runs;
+    let runs = journal.lock().unwrap();
     let mut newest: BTreeMap<u16, u64> = BTreeMap::new();
     for (key, _, id, version) in runs.iter() {
         let v = newest.entry(*key).or_default();
@@ -652,9 +653,11 @@ fn a_rebuilt_model_folds_again_to_the_oracle<B: Backend + Sync>(b: &B) {
             );
         }
     }
+    let ids: BTreeSet<String> = runs.iter().map(|r| r.2.clone()).collect();
     drop(runs);
     // A quiet rebuild: no event touches any key, yet each is folded again
-    // (its version goes up) to the same state.
+    // (its version goes up) to the same state, and the hook runs again for
+    // each, under idempotency keys of its own.
     let versions: BTreeMap<u16, u64> = state
         .keys()
         .map(|k| (*k, b.d().get_versioned::<Balances>(k).unwrap().unwrap().0))
@@ -669,6 +672,19 @@ fn a_rebuilt_model_folds_again_to_the_oracle<B: Backend + Sync>(b: &B) {
             "{ctx}: key {key} was not folded again by a quiet rebuild ({before}, then {now})"
         );
     }
+    wait_hook(b, Journal::NAME);
+    let again: BTreeSet<u16> = journal
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| !ids.contains(&r.2))
+        .map(|r| r.0)
+        .collect();
+    let keys: BTreeSet<u16> = state.keys().copied().collect();
+    assert_eq!(
+        again, keys,
+        "{ctx}: the keys the hook ran for, under new idempotency keys, after a quiet rebuild"
+    );
 }
 
 fn hook_names_are_checked_alike<B: Backend>(b: &B) {

@@ -47,6 +47,15 @@ impl<M: ReadModel> HookBackend<M> for GenerationStore<'_> {
         let found = self
             .store
             .get_many::<&M::Key, M::State>(self.generation, keys)?;
+        // Read after a rebuild moved on, the states may be a dropped
+        // generation's: none is used (the member moves within a second).
+        if self.store.generation(M::NAME)?.n != self.generation.n {
+            return Err(Error::Model(
+                M::NAME.into(),
+                "a rebuild started a new generation of its data: this hook member moves to it"
+                    .into(),
+            ));
+        }
         keys.iter()
             .map(|k| Ok(found.get(&key_id(k)?.to_string()).cloned()))
             .collect()
@@ -63,6 +72,10 @@ impl<M: ReadModel> HookBackend<M> for GenerationStore<'_> {
 
     fn spans_are_versions(&self) -> bool {
         false
+    }
+
+    fn scope(&self) -> &str {
+        &self.generation.name
     }
 
     // Kept per hook *and model*, as on the embedded default.
@@ -179,7 +192,7 @@ fn open<H: ClusterHook>(shared: &Shared, generation: &Generation) -> Result<Part
         topic.clone(),
     ));
     let consumer = config.kafka.consumer(
-        &crate::names::cluster_hook_group(&config.group_prefix, H::NAME, &generation.name),
+        &crate::names::cluster_hook_group(&config.group_prefix, H::NAME, generation.n),
         Ctx {
             placement: placement.clone(),
             assigned: std::sync::atomic::AtomicBool::new(true),

@@ -512,12 +512,25 @@ impl Deployment for Node {
         self.shared.source
     }
 
+    /// The state of `key` and its version, as MongoDB holds them (not this
+    /// node's replica). Works on a node that does not serve the model.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mongo`]; a stored state that does not decode.
     fn get_versioned<M: ReadModel>(&self, key: &M::Key) -> Result<Option<(u64, M::State)>> {
-        let generation = self.shared.store.generation(M::NAME)?;
-        let found = self
-            .shared
-            .store
-            .get_many::<&M::Key, M::State>(&generation, &[key])?;
+        let store = &self.shared.store;
+        // Read again when a rebuild moved on meanwhile: what was read may be
+        // a dropped generation's, which a deposed writer wrote again.
+        let mut generation = store.generation(M::NAME)?;
+        let found = loop {
+            let found = store.get_many::<&M::Key, M::State>(&generation, &[key])?;
+            let now = store.generation(M::NAME)?;
+            if now == generation {
+                break found;
+            }
+            generation = now;
+        };
         Ok(found
             .into_values()
             .next()
@@ -634,12 +647,17 @@ impl Deployment for Node {
             || replica.load(Ordering::Acquire) < next.n
         {
             if std::time::Instant::now() >= deadline {
-                return Err(Error::Timeout(format!(
-                    "model `{}`: this node did not move to the rebuild's generation {} within a \
-                     minute (it goes on trying; see its log)",
-                    M::NAME,
-                    next.n
-                )));
+                // Not a timeout to retry: the rebuild is made, and another
+                // would start over.
+                return Err(Error::Model(
+                    M::NAME.into(),
+                    format!(
+                        "the rebuild started generation {} of its data, but this node has not \
+                         moved to it within a minute (it goes on trying; see its log): do not \
+                         rebuild again, wait for its status to catch up",
+                        next.n
+                    ),
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -112,13 +112,15 @@ impl<M: ReadModel> Replica<M> {
     /// Reads documents (from the primary: at least as new as every
     /// published change) and replaces their entries. With `requested`,
     /// those keys are being re-read: one without a document (its model was
-    /// dropped) leaves the replica. Returns how many documents were read.
+    /// dropped) leaves the replica; without, the whole model is read and
+    /// replaces every entry (once read: a failed load leaves the replica as
+    /// it was). Returns how many documents were read.
     fn load(
         &self,
         shared: &Shared,
         generation: &str,
         filter: bson::Document,
-        requested: &[&M::Key],
+        requested: Option<&[&M::Key]>,
     ) -> Result<usize> {
         let cursor = shared
             .store
@@ -138,8 +140,13 @@ impl<M: ReadModel> Replica<M> {
         }
         let n = found.len();
         let mut entries = self.entries.write();
-        for key in requested {
-            entries.remove(*key);
+        match requested {
+            Some(keys) => {
+                for key in keys {
+                    entries.remove(*key);
+                }
+            }
+            None => entries.clear(),
         }
         for (key, state, positions) in found {
             entries.insert(
@@ -236,9 +243,10 @@ pub(super) fn start<M: ReadModel>(
                 ) {
                     generation = next;
                     let stopping = || shared.stop.load(Ordering::Acquire);
+                    let failed = |e: &Error| counters.health.failed(M::NAME, e);
                     let open = || open(&shared, &replica, &tracked, &generation);
                     let Some(opened) =
-                        super::generation::reopen(M::NAME, &generation, &stopping, &|_| {}, open)
+                        super::generation::reopen(M::NAME, &generation, &stopping, &failed, open)
                     else {
                         return;
                     };
@@ -270,8 +278,7 @@ fn open<M: ReadModel>(
     // Changes before these offsets are in MongoDB already (published after
     // their write): load, then follow from here.
     let starts = config.kafka.end_offsets(&topic, config.partitions)?;
-    replica.entries.write().clear();
-    let loaded = replica.load(shared, &generation.name, doc! {}, &[])?;
+    let loaded = replica.load(shared, &generation.name, doc! {}, None)?;
     tracing::info!(
         model = M::NAME,
         keys = loaded,
@@ -420,7 +427,7 @@ fn follow<M: ReadModel>(
                     shared,
                     &generation.name,
                     doc! { "_id": { "$in": ids } },
-                    &keys,
+                    Some(&keys),
                 )
             });
             match result {

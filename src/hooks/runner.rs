@@ -145,6 +145,12 @@ pub(crate) trait HookBackend<M: ReadModel> {
     /// Whether a change's spans are its version (`true`) or the event
     /// ranges it covers.
     fn spans_are_versions(&self) -> bool;
+    /// What a run's idempotency key names after the hook: the model, or
+    /// where a rebuild's runs cover the same spans again (event ranges),
+    /// the generation of its data, so that they get keys of their own.
+    fn scope(&self) -> &str {
+        M::NAME
+    }
     /// Per encoded key, what runs covered.
     fn covered(&self, hook: &str, keys: &[&[u8]]) -> Result<Vec<Coverage>>;
     /// Writes the keys' coverage and runs. Returns the keys whose write lost
@@ -301,7 +307,12 @@ fn plan_batch<H: ClusterHook>(
     counters: &HookCounters,
     batch: &Batch<State<H>>,
 ) -> Result<Planned<H>> {
-    let model = <H::Model as ReadModel>::NAME;
+    // A `ONCE` hook's run is keyed by the model: once, whatever rebuilds.
+    let scope = if H::ONCE {
+        <H::Model as ReadModel>::NAME
+    } else {
+        backend.scope()
+    };
     let versions = backend.spans_are_versions();
     let encoded: Vec<&[u8]> = batch.pending.keys().map(Vec::as_slice).collect();
     let covered = backend.covered(H::NAME, &encoded)?;
@@ -420,7 +431,7 @@ fn plan_batch<H: ClusterHook>(
         };
         let id = idempotency_key(
             H::NAME,
-            model,
+            scope,
             &key_text(&f.key, f.bytes),
             (!H::ONCE).then_some(covers.as_str()),
         );

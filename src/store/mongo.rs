@@ -142,6 +142,12 @@ const CLAIM_CHUNK: usize = 1_000;
 /// (see the [module docs](self)).
 pub const DOCUMENT_FORMAT: u32 = 1;
 
+/// The format a model is recorded in once rebuilt on a cluster: its
+/// documents are as in [`DOCUMENT_FORMAT`], but under its generation's
+/// names, which a build from before generations would not read (it would
+/// serve the dropped first generation), so such a build refuses it.
+pub const GENERATIONS_FORMAT: u32 = 2;
+
 pub use crate::hooks::HookDeadLetter;
 use crate::hooks::runner::Outcome;
 
@@ -217,12 +223,12 @@ impl MongoStore {
             .map_err(|e| Error::mongo("read the model's format", e))?
             .and_then(|d| d.get("format").and_then(as_u64))
             .unwrap_or(0);
-        if found > u64::from(DOCUMENT_FORMAT) {
+        if found > u64::from(GENERATIONS_FORMAT) {
             return Err(Error::Model(
                 model.into(),
                 format!(
                     "its documents in MongoDB are in format {found}, written by a newer accrete; \
-                     this build knows format {DOCUMENT_FORMAT}: upgrade this node, or rebuild the \
+                     this build knows format {GENERATIONS_FORMAT}: upgrade this node, or rebuild the \
                      model into another database"
                 ),
             ));
@@ -280,7 +286,13 @@ impl MongoStore {
         };
         let done = self
             .coll(MODELS)
-            .update_one(filter, doc! { "$set": { "generation": next.n as i64 } })
+            .update_one(
+                filter,
+                doc! {
+                    "$set": { "generation": next.n as i64 },
+                    "$max": { "format": i64::from(GENERATIONS_FORMAT) },
+                },
+            )
             .run()
             .map_err(|e| Error::mongo("start a generation", e))?;
         if done.matched_count == 0 {
@@ -368,16 +380,11 @@ impl MongoStore {
     ///
     /// [`Error::Mongo`].
     pub fn drop_model(&self, model: &str) -> Result<()> {
-        self.states(&self.generation(model)?.name)
-            .drop()
+        self.drop_generation(&self.generation(model)?)?;
+        self.coll(DEAD_LETTERS)
+            .delete_many(doc! { "model": model })
             .run()
-            .map_err(|e| Error::mongo("drop", e))?;
-        for coll in [DEAD_LETTERS, POSITIONS] {
-            self.coll(coll)
-                .delete_many(doc! { "model": model })
-                .run()
-                .map_err(|e| Error::mongo("delete", e))?;
-        }
+            .map_err(|e| Error::mongo("delete", e))?;
         Ok(())
     }
 
@@ -2435,8 +2442,9 @@ mod tests {
         check("orset", 7_i32, set, &[(2, 40, 41)]);
     }
 
-    /// A model records its documents' format; a build refuses a model
-    /// written in a newer one, saying what to do.
+    /// A model records its documents' format (and a rebuild the format of
+    /// generations); a build refuses a model written in a newer one, saying
+    /// what to do; a rebuild racing another changes nothing.
     #[test]
     fn a_model_in_a_newer_format_is_refused() {
         let s = store("format");
@@ -2452,6 +2460,19 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(format(&s), i64::from(DOCUMENT_FORMAT));
+        // A rebuild records the format a build from before generations
+        // refuses; this build serves it.
+        let first = s.generation("m").unwrap();
+        let next = s.next_generation("m", &first).unwrap();
+        assert_eq!(
+            (first.n, next.n, next.name.as_str()),
+            (0, 1, "accrete.g1.m")
+        );
+        assert_eq!(format(&s), i64::from(GENERATIONS_FORMAT));
+        s.prepare("m").unwrap();
+        assert_eq!(s.generation("m").unwrap(), next);
+        let raced = s.next_generation("m", &first).unwrap_err().to_string();
+        assert!(raced.contains("another rebuild"), "{raced}");
         models
             .update_one(doc! { "_id": "m" }, doc! { "$set": { "format": 99_i64 } })
             .run()
