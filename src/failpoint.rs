@@ -1,9 +1,14 @@
 //! Failpoints: named places in the pipeline where a crash test can kill the
-//! process for real.
+//! process for real, or make a step fail.
 //!
 //! `ACCRETE_FAILPOINT=<name>:<n>` aborts the process (no unwinding, no
 //! destructors, as a `kill -9` would) on the n-th time the pipeline passes
 //! `<name>`. Unset, a failpoint costs one relaxed atomic load.
+//!
+//! `ACCRETE_FAULTS=<name>:<every>,…` makes the step at each fault point
+//! named ([`FAULTS`]) fail with an injected error on every `<every>`-th
+//! pass (2 or more), as a store, broker or network outage would: the
+//! pipeline and the hook members retry, on both backends alike.
 
 // The lists are public through `accrete::testing` only.
 #![cfg_attr(not(feature = "testing"), allow(dead_code, unreachable_pub))]
@@ -28,6 +33,62 @@ pub const REBUILD_FAILPOINTS: [&str; 2] = ["rebuild_before_clear", "rebuild_afte
 /// runs are planned (recorded, not yet made), and after its runs and
 /// recorded outcomes, before its position is committed.
 pub const HOOK_FAILPOINTS: [&str; 2] = ["hook_after_plan", "hook_before_commit"];
+
+/// The places the pipeline and a hook member can be made to fail (not
+/// crash) at: the store write refused; the store write applied but
+/// reported failed (an ambiguous outcome, as a timeout after the server
+/// applied it); the publication of the changes; the commit of the
+/// positions; a hook's planning of its runs; the record of its outcomes.
+pub const FAULTS: [&str; 6] = [
+    "store_write",
+    "store_write_applied",
+    "publish",
+    "commit",
+    "hook_plan",
+    "hook_record",
+];
+
+struct Fault {
+    name: String,
+    every: u64,
+    passes: AtomicU64,
+}
+
+fn faults() -> &'static [Fault] {
+    static FAULTS_PLANNED: OnceLock<Vec<Fault>> = OnceLock::new();
+    FAULTS_PLANNED.get_or_init(|| {
+        let Ok(spec) = std::env::var("ACCRETE_FAULTS") else {
+            return Vec::new();
+        };
+        spec.split(',')
+            .filter_map(|f| {
+                let (name, every) = f.split_once(':')?;
+                let every: u64 = every.trim().parse().ok().filter(|e| *e >= 2)?;
+                Some(Fault {
+                    name: name.trim().to_string(),
+                    every,
+                    passes: AtomicU64::new(0),
+                })
+            })
+            .collect()
+    })
+}
+
+/// Passes the fault point `name`: an injected error if the plan says this
+/// pass fails.
+#[inline]
+pub(crate) fn fault(name: &'static str) -> crate::Result<()> {
+    for f in faults() {
+        if f.name == name && (f.passes.fetch_add(1, Ordering::Relaxed) + 1) % f.every == 0 {
+            eprintln!("accrete: fault point `{name}` injects an error (ACCRETE_FAULTS)");
+            return Err(crate::Error::Store {
+                op: "an injected fault",
+                source: format!("fault point `{name}` (ACCRETE_FAULTS)").into(),
+            });
+        }
+    }
+    Ok(())
+}
 
 struct Plan {
     name: String,

@@ -202,16 +202,18 @@ fn forward_chunk(n: &Node, events: &[Payment], chunk: &[(String, usize, EventId)
     .unwrap();
 }
 
-/// Two nodes (4 partitions) serving `Balances` and `Visitors`, and a
-/// thread forwarding 1–3 copies of each of `n` events through node a, in
-/// chunks of up to `chunk` with pauses of up to `pause_ms`, which sets
-/// `done` when it has forwarded them all.
+/// Two nodes (4 partitions, batches of `min_batch` events at least)
+/// serving `Balances` and `Visitors`, and a thread forwarding 1–3 copies
+/// of each of `n` events through node a, in chunks of up to `chunk` with
+/// pauses of up to `pause_ms`, which sets `done` when it has forwarded
+/// them all.
 #[allow(clippy::type_complexity)]
 fn two_nodes_with_traffic(
     tag: &str,
     seed: u64,
     n: usize,
     (chunk, pause_ms): (u64, u64),
+    min_batch: usize,
 ) -> (
     Arc<Node>,
     Arc<Node>,
@@ -220,7 +222,8 @@ fn two_nodes_with_traffic(
     std::thread::JoinHandle<()>,
 ) {
     let mut rng = Rng(seed);
-    let config = config(tag, 4);
+    let mut config = config(tag, 4);
+    config.batch_size = config.batch_size.max(min_batch);
     let events = Arc::new(payments(&mut rng, n, 20));
     let all = copies(&mut rng, &events);
     let a = Arc::new(node(&config, "a"));
@@ -246,7 +249,8 @@ fn two_nodes_with_traffic(
 }
 
 /// Rebuilds on two nodes while copies are forwarded through node a
-/// (seconds, so it runs in every `cargo test --all-features`): each
+/// (seconds, so it runs in every `cargo test --all-features`; batches of
+/// 7 events at least: one event a batch takes a minute here): each
 /// rebuild starts a generation that both nodes move to (materializer,
 /// replica), and at the end MongoDB and both replicas equal the oracle,
 /// with one dead letter per refused event.
@@ -255,7 +259,8 @@ fn rebuilds_on_two_nodes_with_traffic() {
     let _g = one_at_a_time();
     for seed in seeds_with("rebuilds", "ATTACK_SEEDS", 1) {
         eprintln!("rebuilds seed {seed}");
-        let (a, b, events, _, forwarder) = two_nodes_with_traffic("rebuilds", seed, 800, (60, 20));
+        let (a, b, events, _, forwarder) =
+            two_nodes_with_traffic("rebuilds", seed, 800, (60, 20), 7);
         std::thread::sleep(Duration::from_millis(300));
         a.rebuild::<Balances>().unwrap();
         b.rebuild::<Visitors>().unwrap();
@@ -938,7 +943,7 @@ fn operators_race_on_two_nodes_with_traffic() {
     for seed in seeds_with("operators", "ATTACK_SEEDS", 1) {
         eprintln!("operators seed {seed}");
         let (a, b, events, done, forwarder) =
-            two_nodes_with_traffic("operators", seed, 1200, (40, 60));
+            two_nodes_with_traffic("operators", seed, 1200, (40, 60), 1);
         let operators: Vec<_> = [a.clone(), b.clone()]
             .into_iter()
             .enumerate()

@@ -978,7 +978,8 @@ enum Step {
     AddModel,
     /// A child serves the models so far with batches of `batch` (and,
     /// with `rebuild`, rebuilds `Balances` once they are added, events
-    /// still arriving); it aborts at `failpoint` (`<name>:<n>`) or is
+    /// still arriving; with `faults`, its store writes, publications,
+    /// commits and hook records fail now and then); it aborts at `failpoint` (`<name>:<n>`) or is
     /// SIGKILLed after `kill_after_ms`, if given and still running, else
     /// runs until caught up.
     Run {
@@ -987,6 +988,10 @@ enum Step {
         kill_after_ms: Option<u64>,
         #[serde(default)]
         rebuild: bool,
+        /// Injected faults (`ACCRETE_FAULTS`): steps that fail now and
+        /// then, to be retried.
+        #[serde(default)]
+        faults: Option<String>,
     },
 }
 
@@ -1010,7 +1015,7 @@ impl History {
     /// submitted and forwarded, garbage, models added, batch sizes changed
     /// between runs.
     fn generate(seed: u64) -> History {
-        use accrete::testing::{FAILPOINTS, HOOK_FAILPOINTS, REBUILD_FAILPOINTS};
+        use accrete::testing::{FAILPOINTS, FAULTS, HOOK_FAILPOINTS, REBUILD_FAILPOINTS};
         let mut rng = Rng(seed ^ 0x5151);
         let events = 300 + rng.below(900) as usize;
         // Two accounts at least: with one, every payment moves money from
@@ -1064,11 +1069,31 @@ impl History {
                 steps.push(Step::AddModel);
                 added += 1;
             }
+            // Faults where a run lives long enough to meet them: runs that
+            // no crash point ends.
+            let faults = (failpoint.is_none() && rng.chance(0.6)).then(|| {
+                let mut chosen = Vec::new();
+                for f in FAULTS {
+                    if rng.chance(0.5) {
+                        chosen.push(format!("{f}:{}", 4 + rng.below(8)));
+                    }
+                }
+                chosen.join(",")
+            });
+            // A rebuild folds the whole history again: at one event a batch
+            // that takes the cluster's test servers longer than a child
+            // waits (90 s); small batches are tested by the other runs.
+            let batches: &[usize] = if rebuild {
+                &[64, 500]
+            } else {
+                &[1, 7, 64, 500]
+            };
             steps.push(Step::Run {
-                batch: [1, 7, 64, 500][rng.below(4) as usize],
+                batch: batches[rng.below(batches.len() as u64) as usize],
                 failpoint,
                 kill_after_ms,
                 rebuild,
+                faults: faults.filter(|f| !f.is_empty()),
             });
         }
         if at < events {
@@ -1152,15 +1177,16 @@ fn child<B: Crashable>(at: &str) {
 
 /// Runs `test` in a child process serving the backend at `at` (`models`,
 /// `batch`, whether it rebuilds). Returns whether it died (a failpoint's
-/// abort, the kill) rather than finished.
+/// abort, the kill) rather than finished, and how many faults it was
+/// given (`ACCRETE_FAULTS`).
 fn run_child(
     test: &str,
     at: &str,
     scratch: &Path,
     (models, batch, rebuild): (usize, usize, bool),
-    failpoint: Option<&str>,
+    (failpoint, faults): (Option<&str>, Option<&str>),
     kill_after: Option<Duration>,
-) -> std::result::Result<bool, String> {
+) -> std::result::Result<(bool, usize), String> {
     use std::os::unix::process::ExitStatusExt;
     let log_path = scratch.join("child.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -1170,10 +1196,14 @@ fn run_child(
         .env(JOURNAL, scratch.join("journal"))
         .env(SERVES, format!("{models},{batch},{rebuild}"))
         .env_remove("ACCRETE_FAILPOINT")
+        .env_remove("ACCRETE_FAULTS")
         .stdout(std::process::Stdio::null())
         .stderr(log);
     if let Some(f) = failpoint {
         cmd.env("ACCRETE_FAILPOINT", f);
+    }
+    if let Some(f) = faults {
+        cmd.env("ACCRETE_FAULTS", f);
     }
     let mut child = cmd.spawn().unwrap();
     let started = Instant::now();
@@ -1195,18 +1225,17 @@ fn run_child(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    match status.signal() {
-        Some(6 | 9) => Ok(true),
-        _ if status.success() => Ok(false),
-        _ => {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            Err(format!(
-                "a child failed ({status}); the end of its log:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ))
-        }
+    let died = matches!(status.signal(), Some(6 | 9));
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if died || status.success() {
+        let faults = log.matches("injects an error (ACCRETE_FAULTS)").count();
+        return Ok((died, faults));
     }
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    Err(format!(
+        "a child failed ({status}); the end of its log:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
 }
 
 /// Plays `h` on a fresh backend and checks it; `Err` says what broke.
@@ -1226,7 +1255,7 @@ fn play_on<B: Crashable>(
 ) -> std::result::Result<Played, String> {
     let events = h.events();
     let mut rng = Rng(h.seed ^ 0xf0f0);
-    let (mut models, mut died, mut runs, mut garbage) = (1, 0, 0, 0);
+    let (mut models, mut died, mut runs, mut garbage, mut injected_all) = (1, 0, 0, 0, 0);
     for step in &h.steps {
         match step {
             Step::Submit { from, to } => {
@@ -1264,17 +1293,19 @@ fn play_on<B: Crashable>(
                 failpoint,
                 kill_after_ms,
                 rebuild,
+                faults,
             } => {
                 runs += 1;
-                let killed = run_child(
+                let (killed, injected) = run_child(
                     test,
                     at,
                     scratch,
                     (models, *batch, *rebuild),
-                    failpoint.as_deref(),
+                    (failpoint.as_deref(), faults.as_deref()),
                     kill_after_ms.map(Duration::from_millis),
                 )?;
                 died += usize::from(killed);
+                injected_all += injected;
             }
         }
     }
@@ -1369,15 +1400,26 @@ fn play_on<B: Crashable>(
     }
     Ok(Played {
         died,
+        faults: injected_all,
         runs,
         summary: format!(
-            "{} events, {} steps, {died} of {runs} runs killed, {} rebuilding, {} hook runs ({} \
-             distinct)",
+            "{} events, {} steps, {died} of {runs} runs killed, {} rebuilding, {} with faults \
+             ({injected_all} injected), {} hook runs ({} distinct)",
             events.len(),
             h.steps.len(),
             h.steps
                 .iter()
                 .filter(|s| matches!(s, Step::Run { rebuild: true, .. }))
+                .count(),
+            h.steps
+                .iter()
+                .filter(|s| matches!(
+                    s,
+                    Step::Run {
+                        faults: Some(_),
+                        ..
+                    }
+                ))
                 .count(),
             ran.lines().count(),
             by_id.len()
@@ -1388,6 +1430,8 @@ fn play_on<B: Crashable>(
 /// What a history that passed did.
 struct Played {
     died: usize,
+    /// Faults injected in its runs.
+    faults: usize,
     runs: usize,
     summary: String,
 }
@@ -1452,8 +1496,9 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
             History::generate(seed),
         ));
     }
-    // Runs and kills of the generated histories, for the check below.
-    let (mut generated, mut runs, mut died) = (0, 0, 0);
+    // Runs, kills and injected faults of the generated histories, for the
+    // checks below.
+    let (mut generated, mut runs, mut died, mut faults) = (0, 0, 0, 0);
     for (i, (name, h)) in histories.into_iter().enumerate() {
         match play::<B>(test, &h) {
             Ok(played) => {
@@ -1473,6 +1518,7 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
                     generated += 1;
                     runs += played.runs;
                     died += played.died;
+                    faults += played.faults;
                 }
             }
             Err(e) => {
@@ -1493,6 +1539,12 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
     assert!(
         generated < 3 || died * 2 >= runs,
         "{test}: only {died} of {runs} runs of the {generated} generated histories were killed"
+    );
+    // Most runs no crash point ends are given faults: three histories
+    // without one injected means the faults test nothing.
+    assert!(
+        generated < 3 || faults > 0,
+        "{test}: no fault was injected in {generated} generated histories"
     );
 }
 

@@ -1,20 +1,52 @@
 //! How a node's threads follow a model's generations (see
-//! [`Deployment::rebuild`](crate::Deployment::rebuild)): each asks MongoDB
-//! now and then whether a rebuild started a newer one, and when it did,
-//! leaves the old one and starts over on the new one.
+//! [`Deployment::rebuild`](crate::Deployment::rebuild)): each asks now and
+//! then whether a rebuild started a newer one, and when it did, leaves the
+//! old one and starts over on the new one. The node asks MongoDB at most
+//! once a second per model, for all its threads.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use super::Shared;
 use crate::Result;
 use crate::store::mongo::Generation;
 
-/// How often a materializer, a replica or a hook member asks MongoDB
-/// whether a rebuild started a new generation of its model's data.
+/// How often a node asks MongoDB whether a rebuild started a new
+/// generation of a model's data, and how often each of its threads looks.
 const GENERATION_EVERY: Duration = Duration::from_secs(1);
 
+/// The generations a node last read, per model, and when.
+#[derive(Default)]
+pub(crate) struct Generations(Mutex<HashMap<String, (Instant, Generation)>>);
+
+impl Generations {
+    /// The model's generation as read at most [`GENERATION_EVERY`] ago.
+    fn recent(&self, shared: &Shared, model: &str) -> Result<Generation> {
+        if let Some((at, g)) = self.0.lock().get(model)
+            && at.elapsed() < GENERATION_EVERY
+        {
+            return Ok(g.clone());
+        }
+        let g = shared.store.generation(model)?;
+        self.0
+            .lock()
+            .insert(model.to_owned(), (Instant::now(), g.clone()));
+        Ok(g)
+    }
+
+    /// Notes a generation this node started (its threads move at their
+    /// next look).
+    pub(crate) fn started(&self, model: &str, g: &Generation) {
+        self.0
+            .lock()
+            .insert(model.to_owned(), (Instant::now(), g.clone()));
+    }
+}
+
 /// A newer generation of the model's data than `current`, if a rebuild
-/// started one (asked at most every [`GENERATION_EVERY`]).
+/// started one (looked at most every [`GENERATION_EVERY`]).
 pub(super) fn newer(
     shared: &Shared,
     model: &str,
@@ -25,7 +57,7 @@ pub(super) fn newer(
         return None;
     }
     *checked = Instant::now();
-    match shared.store.generation(model) {
+    match shared.generations.recent(shared, model) {
         Ok(g) if g.n > current => Some(g),
         Ok(_) => None,
         Err(e) => {

@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     /// The source number of the events topic's ids (see
     /// [`Node::source_id`]).
     pub(crate) source: u32,
+    /// The models' generations, as last read (see `generation`).
+    pub(crate) generations: generation::Generations,
 }
 
 /// One served model: its replica (typed, behind `Any`) and counters.
@@ -151,6 +153,7 @@ impl Node {
                 store,
                 stop: AtomicBool::new(false),
                 source,
+                generations: generation::Generations::default(),
             }),
             producer,
             served: Mutex::new(Vec::new()),
@@ -637,6 +640,7 @@ impl Deployment for Node {
         crate::failpoint::hit("rebuild_before_clear");
         let next = store.next_generation(M::NAME, &current)?;
         crate::failpoint::hit("rebuild_after_clear");
+        self.shared.generations.started(M::NAME, &next);
         tracing::info!(
             model = M::NAME,
             generation = next.n,

@@ -163,13 +163,18 @@ where
     let aggregated = started.elapsed();
 
     failpoint::hit("before_store_write");
+    failpoint::fault("store_write")?;
     let applied = store.apply(model, inputs, works, dead, &mut outcome)?;
     failpoint::hit("after_store_write");
+    if let Err(e) = failpoint::fault("store_write_applied") {
+        store.unpublished(applied);
+        return Err(e);
+    }
     let stored = started.elapsed();
 
     // Called even with no changes: a feed may have deliveries of an earlier
     // batch to wait for (the Kafka producer's).
-    if let Err(e) = feed.publish(&applied.changes) {
+    if let Err(e) = failpoint::fault("publish").and_then(|()| feed.publish(&applied.changes)) {
         store.unpublished(applied);
         return Err(e);
     }
@@ -184,6 +189,7 @@ where
     // stats count deliveries.
     counters.batch(&outcome);
     counters.health.ok();
+    failpoint::fault("commit")?;
     positions.commit(&ends)?;
     failpoint::hit("after_commit");
 

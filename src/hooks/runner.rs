@@ -644,7 +644,8 @@ pub(crate) fn run_until_recorded<H: ClusterHook>(
                 leftover_runs(backend, leftovers.unwrap_or_default(), mine)
                     .map(|(runs, done)| (runs, done, false))
             } else {
-                plan_batch(hook, backend, counters, batch)
+                crate::failpoint::fault("hook_plan")
+                    .and_then(|()| plan_batch(hook, backend, counters, batch))
                     .inspect(|_| crate::failpoint::hit("hook_after_plan"))
                     .map(|p| (p.runs, Vec::new(), p.lost))
             };
@@ -669,7 +670,9 @@ pub(crate) fn run_until_recorded<H: ClusterHook>(
         };
         outcomes.extend(done);
         loop {
-            match backend.record(H::NAME, &outcomes) {
+            match crate::failpoint::fault("hook_record")
+                .and_then(|()| backend.record(H::NAME, &outcomes))
+            {
                 Ok(()) => break,
                 Err(e) => {
                     // The runs happened: only their record is retried. Given
