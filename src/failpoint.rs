@@ -35,11 +35,12 @@ pub const REBUILD_FAILPOINTS: [&str; 2] = ["rebuild_before_clear", "rebuild_afte
 pub const HOOK_FAILPOINTS: [&str; 2] = ["hook_after_plan", "hook_before_commit"];
 
 /// The places the pipeline and a hook member can be made to fail (not
-/// crash) at: the store write refused; the store write applied but
+/// crash) at: the read of the events (a fetch error); the store write refused; the store write applied but
 /// reported failed (an ambiguous outcome, as a timeout after the server
 /// applied it); the publication of the changes; the commit of the
 /// positions; a hook's planning of its runs; the record of its outcomes.
-pub const FAULTS: [&str; 6] = [
+pub const FAULTS: [&str; 7] = [
+    "log_read",
     "store_write",
     "store_write_applied",
     "publish",

@@ -586,11 +586,7 @@ fn a_rebuilt_model_folds_again_to_the_oracle<B: Backend + Sync>(b: &B) {
     b.submit_encoded(b"x", &[0xFF; 40]);
     b.caught_up::<Balances>();
     wait_hook(b, Journal::NAME);
-    let versions: BTreeMap<u16, u64> = b
-        .state::<Balances>()
-        .keys()
-        .map(|k| (*k, b.d().get_versioned::<Balances>(k).unwrap().unwrap().0))
-        .collect();
+    let versions = versions_of(b, b.state::<Balances>().keys());
     assert!(!versions.is_empty(), "{ctx}");
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -620,13 +616,7 @@ fn a_rebuilt_model_folds_again_to_the_oracle<B: Backend + Sync>(b: &B) {
         refused + 1,
         "{ctx}: one dead letter per bad event after the rebuilds"
     );
-    for (key, before) in &versions {
-        let (now, _) = b.d().get_versioned::<Balances>(key).unwrap().unwrap();
-        assert!(
-            now > *before,
-            "{ctx}: key {key} has version {now} after a rebuild, {before} before"
-        );
-    }
+    versions_rose(b, &versions, &format!("{ctx}: after the rebuilds"));
     wait_hook(b, Journal::NAME);
     let journal = runs;
     let runs = journal.lock().unwrap();
@@ -658,20 +648,11 @@ fn a_rebuilt_model_folds_again_to_the_oracle<B: Backend + Sync>(b: &B) {
     // A quiet rebuild: no event touches any key, yet each is folded again
     // (its version goes up) to the same state, and the hook runs again for
     // each, under idempotency keys of its own.
-    let versions: BTreeMap<u16, u64> = state
-        .keys()
-        .map(|k| (*k, b.d().get_versioned::<Balances>(k).unwrap().unwrap().0))
-        .collect();
+    let versions = versions_of(b, state.keys());
     b.d().rebuild::<Balances>().unwrap();
     b.caught_up::<Balances>();
     assert_eq!(b.state::<Balances>(), state, "{ctx}: after a quiet rebuild");
-    for (key, before) in &versions {
-        let (now, _) = b.d().get_versioned::<Balances>(key).unwrap().unwrap();
-        assert!(
-            now > *before,
-            "{ctx}: key {key} was not folded again by a quiet rebuild ({before}, then {now})"
-        );
-    }
+    versions_rose(b, &versions, &format!("{ctx}: a quiet rebuild"));
     wait_hook(b, Journal::NAME);
     let again: BTreeSet<u16> = journal
         .lock()
@@ -685,6 +666,24 @@ fn a_rebuilt_model_folds_again_to_the_oracle<B: Backend + Sync>(b: &B) {
         again, keys,
         "{ctx}: the keys the hook ran for, under new idempotency keys, after a quiet rebuild"
     );
+}
+
+/// The version each of `keys` has in `Balances`.
+fn versions_of<'k, B: Backend>(b: &B, keys: impl Iterator<Item = &'k u16>) -> BTreeMap<u16, u64> {
+    keys.map(|k| (*k, b.d().get_versioned::<Balances>(k).unwrap().unwrap().0))
+        .collect()
+}
+
+/// Checks that each key's version went up from the one in `before` (it
+/// was folded again).
+fn versions_rose<B: Backend>(b: &B, before: &BTreeMap<u16, u64>, ctx: &str) {
+    for (key, now) in versions_of(b, before.keys()) {
+        let was = before[&key];
+        assert!(
+            now > was,
+            "{ctx}: key {key} was not folded again (version {was}, then {now})"
+        );
+    }
 }
 
 fn hook_names_are_checked_alike<B: Backend>(b: &B) {
@@ -928,7 +927,7 @@ fn a_model_named_like_accretes_own_is_refused<B: Backend>(b: &B) {
 /// A backend whose data outlives the process serving it: the history
 /// scenario serves it in child processes (this test binary, run again) and
 /// kills them.
-trait Crashable: Backend + Sized {
+trait Crashable: Backend + Sized + Sync {
     /// A new place for the backend's data (a directory under `scratch`; a
     /// database and topics named after `tag`).
     fn fresh(tag: &str, scratch: &Path) -> String;
@@ -955,6 +954,10 @@ const JOURNAL: &str = "ACCRETE_CONFORMANCE_JOURNAL";
 /// Set in a child process: how many of [`MODELS`] it serves, and its batch
 /// size.
 const SERVES: &str = "ACCRETE_CONFORMANCE_SERVES";
+/// Set in a child process: its operators' actions (JSON, see [`Operator`]).
+const OPERATORS: &str = "ACCRETE_CONFORMANCE_OPERATORS";
+/// What a child logs for each operator's action done (not refused).
+const OPERATOR_DONE: &str = "an operator's action done";
 
 /// The models a history adds, in this order (`Balances` from the start).
 const MODELS: [&str; 3] = [Balances::NAME, Receipts::NAME, Visitors::NAME];
@@ -992,7 +995,27 @@ enum Step {
         /// then, to be retried.
         #[serde(default)]
         faults: Option<String>,
+        /// Operators' actions while the child serves, each in a thread of
+        /// its own after its delay (ms): racing each other, the pipeline
+        /// and the run's crash point or kill.
+        #[serde(default)]
+        operators: Vec<(u64, Operator)>,
     },
+}
+
+/// An operator's action in a child, during a [`Step::Run`].
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+enum Operator {
+    /// `stop_model` of the `model`-th served model, `add_model` again
+    /// `pause_ms` later (unless the stop was refused: another operator
+    /// holds it stopped, and adds it again).
+    Stop { model: usize, pause_ms: u64 },
+    /// `add_model` of the `model`-th served model again: refused while it
+    /// runs, a restart while another operator holds it stopped.
+    AddAgain { model: usize },
+    /// `rebuild` of `Balances`: refused when another rebuild wins the race
+    /// or the model is stopped at that moment.
+    Rebuild,
 }
 
 /// A generated history: its events come from the seed.
@@ -1011,9 +1034,12 @@ impl History {
 
     /// Every crash point of the pipeline and of the hook member once (in a
     /// random order), SIGKILLs and clean runs, and up to two runs that
-    /// rebuild (one of the rebuild's crash points or none); events
-    /// submitted and forwarded, garbage, models added, batch sizes changed
-    /// between runs.
+    /// rebuild (one of the rebuild's crash points or none); faults given
+    /// to most runs no crash point ends (every run to the end); in some
+    /// runs (every run to the end), one to
+    /// three operators' actions (stop and add again, add again, rebuild)
+    /// racing each other; events submitted and forwarded, garbage, models
+    /// added, batch sizes changed between runs.
     fn generate(seed: u64) -> History {
         use accrete::testing::{FAILPOINTS, FAULTS, HOOK_FAILPOINTS, REBUILD_FAILPOINTS};
         let mut rng = Rng(seed ^ 0x5151);
@@ -1069,9 +1095,12 @@ impl History {
                 steps.push(Step::AddModel);
                 added += 1;
             }
-            // Faults where a run lives long enough to meet them: runs that
-            // no crash point ends.
-            let faults = (failpoint.is_none() && rng.chance(0.6)).then(|| {
+            // Faults and operators where a run lives long enough to meet
+            // them: every run that goes on until caught up (on a cluster,
+            // a node's first batch comes seconds after it starts, past
+            // most kills), most that no crash point ends.
+            let to_the_end = failpoint.is_none() && kill_after_ms.is_none();
+            let faults = (failpoint.is_none() && (to_the_end || rng.chance(0.6))).then(|| {
                 let mut chosen = Vec::new();
                 for f in FAULTS {
                     if rng.chance(0.5) {
@@ -1088,12 +1117,29 @@ impl History {
             } else {
                 &[1, 7, 64, 500]
             };
+            // Early: a crash point ends most runs within a few batches.
+            let mut operators = Vec::new();
+            if to_the_end || rng.chance(0.3) {
+                for _ in 0..1 + rng.below(3) {
+                    let model = rng.below(added as u64) as usize;
+                    let op = match rng.below(3) {
+                        0 => Operator::Stop {
+                            model,
+                            pause_ms: rng.below(100),
+                        },
+                        1 => Operator::AddAgain { model },
+                        _ => Operator::Rebuild,
+                    };
+                    operators.push((rng.below(60), op));
+                }
+            }
             steps.push(Step::Run {
                 batch: batches[rng.below(batches.len() as u64) as usize],
                 failpoint,
                 kill_after_ms,
                 rebuild,
                 faults: faults.filter(|f| !f.is_empty()),
+                operators,
             });
         }
         if at < events {
@@ -1133,21 +1179,67 @@ impl ClusterHook for FileJournal {
     }
 }
 
-/// Serves the first `models` of [`MODELS`] and the hook (rebuilding
-/// `Balances` first, with `rebuild`) until all are caught up (or a
-/// failpoint aborts the process first).
-fn serve_to_the_end<B: Backend>(b: &B, models: usize, journal: PathBuf, rebuild: bool) {
-    b.add_model(Balances).unwrap();
-    if models > 1 {
-        b.add_model(Receipts).unwrap();
+/// Adds the `n`-th of [`MODELS`].
+fn add_nth<B: Backend>(b: &B, n: usize) -> Result<()> {
+    match n {
+        0 => b.add_model(Balances),
+        1 => b.add_model(Receipts),
+        _ => b.add_model(Visitors),
     }
-    if models > 2 {
-        b.add_model(Visitors).unwrap();
+}
+
+/// Serves the first `models` of [`MODELS`] and the hook (rebuilding
+/// `Balances` first, with `rebuild`; the `operators`' actions racing each
+/// other and the pipeline) until all are caught up (or a failpoint aborts
+/// the process first). An operator's action refused for a reason the
+/// races explain (`Error::Model`: the model runs already, is stopped, or
+/// another rebuild won) is fine; any other error fails the child.
+fn serve_to_the_end<B: Backend + Sync>(
+    b: &B,
+    models: usize,
+    journal: PathBuf,
+    rebuild: bool,
+    operators: &[(u64, Operator)],
+) {
+    for n in 0..models {
+        add_nth(b, n).unwrap();
     }
     b.add_cluster_hook(FileJournal(journal)).unwrap();
     if rebuild {
         b.d().rebuild::<Balances>().unwrap();
     }
+    // Each action done is logged (the parent counts them: operators whose
+    // every action is refused test nothing).
+    let refused_or_ok = |what: &str, r: Result<()>| match r {
+        Ok(()) => {
+            eprintln!("{OPERATOR_DONE}: {what}");
+            true
+        }
+        Err(Error::Model(..)) => false,
+        Err(e) => panic!("an operator's {what}: {e}"),
+    };
+    std::thread::scope(|s| {
+        for &(after_ms, op) in operators {
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(after_ms));
+                match op {
+                    Operator::Stop { model, pause_ms } => {
+                        let name = MODELS[model.min(models - 1)];
+                        if refused_or_ok("stop_model", b.d().stop_model(name)) {
+                            std::thread::sleep(Duration::from_millis(pause_ms));
+                            refused_or_ok("add_model", add_nth(b, model.min(models - 1)));
+                        }
+                    }
+                    Operator::AddAgain { model } => {
+                        refused_or_ok("add_model", add_nth(b, model.min(models - 1)));
+                    }
+                    Operator::Rebuild => {
+                        refused_or_ok("rebuild", b.d().rebuild::<Balances>());
+                    }
+                }
+            });
+        }
+    });
     b.caught_up::<Balances>();
     if models > 1 {
         b.caught_up::<Receipts>();
@@ -1166,27 +1258,38 @@ fn child<B: Crashable>(at: &str) {
     else {
         panic!("{SERVES} is not <models>,<batch>,<rebuild>");
     };
+    let operators: Vec<(u64, Operator)> =
+        serde_json::from_str(&std::env::var(OPERATORS).unwrap_or_else(|_| "[]".into())).unwrap();
     let b = B::attach(at, batch.parse().unwrap());
     serve_to_the_end(
         &b,
         models.parse().unwrap(),
         std::env::var(JOURNAL).unwrap().into(),
         rebuild == "true",
+        &operators,
     );
 }
 
+/// What a child did: whether it died (a failpoint's abort, the kill)
+/// rather than finished, how many faults it was given (`ACCRETE_FAULTS`),
+/// how many of its operators' actions were done.
+struct Lived {
+    died: bool,
+    faults: usize,
+    operated: usize,
+}
+
 /// Runs `test` in a child process serving the backend at `at` (`models`,
-/// `batch`, whether it rebuilds). Returns whether it died (a failpoint's
-/// abort, the kill) rather than finished, and how many faults it was
-/// given (`ACCRETE_FAULTS`).
+/// `batch`, whether it rebuilds) with its operators' actions.
 fn run_child(
     test: &str,
     at: &str,
     scratch: &Path,
     (models, batch, rebuild): (usize, usize, bool),
     (failpoint, faults): (Option<&str>, Option<&str>),
+    operators: &[(u64, Operator)],
     kill_after: Option<Duration>,
-) -> std::result::Result<(bool, usize), String> {
+) -> std::result::Result<Lived, String> {
     use std::os::unix::process::ExitStatusExt;
     let log_path = scratch.join("child.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -1195,6 +1298,7 @@ fn run_child(
         .env(CHILD, at)
         .env(JOURNAL, scratch.join("journal"))
         .env(SERVES, format!("{models},{batch},{rebuild}"))
+        .env(OPERATORS, serde_json::to_string(operators).unwrap())
         .env_remove("ACCRETE_FAILPOINT")
         .env_remove("ACCRETE_FAULTS")
         .stdout(std::process::Stdio::null())
@@ -1228,8 +1332,11 @@ fn run_child(
     let died = matches!(status.signal(), Some(6 | 9));
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     if died || status.success() {
-        let faults = log.matches("injects an error (ACCRETE_FAULTS)").count();
-        return Ok((died, faults));
+        return Ok(Lived {
+            died,
+            faults: log.matches("injects an error (ACCRETE_FAULTS)").count(),
+            operated: log.matches(OPERATOR_DONE).count(),
+        });
     }
     let tail: Vec<&str> = log.lines().rev().take(30).collect();
     Err(format!(
@@ -1255,7 +1362,8 @@ fn play_on<B: Crashable>(
 ) -> std::result::Result<Played, String> {
     let events = h.events();
     let mut rng = Rng(h.seed ^ 0xf0f0);
-    let (mut models, mut died, mut runs, mut garbage, mut injected_all) = (1, 0, 0, 0, 0);
+    let (mut models, mut died, mut runs, mut garbage) = (1, 0, 0, 0);
+    let (mut injected_all, mut operated) = (0, 0);
     for step in &h.steps {
         match step {
             Step::Submit { from, to } => {
@@ -1294,18 +1402,21 @@ fn play_on<B: Crashable>(
                 kill_after_ms,
                 rebuild,
                 faults,
+                operators,
             } => {
                 runs += 1;
-                let (killed, injected) = run_child(
+                let lived = run_child(
                     test,
                     at,
                     scratch,
                     (models, *batch, *rebuild),
                     (failpoint.as_deref(), faults.as_deref()),
+                    operators,
                     kill_after_ms.map(Duration::from_millis),
                 )?;
-                died += usize::from(killed);
-                injected_all += injected;
+                died += usize::from(lived.died);
+                injected_all += lived.faults;
+                operated += lived.operated;
             }
         }
     }
@@ -1321,7 +1432,7 @@ fn play_on<B: Crashable>(
     // The last run, here, to the end: every model, every check.
     let journal = scratch.join("journal");
     let b = B::attach(at, 100);
-    serve_to_the_end(&b, MODELS.len(), journal.clone(), false);
+    serve_to_the_end(&b, MODELS.len(), journal.clone(), false, &[]);
     let differs = |what: &str| format!("{what} differs from the fold of the distinct events");
     let state = b.state::<Balances>();
     if state != oracle(&Balances, &events) {
@@ -1381,10 +1492,17 @@ fn play_on<B: Crashable>(
     // Without a rebuild, each change runs the hook once: the deltas add up
     // to the state. (A rebuild folds every key again, and the hook runs
     // again for each.)
-    let rebuilt = h
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::Run { rebuild: true, .. }));
+    let rebuilt = h.steps.iter().any(|s| match s {
+        Step::Run {
+            rebuild, operators, ..
+        } => {
+            *rebuild
+                || operators
+                    .iter()
+                    .any(|(_, o)| matches!(o, Operator::Rebuild))
+        }
+        _ => false,
+    });
     let mut sums: BTreeMap<u16, i64> = BTreeMap::new();
     for (key, delta) in by_id.values() {
         *sums.entry(*key).or_default() += delta;
@@ -1401,10 +1519,12 @@ fn play_on<B: Crashable>(
     Ok(Played {
         died,
         faults: injected_all,
+        operated,
         runs,
         summary: format!(
             "{} events, {} steps, {died} of {runs} runs killed, {} rebuilding, {} with faults \
-             ({injected_all} injected), {} hook runs ({} distinct)",
+             ({injected_all} injected), {} with operators racing ({operated} actions done), \
+             {} hook runs ({} distinct)",
             events.len(),
             h.steps.len(),
             h.steps
@@ -1421,6 +1541,10 @@ fn play_on<B: Crashable>(
                     }
                 ))
                 .count(),
+            h.steps
+                .iter()
+                .filter(|s| matches!(s, Step::Run { operators, .. } if !operators.is_empty()))
+                .count(),
             ran.lines().count(),
             by_id.len()
         ),
@@ -1432,6 +1556,8 @@ struct Played {
     died: usize,
     /// Faults injected in its runs.
     faults: usize,
+    /// Operators' actions done (not refused) in its runs.
+    operated: usize,
     runs: usize,
     summary: String,
 }
@@ -1464,7 +1590,9 @@ fn fixtures() -> PathBuf {
 
 /// Histories of submits, forwards, garbage, models added later and batch
 /// sizes changed across runs of child processes, each killed at a crash
-/// point of the pipeline or of the hook member, or SIGKILLed: after each,
+/// point of the pipeline or of the hook member, or SIGKILLed, some given
+/// injected faults, some rebuilding, some with operators' actions racing
+/// (see [`History::generate`]): after each,
 /// every model equals the oracle, each bad event is one dead letter per
 /// model, and per key the deltas of the hook's distinct runs (appended to a
 /// file, so that they survive the kills) add up to the state, a run
@@ -1498,7 +1626,7 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
     }
     // Runs, kills and injected faults of the generated histories, for the
     // checks below.
-    let (mut generated, mut runs, mut died, mut faults) = (0, 0, 0, 0);
+    let (mut generated, mut runs, mut died, mut faults, mut operated) = (0, 0, 0, 0, 0);
     for (i, (name, h)) in histories.into_iter().enumerate() {
         match play::<B>(test, &h) {
             Ok(played) => {
@@ -1519,6 +1647,7 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
                     runs += played.runs;
                     died += played.died;
                     faults += played.faults;
+                    operated += played.operated;
                 }
             }
             Err(e) => {
@@ -1545,6 +1674,12 @@ fn histories_with_kills<B: Crashable>(test: &str, backend: &str, var: &str, defa
     assert!(
         generated < 3 || faults > 0,
         "{test}: no fault was injected in {generated} generated histories"
+    );
+    // Many runs have operators' actions: three histories without
+    // one done means the operators test nothing.
+    assert!(
+        generated < 3 || operated > 0,
+        "{test}: no operator's action was done in {generated} generated histories"
     );
 }
 

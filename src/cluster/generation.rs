@@ -67,33 +67,41 @@ pub(super) fn newer(
     }
 }
 
-/// Opens a thread's parts for a new generation, trying again (with
+/// Runs a thread on one generation of its model's data after another,
+/// from the `first` (a generation and its parts, opened): `run` on the
+/// parts of the generation until it returns a newer one
+/// (`None`: the node stops), then `open` on that one, trying again (with
 /// backoff, each failure passed to `failed`) until it succeeds or
-/// `stopping` says to stop (`None`).
-pub(super) fn reopen<T>(
+/// `stopping` says to stop; `moved` is told of each generation opened.
+pub(super) fn follow<T>(
     what: &str,
-    generation: &Generation,
+    first: (Generation, T),
     stopping: &dyn Fn() -> bool,
     failed: &dyn Fn(&crate::Error),
-    mut open: impl FnMut() -> Result<T>,
-) -> Option<T> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if stopping() {
-            return None;
-        }
-        match open() {
-            Ok(parts) => {
-                tracing::info!(what, generation = generation.n, "moved to a new generation");
-                return Some(parts);
+    mut run: impl FnMut(T, &Generation) -> Option<Generation>,
+    mut open: impl FnMut(&Generation) -> Result<T>,
+    mut moved: impl FnMut(&Generation),
+) {
+    let (mut generation, mut parts) = first;
+    while let Some(next) = run(parts, &generation) {
+        generation = next;
+        let mut backoff = Duration::from_millis(100);
+        parts = loop {
+            if stopping() {
+                return;
             }
-            Err(e) => {
-                tracing::warn!(what, generation = generation.n, error = %e, retry_in = ?backoff,
-                    "could not start on the model's new generation");
-                failed(&e);
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            match open(&generation) {
+                Ok(parts) => break parts,
+                Err(e) => {
+                    tracing::warn!(what, generation = generation.n, error = %e, retry_in = ?backoff,
+                        "could not start on the model's new generation");
+                    failed(&e);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
-        }
+        };
+        tracing::info!(what, generation = generation.n, "moved to a new generation");
+        moved(&generation);
     }
 }

@@ -151,22 +151,20 @@ pub(super) fn start<H: ClusterHook>(
     counters: Arc<HookCounters>,
 ) -> Result<JoinHandle<()>> {
     let model = <H::Model as ReadModel>::NAME;
-    let mut generation = shared.store.generation(model)?;
-    let mut parts = open::<H>(&shared, &generation)?;
+    let generation = shared.store.generation(model)?;
+    let parts = open::<H>(&shared, &generation)?;
     std::thread::Builder::new()
         .name(format!("accrete-hook-{}", H::NAME))
         .spawn(move || {
-            while let Some(next) = run(&hook, parts, &shared, &counters, &generation) {
-                generation = next;
-                let stopping = || shared.stop.load(Ordering::Acquire);
-                let open = || open::<H>(&shared, &generation);
-                let Some(opened) =
-                    super::generation::reopen(H::NAME, &generation, &stopping, &|_| {}, open)
-                else {
-                    return;
-                };
-                parts = opened;
-            }
+            super::generation::follow(
+                H::NAME,
+                (generation, parts),
+                &|| shared.stop.load(Ordering::Acquire),
+                &|_| {},
+                |parts, generation| run(&hook, parts, &shared, &counters, generation),
+                |generation| open::<H>(&shared, generation),
+                |_| {},
+            );
         })
         .map_err(|e| Error::io("spawn a hook thread", ".", e))
 }

@@ -611,9 +611,9 @@ where
     let model = Arc::new(model);
     let current = shared.store.generation(M::NAME)?;
     generation.store(current.n, Ordering::Release);
-    let mut parts = open(
+    let parts = open(
         model.clone(),
-        current,
+        current.clone(),
         &shared,
         counters.clone(),
         replica.clone(),
@@ -622,14 +622,13 @@ where
     std::thread::Builder::new()
         .name(format!("accrete-materialize-{}", M::NAME))
         .spawn(move || {
-            loop {
-                let Some(next) = run(parts, &shared, &stop, interval) else {
-                    return;
-                };
-                let stopping =
-                    || shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire);
-                let failed = |e: &Error| counters.health.failed(M::NAME, e);
-                let open = || {
+            super::generation::follow(
+                M::NAME,
+                (current, parts),
+                &|| shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire),
+                &|e| counters.health.failed(M::NAME, e),
+                |parts, _| run(parts, &shared, &stop, interval),
+                |next| {
                     open(
                         model.clone(),
                         next.clone(),
@@ -637,16 +636,12 @@ where
                         counters.clone(),
                         replica.clone(),
                     )
-                };
-                let Some(opened) =
-                    super::generation::reopen(M::NAME, &next, &stopping, &failed, open)
-                else {
-                    return;
-                };
-                parts = opened;
-                generation.store(next.n, Ordering::Release);
-                counters.health.ok();
-            }
+                },
+                |next| {
+                    generation.store(next.n, Ordering::Release);
+                    counters.health.ok();
+                },
+            );
         })
         .map_err(|e| Error::io("spawn a materializer thread", ".", e))
 }
@@ -740,7 +735,13 @@ where
         }
         let stopping = shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire);
         let full = batcher.lock().buffered >= pace.limit();
-        if !full && !stopping {
+        if !full
+            && !stopping
+            && let Err(e) = crate::failpoint::fault("log_read")
+        {
+            // As a fetch error: the consumer reads on.
+            tracing::warn!(model = M::NAME, error = %e, "consumer error");
+        } else if !full && !stopping {
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(msg)) => {
                     placement.take(&msg, |r| {

@@ -225,33 +225,31 @@ pub(super) fn start<M: ReadModel>(
         generation: Arc::new(AtomicU64::new(0)),
     };
     let generation = shared.store.generation(M::NAME)?;
-    let mut following = open(&shared, &replica, &tracked, &generation)?;
+    let following = open(&shared, &replica, &tracked, &generation)?;
     let thread = {
         let replica = replica.clone();
         let tracked = tracked.clone();
         std::thread::Builder::new()
             .name(format!("accrete-replica-{}", M::NAME))
             .spawn(move || {
-                let mut generation = generation;
-                while let Some(next) = follow(
-                    following,
-                    &replica,
-                    &tracked.position,
-                    &shared,
-                    &counters,
-                    &generation,
-                ) {
-                    generation = next;
-                    let stopping = || shared.stop.load(Ordering::Acquire);
-                    let failed = |e: &Error| counters.health.failed(M::NAME, e);
-                    let open = || open(&shared, &replica, &tracked, &generation);
-                    let Some(opened) =
-                        super::generation::reopen(M::NAME, &generation, &stopping, &failed, open)
-                    else {
-                        return;
-                    };
-                    following = opened;
-                }
+                super::generation::follow(
+                    M::NAME,
+                    (generation, following),
+                    &|| shared.stop.load(Ordering::Acquire),
+                    &|e| counters.health.failed(M::NAME, e),
+                    |following, generation| {
+                        follow(
+                            following,
+                            &replica,
+                            &tracked.position,
+                            &shared,
+                            &counters,
+                            generation,
+                        )
+                    },
+                    |generation| open(&shared, &replica, &tracked, generation),
+                    |_| {},
+                );
             })
             .map_err(|e| Error::io("spawn a replica thread", ".", e))?
     };

@@ -380,6 +380,9 @@ impl<M: ReadModel> Runner<M> {
         max: usize,
         outbox: &mut OutboxState,
     ) -> Result<Option<BatchOutcome>> {
+        // Once a batch (a pass per partition would fail every pass of a
+        // worker holding as many partitions as the fault's period).
+        crate::failpoint::fault("log_read")?;
         let mut inputs = Vec::with_capacity(guards.len());
         let mut ends = Vec::with_capacity(guards.len());
         for (partition, st) in guards.iter_mut() {

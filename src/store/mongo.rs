@@ -556,7 +556,7 @@ impl MongoStore {
                 let d = d.map_err(|e| Error::mongo("find", e))?;
                 let id = d.get("_id").cloned().unwrap_or(Bson::Null).to_string();
                 let v = d.get("v").and_then(as_u64).unwrap_or(0);
-                out.insert(id, (decode_state::<S>(d.get("s"))?, generation.floor + v));
+                out.insert(id, (decode_state::<S>(d.get("s"))?, generation.floor() + v));
             }
         }
         Ok(out)
@@ -1604,12 +1604,6 @@ where
 pub(crate) struct Generation {
     /// 0 until the first rebuild.
     pub(crate) n: u64,
-    /// What this generation's versions are counted above (`n` × 2⁴⁰): a
-    /// key's version is this plus its document's `v`, so versions (and the
-    /// idempotency keys made of them) never repeat and never go down
-    /// across a rebuild, even while a deposed writer of the generation
-    /// before still counts on (no key is written 2⁴⁰ times).
-    pub(crate) floor: u64,
     /// The name its collection, topics, groups and positions are made of.
     pub(crate) name: String,
 }
@@ -1618,9 +1612,17 @@ impl Generation {
     pub(crate) fn new(model: &str, n: u64) -> Self {
         Generation {
             n,
-            floor: n << 40,
             name: crate::names::generation_name(model, n),
         }
+    }
+
+    /// What this generation's versions are counted above (`n` × 2⁴⁰): a
+    /// key's version is this plus its document's `v`, so versions (and the
+    /// idempotency keys made of them) never repeat and never go down
+    /// across a rebuild, even while a deposed writer of the generation
+    /// before still counts on (no key is written 2⁴⁰ times).
+    pub(crate) fn floor(&self) -> u64 {
+        self.n << 40
     }
 }
 
