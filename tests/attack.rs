@@ -11,6 +11,13 @@
 //! `cargo test --all-features`. The long ones: `cargo test --all-features --test attack -- --ignored`
 //! (with `scripts/servers.sh start`). Their one finding, a model named
 //! like one of accrete's own collections, is a conformance scenario now.
+//! Session 13 added seven attacks on `rebuild` (restarts, racing
+//! operators, readers' versions, cluster and `ONCE` hooks, hostile inputs,
+//! copies picked again; 15–100 s each, so they run by default). Their
+//! finding: a node's shutdown could hang forever in a cluster hook's
+//! consumer (the rebalance callback asked librdkafka for the protocol
+//! while the consumer closed); mended, and `cluster_hooks_across_rebuilds`
+//! runs again.
 #![cfg(all(feature = "kafka", feature = "mongodb"))]
 
 mod common;
@@ -1002,6 +1009,857 @@ fn operators_race_on_two_nodes_with_traffic() {
         check(&b, &events, false, &format!("{ctx} node b"));
         a.shutdown();
         b.shutdown();
+        let _ = a.store().database().drop().run();
+    }
+}
+
+// ---------------------------------------------------------------------
+// Session 13: `rebuild` attacked on two nodes (a helper, public API only).
+// ---------------------------------------------------------------------
+
+/// The longest any one operator call may take: a rebuild waits a minute at
+/// most for its own node, then says so.
+const HANG: Duration = Duration::from_secs(90);
+
+/// Runs `f`, failing if it took longer than [`HANG`].
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let out = f();
+    assert!(
+        start.elapsed() < HANG,
+        "{what} took {:?} (a hang)",
+        start.elapsed()
+    );
+    out
+}
+
+/// Shuts `n` down, failing if that takes longer than [`HANG`] (the
+/// shutdown is left running in its thread then).
+fn shutdown_within(n: &Arc<Node>, what: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let node = n.clone();
+    std::thread::spawn(move || {
+        node.shutdown();
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(HANG).is_ok(),
+        "{what}: Node::shutdown did not return within {HANG:?} (a hang)"
+    );
+}
+
+/// The generation a version was given in (`n * 2^40 + v`).
+fn generation_of(version: u64) -> u64 {
+    version >> 40
+}
+
+/// The generation every stored key of `Balances` is in, as `get_versioned`
+/// reads it on `n`: one for all keys (a key left in another is a finding).
+fn balances_generation(n: &Node, ctx: &str) -> u64 {
+    let keys: Vec<u16> = state::<Balances>(n).into_keys().collect();
+    let gens: std::collections::BTreeSet<u64> = keys
+        .iter()
+        .filter_map(|k| n.get_versioned::<Balances>(k).unwrap())
+        .map(|(v, _)| generation_of(v))
+        .collect();
+    assert_eq!(gens.len(), 1, "{ctx}: keys in several generations {gens:?}");
+    *gens.iter().next().unwrap()
+}
+
+/// `n` native payments (ids above every forwarded one).
+fn natives(rng: &mut Rng, n: usize) -> Vec<Payment> {
+    payments(rng, n, 20)
+        .into_iter()
+        .map(|mut p| {
+            p.id += 1_000_000;
+            p
+        })
+        .collect()
+}
+
+/// Rebuild attack 1: node b restarts (shutdown, then `Node::start` again
+/// with another batch size and flush interval, submitting native events
+/// before each restart, sometimes rebuilding `Visitors` itself) while node
+/// a rebuilds `Balances` again and again and copies are forwarded through
+/// a. At the end both nodes (MongoDB, replicas, dead letters) equal the
+/// oracle, and every key is in the generation of the last rebuild.
+#[test]
+fn a_node_restarts_while_another_rebuilds() {
+    let _g = one_at_a_time();
+    for seed in seeds_with("restart_rebuild", "ATTACK_SEEDS", 1) {
+        eprintln!("restart_rebuild: ACCRETE_SEED={seed}");
+        let (a, b, events, done, forwarder) =
+            two_nodes_with_traffic("restart_rebuild", seed, 600, (40, 30), 7);
+        let config = a.config().clone();
+        let mut rng = Rng(seed ^ 11);
+        let natives = Arc::new(natives(&mut rng, 200));
+        let restarter = {
+            let (done, config, natives) = (done.clone(), config.clone(), natives.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng(seed ^ 13);
+                let mut current = b;
+                let mut chunks = natives.chunks(25);
+                let (mut restarts, mut rebuilt) = (0, 0);
+                while !done.load(Ordering::SeqCst) || restarts < 3 {
+                    if let Some(c) = chunks.next() {
+                        current
+                            .submit_batch(c.iter().map(|p| (p.from.to_be_bytes(), p.at_ms, p)))
+                            .unwrap();
+                    }
+                    std::thread::sleep(Duration::from_millis(100 + rng.below(500)));
+                    timed("shutdown", || current.shutdown());
+                    restarts += 1;
+                    std::thread::sleep(Duration::from_millis(rng.below(300)));
+                    let mut c = config.clone();
+                    c.batch_size = [7, 30, 200, 100_000][rng.below(4) as usize];
+                    c.flush_interval_ms = [5, 20, 250][rng.below(3) as usize];
+                    eprintln!(
+                        "restart_rebuild: restart {restarts}: batch {} flush {} ms",
+                        c.batch_size, c.flush_interval_ms
+                    );
+                    current = Arc::new(node(&c, &format!("b{restarts}")));
+                    add_all(&current, false);
+                    if rng.chance(0.3) {
+                        let r = timed("rebuild visitors", || current.rebuild::<Visitors>());
+                        assert!(
+                            matches!(r, Ok(()) | Err(accrete::Error::Model(..))),
+                            "restart {restarts}: rebuild visitors: {r:?}"
+                        );
+                    }
+                    if rng.chance(0.4) {
+                        // Racing a's rebuilds of the same model.
+                        let r = timed("rebuild balances", || current.rebuild::<Balances>());
+                        assert!(
+                            matches!(r, Ok(()) | Err(accrete::Error::Model(..))),
+                            "restart {restarts}: rebuild balances: {r:?}"
+                        );
+                        rebuilt += usize::from(r.is_ok());
+                    }
+                }
+                for c in chunks {
+                    current
+                        .submit_batch(c.iter().map(|p| (p.from.to_be_bytes(), p.at_ms, p)))
+                        .unwrap();
+                }
+                (current, restarts, rebuilt)
+            })
+        };
+        let (mut rebuilds, mut tries) = (0, 0);
+        while !done.load(Ordering::SeqCst) || tries < 3 {
+            std::thread::sleep(Duration::from_millis(200 + rng.below(600)));
+            let r = timed("rebuild balances", || a.rebuild::<Balances>());
+            // Only a racing rebuild from b explains an error.
+            assert!(
+                matches!(r, Ok(()) | Err(accrete::Error::Model(..))),
+                "seed {seed}: rebuild on a: {r:?}"
+            );
+            if let Err(e) = &r {
+                eprintln!("restart_rebuild: rebuild on a refused: {e}");
+            }
+            rebuilds += usize::from(r.is_ok());
+            tries += 1;
+        }
+        forwarder.join().unwrap();
+        let (b, restarts, rebuilt) = restarter.join().unwrap();
+        let rebuilds = (rebuilds + rebuilt) as u64;
+        let ctx = format!("restart_rebuild seed {seed} ({rebuilds} rebuilds, {restarts} restarts)");
+        eprintln!("{ctx}");
+        let mut distinct: Vec<Payment> = events.iter().cloned().collect();
+        distinct.extend(natives.iter().cloned());
+        catch_up(&a, false);
+        catch_up(&b, false);
+        check(&a, &distinct, false, &format!("{ctx} node a"));
+        check(&b, &distinct, false, &format!("{ctx} node b"));
+        for n in [&a, &b] {
+            for (k, s) in oracle(&Balances, &distinct) {
+                assert_eq!(n.get::<Balances>(&k).unwrap(), Some(s), "{ctx}: get {k}");
+            }
+        }
+        assert_eq!(
+            balances_generation(&a, &ctx),
+            rebuilds,
+            "{ctx}: the generation of the keys"
+        );
+        a.shutdown();
+        b.shutdown();
+        let _ = a.store().database().drop().run();
+    }
+}
+
+/// Rebuild attack 2: `rebuild` racing `rebuild`, `stop_model`,
+/// `add_model` and `shutdown` on two nodes while copies are forwarded: a
+/// simultaneous rebuild on both nodes first (one wins, the other may lose
+/// with `Error::Model`), then each node's operator at random. Every error
+/// must be `Error::Model`, no call may take more than 90 s, the
+/// generation reached must be the count of the rebuilds that made one,
+/// and the end state must equal the oracle.
+#[test]
+fn rebuild_races_operators_on_two_nodes() {
+    let _g = one_at_a_time();
+    for seed in seeds_with("rebuild_race", "ATTACK_SEEDS", 1) {
+        eprintln!("rebuild_race: ACCRETE_SEED={seed}");
+        let (a, b, events, done, forwarder) =
+            two_nodes_with_traffic("rebuild_race", seed, 600, (40, 40), 7);
+        std::thread::sleep(Duration::from_millis(300));
+        // Both at once.
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|n| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    timed("racing rebuild", || n.rebuild::<Balances>())
+                })
+            })
+            .collect();
+        let raced: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        eprintln!("rebuild_race: the simultaneous rebuilds: {raced:?}");
+        assert!(
+            raced.iter().any(|r| r.is_ok()),
+            "seed {seed}: no racing rebuild won: {raced:?}"
+        );
+        for r in &raced {
+            assert!(
+                matches!(r, Ok(()) | Err(accrete::Error::Model(..))),
+                "seed {seed}: {r:?}"
+            );
+        }
+        let made = Arc::new(AtomicUsize::new(raced.iter().filter(|r| r.is_ok()).count()));
+        let slow = Arc::new(AtomicUsize::new(0));
+        let operators: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let (done, made, slow) = (done.clone(), made.clone(), slow.clone());
+                std::thread::spawn(move || {
+                    let mut rng = Rng(seed ^ (200 + i as u64));
+                    let mut actions = Vec::new();
+                    while actions.len() < 12 || !done.load(Ordering::SeqCst) {
+                        let action = rng.below(10);
+                        let outcome =
+                            timed(&format!("operator {i} action {action}"), || match action {
+                                0..=3 => {
+                                    let r = n.rebuild::<Balances>();
+                                    match &r {
+                                        Ok(()) => {
+                                            made.fetch_add(1, Ordering::SeqCst);
+                                        }
+                                        Err(e) if e.to_string().contains("within a minute") => {
+                                            slow.fetch_add(1, Ordering::SeqCst);
+                                        }
+                                        Err(_) => {}
+                                    }
+                                    r
+                                }
+                                4 => n.rebuild::<Visitors>(),
+                                5 => n.stop_model(Balances::NAME),
+                                6 | 7 => n.add_model(Balances),
+                                8 => n.add_model(Visitors),
+                                _ => {
+                                    n.shutdown();
+                                    n.add_model(Balances).and_then(|()| n.add_model(Visitors))
+                                }
+                            });
+                        if let Err(e) = &outcome {
+                            assert!(
+                                matches!(e, accrete::Error::Model(..)),
+                                "seed {seed}: operator {i}, action {action}: {e}"
+                            );
+                        }
+                        actions.push((action, outcome.is_ok()));
+                        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+                    }
+                    actions
+                })
+            })
+            .collect();
+        forwarder.join().unwrap();
+        for (i, o) in operators.into_iter().enumerate() {
+            eprintln!("rebuild_race: operator {i}: {:?}", o.join().unwrap());
+        }
+        for n in [&a, &b] {
+            for added in [n.add_model(Balances), n.add_model(Visitors)] {
+                assert!(
+                    matches!(added, Ok(()) | Err(accrete::Error::Model(..))),
+                    "seed {seed}: {added:?}"
+                );
+            }
+        }
+        let (made, slow) = (made.load(Ordering::SeqCst), slow.load(Ordering::SeqCst));
+        let ctx = format!("rebuild_race seed {seed} ({made} rebuilds made, {slow} slow)");
+        catch_up(&a, false);
+        catch_up(&b, false);
+        check(&a, &events, false, &format!("{ctx} node a"));
+        check(&b, &events, false, &format!("{ctx} node b"));
+        let generation = balances_generation(&a, &ctx) as usize;
+        assert!(
+            (made..=made + slow).contains(&generation),
+            "{ctx}: the keys are in generation {generation}"
+        );
+        a.shutdown();
+        b.shutdown();
+        let _ = a.store().database().drop().run();
+    }
+}
+
+/// Rebuild attack 3: a reader on each node calls `get_versioned` for a
+/// few keys in a loop while both nodes rebuild `Balances` under traffic:
+/// a key's version, as one reader sees it, never goes down (a key read as
+/// absent while its state refolds is allowed: reads move at once).
+#[test]
+fn versions_never_go_down_for_a_reader_during_rebuilds() {
+    let _g = one_at_a_time();
+    for seed in seeds_with("reader_versions", "ATTACK_SEEDS", 1) {
+        eprintln!("reader_versions: ACCRETE_SEED={seed}");
+        let (a, b, events, done, forwarder) =
+            two_nodes_with_traffic("reader_versions", seed, 600, (40, 30), 7);
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let keys: Vec<u16> = (0..6).collect();
+                    let mut last: BTreeMap<u16, u64> = BTreeMap::new();
+                    let (mut reads, mut absent_after) = (0usize, 0usize);
+                    let mut top = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        for k in &keys {
+                            let got = n.get_versioned::<Balances>(k).unwrap();
+                            reads += 1;
+                            match got {
+                                Some((v, _)) => {
+                                    let before = last.insert(*k, v).unwrap_or(0);
+                                    assert!(
+                                        v >= before,
+                                        "seed {seed}: reader on node {i}: key {k} went from \
+                                         version {before} (generation {}) to {v} (generation {})",
+                                        generation_of(before),
+                                        generation_of(v)
+                                    );
+                                    top = top.max(generation_of(v));
+                                }
+                                None => absent_after += usize::from(last.contains_key(k)),
+                            }
+                        }
+                    }
+                    (reads, absent_after, top)
+                })
+            })
+            .collect();
+        let mut rng = Rng(seed ^ 5);
+        let mut rebuilds = 0u64;
+        for j in 0..4 {
+            std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
+            let n = if j % 2 == 0 { &a } else { &b };
+            timed("rebuild", || n.rebuild::<Balances>()).unwrap();
+            rebuilds += 1;
+        }
+        forwarder.join().unwrap();
+        assert!(done.load(Ordering::SeqCst));
+        catch_up(&a, false);
+        catch_up(&b, false);
+        // A last quiet look, then stop the readers.
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::SeqCst);
+        let ctx = format!("reader_versions seed {seed}");
+        for (i, r) in readers.into_iter().enumerate() {
+            let (reads, absent_after, top) = r.join().unwrap();
+            eprintln!(
+                "{ctx}: reader {i}: {reads} reads, {absent_after} read absent after present, \
+                 newest generation seen {top}"
+            );
+            assert_eq!(
+                top, rebuilds,
+                "{ctx}: reader {i} never saw the last generation"
+            );
+        }
+        check(&a, &events, false, &format!("{ctx} node a"));
+        check(&b, &events, false, &format!("{ctx} node b"));
+        assert_eq!(balances_generation(&b, &ctx), rebuilds, "{ctx}");
+        a.shutdown();
+        b.shutdown();
+        let _ = a.store().database().drop().run();
+    }
+}
+
+/// A cluster hook run as the attack's journal saw it: node, key, delta,
+/// idempotency key, version, state.
+type HookRun = (usize, u16, i64, String, u64, i64);
+
+/// A cluster hook on `Balances` journaling every run (shared by the nodes).
+struct RebuildJournal(usize, Arc<std::sync::Mutex<Vec<HookRun>>>);
+impl accrete::hooks::ClusterHook for RebuildJournal {
+    type Model = Balances;
+    const NAME: &'static str = "rebuild-journal";
+    fn run(&self, t: &accrete::hooks::Trigger<'_, Balances>) -> Result<(), String> {
+        self.1.lock().unwrap().push((
+            self.0,
+            *t.key,
+            t.delta.0,
+            t.idempotency_key.to_string(),
+            t.version,
+            t.state.0,
+        ));
+        Ok(())
+    }
+}
+
+/// Rebuild attack 4: a cluster hook on both nodes while `Balances` is
+/// rebuilt three times under traffic: one idempotency key is never run
+/// with another key or delta; a key's runs never see its version go down;
+/// in the last generation the runs' deltas (one per idempotency key) add
+/// up to the stored state, and each key's last run saw the stored state.
+#[test]
+fn cluster_hooks_across_rebuilds() {
+    let _g = one_at_a_time();
+    for seed in seeds_with("hook_rebuilds", "ATTACK_SEEDS", 1) {
+        eprintln!("hook_rebuilds: ACCRETE_SEED={seed}");
+        let (a, b, events, _, forwarder) =
+            two_nodes_with_traffic("hook_rebuilds", seed, 500, (40, 30), 7);
+        let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        a.add_cluster_hook(RebuildJournal(0, runs.clone())).unwrap();
+        b.add_cluster_hook(RebuildJournal(1, runs.clone())).unwrap();
+        let mut rng = Rng(seed ^ 9);
+        for n in [&a, &b, &a] {
+            std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
+            timed("rebuild", || n.rebuild::<Balances>()).unwrap();
+        }
+        forwarder.join().unwrap();
+        catch_up(&a, false);
+        catch_up(&b, false);
+        let ctx = format!("hook_rebuilds seed {seed}");
+        let deadline = std::time::Instant::now() + HANG;
+        while a
+            .hook_lag(<RebuildJournal as accrete::hooks::ClusterHook>::NAME)
+            .unwrap()
+            > 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ctx}: the hook never caught up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        check(&a, &events, false, &format!("{ctx} node a"));
+        let stored = state::<Balances>(&a);
+        let runs = runs.lock().unwrap().clone();
+        eprintln!("{ctx}: {} runs", runs.len());
+        let mut by_id: BTreeMap<&str, (u16, i64)> = BTreeMap::new();
+        let mut newest: BTreeMap<u16, (u64, usize)> = BTreeMap::new();
+        for (node, key, delta, id, version, _) in &runs {
+            let seen = *by_id.entry(id).or_insert((*key, *delta));
+            assert_eq!(seen, (*key, *delta), "{ctx}: run {id} repeated differently");
+            let (v, on) = newest.entry(*key).or_insert((0, *node));
+            assert!(
+                *version >= *v,
+                "{ctx}: run {id} on node {node} saw version {version} (generation {}) after \
+                 {v} (generation {}) on node {on}",
+                generation_of(*version),
+                generation_of(*v)
+            );
+            (*v, *on) = (*version, *node);
+        }
+        // The last generation's runs, by the generation named in their ids.
+        let generation = |id: &str| id.split('/').nth(1).unwrap_or_default().to_owned();
+        let last = generation(&runs.last().unwrap().3);
+        let mut sums: BTreeMap<u16, i64> = BTreeMap::new();
+        for (id, (key, delta)) in &by_id {
+            if generation(id) == last {
+                *sums.entry(*key).or_default() += delta;
+            }
+        }
+        sums.retain(|_, s| *s != 0);
+        let states: BTreeMap<u16, i64> = stored.iter().map(|(k, s)| (*k, s.0)).collect();
+        assert_eq!(
+            sums, states,
+            "{ctx}: the deltas of {last} add up to the state"
+        );
+        let mut last_run: BTreeMap<u16, (i64, u64)> = BTreeMap::new();
+        for (_, key, _, id, version, state) in &runs {
+            if generation(id) == last {
+                last_run.insert(*key, (*state, *version));
+            }
+        }
+        for (k, s) in &stored {
+            let (v, _) = a.get_versioned::<Balances>(k).unwrap().unwrap();
+            assert_eq!(
+                last_run.get(k),
+                Some(&(s.0, v)),
+                "{ctx}: the last run of key {k} saw the stored state (generation {last})"
+            );
+        }
+        shutdown_within(&a, &format!("{ctx} node a"));
+        shutdown_within(&b, &format!("{ctx} node b"));
+        let _ = a.store().database().drop().run();
+    }
+}
+
+/// A model whose keys are long strings of what stores trip over (quotes,
+/// dots, dollars, NUL, slashes, non-ASCII), two per payment.
+struct LongKeys;
+impl ReadModel for LongKeys {
+    const NAME: &'static str = "long_keys";
+    type Event = Payment;
+    type Key = String;
+    type State = accrete::monoids::Sum<i64>;
+    fn project(
+        &self,
+        p: &Payment,
+        out: &mut accrete::model::Deltas<String, accrete::monoids::Sum<i64>>,
+    ) -> Result<(), String> {
+        let odd = ["$", ".", "\"", "\0", "/", "é", "🙂", "{}", "\\", " "];
+        let body: String = (0..300)
+            .map(|i| odd[(i + p.to as usize) % odd.len()])
+            .collect();
+        out.push(format!("{}:{body}", p.to), accrete::monoids::Sum(p.cents));
+        out.push(
+            odd[p.visitor as usize % odd.len()].to_string(),
+            accrete::monoids::Sum(1),
+        );
+        Ok(())
+    }
+}
+
+/// Rebuild attack 5: hostile inputs with rebuilds on two nodes: route
+/// keys that are empty, 100 KB long, odd bytes or odd characters; keys of
+/// a model (`Shapes`, `LongKeys`) with quotes, dots, dollars, NUL and
+/// 1 KB+ strings; garbage payloads through `submit_encoded`. Rebuilds of
+/// every model run while they arrive and after. At the end every model on
+/// both nodes equals the oracle (MongoDB, replica, `get`), and each has
+/// exactly one dead letter per bad event (the garbage, plus the refused
+/// payments for `Balances`), with distinct event ids.
+#[test]
+fn hostile_inputs_survive_rebuilds() {
+    let _g = one_at_a_time();
+    for seed in seeds_with("hostile_rebuilds", "ATTACK_SEEDS", 1) {
+        eprintln!("hostile_rebuilds: ACCRETE_SEED={seed}");
+        let mut rng = Rng(seed);
+        let mut config = config("hostile_rebuilds", 3);
+        config.batch_size = config.batch_size.max(7);
+        let a = node(&config, "a");
+        let b = node(&config, "b");
+        for n in [&a, &b] {
+            add_all(n, false);
+            n.add_model(Shapes).unwrap();
+            n.add_model(LongKeys).unwrap();
+        }
+        let events = payments(&mut rng, 300, 12);
+        let big = "k".repeat(100_000);
+        let routes: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            big.into_bytes(),
+            vec![0xff, 0x00, 0xfe],
+            "a.b$c{\"x\"}\0é🙂".as_bytes().to_vec(),
+            b"plain".to_vec(),
+        ];
+        let valid = accrete::event::encode(&events[0]).unwrap();
+        let garbage: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            vec![0xff; 7],
+            b"{\"id\": 1}".to_vec(),
+            valid[..valid.len() / 2].to_vec(),
+            accrete::event::encode(&"not a payment").unwrap(),
+            (0..64).map(|i| (i * 37) as u8).collect(),
+        ];
+        let mut bad = 0;
+        for (i, chunk) in events.chunks(30).enumerate() {
+            let via = if i % 2 == 0 { &a } else { &b };
+            for (j, p) in chunk.iter().enumerate() {
+                via.submit(&routes[(i + j) % routes.len()], p.at_ms, p)
+                    .unwrap();
+            }
+            let g = &garbage[i % garbage.len()];
+            via.submit_encoded(&routes[i % routes.len()], i as i64, g)
+                .unwrap();
+            bad += 1;
+            match i % 5 {
+                1 => timed("rebuild", || a.rebuild::<Balances>()).unwrap(),
+                2 => timed("rebuild", || b.rebuild::<Shapes>()).unwrap(),
+                3 => timed("rebuild", || a.rebuild::<LongKeys>()).unwrap(),
+                4 => timed("rebuild", || b.rebuild::<Visitors>()).unwrap(),
+                _ => {}
+            }
+        }
+        // Once more each, after everything arrived.
+        timed("rebuild", || b.rebuild::<Balances>()).unwrap();
+        timed("rebuild", || a.rebuild::<Shapes>()).unwrap();
+        timed("rebuild", || b.rebuild::<LongKeys>()).unwrap();
+        let ctx = format!("hostile_rebuilds seed {seed} ({bad} garbage payloads)");
+        let refused = events.iter().filter(|p| p.cents == 0).count();
+        for (name, n) in [("a", &a), ("b", &b)] {
+            let ctx = format!("{ctx} node {name}");
+            catch_up(n, false);
+            n.wait_caught_up::<Shapes>(TIMEOUT).unwrap();
+            n.wait_caught_up::<LongKeys>(TIMEOUT).unwrap();
+            assert_eq!(state::<Balances>(n), oracle(&Balances, &events), "{ctx}");
+            assert_eq!(state::<Visitors>(n), oracle(&Visitors, &events), "{ctx}");
+            let shapes = oracle(&Shapes, &events);
+            assert_eq!(state::<Shapes>(n), shapes, "{ctx}: shapes");
+            let rep: BTreeMap<_, _> = n
+                .replica_snapshot::<Shapes>()
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(rep, shapes, "{ctx}: shapes replica");
+            for (k, s) in &shapes {
+                assert_eq!(
+                    n.get::<Shapes>(k).unwrap().as_ref(),
+                    Some(s),
+                    "{ctx}: {k:?}"
+                );
+            }
+            let long = oracle(&LongKeys, &events);
+            assert_eq!(state::<LongKeys>(n), long, "{ctx}: long keys");
+            let rep: BTreeMap<_, _> = n
+                .replica_snapshot::<LongKeys>()
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(rep, long, "{ctx}: long keys replica");
+            for (k, s) in &long {
+                let (_, got) = n.get_versioned::<LongKeys>(k).unwrap().unwrap();
+                assert_eq!(&got, s, "{ctx}: {k:?}");
+            }
+            let letters = [
+                (
+                    "balances",
+                    n.dead_letters::<Balances>().unwrap(),
+                    bad + refused,
+                ),
+                ("visitors", n.dead_letters::<Visitors>().unwrap(), bad),
+                ("shapes", n.dead_letters::<Shapes>().unwrap(), bad),
+                ("long_keys", n.dead_letters::<LongKeys>().unwrap(), bad),
+            ];
+            for (model, dl, want) in letters {
+                let ids: std::collections::BTreeSet<_> = dl
+                    .iter()
+                    .map(|d| (d.event.source, d.event.partition, d.event.offset))
+                    .collect();
+                assert_eq!(
+                    (dl.len(), ids.len()),
+                    (want, want),
+                    "{ctx}: {model}: one dead letter per bad event"
+                );
+            }
+        }
+        a.shutdown();
+        b.shutdown();
+        let _ = a.store().database().drop().run();
+    }
+}
+
+/// Rebuild attack 6: copies of one id whose payloads differ (copy c of
+/// event i pays account 3i+c), forwarded through both nodes while
+/// `Balances` is rebuilt from both (and `Receipts` is not): the re-fold
+/// must apply, for every event, the very copy it applied before and that
+/// `Receipts` applied, and only it.
+#[test]
+fn rebuilds_pick_the_same_copy_again() {
+    let _g = one_at_a_time();
+    let seed = seeds_with("same_copy_rebuilt", "ATTACK_SEEDS", 1)[0];
+    eprintln!("same_copy_rebuilt: ACCRETE_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut config = config("samecopy-rebuilt", 4);
+    config.batch_size = config.batch_size.max(7);
+    let a = Arc::new(node(&config, "a"));
+    let b = Arc::new(node(&config, "b"));
+    for n in [&a, &b] {
+        n.add_model(Balances).unwrap();
+        n.add_model(Receipts).unwrap();
+    }
+    let n = 250usize;
+    let mut list = Vec::new();
+    for i in 0..n {
+        for c in 0..3 {
+            let p = Payment {
+                id: i as u64,
+                from: 60_000,
+                to: (3 * i + c) as u16,
+                cents: 1 + i as i64,
+                visitor: (3 * i + c) as u32,
+                at_ms: (3 * i + c) as i64,
+            };
+            list.push((format!("{i}-{c}-{}", rng.next()), p, upstream_id(i)));
+        }
+    }
+    rng.shuffle(&mut list);
+    let list = Arc::new(list);
+    let mut ts = Vec::new();
+    for (k, node) in [a.clone(), b.clone()].into_iter().enumerate() {
+        let list = list.clone();
+        ts.push(std::thread::spawn(move || {
+            for (j, chunk) in list.chunks(9).enumerate() {
+                if j % 2 == k {
+                    node.forward(chunk.iter().map(|(r, p, id)| (r.as_bytes(), 0, p, *id)))
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }));
+    }
+    for node in [&a, &b] {
+        std::thread::sleep(Duration::from_millis(200 + rng.below(500)));
+        timed("rebuild", || node.rebuild::<Balances>()).unwrap();
+    }
+    for t in ts {
+        t.join().unwrap();
+    }
+    timed("rebuild", || a.rebuild::<Balances>()).unwrap();
+    let ctx = format!("same_copy_rebuilt seed {seed}");
+    for node in [&a, &b] {
+        node.flush().unwrap();
+        node.wait_caught_up::<Balances>(TIMEOUT).unwrap();
+        node.wait_caught_up::<Receipts>(TIMEOUT).unwrap();
+    }
+    let bal = state::<Balances>(&a);
+    let rec = state::<Receipts>(&b);
+    for i in 0..n {
+        let keys: Vec<u16> = (0..3)
+            .map(|c| (3 * i + c) as u16)
+            .filter(|k| bal.contains_key(k))
+            .collect();
+        assert_eq!(
+            keys.len(),
+            1,
+            "{ctx}: event {i}: balances applied copies {keys:?}"
+        );
+        assert_eq!(bal[&keys[0]].0, 1 + i as i64, "{ctx}: event {i}");
+        let rkeys: Vec<u16> = (0..3)
+            .map(|c| (3 * i + c) as u16)
+            .filter(|k| rec.contains_key(k))
+            .collect();
+        assert_eq!(
+            rkeys, keys,
+            "{ctx}: event {i}: the rebuilt balances applied another copy than receipts"
+        );
+    }
+    assert_eq!(
+        bal[&60_000].0,
+        -((1..=n as i64).sum::<i64>()),
+        "{ctx}: payer"
+    );
+    for node in [&a, &b] {
+        let rep: BTreeMap<_, _> = node
+            .replica_snapshot::<Balances>()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(rep, bal, "{ctx}: balances replica");
+    }
+    a.shutdown();
+    b.shutdown();
+    let _ = a.store().database().drop().run();
+}
+
+/// A `ONCE` run as the attack's journal saw it: node, key, idempotency
+/// key, the count the run saw.
+type OnceRun = (usize, u16, String, u64);
+
+/// A `ONCE` cluster hook on `Receipts` (an account paid twice or more),
+/// slow (50 ms a run), journaling every run.
+struct PaidTwice(usize, Arc<std::sync::Mutex<Vec<OnceRun>>>);
+impl accrete::hooks::ClusterHook for PaidTwice {
+    type Model = Receipts;
+    const NAME: &'static str = "paid-twice";
+    const ONCE: bool = true;
+    fn fires(&self, state: &Received) -> bool {
+        state.count.0 >= 2
+    }
+    fn run(&self, t: &accrete::hooks::Trigger<'_, Receipts>) -> Result<(), String> {
+        std::thread::sleep(Duration::from_millis(50));
+        self.1.lock().unwrap().push((
+            self.0,
+            *t.key,
+            t.idempotency_key.to_string(),
+            t.state.count.0,
+        ));
+        Ok(())
+    }
+}
+
+/// Rebuild attack 7: a slow `ONCE` hook on both nodes while `Receipts`
+/// is rebuilt from both under traffic, the first rebuild early, while the
+/// hook works through the first keys that fire (100 accounts, each paid
+/// about eight times): a `ONCE` hook runs at most once per key whatever
+/// the rebuilds, and by the end it ran for every key whose state fires.
+#[test]
+fn once_hooks_run_once_across_rebuilds() {
+    let _g = one_at_a_time();
+    for seed in seeds_with("once_rebuilds", "ATTACK_SEEDS", 1) {
+        eprintln!("once_rebuilds: ACCRETE_SEED={seed}");
+        let mut rng = Rng(seed);
+        let mut config = config("once_rebuilds", 4);
+        config.batch_size = config.batch_size.max(7);
+        let a = Arc::new(node(&config, "a"));
+        let b = Arc::new(node(&config, "b"));
+        let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for (i, n) in [&a, &b].into_iter().enumerate() {
+            n.add_model(Receipts).unwrap();
+            n.add_cluster_hook(PaidTwice(i, runs.clone())).unwrap();
+        }
+        let events = Arc::new(payments(&mut rng, 800, 100));
+        let feeder = {
+            let (a, events) = (a.clone(), events.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng(seed ^ 3);
+                for chunk in events.chunks(20) {
+                    a.submit_batch(chunk.iter().map(|p| (p.to.to_be_bytes(), p.at_ms, p)))
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(rng.below(120)));
+                }
+            })
+        };
+        for n in [&a, &b, &a, &b] {
+            std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
+            timed("rebuild", || n.rebuild::<Receipts>()).unwrap();
+        }
+        feeder.join().unwrap();
+        let ctx = format!("once_rebuilds seed {seed}");
+        for n in [&a, &b] {
+            n.flush().unwrap();
+            n.wait_caught_up::<Receipts>(TIMEOUT).unwrap();
+        }
+        let name = <PaidTwice as accrete::hooks::ClusterHook>::NAME;
+        let deadline = std::time::Instant::now() + HANG;
+        while a.hook_lag(name).unwrap() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ctx}: the hook never caught up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let expected = oracle(&Receipts, &events);
+        assert_eq!(state::<Receipts>(&a), expected, "{ctx}: receipts");
+        let runs = runs.lock().unwrap().clone();
+        let mut by_key: BTreeMap<u16, Vec<&OnceRun>> = BTreeMap::new();
+        for r in &runs {
+            by_key.entry(r.1).or_default().push(r);
+        }
+        let twice: Vec<_> = by_key.values().filter(|v| v.len() > 1).collect();
+        eprintln!(
+            "{ctx}: {} runs, {} keys, {} run more than once",
+            runs.len(),
+            by_key.len(),
+            twice.len()
+        );
+        assert!(
+            twice.is_empty(),
+            "{ctx}: a ONCE hook ran more than once for {} keys, e.g. {:?}",
+            twice.len(),
+            twice.first()
+        );
+        let firing: Vec<u16> = expected
+            .iter()
+            .filter(|(_, s)| s.count.0 >= 2)
+            .map(|(k, _)| *k)
+            .collect();
+        let ran: Vec<u16> = by_key.keys().copied().collect();
+        assert_eq!(ran, firing, "{ctx}: the keys the ONCE hook ran for");
+        shutdown_within(&a, &format!("{ctx} node a"));
+        shutdown_within(&b, &format!("{ctx} node b"));
         let _ = a.store().database().drop().run();
     }
 }

@@ -1144,9 +1144,11 @@ fn cluster_hooks_run_through_a_kill() {
         return child(&dir);
     }
     let _serial = one_at_a_time();
+    // Its own count: each seed runs twice (a node leaving, a node killed),
+    // about 90 s a seed on the test servers.
     let seeds = common::seeds_with(
         "cluster_hooks_run_through_a_kill",
-        "ACCRETE_CLUSTER_SEEDS",
+        "ACCRETE_CLUSTER_HOOK_SEEDS",
         1,
     );
     for seed in seeds {

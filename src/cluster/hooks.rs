@@ -270,7 +270,7 @@ fn run<H: ClusterHook>(
         generation,
     };
     run_member(hook, &backend, counters, &mut source, &stopping);
-    source.consumer.unsubscribe();
+    super::placement::leave_group(&source.consumer);
     source.audit.release();
     rebuilt.into_inner()
 }

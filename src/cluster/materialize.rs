@@ -814,13 +814,7 @@ where
             std::thread::sleep(t.saturating_duration_since(Instant::now()));
         }
     }
-    // Leaves the group: the partitions move to the other nodes now rather
-    // than after the session times out.
-    consumer.unsubscribe();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
-        let _ = consumer.poll(Duration::from_millis(50));
-    }
+    super::placement::leave_group(&consumer);
     audit.release();
     rebuilt
 }

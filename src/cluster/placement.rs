@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
@@ -544,7 +544,12 @@ pub(crate) fn drain<C: ConsumerContext>(
 }
 
 /// rdkafka's rebalance, with partitions placed on assignment and `revoke`
-/// called before they leave.
+/// called before they leave. Every consumer is made cooperative-sticky
+/// ([`crate::log::kafka`]), so assignments change incrementally. The
+/// protocol is not asked of librdkafka here: `rebalance_protocol()` from
+/// inside this callback can block forever while the consumer closes
+/// (librdkafka issue #4041; an attack saw a node's `shutdown` hang on it
+/// in a hook member's close).
 pub(crate) fn rebalance<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     err: RDKafkaRespErr,
@@ -552,41 +557,37 @@ pub(crate) fn rebalance<C: ConsumerContext>(
     placement: &Placement,
     revoke: impl FnOnce(&TopicPartitionList),
 ) {
-    let cooperative = matches!(
-        consumer.rebalance_protocol(),
-        RebalanceProtocol::Cooperative
-    );
     let result = match err {
         RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
             placement.place(consumer, tpl);
-            if cooperative {
-                consumer.incremental_assign(tpl)
-            } else {
-                consumer.assign(tpl)
-            }
+            consumer.incremental_assign(tpl)
         }
         RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
             revoke(tpl);
             for e in tpl.elements_for_topic(placement.topic()) {
                 placement.forget(e.partition() as u32);
             }
-            if cooperative {
-                consumer.incremental_unassign(tpl)
-            } else {
-                consumer.unassign()
-            }
+            consumer.incremental_unassign(tpl)
         }
         other => {
             tracing::error!(error = ?other, "rebalance error");
-            if cooperative {
-                Ok(())
-            } else {
-                consumer.unassign()
-            }
+            Ok(())
         }
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "could not apply a rebalance");
+    }
+}
+
+/// Leaves the consumer's group before it is dropped: its partitions move
+/// to the other members now rather than once its session times out, and
+/// the revoke runs in a poll here rather than inside the consumer's close.
+/// Gives up after 5 s.
+pub(crate) fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+        let _ = consumer.poll(Duration::from_millis(50));
     }
 }
 

@@ -43,9 +43,12 @@ enum Command {
         /// directory, deleted afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// How many distinct events.
-        #[arg(long, default_value_t = 300_000)]
-        events: usize,
+        /// How many distinct events (default: 300 000 embedded; 20 000 on
+        /// Kafka + MongoDB, where the test servers of `scripts/servers.sh`,
+        /// a MongoDB-protocol server written in Python, fold a few hundred
+        /// forwarded events a second).
+        #[arg(long)]
+        events: Option<usize>,
         /// The fraction of events the upstream delivers more than once.
         #[arg(long, default_value_t = 0.15)]
         duplicates: f64,
@@ -97,6 +100,11 @@ enum Command {
     },
 }
 
+/// The demo's distinct events, embedded.
+const DEMO_EVENTS: usize = 300_000;
+/// The demo's distinct events on Kafka + MongoDB.
+const CLUSTER_DEMO_EVENTS: usize = 20_000;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -111,7 +119,7 @@ fn main() -> ExitCode {
         } => cluster::demo(
             config.as_deref(),
             Some((&kafka, &mongodb)),
-            events,
+            events.unwrap_or(CLUSTER_DEMO_EVENTS),
             duplicates,
             seed,
         ),
@@ -121,14 +129,20 @@ fn main() -> ExitCode {
             duplicates,
             seed,
             ..
-        } => cluster::demo(Some(&config), None, events, duplicates, seed),
+        } => cluster::demo(
+            Some(&config),
+            None,
+            events.unwrap_or(CLUSTER_DEMO_EVENTS),
+            duplicates,
+            seed,
+        ),
         Command::Demo {
             dir,
             events,
             duplicates,
             seed,
             ..
-        } => demo(dir, events, duplicates, seed),
+        } => demo(dir, events.unwrap_or(DEMO_EVENTS), duplicates, seed),
         Command::Node { config } => cluster::node(config.as_deref()),
         Command::Inspect { dir, model, key } => inspect(&dir, &model, key.as_deref()),
         Command::Rebuild { dir, model } => rebuild(&dir, &model),
