@@ -735,13 +735,11 @@ where
         }
         let stopping = shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire);
         let full = batcher.lock().buffered >= pace.limit();
-        if !full
-            && !stopping
-            && let Err(e) = crate::failpoint::fault("log_read")
-        {
+        let read = !full && !stopping;
+        if read && let Err(e) = crate::failpoint::fault("log_read") {
             // As a fetch error: the consumer reads on.
             tracing::warn!(model = M::NAME, error = %e, "consumer error");
-        } else if !full && !stopping {
+        } else if read {
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(msg)) => {
                     placement.take(&msg, |r| {
