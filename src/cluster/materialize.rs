@@ -157,6 +157,9 @@ where
                     from,
                     batch: &mut b.batch,
                     written_end: 0,
+                    // Filled by polls, a batch at a time: it gives its
+                    // memory back after each flush.
+                    full: false,
                 }
             })
             .collect();
@@ -859,6 +862,7 @@ mod tests {
             from: 10,
             batch: &mut batch,
             written_end: 0,
+            full: false,
         }];
         let guards: Guards<String> = HashMap::from([("k".to_string(), vec![(0, 12)])]);
         let split = split_at_guards(&Total, &inputs, &guards);

@@ -39,6 +39,9 @@ pub(crate) struct Input<'a> {
     /// Native events below this offset are applied already (the embedded
     /// store's written end; 0 where the store guards per key instead).
     pub(crate) written_end: u64,
+    /// The read filled the batch to its limit: the reader is behind and
+    /// reads as large a batch next, so the batch keeps its memory.
+    pub(crate) full: bool,
 }
 
 /// The changes a write made, encoded (`(key, payload)`, see
@@ -202,8 +205,14 @@ where
     tracing::debug!(model = M::NAME, events = outcome.events, writes = outcome.writes,
         changes = outcome.changes, ?aggregated, ?stored, ?sent, elapsed = ?took, "batch written");
     for input in inputs.iter_mut() {
-        // Large batches (a backfill) give their memory back.
-        input.batch.clear_and_shrink(4 << 20);
+        // A backfill's large batches keep their memory while the reader is
+        // behind (faulting it in again per batch cost a tenth of the
+        // step), and give it back once a batch comes short.
+        if input.full {
+            input.batch.clear();
+        } else {
+            input.batch.clear_and_shrink(4 << 20);
+        }
     }
     Ok(Some(outcome))
 }

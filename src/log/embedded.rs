@@ -693,6 +693,9 @@ impl Partition {
             .saturating_mul(avg)
             .saturating_add(HEADER as u64);
         let first_read = (guess.min(READ_CHUNK as u64) as usize).max(MIN_READ);
+        // Room for the whole read at once: a large batch grown by doubling
+        // copies itself over and over.
+        batch.reserve(want, (want as u64).saturating_mul(avg) as usize);
 
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();

@@ -83,6 +83,13 @@ impl RecordBatch {
         self.entries.shrink_to(bytes / 64);
     }
 
+    /// Makes room for `records` more records of `bytes` keys and payloads
+    /// in all.
+    pub(crate) fn reserve(&mut self, records: usize, bytes: usize) {
+        self.entries.reserve(records);
+        self.data.reserve(bytes);
+    }
+
     /// How many records it holds.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -65,8 +65,9 @@ pub struct Config {
     pub partitions: u32,
     /// The most records a batch of one partition holds: larger batches mean
     /// fewer store writes per event (one write per touched key per batch).
-    /// Memory is taken only while a backlog lasts: a worker gives back what
-    /// a large batch used. Backfills of long logs go about twice as fast
+    /// Memory is taken only while a backlog lasts: a batch read full keeps
+    /// its memory for the next, and gives it back once a read comes short.
+    /// Backfills of long logs go about twice as fast
     /// with 1 048 576 (see `benches/README.md`).
     pub batch_size: usize,
     /// How often an idle worker polls the log for new records. A worker

@@ -412,6 +412,7 @@ impl<M: ReadModel> Runner<M> {
             inputs.push(Input {
                 partition,
                 from,
+                full: st.batch.len() >= max,
                 batch: &mut st.batch,
                 written_end,
             });
