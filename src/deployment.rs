@@ -277,8 +277,8 @@ pub trait Deployment {
     /// the identity (the two are the same to a monoid).
     /// `get(..).unwrap_or_default()` reads "zero if none". The embedded
     /// runtime reads its store; a node reads its replica (at least as new
-    /// as every change it has grafted; after `shutdown` it no longer
-    /// follows: [`get_versioned`](Self::get_versioned) reads MongoDB).
+    /// as every change it has grafted), and MongoDB after `shutdown`, when
+    /// its replica no longer follows.
     ///
     /// # Errors
     ///

@@ -36,7 +36,8 @@
 //!   model added while three threads submit and status, stats and hook lag
 //!   are asked, then `shutdown` racing an `add_model`, then the model and
 //!   the hook added again (a restart in the process) and more events: the
-//!   models equal the oracle, the hook's deltas add up, before and after.
+//!   models equal the oracle, the hook's deltas add up, before and after;
+//!   after a last shutdown, `get` agrees with `get_versioned` and `scan`.
 //!
 //! - `a_stopped_model_carries_on_when_added_again`: `stop_model` stops
 //!   folding here (the lag is exactly what came meanwhile), adding the
@@ -514,6 +515,28 @@ fn operator_actions_race<B: Backend + Sync>(b: &B) {
     );
     wait_hook(b, Journal::NAME);
     deltas_add_up(&runs.lock().unwrap(), &b.state::<Balances>(), &ctx);
+    // Events submitted right before a shutdown: after it, `get` reads what
+    // is stored, as `get_versioned` does (a node's replica no longer
+    // follows then).
+    for e in payments(&mut rng, 100, 12) {
+        b.submit(&Payment {
+            id: e.id + 2_000_000,
+            ..e
+        })
+        .unwrap();
+    }
+    b.d().shutdown();
+    let stored = b.state::<Balances>();
+    for k in oracle(&Balances, &all).keys() {
+        let got = b.d().get::<Balances>(k).unwrap();
+        let versioned = b.d().get_versioned::<Balances>(k).unwrap();
+        assert_eq!(
+            got,
+            versioned.map(|(_, s)| s),
+            "{ctx}: key {k} after shutdown"
+        );
+        assert_eq!(got.as_ref(), stored.get(k), "{ctx}: key {k} after shutdown");
+    }
 }
 
 /// Per key, the deltas of a hook's distinct runs add up to the state

@@ -542,13 +542,20 @@ impl Deployment for Node {
     }
 
     /// The state of `key` in this node's replica: at least as new as every
-    /// change the replica has grafted.
+    /// change the replica has grafted. After [`shutdown`](crate::Deployment::shutdown)
+    /// the replica no longer follows, and this reads MongoDB, as
+    /// [`get_versioned`](crate::Deployment::get_versioned) does.
     ///
     /// # Errors
     ///
-    /// [`Error::Model`] if the model is not served here.
+    /// [`Error::Model`] if the model is not served here; after `shutdown`,
+    /// [`Error::Mongo`].
     fn get<M: ReadModel>(&self, key: &M::Key) -> Result<Option<M::State>> {
-        Ok(self.replica::<M>()?.get(key))
+        let replica = self.replica::<M>()?;
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Ok(self.get_versioned::<M>(key)?.map(|(_, state)| state));
+        }
+        Ok(replica.get(key))
     }
 
     /// Calls `f` with every key and state of the model as MongoDB holds
