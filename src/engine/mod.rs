@@ -63,7 +63,8 @@ pub(crate) trait StateStore<M: ReadModel> {
     type Receipt;
 
     /// Decisions on the raw records before they are folded (which copy of
-    /// a forwarded event applies, on MongoDB).
+    /// a forwarded event applies, on MongoDB). Called by [`run_batch`]
+    /// only: a store that prepares must be run with it.
     fn prepare(&mut self, _inputs: &mut [Input<'_>]) -> Result<()> {
         Ok(())
     }
@@ -71,6 +72,10 @@ pub(crate) trait StateStore<M: ReadModel> {
     /// Writes the batch: every work's keys, the dead letters, the
     /// bookkeeping that makes a second apply of the same records a no-op.
     /// Sets `outcome`'s `writes`, `changes`, `dead_letters`, `conflicts`.
+    /// `inputs` are the records when the backend holds them all
+    /// ([`run_batch`]); the embedded worker folds each partition as it reads
+    /// it into one buffer and passes none, as its store needs only the
+    /// works.
     fn apply(
         &mut self,
         model: &M,
@@ -101,10 +106,84 @@ pub(crate) trait Positions {
     fn commit(&mut self, ends: &[(u32, u64)]) -> Result<()>;
 }
 
+/// A batch being folded, one partition's records at a time: the works
+/// folded so far, the dead letters, what the fold did.
+pub(crate) struct Folding<K, S> {
+    started: Instant,
+    works: Vec<Work<K, S>>,
+    dead: Vec<DeadLetter>,
+    outcome: BatchOutcome,
+    /// Events read per partition, for the metrics once committed.
+    events_in: Vec<(u32, u64)>,
+}
+
+impl<K, S> Folding<K, S> {
+    /// An empty batch; its time starts now.
+    pub(crate) fn new() -> Self {
+        Folding {
+            started: Instant::now(),
+            works: Vec::new(),
+            dead: Vec::new(),
+            outcome: BatchOutcome::default(),
+            events_in: Vec::new(),
+        }
+    }
+
+    /// Decodes, projects and pre-aggregates one partition's records (none:
+    /// nothing). Afterwards the records are needed again only by a store
+    /// that reads them in [`StateStore::apply`].
+    pub(crate) fn fold<M>(&mut self, model: &M, source: u32, input: &Input<'_>)
+    where
+        M: ReadModel<Key = K, State = S>,
+    {
+        let Some(end) = input.batch.next_offset() else {
+            return;
+        };
+        let span = tracing::debug_span!(
+            "batch",
+            model = M::NAME,
+            partition = input.partition,
+            from = input.from,
+            end
+        );
+        let _enter = span.enter();
+        let before = self.outcome.events;
+        let mut work = Work {
+            partition: input.partition,
+            from: input.from,
+            end,
+            pending: FoldMap::default(),
+            copies: Vec::new(),
+        };
+        aggregate(
+            model,
+            source,
+            input.partition,
+            input.batch,
+            input.written_end,
+            &mut work,
+            &mut self.dead,
+            &mut self.outcome,
+        );
+        self.events_in
+            .push((input.partition, self.outcome.events - before));
+        self.works.push(work);
+    }
+
+    /// Whether no partition had records.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.works.is_empty()
+    }
+}
+
 /// Folds one batch of each input through the pipeline: aggregate, apply,
 /// publish, commit. `Ok(None)` when no input has records. On error nothing
 /// is committed: the records are read again, and the store's bookkeeping
 /// makes the second apply exact.
+#[cfg_attr(
+    not(all(feature = "kafka", feature = "mongodb")),
+    expect(dead_code, reason = "only Kafka + MongoDB holds every partition's records")
+)]
 pub(crate) fn run_batch<M, S, F, P>(
     model: &M,
     source: u32,
@@ -123,45 +202,56 @@ where
     if inputs.iter().all(|i| i.batch.is_empty()) {
         return Ok(None);
     }
-    let started = Instant::now();
+    let mut folding = Folding::new();
     store.prepare(inputs)?;
-    let mut outcome = BatchOutcome::default();
-    let mut works = Vec::with_capacity(inputs.len());
-    let mut dead = Vec::new();
-    let mut events_in = Vec::with_capacity(inputs.len());
     for input in inputs.iter() {
-        let Some(end) = input.batch.next_offset() else {
-            continue;
-        };
-        let span = tracing::debug_span!(
-            "batch",
-            model = M::NAME,
-            partition = input.partition,
-            from = input.from,
-            end
-        );
-        let _enter = span.enter();
-        let before = outcome.events;
-        let mut work = Work {
-            partition: input.partition,
-            from: input.from,
-            end,
-            pending: FoldMap::default(),
-            copies: Vec::new(),
-        };
-        aggregate(
-            model,
-            source,
-            input.partition,
-            input.batch,
-            input.written_end,
-            &mut work,
-            &mut dead,
-            &mut outcome,
-        );
-        events_in.push((input.partition, outcome.events - before));
-        works.push(work);
+        folding.fold(model, source, input);
     }
+    let outcome = write_batch(model, inputs, folding, store, feed, positions, counters)?;
+    for input in inputs.iter_mut() {
+        release(input.batch, input.full);
+    }
+    Ok(Some(outcome))
+}
+
+/// Empties a batch after its fold. A backfill's large batches keep their
+/// memory while the reader is behind (`full`: faulting it in again per
+/// batch cost a tenth of the step), and give it back once a read comes
+/// short.
+pub(crate) fn release(batch: &mut RecordBatch, full: bool) {
+    if full {
+        batch.clear();
+    } else {
+        batch.clear_and_shrink(4 << 20);
+    }
+}
+
+/// The rest of the pipeline for a folded batch: apply, publish, commit.
+/// `inputs` are the batch's records where the store reads them again in
+/// `apply` (held by [`run_batch`]); a backend whose store does not may
+/// fold each partition as it reads it into one buffer and pass none.
+pub(crate) fn write_batch<M, S, F, P>(
+    model: &M,
+    inputs: &[Input<'_>],
+    folding: Folding<M::Key, M::State>,
+    store: &mut S,
+    feed: &mut F,
+    positions: &mut P,
+    counters: &Counters,
+) -> Result<BatchOutcome>
+where
+    M: ReadModel,
+    S: StateStore<M>,
+    F: ChangeFeed,
+    P: Positions,
+{
+    let Folding {
+        started,
+        works,
+        dead,
+        mut outcome,
+        events_in,
+    } = folding;
     let ends: Vec<(u32, u64)> = works.iter().map(|w| (w.partition, w.end)).collect();
     let aggregated = started.elapsed();
 
@@ -204,15 +294,5 @@ where
     metrics::batch(M::NAME, &outcome, took);
     tracing::debug!(model = M::NAME, events = outcome.events, writes = outcome.writes,
         changes = outcome.changes, ?aggregated, ?stored, ?sent, elapsed = ?took, "batch written");
-    for input in inputs.iter_mut() {
-        // A backfill's large batches keep their memory while the reader is
-        // behind (faulting it in again per batch cost a tenth of the
-        // step), and give it back once a batch comes short.
-        if input.full {
-            input.batch.clear();
-        } else {
-            input.batch.clear_and_shrink(4 << 20);
-        }
-    }
-    Ok(Some(outcome))
+    Ok(outcome)
 }

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{
     Range, StoredRecord, Written, decode_record, encode_change, encode_key, encode_record,
 };
-use crate::engine::{Applied, ChangeFeed, Counters, Input, Positions, StateStore, run_batch};
+use crate::engine::{
+    Applied, ChangeFeed, Counters, Folding, Input, Positions, StateStore, release, write_batch,
+};
 use crate::fold::{BatchOutcome, Copy, Work};
 use crate::ids::{Absorbed, CHUNK_OFFSETS, ForwardedIds, MAX_CHUNKS, Seen};
 use crate::log::{Log, NewRecord, RecordBatch, partition_for};
@@ -94,7 +96,9 @@ pub(crate) struct PartitionState {
     written_end: Option<u64>,
     /// The worker's outbox bookkeeping (kept by its first partition).
     outbox: OutboxState,
-    batch: RecordBatch,
+    /// The worker's read buffer, each of its partitions read into it in
+    /// turn (kept by its first partition).
+    buffer: RecordBatch,
 }
 
 /// What a worker knows of its outbox rows.
@@ -175,7 +179,7 @@ impl<M: ReadModel> Runner<M> {
                         position: None,
                         written_end: None,
                         outbox: OutboxState::default(),
-                        batch: RecordBatch::new(),
+                        buffer: RecordBatch::new(),
                     })
                 })
                 .collect(),
@@ -371,20 +375,24 @@ impl<M: ReadModel> Runner<M> {
         }
     }
 
-    /// Reads the next batch of each locked partition and runs it through
-    /// the pipeline ([`run_batch`]); the worker's outbox bookkeeping is
-    /// `outbox`.
+    /// Reads the next batch of each locked partition, folding each as it is
+    /// read into the worker's one buffer (the embedded store does not read
+    /// the records again), then writes, publishes and commits them as one
+    /// batch ([`write_batch`]); the worker's outbox bookkeeping is
+    /// `outbox`, its read buffer `buffer`.
     fn step_locked(
         &self,
         guards: &mut [(u32, MutexGuard<'_, PartitionState>)],
         max: usize,
         outbox: &mut OutboxState,
+        buffer: &mut RecordBatch,
     ) -> Result<Option<BatchOutcome>> {
         // Once a batch (a pass per partition would fail every pass of a
         // worker holding as many partitions as the fault's period).
         crate::failpoint::fault("log_read")?;
-        let mut inputs = Vec::with_capacity(guards.len());
+        let mut folding = Folding::new();
         let mut ends = Vec::with_capacity(guards.len());
+        let mut full = false;
         for (partition, st) in guards.iter_mut() {
             let partition = *partition;
             let st = &mut **st;
@@ -405,32 +413,38 @@ impl<M: ReadModel> Runner<M> {
                 )?),
             };
             self.log
-                .read(&self.events_topic, partition, from, max, &mut st.batch)?;
-            if let Some(end) = st.batch.next_offset() {
-                ends.push((partition, end));
-            }
-            inputs.push(Input {
+                .read(&self.events_topic, partition, from, max, buffer)?;
+            let Some(end) = buffer.next_offset() else {
+                continue;
+            };
+            ends.push((partition, end));
+            let input = Input {
                 partition,
                 from,
-                full: st.batch.len() >= max,
-                batch: &mut st.batch,
+                full: buffer.len() >= max,
+                batch: buffer,
                 written_end,
-            });
+            };
+            full |= input.full;
+            folding.fold(&self.model, self.source, &input);
+        }
+        release(buffer, full);
+        if folding.is_empty() {
+            return Ok(None);
         }
         let mut store = StoreStep {
             runner: self,
             outbox,
         };
-        let outcome = run_batch(
+        let outcome = write_batch(
             &self.model,
-            self.source,
-            &mut inputs,
+            &[],
+            folding,
             &mut store,
             &mut LogFeed(self),
             &mut LogPositions(self),
             &self.counters,
         )?;
-        drop(inputs);
         for (partition, end) in ends {
             let st = &mut guards
                 .iter_mut()
@@ -440,7 +454,7 @@ impl<M: ReadModel> Runner<M> {
             st.written_end = st.written_end.max(Some(end));
             st.position = Some(end);
         }
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
     /// Appends changes to the changes topic, grouped by partition.
@@ -575,10 +589,12 @@ impl<M: ReadModel> Pipeline for Runner<M> {
         // The first partition's state keeps the worker's outbox bookkeeping.
         debug_assert_eq!(guards[0].0, first);
         let mut outbox = std::mem::take(&mut guards[0].1.outbox);
+        let mut buffer = std::mem::take(&mut guards[0].1.buffer);
         let result = self
             .publish_unpublished(&mut outbox)
-            .and_then(|()| self.step_locked(&mut guards, max, &mut outbox));
+            .and_then(|()| self.step_locked(&mut guards, max, &mut outbox, &mut buffer));
         guards[0].1.outbox = outbox;
+        guards[0].1.buffer = buffer;
         if result.is_err() {
             // Start over from what is durable: the committed positions and
             // the store's written ends.
