@@ -169,9 +169,7 @@ fn finish_two(a: &Node, b: &Node, distinct: &[Payment], ctx: &str) {
     catch_up(b, true);
     check(a, distinct, true, &format!("{ctx} node a"));
     check(b, distinct, true, &format!("{ctx} node b"));
-    a.shutdown();
-    b.shutdown();
-    let _ = a.store().database().drop().run();
+    finish(a, b);
 }
 
 fn drop_db(config: &NodeConfig) {
@@ -207,6 +205,21 @@ fn forward_chunk(n: &Node, events: &[Payment], chunk: &[(String, usize, EventId)
             .map(|(route, i, id)| (route.as_bytes(), events[*i].at_ms, &events[*i], *id)),
     )
     .unwrap();
+}
+
+/// Both nodes caught up, and each equal to the oracle of `events`.
+fn caught_up_to_the_oracle(a: &Node, b: &Node, events: &[Payment], ctx: &str) {
+    catch_up(a, false);
+    catch_up(b, false);
+    check(a, events, false, &format!("{ctx} node a"));
+    check(b, events, false, &format!("{ctx} node b"));
+}
+
+/// Shuts both nodes down and drops their database.
+fn finish(a: &Node, b: &Node) {
+    a.shutdown();
+    b.shutdown();
+    let _ = a.store().database().drop().run();
 }
 
 /// Two nodes (4 partitions, batches of `min_batch` events at least)
@@ -275,19 +288,14 @@ fn rebuilds_on_two_nodes_with_traffic() {
         forwarder.join().unwrap();
         a.rebuild::<Balances>().unwrap();
         let ctx = format!("rebuilds seed {seed}");
-        catch_up(&a, false);
-        catch_up(&b, false);
-        check(&a, &events, false, &format!("{ctx} node a"));
-        check(&b, &events, false, &format!("{ctx} node b"));
+        caught_up_to_the_oracle(&a, &b, &events, &ctx);
         let rep: BTreeMap<_, _> = b
             .replica_snapshot::<Visitors>()
             .unwrap()
             .into_iter()
             .collect();
         assert_eq!(rep, oracle(&Visitors, &events), "{ctx}: visitors replica");
-        a.shutdown();
-        b.shutdown();
-        let _ = a.store().database().drop().run();
+        finish(&a, &b);
     }
 }
 
@@ -606,9 +614,7 @@ fn hostile_ids() {
     let ctx = format!("hostile seed {seed}");
     check(&a, &distinct, true, &format!("{ctx} a"));
     check(&b, &distinct, true, &format!("{ctx} b"));
-    a.shutdown();
-    b.shutdown();
-    let _ = a.store().database().drop().run();
+    finish(&a, &b);
     let _ = drop_db;
 }
 
@@ -932,9 +938,7 @@ fn every_model_picks_the_same_copy() {
         spent, winners,
         "{ctx}: spend_by_visitor applied other copies"
     );
-    a.shutdown();
-    b.shutdown();
-    let _ = a.store().database().drop().run();
+    finish(&a, &b);
 }
 
 /// Operators on two nodes racing the traffic (session 11: `stop_model` on
@@ -1003,13 +1007,8 @@ fn operators_race_on_two_nodes_with_traffic() {
             }
         }
         let ctx = format!("operators seed {seed}");
-        catch_up(&a, false);
-        catch_up(&b, false);
-        check(&a, &events, false, &format!("{ctx} node a"));
-        check(&b, &events, false, &format!("{ctx} node b"));
-        a.shutdown();
-        b.shutdown();
-        let _ = a.store().database().drop().run();
+        caught_up_to_the_oracle(&a, &b, &events, &ctx);
+        finish(&a, &b);
     }
 }
 
@@ -1166,10 +1165,7 @@ fn a_node_restarts_while_another_rebuilds() {
         eprintln!("{ctx}");
         let mut distinct: Vec<Payment> = events.iter().cloned().collect();
         distinct.extend(natives.iter().cloned());
-        catch_up(&a, false);
-        catch_up(&b, false);
-        check(&a, &distinct, false, &format!("{ctx} node a"));
-        check(&b, &distinct, false, &format!("{ctx} node b"));
+        caught_up_to_the_oracle(&a, &b, &distinct, &ctx);
         for n in [&a, &b] {
             for (k, s) in oracle(&Balances, &distinct) {
                 assert_eq!(n.get::<Balances>(&k).unwrap(), Some(s), "{ctx}: get {k}");
@@ -1180,9 +1176,7 @@ fn a_node_restarts_while_another_rebuilds() {
             rebuilds,
             "{ctx}: the generation of the keys"
         );
-        a.shutdown();
-        b.shutdown();
-        let _ = a.store().database().drop().run();
+        finish(&a, &b);
     }
 }
 
@@ -1288,18 +1282,13 @@ fn rebuild_races_operators_on_two_nodes() {
         }
         let (made, slow) = (made.load(Ordering::SeqCst), slow.load(Ordering::SeqCst));
         let ctx = format!("rebuild_race seed {seed} ({made} rebuilds made, {slow} slow)");
-        catch_up(&a, false);
-        catch_up(&b, false);
-        check(&a, &events, false, &format!("{ctx} node a"));
-        check(&b, &events, false, &format!("{ctx} node b"));
+        caught_up_to_the_oracle(&a, &b, &events, &ctx);
         let generation = balances_generation(&a, &ctx) as usize;
         assert!(
             (made..=made + slow).contains(&generation),
             "{ctx}: the keys are in generation {generation}"
         );
-        a.shutdown();
-        b.shutdown();
-        let _ = a.store().database().drop().run();
+        finish(&a, &b);
     }
 }
 
@@ -1379,9 +1368,7 @@ fn versions_never_go_down_for_a_reader_during_rebuilds() {
         check(&a, &events, false, &format!("{ctx} node a"));
         check(&b, &events, false, &format!("{ctx} node b"));
         assert_eq!(balances_generation(&b, &ctx), rebuilds, "{ctx}");
-        a.shutdown();
-        b.shutdown();
-        let _ = a.store().database().drop().run();
+        finish(&a, &b);
     }
 }
 
@@ -1645,9 +1632,7 @@ fn hostile_inputs_survive_rebuilds() {
                 );
             }
         }
-        a.shutdown();
-        b.shutdown();
-        let _ = a.store().database().drop().run();
+        finish(&a, &b);
     }
 }
 
@@ -1749,9 +1734,7 @@ fn rebuilds_pick_the_same_copy_again() {
             .collect();
         assert_eq!(rep, bal, "{ctx}: balances replica");
     }
-    a.shutdown();
-    b.shutdown();
-    let _ = a.store().database().drop().run();
+    finish(&a, &b);
 }
 
 /// A `ONCE` run as the attack's journal saw it: node, key, idempotency

@@ -14,6 +14,10 @@
 //! | `accrete_batches_total` | counter | model |
 //! | `accrete_batch_errors_total` | counter | model |
 //! | `accrete_batch_seconds` | histogram | model |
+//!
+//! `accrete_batch_seconds` is a batch's time from its fold to its commit;
+//! on the embedded log it includes reading the records, which are folded
+//! partition by partition as they are read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -182,7 +182,10 @@ impl<K, S> Folding<K, S> {
 /// makes the second apply exact.
 #[cfg_attr(
     not(all(feature = "kafka", feature = "mongodb")),
-    expect(dead_code, reason = "only Kafka + MongoDB holds every partition's records")
+    expect(
+        dead_code,
+        reason = "only Kafka + MongoDB holds every partition's records"
+    )
 )]
 pub(crate) fn run_batch<M, S, F, P>(
     model: &M,

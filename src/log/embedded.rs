@@ -77,6 +77,9 @@ const INDEX_EVERY: u64 = 1024;
 const READ_CHUNK: usize = 256 << 10;
 /// A read's first `read_at` call fetches at least this much.
 const MIN_READ: usize = 16 << 10;
+/// The most key and payload bytes a read reserves at once (a batch grows
+/// beyond by doubling).
+const RESERVE_BYTES: usize = 64 << 20;
 /// The longest topic or group name.
 const MAX_NAME: usize = 200;
 
@@ -694,8 +697,11 @@ impl Partition {
             .saturating_add(HEADER as u64);
         let first_read = (guess.min(READ_CHUNK as u64) as usize).max(MIN_READ);
         // Room for the whole read at once: a large batch grown by doubling
-        // copies itself over and over.
-        batch.reserve(want, (want as u64).saturating_mul(avg) as usize);
+        // copies itself over and over. The bytes at most `RESERVE_BYTES`:
+        // the partition's average may be far above this read's (a few huge
+        // records, then small ones), and an allocation beyond memory aborts.
+        let bytes = (want as u64).saturating_mul(avg).min(RESERVE_BYTES as u64);
+        batch.reserve(want, bytes as usize);
 
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
