@@ -71,7 +71,7 @@ pub(crate) fn hook_reader(hook: &str, generation: &str) -> String {
     }
 }
 
-#[cfg(all(feature = "kafka", feature = "mongodb"))]
+#[cfg(feature = "mongodb")]
 /// The name a generation of a model's data lives under on Kafka + MongoDB:
 /// its collection, changes topic, consumer group and positions. The first
 /// (0) is the model's own name; a rebuild's are `accrete.g<n>.<model>`,
@@ -85,7 +85,7 @@ pub(crate) fn generation_name(model: &str, n: u64) -> String {
     }
 }
 
-#[cfg(all(feature = "kafka", feature = "mongodb"))]
+#[cfg(feature = "mongodb")]
 /// Under which reader the ends of a model's changes topic, as delivered to
 /// its materializers' producers, are kept with the positions.
 pub(crate) fn published_key(model: &str) -> String {

@@ -7,6 +7,13 @@
 
 mod embedded;
 #[cfg(feature = "kafka")]
+#[cfg_attr(
+    not(feature = "mongodb"),
+    allow(
+        dead_code,
+        reason = "producers and consumers serve the cluster (features kafka and mongodb)"
+    )
+)]
 pub mod kafka;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod memory;

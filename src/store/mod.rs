@@ -5,6 +5,13 @@
 
 mod embedded;
 #[cfg(feature = "mongodb")]
+#[cfg_attr(
+    not(feature = "kafka"),
+    allow(
+        dead_code,
+        reason = "the write protocol serves the cluster (features kafka and mongodb)"
+    )
+)]
 pub mod mongo;
 #[cfg(feature = "mongodb")]
 pub mod pushdown;
