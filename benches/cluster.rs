@@ -17,8 +17,13 @@
 //! state: 500 events/s for 20 s), `ACCRETE_BENCH_ROUNDS` (rounds of the naive
 //! consumer then accrete, 3; the median ratio is reported),
 //! `ACCRETE_BENCH_ONLY` (a comma list of `produce`, `hooks`, `steady`,
-//! `naive`, `accrete1`, `accrete3`) and `ACCRETE_BENCH_LOG` (the nodes' debug
-//! log on stderr).
+//! `naive`, `accrete1`, `accrete3`, `forward1`) and `ACCRETE_BENCH_LOG` (the
+//! nodes' debug log on stderr).
+//!
+//! `forward1`: one node on the same events forwarded with upstream ids
+//! (`Deployment::forward`), one in seven delivered twice: the forwarded
+//! path (claims of copies in MongoDB), next to the native one of the same
+//! round.
 
 use accrete::Deployment;
 use std::path::PathBuf;
@@ -26,6 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use accrete::cluster::{Node, NodeConfig};
+use accrete::event::EventId;
 use accrete::hooks::ClusterHook;
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::Sum;
@@ -107,17 +113,44 @@ fn events(n: u64, keys: u64) -> Vec<Sale> {
         .collect()
 }
 
+/// The upstream id of event `i` in the forwarded run: an upstream topic
+/// of 4 partitions.
+fn upstream_id(i: usize) -> EventId {
+    EventId {
+        source: 0x7e57_0001,
+        partition: (i % 4) as u32,
+        offset: (i / 4) as u64,
+    }
+}
+
 /// accrete with `nodes` node processes (1: in this process), on events
-/// already in the topic, as the naive consumer: returns events/s from the
-/// nodes' start until every event is folded, and writes per event.
-fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
-    let mut config = config(&format!("accrete{nodes}"));
+/// already in the topic, as the naive consumer: returns distinct events/s
+/// from the nodes' start until every record is folded, and writes per
+/// record. `forwarded`: every event is forwarded with an upstream id
+/// (`Deployment::forward`), and one in seven is delivered a second time
+/// after all the others, so each copy goes through the claims in MongoDB.
+fn accrete(sales: &[Sale], nodes: usize, forwarded: bool) -> (f64, f64) {
+    let tag = if forwarded { "forward" } else { "accrete" };
+    let mut config = config(&format!("{tag}{nodes}"));
     // A backfill: large batches, few writes per event.
     config.batch_size = env("ACCRETE_BENCH_BATCH", 500_000) as usize;
     let submitter = Node::start(config.clone()).unwrap();
-    submitter
-        .submit_batch(sales.iter().map(|s| (s.key.to_le_bytes(), 0, s)))
-        .unwrap();
+    let records = if forwarded {
+        let copies: Vec<usize> = (0..sales.len())
+            .chain((0..sales.len()).filter(|i| i % 7 == 0))
+            .collect();
+        submitter
+            .forward(
+                copies
+                    .iter()
+                    .map(|&i| (sales[i].key.to_le_bytes(), 0, &sales[i], upstream_id(i))),
+            )
+            .unwrap()
+    } else {
+        submitter
+            .submit_batch(sales.iter().map(|s| (s.key.to_le_bytes(), 0, s)))
+            .unwrap()
+    };
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut children: Vec<Child> = Vec::new();
@@ -148,7 +181,7 @@ fn accrete(sales: &[Sale], nodes: usize) -> (f64, f64) {
             );
         }
     }
-    while submitter.folded(Revenue::NAME).unwrap() < sales.len() as u64 {
+    while submitter.folded(Revenue::NAME).unwrap() < records as u64 {
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = started.elapsed().as_secs_f64();
@@ -443,8 +476,12 @@ fn main() {
         } else {
             None
         };
+        let mut native_rate = None;
         for (i, &nodes) in node_counts.iter().enumerate() {
-            let (rate, wpe) = accrete(&sales, nodes);
+            let (rate, wpe) = accrete(&sales, nodes, false);
+            if nodes == 1 {
+                native_rate = Some(rate);
+            }
             match naive_rate {
                 Some(naive_rate) => {
                     ratios[i].push(rate / naive_rate);
@@ -457,6 +494,15 @@ fn main() {
                     "  round {round}: accrete, {nodes} node process(es): {rate:>10.0} events/s, {wpe:.3} writes/event"
                 ),
             }
+        }
+        if runs("forward1") {
+            let (rate, wpe) = accrete(&sales, 1, true);
+            let of_native = native_rate
+                .map(|n| format!(", {:.0}% of the native events' rate", 100.0 * rate / n))
+                .unwrap_or_default();
+            println!(
+                "  round {round}: accrete, 1 node, every event forwarded (1 in 7 twice): {rate:>10.0} distinct events/s, {wpe:.3} writes/record{of_native}"
+            );
         }
     }
     for (i, &nodes) in node_counts.iter().enumerate() {

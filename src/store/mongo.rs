@@ -945,32 +945,53 @@ impl MongoStore {
                 unique.iter().map(|(origin, _)| id(origin)).collect(),
                 &mut winners,
             )?;
-            let docs: Vec<Document> = unique
+            let mut inserted: Vec<(String, (u32, u64))> = unique
                 .iter()
                 .filter(|(origin, _)| !winners.contains_key(&id(origin)))
-                .map(|(origin, (p, o))| {
-                    doc! { "_id": id(origin), "p": i64::from(*p), "o": *o as i64 }
-                })
+                .map(|(origin, native)| (id(origin), *native))
                 .collect();
-            if docs.is_empty() {
+            if inserted.is_empty() {
                 continue;
             }
-            let inserted: Vec<String> = docs
+            let docs: Vec<Document> = inserted
                 .iter()
-                .filter_map(|d| d.get_str("_id").ok().map(str::to_string))
+                .map(|(id, (p, o))| doc! { "_id": id, "p": i64::from(*p), "o": *o as i64 })
                 .collect();
-            match coll.insert_many(docs).ordered(false).run() {
-                Ok(_) => {}
-                // Another writer claimed some in between: read below.
+            // Claims are only ever inserted: one that went in is the one
+            // that applies. Those another writer made in between (a
+            // duplicate `_id`) are read back: the one answer every model
+            // gets.
+            let all = inserted.len();
+            let mut lost: Vec<usize> = match coll.insert_many(docs).ordered(false).run() {
+                Ok(_) => Vec::new(),
                 Err(e) => match *e.kind {
                     mongodb::error::ErrorKind::InsertMany(ref im)
                         if im.write_concern_error.is_none()
-                            && im.write_errors.iter().flatten().all(|w| w.code == 11000) => {}
+                            && im.write_errors.iter().flatten().all(|w| w.code == 11000) =>
+                    {
+                        match &im.write_errors {
+                            Some(errors) => errors.iter().map(|w| w.index).collect(),
+                            // Refused, but not said which: read them all.
+                            None => (0..all).collect(),
+                        }
+                    }
                     _ => return Err(Error::mongo("claim forwarded ids", e)),
                 },
+            };
+            lost.sort_unstable();
+            lost.dedup();
+            // From the highest index down: each `swap_remove` leaves the
+            // lower ones where they were.
+            let mut taken = Vec::with_capacity(lost.len());
+            for i in lost.into_iter().rev() {
+                if i < inserted.len() {
+                    taken.push(inserted.swap_remove(i).0);
+                }
             }
-            // What won, read back: the one answer every model gets.
-            read(inserted, &mut winners)?;
+            winners.extend(inserted);
+            if !taken.is_empty() {
+                read(taken, &mut winners)?;
+            }
         }
         claims
             .iter()
@@ -2564,5 +2585,51 @@ mod tests {
             assert_eq!(get(&s, "a"), 15);
             s.database().drop().run().unwrap();
         }
+    }
+
+    /// Two writers claiming the same forwarded ids at once, each with its
+    /// own copy (partly claimed before, in chunks of `CLAIM_CHUNK`), get
+    /// the same winner for every id: the one stored, theirs where their
+    /// insert went in, the other's read back where it was refused.
+    #[test]
+    fn writers_racing_for_the_same_claims_get_one_answer() {
+        let s = store("claims_race");
+        let id = |i: u64| EventId {
+            source: 7,
+            partition: (i % 3) as u32,
+            offset: i,
+        };
+        let n = CLAIM_CHUNK as u64 * 2 + 17;
+        // A third of them claimed before, by neither.
+        let earlier: Vec<_> = (0..n)
+            .filter(|i| i.is_multiple_of(3))
+            .map(|i| (id(i), (9, i)))
+            .collect();
+        s.claim_origins(1, &earlier).unwrap();
+        for round in 0..3 {
+            let mine: Vec<_> = (0..n).map(|i| (id(i), (1, i + round))).collect();
+            let theirs: Vec<_> = (0..n).rev().map(|i| (id(i), (2, i + round))).collect();
+            let (a, b) = std::thread::scope(|t| {
+                let a = t.spawn(|| s.claim_origins(1, &mine).unwrap());
+                let b = t.spawn(|| s.claim_origins(1, &theirs).unwrap());
+                (a.join().unwrap(), b.join().unwrap())
+            });
+            let mut b = b;
+            b.reverse();
+            assert_eq!(a, b, "round {round}: one answer for both");
+            for (i, w) in a.iter().enumerate() {
+                let i = i as u64;
+                if i.is_multiple_of(3) {
+                    assert_eq!(*w, (9, i), "claimed before the race");
+                } else if round == 0 {
+                    assert!(*w == (1, i) || *w == (2, i), "{i}: {w:?}");
+                } else {
+                    assert_eq!(*w, (a[i as usize].0, i), "{i}: stays as claimed");
+                }
+            }
+            // What is stored is what both were told.
+            assert_eq!(s.claim_origins(1, &mine).unwrap(), a, "round {round}");
+        }
+        s.database().drop().run().unwrap();
     }
 }
