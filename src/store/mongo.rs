@@ -945,7 +945,7 @@ impl MongoStore {
                 unique.iter().map(|(origin, _)| id(origin)).collect(),
                 &mut winners,
             )?;
-            let mut inserted: Vec<(String, (u32, u64))> = unique
+            let inserted: Vec<(String, (u32, u64))> = unique
                 .iter()
                 .filter(|(origin, _)| !winners.contains_key(&id(origin)))
                 .map(|(origin, native)| (id(origin), *native))
@@ -961,34 +961,37 @@ impl MongoStore {
             // that applies. Those another writer made in between (a
             // duplicate `_id`) are read back: the one answer every model
             // gets.
-            let all = inserted.len();
-            let mut lost: Vec<usize> = match coll.insert_many(docs).ordered(false).run() {
-                Ok(_) => Vec::new(),
+            let mut refused = vec![false; inserted.len()];
+            match coll.insert_many(docs).ordered(false).run() {
+                Ok(_) => {}
                 Err(e) => match *e.kind {
                     mongodb::error::ErrorKind::InsertMany(ref im)
                         if im.write_concern_error.is_none()
                             && im.write_errors.iter().flatten().all(|w| w.code == 11000) =>
                     {
                         match &im.write_errors {
-                            Some(errors) => errors.iter().map(|w| w.index).collect(),
+                            Some(errors) => {
+                                for w in errors {
+                                    if let Some(r) = refused.get_mut(w.index) {
+                                        *r = true;
+                                    }
+                                }
+                            }
                             // Refused, but not said which: read them all.
-                            None => (0..all).collect(),
+                            None => refused.fill(true),
                         }
                     }
                     _ => return Err(Error::mongo("claim forwarded ids", e)),
                 },
-            };
-            lost.sort_unstable();
-            lost.dedup();
-            // From the highest index down: each `swap_remove` leaves the
-            // lower ones where they were.
-            let mut taken = Vec::with_capacity(lost.len());
-            for i in lost.into_iter().rev() {
-                if i < inserted.len() {
-                    taken.push(inserted.swap_remove(i).0);
+            }
+            let mut taken = Vec::new();
+            for ((id, native), refused) in inserted.into_iter().zip(refused) {
+                if refused {
+                    taken.push(id);
+                } else {
+                    winners.insert(id, native);
                 }
             }
-            winners.extend(inserted);
             if !taken.is_empty() {
                 read(taken, &mut winners)?;
             }
