@@ -51,7 +51,7 @@ fn forbidden(file: &str) -> Vec<(&'static str, &'static str)> {
         out.extend(CLUSTER.map(|p| (p, "the embedded backend imports nothing of the cluster's")));
     }
     if file.starts_with("cluster/")
-        || file == "store/mongo.rs"
+        || file.starts_with("store/mongo/")
         || file == "store/pushdown.rs"
         || file == "log/kafka.rs"
     {

@@ -5,9 +5,8 @@ use std::path::Path;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
-use serde::{Deserialize, Serialize};
 
-use crate::event::EventId;
+use super::DeadLetter;
 use crate::hooks::runner::{Outcome, Plan};
 use crate::ids::{Chunk, ChunkStore, IdSet};
 use crate::{Error, Result};
@@ -150,19 +149,6 @@ impl ChunkStore for ModelWrite<'_> {
             .map_err(|e| Error::store("forget forwarded ids", e))?;
         Ok(horizon)
     }
-}
-
-/// An event that could not be applied, kept with the reason instead of
-/// stopping its partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// The event's id.
-    pub event: EventId,
-    /// Why it could not be applied: a decoding error or the projection's
-    /// message.
-    pub reason: String,
-    /// The event as it was in the log, to inspect or resubmit.
-    pub payload: Vec<u8>,
 }
 
 /// The embedded store: one redb database file holding, per read model, the
