@@ -36,7 +36,8 @@ pub enum Error {
         "invalid {kind} name {name:?}: {reason} (use at most 200 characters (180 for a read model) from A-Z, a-z, 0-9, `.`, `_`, `-`; not `.` or `..`)"
     )]
     InvalidName {
-        /// What the name is for: `"topic"`, `"group"` or `"read model"`.
+        /// What the name is for: `"topic"`, `"group"`, `"read model"` or
+        /// `"collection"`.
         kind: &'static str,
         /// The name given.
         name: String,

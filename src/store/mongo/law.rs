@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::*;
+use crate::names::RESERVED_PREFIX;
 use crate::{Error, Result};
 
 impl MongoStore {
@@ -22,8 +23,9 @@ impl MongoStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Usage`] describing the first case that disagrees, or
-    /// [`Error::Mongo`].
+    /// [`Error::Usage`] describing the first case that disagrees;
+    /// [`Error::InvalidName`] for one of accrete's own collections (a name
+    /// starting with `accrete.`), which it would empty; or [`Error::Mongo`].
     pub fn check_pushdown<S>(
         &self,
         collection: &str,
@@ -32,6 +34,15 @@ impl MongoStore {
     where
         S: Pushdown + Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug,
     {
+        let reserved = format!("{}{RESERVED_PREFIX}", self.prefix);
+        if collection.starts_with(RESERVED_PREFIX) || collection.starts_with(&reserved) {
+            return Err(Error::InvalidName {
+                kind: "collection",
+                name: collection.into(),
+                reason: "it is one of accrete's own (names starting with `accrete.`), which the \
+                         check would empty: give it a collection of its own",
+            });
+        }
         let coll = self.db.collection::<Document>(collection);
         coll.delete_many(doc! {})
             .run()

@@ -82,7 +82,7 @@ mod write;
 use std::time::Duration;
 
 use bson::{Document, doc};
-use mongodb::options::{ClientOptions, UpdateOneModel, WriteModel};
+use mongodb::options::{Acknowledgment, ClientOptions, UpdateOneModel, WriteModel};
 use mongodb::sync::{Client, Collection, Database};
 
 use serde::de::DeserializeOwned;
@@ -162,12 +162,28 @@ impl MongoStore {
     /// # Errors
     ///
     /// [`Error::Mongo`] with the URI (without its password) when the URI is
-    /// malformed or no server answers.
+    /// malformed or no server answers; [`Error::Config`] when it asks for
+    /// unacknowledged writes (`w=0`): exactly once rests on the server's
+    /// answer to each write (a guard that did not hold, a claim already
+    /// made), and with `w=0` there is none.
     pub fn connect(config: &MongoConfig) -> Result<Self> {
         let shown = redact(&config.uri);
         let mut options = ClientOptions::parse(&config.uri)
             .run()
             .map_err(|e| Error::mongo_with("connect", format!("bad URI {shown}: {e}"), e))?;
+        let unacknowledged = options
+            .write_concern
+            .as_ref()
+            .is_some_and(|c| c.w == Some(Acknowledgment::Nodes(0)));
+        if unacknowledged {
+            return Err(Error::Config {
+                source_name: format!("MongoDB URI {shown}"),
+                detail: "w=0 (unacknowledged writes) cannot keep exactly once: accrete learns \
+                         from each write's answer whether its guard held; remove `w=0` (the \
+                         default, w=1, or `w=majority`)"
+                    .into(),
+            });
+        }
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(Duration::from_secs(10));
         }
@@ -220,6 +236,7 @@ impl MongoStore {
     /// [`Error::Mongo`] when the server refuses; [`Error::Model`] when the
     /// model's documents are in a newer format than this build knows.
     pub fn prepare(&self, model: &str) -> Result<()> {
+        crate::names::validate_model_name(model)?;
         let models = self.coll(MODELS);
         let found = models
             .find_one(doc! { "_id": model })
@@ -308,8 +325,10 @@ impl MongoStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Mongo`].
+    /// [`Error::InvalidName`] for a name no model can have (one of
+    /// accrete's own collections); [`Error::Mongo`].
     pub fn drop_model(&self, model: &str) -> Result<()> {
+        crate::names::validate_model_name(model)?;
         self.drop_generation(&self.generation(model)?)?;
         self.coll(DEAD_LETTERS)
             .delete_many(doc! { "model": model })

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::documents::decode_key;
 use super::origins::CLAIM_CHUNK;
-use super::write::{new_document, sort_errors};
+use super::write::{Guards, KeyWrite, Split, new_document, sort_errors, write_batch};
 use super::*;
 use crate::codec::Range;
 use crate::event::EventId;
@@ -466,5 +466,89 @@ fn writers_racing_for_the_same_claims_get_one_answer() {
         // What is stored is what both were told.
         assert_eq!(s.claim_origins(1, &mine).unwrap(), a, "round {round}");
     }
+    s.database().drop().run().unwrap();
+}
+
+#[test]
+fn unacknowledged_writes_are_refused_before_connecting() {
+    // No server at this port: the URI is refused before any is asked.
+    for uri in [
+        "mongodb://127.0.0.1:1/?w=0",
+        "mongodb://user:secret@127.0.0.1:1/?w=0&journal=false",
+    ] {
+        let config = MongoConfig {
+            uri: uri.into(),
+            ..MongoConfig::default()
+        };
+        let Err(Error::Config {
+            source_name,
+            detail,
+        }) = MongoStore::connect(&config)
+        else {
+            panic!("{uri}: w=0 was not refused as a configuration error");
+        };
+        assert!(detail.contains("w=0"), "{detail}");
+        assert!(
+            !source_name.contains("secret"),
+            "the password is shown: {source_name}"
+        );
+    }
+}
+
+#[test]
+fn accretes_own_collections_are_not_dropped_or_emptied() {
+    let s = store("own_names");
+    // A claim of a forwarded copy, which neither call may touch.
+    let claim = [(
+        EventId {
+            source: 9,
+            partition: 0,
+            offset: 1,
+        },
+        (0, 5),
+    )];
+    assert_eq!(s.claim_origins(1, &claim).unwrap(), vec![(0, 5)]);
+    for name in ["accrete.origins", "accrete.models", "accrete.g1.balances"] {
+        let dropped = s.drop_model(name);
+        assert!(
+            matches!(dropped, Err(Error::InvalidName { .. })),
+            "drop_model({name}): {dropped:?}"
+        );
+        let checked = s.check_pushdown(name, [(Sum(1_i64), Sum(2))]);
+        assert!(
+            matches!(
+                checked,
+                Err(Error::InvalidName {
+                    kind: "collection",
+                    ..
+                })
+            ),
+            "check_pushdown({name}): {checked:?}"
+        );
+        let prepared = s.prepare(name);
+        assert!(
+            matches!(prepared, Err(Error::InvalidName { .. })),
+            "prepare({name}): {prepared:?}"
+        );
+    }
+    let other = [(
+        EventId {
+            source: 9,
+            partition: 0,
+            offset: 1,
+        },
+        (3, 7),
+    )];
+    assert_eq!(
+        s.claim_origins(1, &other).unwrap(),
+        vec![(0, 5)],
+        "the first claim survives"
+    );
+    // An ordinary collection is still checked.
+    assert_eq!(
+        s.check_pushdown("law_check", [(Sum(1_i64), Sum(2))])
+            .unwrap(),
+        1
+    );
     s.database().drop().run().unwrap();
 }
