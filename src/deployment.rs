@@ -322,7 +322,9 @@ pub trait Deployment {
     fn hook_dead_letters(&self, hook: &str) -> Result<Vec<HookDeadLetter>>;
 
     /// What the model's pipeline did in this process since the model was
-    /// added.
+    /// first added: the counts carry on through a
+    /// [`stop_model`](Self::stop_model) and an add again, and through a
+    /// [`rebuild`](Self::rebuild) (they only grow, as metrics want).
     ///
     /// # Errors
     ///

@@ -121,6 +121,9 @@ struct Inner {
     /// [`EmbeddedStore::source_id`]).
     source: u32,
     models: Mutex<BTreeMap<&'static str, Running>>,
+    /// Each model's counters, kept when it stops: [`Deployment::stats`]
+    /// carries on when it is added again, as on a node.
+    counters: Mutex<BTreeMap<&'static str, Arc<crate::engine::Counters>>>,
     hooks: Mutex<Vec<RunningHook>>,
     /// Serializes the operations that start and stop pipelines (add, stop,
     /// rebuild, shutdown), so that two of them racing never run two
@@ -239,6 +242,7 @@ impl Runtime {
                 config,
                 source,
                 models: Mutex::new(BTreeMap::new()),
+                counters: Mutex::new(BTreeMap::new()),
                 hooks: Mutex::new(Vec::new()),
                 ops: Mutex::new(()),
                 _lock: None,
@@ -457,7 +461,7 @@ impl<S> Serves<S> for Runtime {
             &c.events_topic,
             self.inner.source,
             c.partitions,
-            Arc::default(),
+            Arc::clone(self.inner.counters.lock().entry(M::NAME).or_default()),
         )?;
         self.finish_rebuild(M::NAME)?;
         self.repair_lost_tail(M::NAME)?;
