@@ -248,7 +248,8 @@ pub trait Deployment {
     /// when another rebuild started a generation meanwhile (this one
     /// changed nothing) or this node did not move to the new generation
     /// within a minute (the rebuild is made; the node goes on trying: do
-    /// not rebuild again); the backend's errors.
+    /// not rebuild again) or was stopped or shut down while it moved (the
+    /// rebuild is made; the wait holds no lock); the backend's errors.
     fn rebuild<M: ReadModel>(&self) -> Result<()>;
 
     /// Runs a cluster hook on the model's changes: at least once per change

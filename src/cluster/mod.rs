@@ -626,7 +626,7 @@ impl Deployment for Node {
     }
 
     fn rebuild<M: ReadModel>(&self) -> Result<()> {
-        let _ops = self.operate();
+        let ops = self.operate();
         let (materializer, replica) = self
             .served
             .lock()
@@ -653,10 +653,30 @@ impl Deployment for Node {
             generation = next.n,
             "rebuild: a new generation started"
         );
+        // The generation is recorded: the wait for this node to move to it
+        // holds no lock, so that a stop or a shutdown of a node that cannot
+        // move (MongoDB failing) is not held up by it.
+        drop(ops);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while materializer.load(Ordering::Acquire) < next.n
             || replica.load(Ordering::Acquire) < next.n
         {
+            let stopped =
+                self.shared.stop.load(Ordering::Acquire)
+                    || !self.served.lock().iter().any(|s| {
+                        s.materializer.is_some() && Arc::ptr_eq(&s.generation, &materializer)
+                    });
+            if stopped {
+                return Err(Error::Model(
+                    M::NAME.into(),
+                    format!(
+                        "was stopped on this node while it moved to generation {} of its data: \
+                         the rebuild is made, and the nodes that serve the model fold it (adding \
+                         it here again does too)",
+                        next.n
+                    ),
+                ));
+            }
             if std::time::Instant::now() >= deadline {
                 // Not a timeout to retry: the rebuild is made, and another
                 // would start over.
