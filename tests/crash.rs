@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use accrete::event::EventId;
 use accrete::log::{EmbeddedLog, Log, NewRecord, partition_for};
 use accrete::runtime::{Config, Runtime};
-use accrete::testing::{FAILPOINTS, REBUILD_FAILPOINTS};
 use common::*;
 
 const CHILD: &str = "ACCRETE_CRASH_CHILD";
@@ -146,22 +145,7 @@ fn run(seed: u64) -> usize {
             cmd.env("ACCRETE_CRASH_REBUILD", "1");
         }
         if plan && !sigkill {
-            let points: Vec<&str> = FAILPOINTS
-                .iter()
-                .chain(if rebuild {
-                    &REBUILD_FAILPOINTS[..]
-                } else {
-                    &[]
-                })
-                .copied()
-                .collect();
-            let point = points[rng.below(points.len() as u64) as usize];
-            let nth = if point.starts_with("rebuild") {
-                1
-            } else {
-                1 + rng.below(6)
-            };
-            cmd.env("ACCRETE_FAILPOINT", format!("{point}:{nth}"));
+            cmd.env("ACCRETE_FAILPOINT", common::failpoint(&mut rng, rebuild, 6));
         }
         let mut child = cmd.spawn().unwrap();
         if sigkill {

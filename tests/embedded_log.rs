@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use accrete::Error;
 use accrete::event::EventId;
-use accrete::log::{EmbeddedLog, Log, NewRecord, RecordBatch, SyncPolicy};
+use accrete::log::{EmbeddedLog, Log, NewRecord, READ_BYTES, RecordBatch, SyncPolicy};
 
 /// The seed for one randomized test: `ACCRETE_SEED` if set, else fresh.
 fn seed(test: &str) -> u64 {
@@ -234,6 +234,47 @@ fn reads_from_the_middle_of_a_large_partition_return_exactly_the_right_offsets()
     // Reopened, the index is rebuilt by the scan.
     let log = EmbeddedLog::open(tmp.path()).unwrap();
     check(&log, &mut rng);
+}
+
+/// A read of large records stops once it holds `READ_BYTES`, whatever its
+/// `max`: a reader far behind holds about that much at once (it read its
+/// whole batch, and past 4 GiB a batch's record starts overflowed: an
+/// attack, session 15). The next read goes on from there.
+#[test]
+fn a_read_of_large_records_stops_at_its_byte_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open_with(tmp.path(), SyncPolicy::Never).unwrap();
+    log.create_topic("large", 1).unwrap();
+    let size = 8 << 20;
+    let n = (READ_BYTES / size + 8) as u64;
+    for offset in 0..n {
+        let mut payload = vec![offset as u8; size];
+        payload[..8].copy_from_slice(&offset.to_be_bytes());
+        log.append("large", 0, &[record(&payload)]).unwrap();
+    }
+    let mut batch = RecordBatch::new();
+    let mut from = 0;
+    let mut reads = 0;
+    while from < n {
+        log.read("large", 0, from, usize::MAX, &mut batch).unwrap();
+        reads += 1;
+        assert!(!batch.is_empty(), "from {from}");
+        let last = batch.iter().last().unwrap();
+        let before_last = batch.bytes() - last.key.len() - last.payload.len();
+        assert!(before_last < READ_BYTES, "a read went on past its budget");
+        assert!(
+            batch.bytes() >= READ_BYTES || last.offset + 1 == n,
+            "a read stopped short of its budget at {}",
+            batch.bytes()
+        );
+        for r in batch.iter() {
+            assert_eq!(r.offset, from);
+            assert_eq!(r.payload.len(), size);
+            assert_eq!(r.payload[..8], from.to_be_bytes());
+            from += 1;
+        }
+    }
+    assert_eq!(reads, 2);
 }
 
 #[test]

@@ -17,11 +17,11 @@ use super::placement::{Audit, Placement};
 use super::replica::Replica;
 use super::{Counters, Shared};
 use crate::codec::{Range, encode_change, encode_key};
-use crate::engine::{Applied, ChangeFeed, Input, Positions, StateStore, run_batch};
+use crate::engine::{Applied, ChangeFeed, Input, Positions, StateStore, run_batch, unwound};
 use crate::event::EventId;
 use crate::fold::{BatchOutcome, Work};
-use crate::log::RecordBatch;
 use crate::log::kafka::Producer;
+use crate::log::{READ_BYTES, RecordBatch};
 use crate::model::{Deltas, ReadModel};
 use crate::store::DeadLetter;
 use crate::store::mongo::{Generation, Guards, KeyWrite, Split, write_batch};
@@ -167,29 +167,33 @@ where
             return Ok(());
         }
         let events: usize = inputs.iter().map(|i| i.batch.len()).sum();
-        run_batch(
-            &**model,
-            *source,
-            &mut inputs,
-            &mut MongoStep {
-                shared,
-                replica,
-                source: *source,
-                generation,
-            },
-            &mut KafkaFeed {
-                producer,
-                topic: changes_topic,
-                shared,
-                generation: &generation.name,
-            },
-            &mut MongoPositions {
-                shared,
-                generation: &generation.name,
-                commit,
-            },
-            counters,
-        )?;
+        // Also flushed from the rebalance callback, inside librdkafka: a
+        // panic there would abort the process.
+        unwound(M::NAME, || {
+            run_batch(
+                &**model,
+                *source,
+                &mut inputs,
+                &mut MongoStep {
+                    shared,
+                    replica,
+                    source: *source,
+                    generation,
+                },
+                &mut KafkaFeed {
+                    producer,
+                    topic: changes_topic,
+                    shared,
+                    generation: &generation.name,
+                },
+                &mut MongoPositions {
+                    shared,
+                    generation: &generation.name,
+                    commit,
+                },
+                counters,
+            )
+        })?;
         *buffered -= events;
         if *buffered == 0 {
             *oldest = None;
@@ -773,6 +777,9 @@ where
             let b = batcher.lock();
             b.buffered > 0
                 && (b.buffered >= pace.limit()
+                    // Large records: about as much at once as an embedded
+                    // read holds, not the pace's events times their size.
+                    || b.buffers.values().map(|x| x.batch.bytes()).sum::<usize>() >= READ_BYTES
                     || stopping
                     || b.oldest.is_some_and(|t| {
                         let waited = t.elapsed();

@@ -217,6 +217,25 @@ where
     Ok(Some(outcome))
 }
 
+/// Runs one batch of `model`, a panic in it (a bug, in accrete or in the
+/// model's code outside `project`) turned into an error: the batch fails
+/// and is retried from what is durable, as after a crash, and the model's
+/// status says why, rather than its worker ending in silence (an attack,
+/// session 15: a read past 4 GiB panicked and the model stopped folding
+/// with no error shown).
+pub(crate) fn unwound<T>(model: &str, batch: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(batch)).unwrap_or_else(|panic| {
+        Err(crate::Error::Model(
+            model.into(),
+            format!(
+                "a batch panicked ({}); it is retried from the committed positions. This is a \
+                 bug: please report it with the log",
+                crate::error::panic_message(&*panic)
+            ),
+        ))
+    })
+}
+
 /// Empties a batch after its fold. A backfill's large batches keep their
 /// memory while the reader is behind (`full`: faulting it in again per
 /// batch cost a tenth of the step), and give it back once a read comes

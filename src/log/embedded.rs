@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use super::{Log, NewRecord, RecordBatch, validate_name};
+use super::{Log, NewRecord, READ_BYTES, RecordBatch, validate_name};
 use crate::event::EventId;
 use crate::{Error, Result};
 
@@ -712,10 +712,10 @@ impl Partition {
                     self.expect_frame(&next, offset)?;
                     offset += 1;
                 }
-                while batch.len() < want {
+                while batch.len() < want && batch.bytes() < READ_BYTES {
                     // Fast path: whole, valid frames already in the buffer.
                     offset += frames.decode_into(batch, offset, want);
-                    if batch.len() == want {
+                    if batch.len() == want || batch.bytes() >= READ_BYTES {
                         break;
                     }
                     // Slow path: read more, or report damage.
@@ -1008,7 +1008,7 @@ impl<'a> Frames<'a> {
     #[inline]
     fn decode_into(&mut self, batch: &mut RecordBatch, offset: u64, want: usize) -> u64 {
         let mut added = 0;
-        while batch.len() < want {
+        while batch.len() < want && batch.bytes() < READ_BYTES {
             let Decode::Frame(f) = decode(&self.buf[self.at..self.filled]) else {
                 break;
             };

@@ -99,6 +99,9 @@ impl Log for MemoryLog {
             let p = p.read();
             for (i, (k, t, v, o)) in p.iter().enumerate().skip(from as usize).take(max) {
                 batch.push(i as u64, k, *t, v, *o);
+                if batch.bytes() >= super::READ_BYTES {
+                    break;
+                }
             }
         })
     }

@@ -53,6 +53,11 @@ pub struct Record<'a> {
     pub origin: Option<EventId>,
 }
 
+/// The bytes of keys and payloads after which a read stops (it takes one
+/// record at least, of any size): a reader far behind on large records
+/// holds about this much at once, not its batch size times their size.
+pub const READ_BYTES: usize = 128 << 20;
+
 /// Records read from one partition, stored contiguously: reading a batch
 /// allocates nothing per record. Reuse one batch across reads.
 #[derive(Debug, Default, Clone)]
@@ -65,8 +70,12 @@ pub struct RecordBatch {
 pub(crate) struct Entry {
     pub(crate) offset: u64,
     pub(crate) timestamp: i64,
-    pub(crate) key: (u32, u32),
-    pub(crate) payload: (u32, u32),
+    /// Where the key starts in `data`; the payload follows it. 64 bits: a
+    /// batch may hold more than 4 GiB (a reader far behind on large
+    /// records), and 32-bit starts overflowed there (an attack, session 15).
+    pub(crate) start: u64,
+    pub(crate) key_len: u32,
+    pub(crate) payload_len: u32,
     pub(crate) origin: Option<EventId>,
 }
 
@@ -107,7 +116,19 @@ impl RecordBatch {
         self.entries.is_empty()
     }
 
-    /// Appends a record (used by log implementations).
+    /// The bytes of keys and payloads it holds.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Appends a record (used by log implementations). A batch holds any
+    /// number of bytes; one key or payload is less than 4 GiB (a log reads
+    /// no larger record: the embedded one's are at most
+    /// [`EmbeddedLog::MAX_RECORD_BYTES`], Kafka's less than 2 GiB).
+    ///
+    /// # Panics
+    ///
+    /// If `key` or `payload` is 4 GiB or more.
     pub fn push(
         &mut self,
         offset: u64,
@@ -116,27 +137,35 @@ impl RecordBatch {
         payload: &[u8],
         origin: Option<EventId>,
     ) {
-        let k = self.data.len() as u32;
+        let len = |part: &[u8]| {
+            u32::try_from(part.len()).expect("a record's key or payload is less than 4 GiB")
+        };
+        let (key_len, payload_len) = (len(key), len(payload));
+        let start = self.data.len() as u64;
         self.data.extend_from_slice(key);
-        let p = self.data.len() as u32;
         self.data.extend_from_slice(payload);
         self.entries.push(Entry {
             offset,
             timestamp,
-            key: (k, key.len() as u32),
-            payload: (p, payload.len() as u32),
+            start,
+            key_len,
+            payload_len,
             origin,
         });
     }
 
     /// The records, in offset order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Record<'_>> + '_ {
-        self.entries.iter().map(|e| Record {
-            offset: e.offset,
-            key: &self.data[e.key.0 as usize..(e.key.0 + e.key.1) as usize],
-            timestamp: e.timestamp,
-            payload: &self.data[e.payload.0 as usize..(e.payload.0 + e.payload.1) as usize],
-            origin: e.origin,
+        self.entries.iter().map(|e| {
+            let start = e.start as usize;
+            let split = start + e.key_len as usize;
+            Record {
+                offset: e.offset,
+                key: &self.data[start..split],
+                timestamp: e.timestamp,
+                payload: &self.data[split..split + e.payload_len as usize],
+                origin: e.origin,
+            }
         })
     }
 
@@ -176,7 +205,8 @@ pub trait Log: Send + Sync + 'static {
     fn append(&self, topic: &str, partition: u32, records: &[NewRecord<'_>]) -> Result<u64>;
 
     /// Reads records from `from` on, at most `max` of them (fewer at the end
-    /// of the partition), replacing `batch`'s contents.
+    /// of the partition, or once their keys and payloads reach
+    /// [`READ_BYTES`], one record at least), replacing `batch`'s contents.
     ///
     /// # Errors
     ///
@@ -250,4 +280,33 @@ pub(crate) fn validate_name(kind: &'static str, name: &str, max: usize) -> Resul
 /// The partition of a key: a stable hash, the same in every process.
 pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
     (accrete_monoids::hash::stable_hash(key) % u64::from(partitions.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordBatch;
+
+    /// Past 4 GiB the records still read back whole (32-bit starts
+    /// overflowed there). 5 GiB of memory: `cargo test --lib -- --ignored`.
+    #[test]
+    #[ignore = "allocates 5 GiB"]
+    fn a_batch_holds_more_than_4_gib() {
+        let mut batch = RecordBatch::new();
+        let big = vec![7_u8; 1 << 30];
+        for offset in 0..5_u64 {
+            batch.push(offset, &offset.to_be_bytes(), 0, &big, None);
+        }
+        batch.push(5, b"last", 0, b"tail", None);
+        assert!(batch.bytes() > 5 << 30);
+        for (i, r) in batch.iter().enumerate() {
+            assert_eq!(r.offset, i as u64);
+            if i < 5 {
+                assert_eq!(r.key, (i as u64).to_be_bytes());
+                assert_eq!(r.payload.len(), 1 << 30);
+                assert!(r.payload.iter().all(|b| *b == 7));
+            } else {
+                assert_eq!((r.key, r.payload), (&b"last"[..], &b"tail"[..]));
+            }
+        }
+    }
 }

@@ -14,11 +14,12 @@ use crate::codec::{
     Range, StoredRecord, Written, decode_record, encode_change, encode_key, encode_record,
 };
 use crate::engine::{
-    Applied, ChangeFeed, Counters, Folding, Input, Positions, StateStore, release, write_batch,
+    Applied, ChangeFeed, Counters, Folding, Input, Positions, StateStore, release, unwound,
+    write_batch,
 };
 use crate::fold::{BatchOutcome, Copy, Work};
 use crate::ids::{Absorbed, CHUNK_OFFSETS, ForwardedIds, MAX_CHUNKS, Seen};
-use crate::log::{Log, NewRecord, RecordBatch, partition_for};
+use crate::log::{Log, NewRecord, READ_BYTES, RecordBatch, partition_for};
 use crate::model::ReadModel;
 use crate::names::{changes_topic, group_name};
 use crate::store::{DeadLetter, EmbeddedStore, ModelWrite};
@@ -421,7 +422,7 @@ impl<M: ReadModel> Runner<M> {
             let input = Input {
                 partition,
                 from,
-                full: buffer.len() >= max,
+                full: buffer.len() >= max || buffer.bytes() >= READ_BYTES,
                 batch: buffer,
                 written_end,
             };
@@ -590,11 +591,22 @@ impl<M: ReadModel> Pipeline for Runner<M> {
         debug_assert_eq!(guards[0].0, first);
         let mut outbox = std::mem::take(&mut guards[0].1.outbox);
         let mut buffer = std::mem::take(&mut guards[0].1.buffer);
-        let result = self
-            .publish_unpublished(&mut outbox)
-            .and_then(|()| self.step_locked(&mut guards, max, &mut outbox, &mut buffer));
+        let returned = std::cell::Cell::new(false);
+        let result = unwound(M::NAME, || {
+            let result = self
+                .publish_unpublished(&mut outbox)
+                .and_then(|()| self.step_locked(&mut guards, max, &mut outbox, &mut buffer));
+            returned.set(true);
+            result
+        });
         guards[0].1.outbox = outbox;
         guards[0].1.buffer = buffer;
+        if !returned.get() {
+            // As after a crash: the outbox rows are published again before
+            // the next batch (a change written and not yet published is
+            // not lost; one published twice is at least once).
+            *self.recovered.lock() = false;
+        }
         if result.is_err() {
             // Start over from what is durable: the committed positions and
             // the store's written ends.

@@ -459,3 +459,26 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// An `ACCRETE_FAILPOINT` plan: one of the pipeline's crash points (or a
+/// rebuild's, when the run rebuilds), at its first pass for a rebuild's and
+/// at one of the first `most` passes for the pipeline's.
+pub fn failpoint(rng: &mut Rng, rebuild: bool, most: u64) -> String {
+    use accrete::testing::{FAILPOINTS, REBUILD_FAILPOINTS};
+    let points: Vec<&str> = FAILPOINTS
+        .iter()
+        .chain(if rebuild {
+            &REBUILD_FAILPOINTS[..]
+        } else {
+            &[]
+        })
+        .copied()
+        .collect();
+    let point = points[rng.below(points.len() as u64) as usize];
+    let nth = if point.starts_with("rebuild") {
+        1
+    } else {
+        1 + rng.below(most)
+    };
+    format!("{point}:{nth}")
+}
