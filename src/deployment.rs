@@ -463,18 +463,23 @@ pub struct Failing {
     pub for_ms: u64,
 }
 
-/// The health of a running model's pipeline, shared with it.
+/// The health of a running model's pipeline, shared with it: per member
+/// (an embedded worker, keyed by its first partition; a node's one
+/// materializer, 0), so that one member's success does not hide another's
+/// failure (an idle worker cleared a stuck one's error: session 15).
 #[derive(Default)]
 pub(crate) struct Health {
-    failing: Mutex<Option<(String, u64, Instant)>>,
+    failing: Mutex<std::collections::BTreeMap<u32, (String, u64, Instant)>>,
 }
 
 impl Health {
-    /// A batch failed (it is retried).
-    pub(crate) fn failed(&self, model: &'static str, error: &Error) {
+    /// A batch of `member` failed (it is retried).
+    pub(crate) fn failed(&self, member: u32, model: &'static str, error: &Error) {
         let mut f = self.failing.lock();
-        let first = f.is_none();
-        let (message, failures, _) = f.get_or_insert_with(|| (String::new(), 0, Instant::now()));
+        let first = f.is_empty();
+        let (message, failures, _) = f
+            .entry(member)
+            .or_insert_with(|| (String::new(), 0, Instant::now()));
         *message = error.to_string();
         *failures += 1;
         if first && !tracing::dispatcher::has_been_set() {
@@ -487,20 +492,30 @@ impl Health {
         }
     }
 
-    /// A batch succeeded.
-    pub(crate) fn ok(&self) {
+    /// A batch of `member` succeeded.
+    pub(crate) fn ok(&self, member: u32) {
         let mut f = self.failing.lock();
-        if f.is_some() {
-            *f = None;
+        if !f.is_empty() {
+            f.remove(&member);
         }
     }
 
+    /// Nothing fails any more (the pipeline starts afresh, or stopped).
+    pub(crate) fn clear(&self) {
+        self.failing.lock().clear();
+    }
+
+    /// The member failing longest: its last error, its failures in a row,
+    /// and for how long.
     pub(crate) fn snapshot(&self) -> Option<Failing> {
-        self.failing.lock().as_ref().map(|(m, n, since)| Failing {
-            last_error: m.clone(),
-            failures: *n,
-            for_ms: since.elapsed().as_millis() as u64,
-        })
+        let f = self.failing.lock();
+        f.values()
+            .min_by_key(|(_, _, since)| *since)
+            .map(|(m, n, since)| Failing {
+                last_error: m.clone(),
+                failures: *n,
+                for_ms: since.elapsed().as_millis() as u64,
+            })
     }
 }
 

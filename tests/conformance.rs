@@ -1024,6 +1024,14 @@ fn a_panicking_batch_shows_in_the_status<B: Backend>(b: &B) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // And it stays shown while the batch keeps failing: another worker's
+    // success (here, idle partitions) does not clear it (it did on the
+    // embedded runtime before session 15).
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        let status = b.d().status(Breaks::NAME).unwrap();
+        assert!(status.error.is_some(), "the error went away: {status:?}");
+    }
     b.d().stop_model(Breaks::NAME).unwrap();
 }
 

@@ -117,9 +117,9 @@ where
         }
         if b.buffered == 0 {
             // What failed went with the partitions: nothing here fails now.
-            b.counters.health.ok();
+            b.counters.health.clear();
         } else if let Err(e) = &result {
-            b.counters.health.failed(M::NAME, e);
+            b.counters.health.failed(0, M::NAME, e);
         }
     }
 }
@@ -130,6 +130,19 @@ impl<M: ReadModel> Batcher<M>
 where
     M::State: Pushdown,
 {
+    /// Whether to read no more before a write: `limit` events, or as many
+    /// bytes as an embedded read holds (large records: not the pace's
+    /// events times their size).
+    fn full(&self, limit: usize) -> bool {
+        self.buffered >= limit
+            || self
+                .buffers
+                .values()
+                .map(|b| b.batch.bytes())
+                .sum::<usize>()
+                >= READ_BYTES
+    }
+
     /// Writes the buffered partitions (`only` those, if given), publishes
     /// their changes, commits: one run of the pipeline ([`run_batch`]). On
     /// error the buffers stay, to retry.
@@ -633,7 +646,7 @@ where
                 M::NAME,
                 (current, parts),
                 &|| shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire),
-                &|e| counters.health.failed(M::NAME, e),
+                &|e| counters.health.failed(0, M::NAME, e),
                 |parts, _| run(parts, &shared, &stop, interval),
                 |next| {
                     open(
@@ -646,7 +659,7 @@ where
                 },
                 |next| {
                     generation.store(next.n, Ordering::Release);
-                    counters.health.ok();
+                    counters.health.ok(0);
                 },
             );
         })
@@ -741,7 +754,7 @@ where
             break;
         }
         let stopping = shared.stop.load(Ordering::Acquire) || stop.load(Ordering::Acquire);
-        let full = batcher.lock().buffered >= pace.limit();
+        let full = batcher.lock().full(pace.limit());
         let read = !full && !stopping;
         if read && let Err(e) = crate::failpoint::fault("log_read") {
             // As a fetch error: the consumer reads on.
@@ -776,10 +789,7 @@ where
         let due = {
             let b = batcher.lock();
             b.buffered > 0
-                && (b.buffered >= pace.limit()
-                    // Large records: about as much at once as an embedded
-                    // read holds, not the pace's events times their size.
-                    || b.buffers.values().map(|x| x.batch.bytes()).sum::<usize>() >= READ_BYTES
+                && (b.full(pace.limit())
                     || stopping
                     || b.oldest.is_some_and(|t| {
                         let waited = t.elapsed();
@@ -800,13 +810,13 @@ where
             match flushed {
                 Ok(()) => {
                     pace.observe(events, started.elapsed());
-                    counters.health.ok();
+                    counters.health.ok(0);
                     backoff = Duration::from_millis(50);
                     failing_until = None;
                 }
                 Err(e) => {
                     tracing::error!(model = M::NAME, error = %e, retry_in = ?backoff, "batch write failed");
-                    counters.health.failed(M::NAME, &e);
+                    counters.health.failed(0, M::NAME, &e);
                     failing_until = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     if stopping {
@@ -816,9 +826,10 @@ where
             }
         } else if stopping && !due {
             break;
-        } else if let Some(t) = failing_until.filter(|_| stopping) {
-            // Stopping while a failed batch waits out its backoff: one
-            // more try once it has passed (no polls meanwhile).
+        } else if let Some(t) = failing_until.filter(|_| stopping || full) {
+            // A failed batch waiting out its backoff with nothing to read
+            // (stopping, or the batch full): one more try once it has
+            // passed (no polls meanwhile; before, a full batch spun here).
             std::thread::sleep(t.saturating_duration_since(Instant::now()));
         }
     }

@@ -620,7 +620,7 @@ impl Deployment for Node {
         let _ = thread.join();
         // A stopped model is not failing (as on the embedded runtime).
         if let Some(s) = self.served.lock().iter().find(|s| s.name == name) {
-            s.counters.health.ok();
+            s.counters.health.clear();
         }
         Ok(())
     }

@@ -236,7 +236,7 @@ pub(super) fn start<M: ReadModel>(
                     M::NAME,
                     (generation, following),
                     &|| shared.stop.load(Ordering::Acquire),
-                    &|e| counters.health.failed(M::NAME, e),
+                    &|e| counters.health.failed(0, M::NAME, e),
                     |following, generation| {
                         follow(
                             following,

@@ -109,6 +109,8 @@ pub(crate) trait Positions {
 /// A batch being folded, one partition's records at a time: the works
 /// folded so far, the dead letters, what the fold did.
 pub(crate) struct Folding<K, S> {
+    /// Whose batch it is, for the model's health (see `Health`).
+    member: u32,
     started: Instant,
     works: Vec<Work<K, S>>,
     dead: Vec<DeadLetter>,
@@ -118,9 +120,10 @@ pub(crate) struct Folding<K, S> {
 }
 
 impl<K, S> Folding<K, S> {
-    /// An empty batch; its time starts now.
-    pub(crate) fn new() -> Self {
+    /// An empty batch of `member`; its time starts now.
+    pub(crate) fn new(member: u32) -> Self {
         Folding {
+            member,
             started: Instant::now(),
             works: Vec::new(),
             dead: Vec::new(),
@@ -205,7 +208,7 @@ where
     if inputs.iter().all(|i| i.batch.is_empty()) {
         return Ok(None);
     }
-    let mut folding = Folding::new();
+    let mut folding = Folding::new(0);
     store.prepare(inputs)?;
     for input in inputs.iter() {
         folding.fold(model, source, input);
@@ -268,6 +271,7 @@ where
     P: Positions,
 {
     let Folding {
+        member,
         started,
         works,
         dead,
@@ -303,7 +307,7 @@ where
     // the commit fails the records are read again and counted again: the
     // stats count deliveries.
     counters.batch(&outcome);
-    counters.health.ok();
+    counters.health.ok(member);
     failpoint::fault("commit")?;
     positions.commit(&ends)?;
     failpoint::hit("after_commit");

@@ -361,7 +361,7 @@ impl Runtime {
     fn spawn(&self, pipeline: Arc<dyn Pipeline>) -> Running {
         // Failures of the pipeline's earlier run (before a rebuild) are
         // not this run's.
-        pipeline.health().ok();
+        pipeline.health().clear();
         let stop = Arc::new(AtomicBool::new(false));
         let c = &self.inner.config;
         let workers = c.workers.min(c.partitions as usize).max(1);
@@ -1051,19 +1051,22 @@ fn work(
         let mut busy = false;
         let mut failed = false;
         let step = pipeline.step(&mine, config.batch_size);
+        // Named in the model's health by its first partition, as its
+        // batches are (`Folding::new`).
+        let me = mine.first().copied().unwrap_or(0);
         if step.is_ok() {
-            pipeline.health().ok();
+            pipeline.health().ok(me);
         }
         match step {
             Ok(Some(_)) => busy = true,
             Ok(None) => {
-                if let Err(e) = pipeline.tidy(&mine) {
+                if let Err(e) = crate::engine::unwound(pipeline.name(), || pipeline.tidy(&mine)) {
                     tracing::warn!(model = pipeline.name(), error = %e, "tidying the outbox failed");
                 }
             }
             Err(e) => {
                 failed = true;
-                pipeline.health().failed(pipeline.name(), &e);
+                pipeline.health().failed(me, pipeline.name(), &e);
                 crate::engine::metrics::error(pipeline.name());
                 tracing::error!(model = pipeline.name(), partitions = ?mine, error = %e, "batch failed; retrying from the committed positions");
             }

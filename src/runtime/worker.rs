@@ -391,7 +391,8 @@ impl<M: ReadModel> Runner<M> {
         // Once a batch (a pass per partition would fail every pass of a
         // worker holding as many partitions as the fault's period).
         crate::failpoint::fault("log_read")?;
-        let mut folding = Folding::new();
+        // The worker's first partition names it in the model's health.
+        let mut folding = Folding::new(guards.first().map_or(0, |(p, _)| *p));
         let mut ends = Vec::with_capacity(guards.len());
         let mut full = false;
         for (partition, st) in guards.iter_mut() {
@@ -580,33 +581,28 @@ impl<M: ReadModel> Pipeline for Runner<M> {
             .iter()
             .map(|&p| (p, self.partitions[p as usize].lock()))
             .collect();
-        {
-            let mut recovered = self.recovered.lock();
-            if !*recovered {
-                self.recover()?;
-                *recovered = true;
-            }
-        }
         // The first partition's state keeps the worker's outbox bookkeeping.
         debug_assert_eq!(guards[0].0, first);
         let mut outbox = std::mem::take(&mut guards[0].1.outbox);
         let mut buffer = std::mem::take(&mut guards[0].1.buffer);
-        let returned = std::cell::Cell::new(false);
+        // A panic fails the step (its status says so) rather than ending
+        // the worker. A change written and not yet published when one hit
+        // (a bug in accrete's own append) stays in the outbox, published
+        // at the next start: the outbox is not published again meanwhile,
+        // since the other workers hold receipts of its rows.
         let result = unwound(M::NAME, || {
-            let result = self
-                .publish_unpublished(&mut outbox)
-                .and_then(|()| self.step_locked(&mut guards, max, &mut outbox, &mut buffer));
-            returned.set(true);
-            result
+            {
+                let mut recovered = self.recovered.lock();
+                if !*recovered {
+                    self.recover()?;
+                    *recovered = true;
+                }
+            }
+            self.publish_unpublished(&mut outbox)
+                .and_then(|()| self.step_locked(&mut guards, max, &mut outbox, &mut buffer))
         });
         guards[0].1.outbox = outbox;
         guards[0].1.buffer = buffer;
-        if !returned.get() {
-            // As after a crash: the outbox rows are published again before
-            // the next batch (a change written and not yet published is
-            // not lost; one published twice is at least once).
-            *self.recovered.lock() = false;
-        }
         if result.is_err() {
             // Start over from what is durable: the committed positions and
             // the store's written ends.

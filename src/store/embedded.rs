@@ -282,7 +282,17 @@ impl EmbeddedStore {
             .map_err(|e| Error::store("begin write", e))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| Error::store("durability", e))?;
-        let out = f(&txn)?;
+        // A panic in `f` (a model's `combine` or `Serialize`) aborts the
+        // transaction here, not while unwinding: redb drops a transaction
+        // dropped during a panic without aborting it, leaking its pages
+        // until the file is repaired at the next open.
+        let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&txn))) {
+            Ok(out) => out?,
+            Err(panic) => {
+                drop(txn);
+                std::panic::resume_unwind(panic);
+            }
+        };
         if self.commit_fault() {
             // Dropped uncommitted: as if the commit had failed.
             return Err(Error::store(

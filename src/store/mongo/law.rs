@@ -25,7 +25,8 @@ impl MongoStore {
     ///
     /// [`Error::Usage`] describing the first case that disagrees;
     /// [`Error::InvalidName`] for one of accrete's own collections (a name
-    /// starting with `accrete.`), which it would empty; or [`Error::Mongo`].
+    /// starting with `accrete.`) or a read model's, which it would empty;
+    /// or [`Error::Mongo`].
     pub fn check_pushdown<S>(
         &self,
         collection: &str,
@@ -42,6 +43,21 @@ impl MongoStore {
                 reason: "it is one of accrete's own (names starting with `accrete.`), which the \
                          check would empty: give it a collection of its own",
             });
+        }
+        if let Some(model) = collection.strip_prefix(&self.prefix) {
+            let recorded = self
+                .coll(MODELS)
+                .find_one(doc! { "_id": model })
+                .run()
+                .map_err(|e| Error::mongo("read the models", e))?;
+            if recorded.is_some() {
+                return Err(Error::InvalidName {
+                    kind: "collection",
+                    name: collection.into(),
+                    reason: "it holds a read model's state, which the check would empty: give it \
+                             a collection of its own",
+                });
+            }
         }
         let coll = self.db.collection::<Document>(collection);
         coll.delete_many(doc! {})

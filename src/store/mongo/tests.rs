@@ -544,6 +544,19 @@ fn accretes_own_collections_are_not_dropped_or_emptied() {
         vec![(0, 5)],
         "the first claim survives"
     );
+    // Nor is a read model's.
+    s.prepare("balances").unwrap();
+    let checked = s.check_pushdown("balances", [(Sum(1_i64), Sum(2))]);
+    assert!(
+        matches!(
+            checked,
+            Err(Error::InvalidName {
+                kind: "collection",
+                ..
+            })
+        ),
+        "check_pushdown(balances): {checked:?}"
+    );
     // An ordinary collection is still checked.
     assert_eq!(
         s.check_pushdown("law_check", [(Sum(1_i64), Sum(2))])
