@@ -22,7 +22,7 @@
 //! oracle (the plain left fold of the distinct events), and its dead
 //! letters with the distinct bad events, one each. Each test prints its
 //! seeds; `ACCRETE_SEED=<seed>` replays one (the operations it draws; the
-//! threads' and the kills' timing is the machine's), `ACCRETE_SEEDS=<n>`
+//! threads' and the kills' timing is the machine's), `ACCRETE_ATTACK_SEEDS=<n>`
 //! sets how many run (`ACCRETE_KILL_SEEDS` for the kill test).
 //!
 //! Finding (session 15, mended): a batch whose keys and payloads passed
@@ -49,7 +49,7 @@ use accrete::event::{EventId, encode, source_id};
 use accrete::model::{Deltas, ReadModel};
 use accrete::monoids::{Count, GSet, Max, Min, Sum};
 use accrete::runtime::{Config, Runtime};
-use common::{Rng, oracle, seeds, seeds_with};
+use common::{Rng, oracle, seeds_with};
 use serde::{Deserialize, Serialize};
 
 const PARTITIONS: u32 = 16;
@@ -607,7 +607,7 @@ fn for_seeds(test: &str, seeds: &[u64], mut f: impl FnMut(u64)) {
 fn skewed_records_across_restarts() {
     for_seeds(
         "skewed_records_across_restarts",
-        &seeds("skewed_records_across_restarts", 3),
+        &seeds_with("skewed_records_across_restarts", "ACCRETE_ATTACK_SEEDS", 3),
         |seed| {
             let mut world = World::new(seed, true);
             let dir = tempfile::tempdir().unwrap();
@@ -706,7 +706,7 @@ fn operate(rt: &Runtime, rng: &mut Rng, running: &mut BTreeSet<&'static str>) ->
 fn operators_race_a_producer() {
     for_seeds(
         "operators_race_a_producer",
-        &seeds("operators_race_a_producer", 4),
+        &seeds_with("operators_race_a_producer", "ACCRETE_ATTACK_SEEDS", 4),
         |seed| {
             let mut world = World::new(seed, true);
             let mut operator_rng = Rng(seed ^ 0x5eed);
