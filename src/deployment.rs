@@ -494,10 +494,7 @@ impl Health {
 
     /// A batch of `member` succeeded.
     pub(crate) fn ok(&self, member: u32) {
-        let mut f = self.failing.lock();
-        if !f.is_empty() {
-            f.remove(&member);
-        }
+        self.failing.lock().remove(&member);
     }
 
     /// Nothing fails any more (the pipeline starts afresh, or stopped).
